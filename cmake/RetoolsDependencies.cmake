@@ -1,0 +1,16 @@
+# Every dependency comes from the system (Debian packages); nothing is downloaded.
+find_package(Threads REQUIRED)
+find_package(fmt REQUIRED)
+find_package(nlohmann_json 3.9 REQUIRED)
+
+# Debian's hiredis 0.14 ships no CMake config, only pkg-config; newer ones ship both.
+find_package(hiredis QUIET CONFIG)
+if(TARGET hiredis::hiredis)
+  add_library(retools_hiredis INTERFACE)
+  target_link_libraries(retools_hiredis INTERFACE hiredis::hiredis)
+else()
+  find_package(PkgConfig REQUIRED)
+  pkg_check_modules(HIREDIS REQUIRED IMPORTED_TARGET hiredis)
+  add_library(retools_hiredis INTERFACE)
+  target_link_libraries(retools_hiredis INTERFACE PkgConfig::HIREDIS)
+endif()

@@ -1,0 +1,7 @@
+function(retools_set_warnings target)
+  if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
+    target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor
+      # GCC 12 flags designated initializers that omit defaulted fields, the intended style.
+      -Wno-missing-field-initializers)
+  endif()
+endfunction()

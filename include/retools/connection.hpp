@@ -1,0 +1,168 @@
+#pragma once
+// Connection: a thread-safe, fork-safe pool of Redis connections.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <retools/detail/command_buffer.hpp>
+#include <retools/reply.hpp>
+
+namespace retools {
+
+/// Where and how to connect. An aggregate: use designated initializers.
+///
+/// ```cpp
+/// retools::Connection conn{retools::ConnectionOptions{.port = 6380, .pool_size = 4}};
+/// ```
+struct ConnectionOptions {
+    /// Server host name or address. Ignored when `path` is set.
+    std::string host = "127.0.0.1";
+    /// Server TCP port.
+    int port = 6379;
+    /// Unix socket path; empty means TCP.
+    std::string path;
+    /// ACL user name for `AUTH user password`; empty means `AUTH password` (the default user).
+    std::string user;
+    /// Password; empty means no AUTH.
+    std::string password;
+    /// Database selected on connect (0 sends no SELECT).
+    int db = 0;
+    /// Time allowed to open a connection; 0 means the operating system's default.
+    std::chrono::milliseconds connect_timeout{2000};
+    /// Time allowed for one round trip; 0 means wait forever. Blocking
+    /// commands (see Connection::blocking_command) get their block time on top.
+    std::chrono::milliseconds command_timeout{5000};
+    /// Most connections open at once; threads beyond it wait for a free one
+    /// (at most command_timeout). Connections open lazily. Must be >= 1.
+    std::size_t pool_size = 16;
+
+    /// Parses `redis://[user[:password]@]host[:port][/db]` or
+    /// `unix:///path/to/sock[?db=N]`. Throws ConfigurationError naming the bad
+    /// part (the password is never part of the message).
+    static ConnectionOptions from_url(std::string_view url);
+
+    /// The address for messages: `127.0.0.1:6379/0` or `unix:/path/sock/0` (no credentials).
+    std::string describe() const;
+};
+
+class Connection;
+
+/// Commands collected for one round trip.
+///
+/// ```cpp
+/// retools::Pipeline p;
+/// p.command("INCR", "a").command("GET", "b");
+/// std::vector<retools::Reply> replies = conn.execute(p);     // or conn.transaction(p)
+/// ```
+class Pipeline {
+public:
+    template <class... Args>
+    Pipeline& command(const Args&... args) {
+        buffer_.add(args...);
+        return *this;
+    }
+    std::size_t size() const noexcept { return buffer_.commands(); }
+    bool empty() const noexcept { return buffer_.empty(); }
+    void clear() noexcept { buffer_.clear(); }
+    void reserve(std::size_t bytes) { buffer_.reserve(bytes); }
+    const detail::CommandBuffer& buffer() const noexcept { return buffer_; }
+
+private:
+    detail::CommandBuffer buffer_;
+};
+
+/// A pool of connections to one Redis server. Cheap to copy: copies share the
+/// pool. Every member is safe to call from many threads at once. After
+/// `fork()`, the child never touches the parent's sockets; it opens its own on
+/// first use.
+///
+/// ```cpp
+/// retools::Connection conn{"redis://127.0.0.1:6379/0"};
+/// conn.command("SET", "greeting", "hello");
+/// std::string v = conn.command("GET", "greeting").as_string();
+/// ```
+///
+/// Errors: `ConnectionError` (unreachable, hung up; `TimeoutError` when a
+/// timeout elapsed) — the broken connection is dropped and the next call opens
+/// a fresh one; `ReplyError` for a server error reply.
+class Connection {
+public:
+    /// `redis://127.0.0.1:6379/0`.
+    Connection();
+    explicit Connection(ConnectionOptions options);
+    /// See ConnectionOptions::from_url.
+    explicit Connection(std::string_view url);
+    explicit Connection(const char* url) : Connection(std::string_view(url)) {}
+    explicit Connection(const std::string& url) : Connection(std::string_view(url)) {}
+
+    /// Sends one command and waits for its reply. Arguments are strings (binary
+    /// safe), integers, floating point (shortest round-trip text) or ranges of those.
+    /// A server error reply throws ReplyError.
+    template <class... Args>
+    Reply command(const Args&... args) const {
+        detail::CommandBuffer buffer;
+        buffer.add(args...);
+        Reply reply = execute_one(buffer);
+        reply.check();
+        return reply;
+    }
+
+    /// Like command() for commands that block server-side (BLPOP, BLMOVE ...):
+    /// the socket timeout is extended by `block` for this call.
+    template <class... Args>
+    Reply blocking_command(std::chrono::milliseconds block, const Args&... args) const {
+        detail::CommandBuffer buffer;
+        buffer.add(args...);
+        Reply reply = execute_one(buffer, block);
+        reply.check();
+        return reply;
+    }
+
+    /// Sends every command of the pipeline in one round trip; one reply each, in
+    /// order. Error replies do not throw here: they throw when read.
+    std::vector<Reply> execute(const Pipeline& pipeline) const;
+
+    /// The pipeline wrapped in MULTI/EXEC, still one round trip: the commands'
+    /// replies, in order. A command rejected while queueing throws ReplyError
+    /// and nothing runs.
+    std::vector<Reply> transaction(const Pipeline& pipeline) const;
+
+    /// Sends an already-encoded single command (one round trip). Unlike
+    /// command(), an error reply is returned, not thrown.
+    Reply execute_one(const detail::CommandBuffer& buffer,
+                      std::chrono::milliseconds block = std::chrono::milliseconds{0}) const;
+
+    const ConnectionOptions& options() const noexcept;
+
+    /// Round trips made through this pool since it was created (copies share
+    /// it). For tests and benchmarks that count round trips per operation.
+    std::uint64_t round_trips() const noexcept;
+
+    /// Connections currently open in this process (idle or in use).
+    std::size_t open_connections() const noexcept;
+
+    /// Closes idle connections; in-use ones close when returned.
+    void reset() const;
+
+    struct Shared;  // internal
+
+private:
+    std::shared_ptr<Shared> shared_;
+};
+
+/// The process-wide default connection, used by every component that is not
+/// given one: built on first use from the `REDIS_URL` environment variable,
+/// else `redis://127.0.0.1:6379/0`. Assign to it at start-up, before other
+/// threads use it:
+///
+/// ```cpp
+/// retools::global_connection() = retools::Connection{"redis://cache:6379/2"};
+/// ```
+Connection& global_connection();
+
+}  // namespace retools

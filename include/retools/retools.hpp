@@ -1,0 +1,7 @@
+#pragma once
+// Umbrella header: everything retools offers.
+
+#include <retools/errors.hpp>
+#include <retools/reply.hpp>
+#include <retools/connection.hpp>
+#include <retools/script.hpp>

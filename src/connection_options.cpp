@@ -1,0 +1,126 @@
+#include <retools/connection.hpp>
+
+#include <charconv>
+
+#include <fmt/format.h>
+
+#include <retools/errors.hpp>
+
+namespace retools {
+namespace {
+
+[[noreturn]] void bad_url(std::string_view what) {
+    throw ConfigurationError(fmt::format("invalid Redis URL: {}", what));
+}
+
+int parse_number(std::string_view text, std::string_view what, int min, int max) {
+    int value = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (text.empty() || ec != std::errc{} || end != text.data() + text.size() || value < min ||
+        value > max)
+        bad_url(fmt::format("{} {:?} is not a number from {} to {}", what, text, min, max));
+    return value;
+}
+
+// %XX escapes in user names and passwords (a password may contain '@' or ':').
+std::string percent_decode(std::string_view text, std::string_view what) {
+    std::string out;
+    out.reserve(text.size());
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        if (text[i] != '%') {
+            out += text[i];
+            continue;
+        }
+        int byte = 0;
+        if (i + 2 >= text.size()) bad_url(fmt::format("bad %-escape in the {}", what));
+        auto [end, ec] = std::from_chars(text.data() + i + 1, text.data() + i + 3, byte, 16);
+        if (ec != std::errc{} || end != text.data() + i + 3) bad_url(fmt::format("bad %-escape in the {}", what));
+        out += static_cast<char>(byte);
+        i += 2;
+    }
+    return out;
+}
+
+void parse_query(std::string_view query, ConnectionOptions& options) {
+    while (!query.empty()) {
+        auto amp = query.find('&');
+        std::string_view pair = query.substr(0, amp);
+        query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+        auto eq = pair.find('=');
+        std::string_view name = pair.substr(0, eq);
+        std::string_view value = eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+        if (name == "db")
+            options.db = parse_number(value, "database", 0, 1 << 20);
+        else
+            bad_url(fmt::format("unknown query parameter {:?} (supported: db)", name));
+    }
+}
+
+}  // namespace
+
+ConnectionOptions ConnectionOptions::from_url(std::string_view url) {
+    ConnectionOptions options;
+    auto scheme_end = url.find("://");
+    if (scheme_end == std::string_view::npos)
+        bad_url("missing scheme (expected redis://host:port/db or unix:///path)");
+    std::string_view scheme = url.substr(0, scheme_end);
+    std::string_view rest = url.substr(scheme_end + 3);
+
+    std::string_view query;
+    if (auto q = rest.find('?'); q != std::string_view::npos) {
+        query = rest.substr(q + 1);
+        rest = rest.substr(0, q);
+    }
+
+    if (scheme == "unix") {
+        if (rest.empty() || rest.front() != '/') bad_url("unix socket path must be absolute (unix:///path/to/sock)");
+        options.path = std::string(rest);
+        parse_query(query, options);
+        return options;
+    }
+    if (scheme != "redis")
+        bad_url(fmt::format("unsupported scheme {:?} (supported: redis, unix)", scheme));
+
+    std::string_view authority = rest.substr(0, rest.find('/'));
+    std::string_view path = authority.size() < rest.size() ? rest.substr(authority.size() + 1) : std::string_view{};
+
+    if (auto at = authority.rfind('@'); at != std::string_view::npos) {
+        std::string_view userinfo = authority.substr(0, at);
+        authority = authority.substr(at + 1);
+        auto colon = userinfo.find(':');
+        options.user = percent_decode(userinfo.substr(0, colon), "user name");
+        if (colon != std::string_view::npos) options.password = percent_decode(userinfo.substr(colon + 1), "password");
+    }
+
+    std::string_view host = authority;
+    std::string_view port;
+    if (!authority.empty() && authority.front() == '[') {  // [::1]:6379
+        auto close = authority.find(']');
+        if (close == std::string_view::npos) bad_url("unterminated '[' in the host");
+        host = authority.substr(1, close - 1);
+        std::string_view after = authority.substr(close + 1);
+        if (!after.empty()) {
+            if (after.front() != ':') bad_url("expected ':' after the bracketed host");
+            port = after.substr(1);
+            if (port.empty()) bad_url("empty port");
+        }
+    } else if (auto colon = authority.rfind(':'); colon != std::string_view::npos) {
+        host = authority.substr(0, colon);
+        port = authority.substr(colon + 1);
+        if (port.empty()) bad_url("empty port");
+    }
+    if (host.empty()) bad_url("missing host");
+    options.host = std::string(host);
+    if (!port.empty()) options.port = parse_number(port, "port", 1, 65535);
+    if (!path.empty()) options.db = parse_number(path, "database", 0, 1 << 20);
+    parse_query(query, options);
+    return options;
+}
+
+std::string ConnectionOptions::describe() const {
+    if (!path.empty()) return fmt::format("unix:{}/{}", path, db);
+    if (host.find(':') != std::string::npos) return fmt::format("[{}]:{}/{}", host, port, db);
+    return fmt::format("{}:{}/{}", host, port, db);
+}
+
+}  // namespace retools
