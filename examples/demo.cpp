@@ -26,6 +26,38 @@ void connection_demo(const retools::Connection& conn) {
     conn.command("DEL", "demo:greeting", "demo:counter");
 }
 
+
+// ---- cache ----------------------------------------------------------------
+
+void cache_demo(const retools::Connection& conn) {
+    section("Cache");
+    (void)conn;
+}
+
+
+// ---- lock ----------------------------------------------------------------
+
+void lock_demo(const retools::Connection& conn) {
+    section("Lock");
+    (void)conn;
+}
+
+
+// ---- limiter ----------------------------------------------------------------
+
+void limiter_demo(const retools::Connection& conn) {
+    section("Limiter");
+    (void)conn;
+}
+
+
+// ---- queue ----------------------------------------------------------------
+
+void queue_demo(const retools::Connection& conn) {
+    section("Queue");
+    (void)conn;
+}
+
 }  // namespace
 
 int main() {
@@ -33,6 +65,10 @@ int main() {
         retools::Connection& conn = retools::global_connection();
         fmt::print("retools demo against {}\n", conn.options().describe());
         connection_demo(conn);
+        cache_demo(conn);
+        lock_demo(conn);
+        limiter_demo(conn);
+        queue_demo(conn);
         fmt::print("\ndemo finished\n");
         return 0;
     } catch (const retools::Error& e) {

@@ -1,0 +1,38 @@
+#pragma once
+// Redis key names of the job queue. The first group is the original's layout
+// (shared with Python retools); the second is what retools adds for reliable
+// delivery, failures, retries and results.
+
+#include <string>
+#include <string_view>
+
+namespace retools::detail::queue_keys {
+
+// --- the original's layout ---------------------------------------------------
+inline constexpr std::string_view queue_prefix = "retools:queue:";     // + name: list of payloads
+inline constexpr std::string_view queues = "retools:queues";          // set of queue names
+inline constexpr std::string_view workers = "retools:workers";        // set of live worker ids
+inline constexpr std::string_view worker_prefix = "retools:worker:";  // + id [+ ":started" | ":queues"]
+
+inline std::string queue(std::string_view name) { return std::string(queue_prefix).append(name); }
+inline std::string worker(std::string_view id) { return std::string(worker_prefix).append(id); }
+inline std::string worker_started(std::string_view id) { return worker(id).append(":started"); }
+inline std::string worker_queues(std::string_view id) { return worker(id).append(":queues"); }
+
+// --- added by retools for C++ ------------------------------------------------
+/// List of payloads a worker has taken and not finished (reliable fetch).
+inline constexpr std::string_view processing_prefix = "retools:processing:";  // + worker id
+inline std::string processing(std::string_view worker_id) {
+    return std::string(processing_prefix).append(worker_id);
+}
+/// List of failed jobs: JSON {"payload": "<original text>", "queue": name,
+/// "error": text, "worker": id, "failed_at": float seconds}.
+inline constexpr std::string_view failed = "retools:failed";
+/// Sorted set of jobs not yet due (scheduled enqueues and retries): member
+/// JSON {"queue": name, "payload": "<payload text>"}, score = due time (float seconds).
+inline constexpr std::string_view delayed = "retools:delayed";
+/// String holding a finished job's JSON result (when the job asked for it), with a TTL.
+inline constexpr std::string_view result_prefix = "retools:result:";  // + job id
+inline std::string result(std::string_view job_id) { return std::string(result_prefix).append(job_id); }
+
+}  // namespace retools::detail::queue_keys
