@@ -5,3 +5,4 @@
 #include <retools/reply.hpp>
 #include <retools/connection.hpp>
 #include <retools/script.hpp>
+#include <retools/lock.hpp>
