@@ -6,3 +6,4 @@
 #include <retools/connection.hpp>
 #include <retools/script.hpp>
 #include <retools/lock.hpp>
+#include <retools/limiter.hpp>
