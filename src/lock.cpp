@@ -181,7 +181,7 @@ bool Lock::acquire_within(milliseconds budget) {
     if (held() && owner_pid_ == current_pid())
         throw ConfigurationError(fmt::format("Lock '{}': already held by this Lock object", key_));
     forget();  // a lock inherited over fork() is the parent's, not ours
-    const auto deadline = steady_clock::now() + budget;
+    const auto deadline = steady_clock::now() + to_budget_ms(static_cast<double>(budget.count()));
     detail::Backoff backoff{first_retry_delay, options_.max_retry_delay};
     for (;;) {
         if (attempt()) return true;
