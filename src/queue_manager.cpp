@@ -246,9 +246,13 @@ Job QueueManager::get_job(std::string_view job_id, std::string_view queue_name) 
     std::string queue = queue_name.empty() ? default_queue_ : std::string(queue_name);
     detail::validate_queue_name(queue);
     auto entries = conn_.command("LRANGE", keys::queue(queue), 0, -1).as_array();
+    bool plain_id = std::all_of(job_id.begin(), job_id.end(), [](char c) {
+        return c >= 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '/';
+    });
     for (const auto& entry : entries) {
-        // Cheap pre-check: skip entries whose text cannot hold this id.
-        if (entry.view().find(job_id) == std::string_view::npos) continue;
+        // Cheap pre-check: skip entries whose text cannot hold this id (only
+        // for ids JSON writes unescaped).
+        if (plain_id && entry.view().find(job_id) == std::string_view::npos) continue;
         try {
             Job job = Job::from_payload(entry.view(), queue, conn_);
             if (job.id() == job_id) return job;
