@@ -108,21 +108,32 @@ std::vector<ScheduledJob> QueueManager::scheduled_jobs() const {
     return out;
 }
 
-system_clock::time_point QueueManager::retry_later(Job& job, std::chrono::duration<double> delay) const {
+namespace detail {
+
+system_clock::time_point add_retry_later(Pipeline& p, Job& job, std::chrono::duration<double> delay) {
     if (!std::isfinite(delay.count()) || delay.count() < 0)
         throw ConfigurationError(fmt::format("retry delay {} s is not a non-negative number", delay.count()));
-    detail::validate_queue_name(job.queue());
+    validate_queue_name(job.queue());
     int done = job.retries_done();
     job.state()["retried"] = done + 1;
     std::string member;
     try {
-        member = detail::delayed_member(job.queue(), job.to_json());
+        member = delayed_member(job.queue(), job.to_json());
     } catch (...) {
         job.state()["retried"] = done;  // unchanged when nothing was scheduled
         throw;
     }
     auto due = system_clock::now() + std::chrono::duration_cast<system_clock::duration>(delay);
-    conn_.command("ZADD", keys::delayed, to_unix(due), member);
+    p.command("ZADD", keys::delayed, to_unix(due), member);
+    return due;
+}
+
+}  // namespace detail
+
+system_clock::time_point QueueManager::retry_later(Job& job, std::chrono::duration<double> delay) const {
+    Pipeline p;
+    auto due = detail::add_retry_later(p, job, delay);
+    for (const auto& reply : conn_.execute(p)) reply.check();
     return due;
 }
 

@@ -72,13 +72,13 @@ namespace keys = detail::queue_keys;
 
 std::string FailedJob::to_json() const {
     std::string out = "{\"payload\": ";
-    // The payload may be anything a producer wrote; keep it even when it is not UTF-8.
-    nlohmann::json text = payload;
+    // The payload may be anything a producer wrote. JSON cannot hold bytes
+    // that are not UTF-8: those (only those) become U+FFFD rather than losing the entry.
     try {
         detail::python_json_string(payload, out, "failed payload");
     } catch (const QueueError&) {
         out.resize(std::string_view("{\"payload\": ").size());
-        out.append(text.dump(-1, ' ', true, nlohmann::json::error_handler_t::replace));
+        out.append(nlohmann::json(payload).dump(-1, ' ', true, nlohmann::json::error_handler_t::replace));
     }
     out.append(", \"queue\": ");
     detail::python_json_string(queue, out, "failed queue name");
@@ -186,13 +186,19 @@ std::size_t QueueManager::clear_failed() const {
 }
 
 void QueueManager::record_failure(FailedJob failed) const {
-    if (failed.failed_at == 0) failed.failed_at = detail::unix_now();
-    conn_.command("RPUSH", keys::failed, failed.to_json());
+    Pipeline p;
+    detail::add_record_failure(p, std::move(failed));
+    for (const auto& reply : conn_.execute(p)) reply.check();
 }
 
 // ---- results -------------------------------------------------------------------
 
 namespace detail {
+
+void add_record_failure(Pipeline& p, FailedJob failed) {
+    if (failed.failed_at == 0) failed.failed_at = unix_now();
+    p.command("RPUSH", queue_keys::failed, failed.to_json());
+}
 
 void add_store_result(Pipeline& p, std::string_view job_id, const JobResult& result, std::chrono::seconds ttl) {
     if (ttl.count() <= 0)

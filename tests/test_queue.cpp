@@ -481,3 +481,43 @@ TEST_F(Queue, WaitForResultTimesOut) {
     EXPECT_GE(waited, 250ms);
     EXPECT_LT(waited, 2s);
 }
+
+TEST_F(Queue, FailedEntryOfANonUtf8PayloadIsStillRecorded) {
+    QueueManager qm;
+    qm.record_failure({.payload = "bad \xff bytes", .queue = "main", .error = "not JSON \xfe", .worker = "w"});
+    auto failed = qm.failed_jobs();
+    ASSERT_EQ(failed.size(), 1u);
+    EXPECT_EQ(failed[0].payload, "bad \xef\xbf\xbd bytes");  // U+FFFD in place of the invalid byte
+    EXPECT_EQ(failed[0].queue, "main");
+}
+
+TEST_F(Queue, JobEnqueueValidatesItsQueue) {
+    Job job = Job::from_payload(R"({"job_id": "a", "job": "m:f", "kwargs": {}, "events": {}, "state": {}})", "a:b");
+    EXPECT_THROW(job.enqueue(), retools::ConfigurationError);
+    EXPECT_EQ(conn.command("DBSIZE").as_integer(), 0);
+}
+
+TEST_F(Queue, RetryAndFailureComposeIntoOneTransaction) {
+    // How a worker finishes a job atomically: drop it from its processing
+    // list and schedule the retry (or file the failure) in one MULTI/EXEC.
+    QueueManager qm;
+    std::string id = qm.enqueue("m:f", {}, {.metadata = {{"retries", 1}}});
+    std::string payload = conn.command("LMOVE", "retools:queue:main", "retools:processing:w1", "LEFT", "RIGHT").as_string();
+    Job job = Job::from_payload(payload, "main");
+    retools::Pipeline p;
+    p.command("LREM", "retools:processing:w1", 1, payload);
+    retools::detail::add_retry_later(p, job, *job.next_retry_delay());
+    auto before = conn.round_trips();
+    conn.transaction(p);
+    EXPECT_EQ(conn.round_trips() - before, 1u);
+    EXPECT_EQ(conn.command("LLEN", "retools:processing:w1").as_integer(), 0);
+    ASSERT_EQ(qm.scheduled_jobs().size(), 1u);
+    EXPECT_EQ(qm.scheduled_jobs()[0].job.retries_done(), 1);
+
+    retools::Pipeline f;
+    retools::detail::add_record_failure(f, {.payload = payload, .queue = "main", .error = "boom", .worker = "w1"});
+    conn.transaction(f);
+    ASSERT_EQ(qm.failed_count(), 1u);
+    EXPECT_EQ(qm.failed_jobs()[0].payload, payload);
+    EXPECT_EQ(Job::from_payload(qm.failed_jobs()[0].payload, "main").id(), id);
+}

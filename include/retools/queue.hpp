@@ -47,7 +47,8 @@ struct FailedJob {
     std::string entry;
 
     /// The entry as stored: `{"payload": ..., "queue": ..., "error": ...,
-    /// "worker": ..., "failed_at": ...}`.
+    /// "worker": ..., "failed_at": ...}`. Never throws for odd text: bytes
+    /// that are not UTF-8 (which JSON cannot hold) become U+FFFD.
     std::string to_json() const;
     /// Parses a stored entry; throws QueueError when it is not one.
     static FailedJob from_json(std::string_view text);
@@ -81,6 +82,7 @@ struct JobResult {
     std::string error;
 
     /// Stored text: `{"status": "ok", "result": ...}` or `{"status": "failed", "error": ...}`.
+    /// Throws QueueError when `value` cannot be written as JSON (NaN, invalid UTF-8).
     std::string to_json() const;
     /// Parses a stored result; throws QueueError when it is not one.
     static JobResult from_json(std::string_view text);
@@ -289,6 +291,15 @@ namespace detail {
 /// Member of `retools:delayed` for a payload due on `queue`:
 /// `{"queue": "<queue>", "payload": "<payload text>"}`.
 std::string delayed_member(std::string_view queue, std::string_view payload);
+
+/// Appends to `p` what QueueManager::retry_later sends (counting the retry
+/// in `job.state()["retried"]`), for callers that finish a job atomically in
+/// their own MULTI/EXEC (e.g. with the LREM from a processing list).
+/// Returns the due time.
+std::chrono::system_clock::time_point add_retry_later(Pipeline& p, Job& job, std::chrono::duration<double> delay);
+
+/// Appends to `p` what QueueManager::record_failure sends.
+void add_record_failure(Pipeline& p, FailedJob failed);
 
 /// Appends to `p` the commands that store a job result (DEL, RPUSH, EXPIRE),
 /// for callers composing their own MULTI/EXEC.
