@@ -252,12 +252,15 @@ public:
     /// one MULTI/EXEC round trip. The worker calls this for jobs whose
     /// metadata has `result_ttl`.
     void store_result(std::string_view job_id, const JobResult& result, std::chrono::seconds ttl) const;
-    /// The stored outcome of a job, or nullopt when none is stored (yet, or any more).
+    /// The stored outcome of a job, or nullopt when none is stored (yet, or any
+    /// more). Reads the documented one-element list, or a plain string.
     std::optional<JobResult> get_result(std::string_view job_id) const;
     /// Waits up to `timeout` for the job's outcome to be stored; nullopt when
-    /// it was not in time. Blocks server-side (BLMOVE), without polling;
-    /// any number of callers may wait for the same job. A zero timeout
-    /// just looks.
+    /// it was not in time. Blocks server-side (BLMOVE on the result list), so
+    /// it returns within milliseconds of store_result without polling; any
+    /// number of callers may wait for the same job. (A result written as a
+    /// plain string by another writer is also found, within a second.) A zero
+    /// timeout just looks.
     ///
     /// ```cpp
     /// auto id = qm.enqueue("myapp.jobs:add", {{"a", 1}, {"b", 2}}, {.metadata = {{"result_ttl", 60}}});
