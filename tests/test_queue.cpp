@@ -244,6 +244,13 @@ TEST_F(Queue, MixedBatchIsOneRoundTripAndKeepsOrderPerQueue) {
     } catch (const retools::ConfigurationError& e) {
         EXPECT_NE(std::string(e.what()).find("#1"), std::string::npos) << e.what();
     }
+    std::vector<retools::JobSpec> nan{{"m:a"}, {"m:a"}, {"m:a", {{"x", std::nan("")}}}};
+    try {
+        qm.enqueue_batch(nan);
+        FAIL() << "expected QueueError";
+    } catch (const retools::QueueError& e) {
+        EXPECT_NE(std::string(e.what()).find("#2"), std::string::npos) << e.what();
+    }
     EXPECT_EQ(conn.command("DBSIZE").as_integer(), 0);
 }
 
