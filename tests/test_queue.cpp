@@ -292,6 +292,20 @@ TEST_F(Queue, ScheduledJobsWaitInTheDelayedSetUntilDue) {
     EXPECT_FALSE(qm.next_due_time());
 }
 
+TEST_F(Queue, ScheduledJobsCanBeCancelled) {
+    QueueManager qm;
+    std::string keep = qm.enqueue_in(1h, "m:f", {{"n", 1}});
+    std::string drop = qm.enqueue_in(1h, "m:f", {{"n", 2}});
+    conn.command("ZADD", "retools:delayed", 5, "not json");
+    EXPECT_TRUE(qm.cancel_scheduled(drop));
+    EXPECT_FALSE(qm.cancel_scheduled(drop));
+    EXPECT_FALSE(qm.cancel_scheduled("unknown"));
+    auto left = qm.scheduled_jobs();
+    ASSERT_EQ(left.size(), 1u);
+    EXPECT_EQ(left[0].job.id(), keep);
+    EXPECT_EQ(conn.command("ZCARD", "retools:delayed").as_integer(), 2);
+}
+
 TEST_F(Queue, PromotionMovesEachJobOnceAcrossProcesses) {
     QueueManager qm;
     auto past = std::chrono::system_clock::now() - 1s;

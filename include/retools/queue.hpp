@@ -110,7 +110,9 @@ public:
     /// Throws ConfigurationError for an invalid default queue name.
     explicit QueueManager(Connection conn, std::string default_queue_name = "main");
 
+    /// The connection every call uses.
     const Connection& connection() const noexcept { return conn_; }
+    /// The queue jobs go to when neither enqueue() nor set_queue_for_job names one.
     const std::string& default_queue_name() const noexcept { return default_queue_; }
 
     /// Jobs named `job_name` go to `queue_name` when enqueue() is not given a
@@ -209,6 +211,11 @@ public:
     /// Every job waiting in `retools:delayed`, earliest first. Entries that
     /// are not valid jobs are skipped (promote_due_jobs files them as failed).
     std::vector<ScheduledJob> scheduled_jobs() const;
+
+    /// Removes the job `job_id` from `retools:delayed` before it is due (one
+    /// Lua script, atomic with promotion). Returns false when it is not there
+    /// (never scheduled, or already moved to its queue).
+    bool cancel_scheduled(std::string_view job_id) const;
 
     /// Schedules `job` to run again after `delay`: counts the retry in
     /// `job.state()["retried"]` and adds the job, with its state, to
