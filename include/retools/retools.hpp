@@ -7,3 +7,5 @@
 #include <retools/script.hpp>
 #include <retools/lock.hpp>
 #include <retools/limiter.hpp>
+#include <retools/job.hpp>
+#include <retools/queue.hpp>
