@@ -6,3 +6,5 @@
 #include <retools/connection.hpp>
 #include <retools/script.hpp>
 #include <retools/lock.hpp>
+#include <retools/codec.hpp>
+#include <retools/cache.hpp>
