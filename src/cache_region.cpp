@@ -67,8 +67,10 @@ StoredValue parse_hash(const Reply& reply) {
     return out;
 }
 
+// A counter's value; a missing or unreadable counter counts as 0 (statistics
+// must never break the cache).
 long long parse_count(const Reply& reply) {
-    if (reply.is_nil()) return 0;
+    if (reply.is_nil() || reply.is_error()) return 0;
     if (reply.is_integer()) return reply.as_integer();
     std::string_view text = reply.view();
     long long value = 0;
@@ -119,7 +121,7 @@ LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::s
             p.command("GET", hit_key).command("INCR", hit_key);
             std::vector<Reply> replies = conn.transaction(p);
             hash = replies.at(0);
-            existing_hits = parse_count(replies.at(1).check());
+            existing_hits = parse_count(replies.at(1));
         } else {
             hash = conn.execute_one(p.buffer());
         }
@@ -165,7 +167,7 @@ LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::s
         p.command("SADD", cache_keys::keyset(region.name, ns), key);
         if (statistics) p.command("GETSET", hit_key, 0);
         std::vector<Reply> replies = conn.transaction(p);
-        for (const Reply& r : replies) r.check();
+        for (std::size_t i = 0; i < 5; ++i) replies.at(i).check();  // the value and its tracking sets
         // The original read new_hits from the HMSET reply (always 1); the
         // GETSET reply is what its arithmetic and its own tests mean.
         if (statistics) new_hits = parse_count(replies.back());
@@ -180,9 +182,11 @@ LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::s
         Pipeline& p = scratch_pipeline();
         p.command("INCRBY", hit_key, existing_hits);
         p.command("INCRBY", cache_keys::misses(day, region.name, ns, key), misses);
-        for (const Reply& r : conn.transaction(p)) r.check();
+        conn.transaction(p);  // a broken counter does not fail the call that computed the value
     } else {
-        conn.command("INCRBY", hit_key, existing_hits);
+        Pipeline& p = scratch_pipeline();
+        p.command("INCRBY", hit_key, existing_hits);
+        conn.execute(p);
     }
     return LoadOutcome::produced;
 }

@@ -29,8 +29,9 @@ namespace retools {
 /// retools::CacheRegion::add_region("short_term", {.expires = 60s, .first_value_wait = 5s});
 /// ```
 struct CacheRegionOptions {
-    /// How long a stored value stays fresh. 0 means never fresh: every call
-    /// regenerates (still one caller at a time). Must not be negative.
+    /// How long a stored value stays fresh; also the TTL of the regeneration
+    /// lock, as in the original. 0 means never fresh: every call regenerates.
+    /// Must not be negative.
     std::chrono::milliseconds expires{0};
     /// TTL of the value hash in Redis (the original's `redis_expiration`);
     /// default one week. Must be at least 1 s.
