@@ -6,5 +6,6 @@
 #include <retools/connection.hpp>
 #include <retools/script.hpp>
 #include <retools/lock.hpp>
+#include <retools/limiter.hpp>
 #include <retools/codec.hpp>
 #include <retools/cache.hpp>
