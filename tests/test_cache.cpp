@@ -528,6 +528,10 @@ TEST_F(CacheTest, InvalidateAFunction) {
     f(2);
     other(1);
     EXPECT_EQ(calls, 5);
+    retools::invalidate_callable(f, 2);  // the original's other name
+    f(1);
+    f(2);
+    EXPECT_EQ(calls, 6);
 }
 
 TEST_F(CacheTest, InvalidateARegionPrunesKeysWhoseHashExpired) {

@@ -116,14 +116,15 @@ public:
 
 /// Hit and miss counts.
 struct CacheStats {
-    std::int64_t hits = 0;
-    std::int64_t misses = 0;
+    std::int64_t hits = 0;    ///< `retools:hits:<day>:...` counter(s)
+    std::int64_t misses = 0;  ///< `retools:misses:<day>:...` counter(s)
     /// hits + misses.
     std::int64_t calls() const noexcept { return hits + misses; }
     /// hits / calls, 0 when there were no calls.
     double hit_ratio() const noexcept {
         return calls() == 0 ? 0.0 : static_cast<double>(hits) / static_cast<double>(calls());
     }
+    /// Adds another count (for totals).
     CacheStats& operator+=(const CacheStats& other) noexcept {
         hits += other.hits;
         misses += other.misses;
@@ -440,6 +441,12 @@ void invalidate_function(const CachedFunction<F, R, S, A>& cached, const Args&..
         cached.invalidate_all();
     else
         cached.invalidate(args...);
+}
+
+/// The original's other name for invalidate_function().
+template <class F, class R, class S, class A, class... Args>
+void invalidate_callable(const CachedFunction<F, R, S, A>& cached, const Args&... args) {
+    invalidate_function(cached, args...);
 }
 
 }  // namespace retools
