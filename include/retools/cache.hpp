@@ -292,6 +292,11 @@ struct signature_traits<R(A...)> {
 template <class T>
 concept HasCallOperator = requires { &T::operator(); };
 
+/// Function pointers, member function pointers and functors with one non-template operator().
+template <class F>
+concept DeducibleSignature = (std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>) ||
+                             std::is_member_function_pointer_v<F> || HasCallOperator<F>;
+
 }  // namespace detail
 
 template <class F, class R, class SelfList, class ArgList>
@@ -412,9 +417,14 @@ private:
 /// ```
 template <class F>
 auto cache_region(std::string region, std::string ns, F function, CacheOptions options = {}) {
-    using Traits = detail::callable_traits<F>;
-    return CachedFunction<F, typename Traits::result, typename Traits::self, typename Traits::args>(
-        std::move(region), std::move(ns), std::move(function), std::move(options));
+    static_assert(detail::DeducibleSignature<F>,
+                  "retools::cache_region: cannot deduce the signature of a generic lambda or an overloaded "
+                  "functor; give it explicitly: cache_region<Result(Args...)>(region, ns, function)");
+    if constexpr (detail::DeducibleSignature<F>) {
+        using Traits = detail::callable_traits<F>;
+        return CachedFunction<F, typename Traits::result, typename Traits::self, typename Traits::args>(
+            std::move(region), std::move(ns), std::move(function), std::move(options));
+    }
 }
 
 /// Same, with the signature given explicitly, for generic lambdas and overloaded functors:
