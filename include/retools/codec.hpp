@@ -136,12 +136,17 @@ struct Codec<std::optional<T>, std::enable_if_t<detail::JsonConvertible<T>>> {
     static std::optional<std::optional<T>> decode(std::string_view bytes) {
         nlohmann::json doc = nlohmann::json::parse(bytes, nullptr, false);
         if (doc.is_discarded()) return std::nullopt;
-        if (doc.is_null()) return std::optional<T>{};
-        try {
-            return std::optional<T>(doc.template get<T>());
-        } catch (const nlohmann::json::exception&) {
-            return std::nullopt;
+        std::optional<std::optional<T>> out;
+        if (doc.is_null()) {
+            out.emplace();
+            return out;
         }
+        try {
+            out.emplace(std::in_place, doc.template get<T>());
+        } catch (const nlohmann::json::exception&) {
+            out.reset();
+        }
+        return out;
     }
 };
 
