@@ -567,6 +567,28 @@ TEST_F(CacheTest, InvalidateARegionPrunesKeysWhoseHashExpired) {
     EXPECT_EQ(calls, 7);
 }
 
+TEST_F(CacheTest, ReadsAndInvalidatesWhatAPythonServiceWrote) {
+    // Exactly what Python retools leaves after caching myapp.search.load('bunny', 10)
+    // in its region "py_only" (not added in this process) and counting 5 hits.
+    const std::string ns = retools::function_namespace("myapp.search", "load", "load_things");
+    const std::string value_key = "retools:py_only:" + ns + ":bunny 10";
+    const double now = retools::detail::unix_now();
+    conn.command("HMSET", value_key, "created", now, "value", "S'found'\np1\n.");
+    conn.command("SADD", "retools:regions", "py_only");
+    conn.command("SADD", "retools:py_only:namespaces", ns);
+    conn.command("SADD", "retools:py_only:" + ns + ":keys", "bunny 10");
+    conn.command("SET", "retools:hits:" + today + ":py_only:" + ns + ":bunny 10", "5");
+    conn.command("SET", "retools:misses:" + today + ":py_only:" + ns + ":bunny 10", "2");
+
+    auto stats = retools::region_stats("py_only");
+    EXPECT_EQ(stats.total, (retools::CacheStats{.hits = 5, .misses = 2}));
+    EXPECT_EQ(stats.namespaces.at(ns).keys.at("bunny 10"), (retools::CacheStats{.hits = 5, .misses = 2}));
+
+    retools::invalidate_region("py_only");
+    EXPECT_LT(created(value_key), now - 3600);
+    EXPECT_EQ(hget(value_key, "value"), "S'found'\np1\n.");  // untouched
+}
+
 // ---- dogpile prevention ----
 
 TEST_F(CacheTest, SixteenThreadsOnAColdKeyCallTheFunctionOnce) {
