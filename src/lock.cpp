@@ -163,7 +163,7 @@ Lock::~Lock() { unlock(); }
 
 std::chrono::milliseconds Lock::to_budget_ms(double ms) noexcept {
     if (!(ms > 0)) return milliseconds{0};                 // negative, zero, NaN: one attempt
-    constexpr double ceiling = 1e13;                        // ~300 years: "forever" without overflow
+    constexpr double ceiling = 1e12;  // ~30 years: "forever", and now() + it fits steady_clock
     return milliseconds{static_cast<milliseconds::rep>(std::ceil(std::min(ms, ceiling)))};
 }
 
