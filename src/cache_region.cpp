@@ -144,7 +144,9 @@ LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::s
     Lock lock{cache_keys::lock(region.name, ns, key),
               LockOptions{.expires = std::max(region.options.expires, std::chrono::milliseconds{1}),
                           .timeout = wait,
-                          .connection = conn},
+                          .connection = conn,
+                          // Waiters for a first value are answering a request: notice it within 100 ms.
+                          .max_retry_delay = std::chrono::milliseconds{100}},
               std::defer_lock};
     if (!lock.try_lock_for(wait)) return have_stale ? LoadOutcome::stored : LoadOutcome::lock_timeout;
 

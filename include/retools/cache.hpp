@@ -38,8 +38,8 @@ struct CacheRegionOptions {
     std::chrono::seconds redis_expiration{7 * 24 * 3600};
     /// When no value is stored yet and another caller is computing it, how
     /// long to wait for it before giving up with `LockTimeout`; default 60 s.
-    /// 0 means one attempt at the lock. (A stale value is always served at
-    /// once instead of waiting.)
+    /// 0 means one attempt at the lock. Waiters retry at least every 100 ms.
+    /// (A stale value is always served at once instead of waiting.)
     std::chrono::milliseconds first_value_wait{60000};
     /// Redis to use; nullopt (default) means `global_connection()` at call time.
     std::optional<Connection> connection;
