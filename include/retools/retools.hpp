@@ -7,3 +7,4 @@
 #include <retools/script.hpp>
 #include <retools/job.hpp>
 #include <retools/queue.hpp>
+#include <retools/worker.hpp>
