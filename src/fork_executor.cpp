@@ -97,6 +97,7 @@ public:
     }
 
     void submit(TakenJob job) override {
+        join_finished();  // an exited thread keeps its stack mapped until joined, and fork copies mappings
         int fds[2];
         if (::pipe2(fds, O_CLOEXEC) != 0) {
             fail_now(std::move(job), fmt::format("cannot create a pipe for the job process: {}", std::strerror(errno)));
@@ -175,6 +176,15 @@ private:
             running_.erase(it);
         }
         cv_.notify_all();
+    }
+
+    void join_finished() {
+        std::vector<std::thread> done;
+        {
+            std::lock_guard lock(mutex_);
+            done.swap(finished_);
+        }
+        for (auto& t : done) t.join();
     }
 
     void fail_now(TakenJob job, std::string error) {

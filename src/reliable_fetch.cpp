@@ -133,14 +133,12 @@ TakenJob TakenJob::from_entry(std::string entry) {
 
 // ---- FinishBatch ------------------------------------------------------------------
 
-void FinishBatch::add(const FinishedJob& done, std::string_view worker_id, double now) {
-    const JobOutcome& o = done.outcome;
+void FinishBatch::add(FinishedJob&& done, std::string_view worker_id, double now) {
+    JobOutcome& o = done.outcome;
     if (o.status == JobStatus::requeue) {
         requeue(done.job);
         return;
     }
-    args_.emplace_back("D");
-    args_.push_back(done.job.entry);
     if (o.status == JobStatus::failed) {
         FailedJob failed{std::string(done.job.payload()), std::string(done.job.queue()), o.error,
                          std::string(worker_id), now};
@@ -149,14 +147,17 @@ void FinishBatch::add(const FinishedJob& done, std::string_view worker_id, doubl
     } else if (o.status == JobStatus::retry) {
         args_.emplace_back("Z");
         args_.push_back(python_repr(o.retry_at));
-        args_.push_back(o.retry_member);
+        args_.push_back(std::move(o.retry_member));
     }
     if (!o.result.empty() && !o.job_id.empty()) {
         args_.emplace_back("S");
         args_.push_back(queue_keys::result(o.job_id));
-        args_.push_back(o.result);
+        args_.push_back(std::move(o.result));
         args_.push_back(std::to_string(o.result_ttl > 0 ? o.result_ttl : 1));
     }
+    // Last: the entry is moved, and the failed entry above needed its text.
+    args_.emplace_back("D");
+    args_.push_back(std::move(done.job.entry));
 }
 
 void FinishBatch::requeue(const TakenJob& job) {

@@ -234,6 +234,7 @@ WorkSummary Worker::work(WorkOptions options) {
         std::size_t taken_total = 0;
         double avg_seconds = -1;  // average job duration, for the prefetch window
         bool killed_for_stop = false;
+        bool queues_empty = false;  // the last fetch found nothing more to take
         int failures_in_a_row = 0;
 
         auto prefetch = [&]() -> std::size_t {
@@ -287,7 +288,7 @@ WorkSummary Worker::work(WorkOptions options) {
                                o.job_id.empty() ? "-" : o.job_id, o.job_name.empty() ? "-" : o.job_name,
                                d.job.queue(), o.seconds * 1000, status_text(o.status), o.error.empty() ? "" : ": ",
                                o.error);
-                batch.add(d, wid, now);
+                batch.add(std::move(d), wid, now);
             }
             done.clear();
 
@@ -333,6 +334,7 @@ WorkSummary Worker::work(WorkOptions options) {
 
             if ((stopping || limit_reached) && in_flight == 0 && batch.empty()) break;
             const bool drained = want > 0 && got < want;  // every queue came up empty
+            if (want > 0) queues_empty = drained;
             if (options.burst && drained && in_flight == 0 && batch.empty()) break;
             if (got > 0 && !drained) continue;  // there may be more, and room for it
 
@@ -343,7 +345,10 @@ WorkSummary Worker::work(WorkOptions options) {
                 std::size_t pending = s.completed.size();
                 if (pending == 0) return false;
                 std::size_t left = in_flight - pending;
-                return stopping || limit_reached || left == 0 || wants_refill(left, pf);
+                if (stopping || limit_reached || left == 0) return true;
+                // Queues known empty: look again only when a thread idles, not
+                // after every completion (blocking mode is told of new jobs anyway).
+                return queues_empty ? left < concurrency : wants_refill(left, pf);
             });
         }
         executor.reset();  // joins threads / reaps children

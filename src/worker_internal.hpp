@@ -68,7 +68,7 @@ class FinishBatch {
 public:
     /// Records a finished job (removal from the processing list, failed-list
     /// entry, retry, stored result).
-    void add(const FinishedJob& done, std::string_view worker_id, double now);
+    void add(FinishedJob&& done, std::string_view worker_id, double now);
     /// Puts a job that was taken but not run back at the head of its queue.
     void requeue(const TakenJob& job);
     bool empty() const noexcept { return args_.empty(); }

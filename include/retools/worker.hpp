@@ -121,8 +121,8 @@ struct WorkerOptions {
     /// slow jobs are never hoarded. Default 10 ms; 0 takes jobs only for idle
     /// threads. Fork mode never takes ahead.
     std::chrono::milliseconds prefetch_window{10};
-    /// Most jobs taken ahead of idle threads at once. Default 64; 0 means no limit but the window.
-    std::size_t max_prefetch = 64;
+    /// Most jobs taken ahead of idle threads at once. Default 256; 0 means no limit but the window.
+    std::size_t max_prefetch = 256;
     /// Install handlers for TERM, INT, QUIT, USR1, USR2 and CONT while work()
     /// runs (previous handlers are restored afterwards). Default true; false
     /// leaves signals alone (use stop(), pause(), resume()).
