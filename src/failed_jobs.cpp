@@ -6,7 +6,10 @@
 #include <fmt/format.h>
 
 #include <retools/errors.hpp>
+#include <retools/script.hpp>
+#include <retools/detail/clock.hpp>
 #include <retools/detail/python_repr.hpp>
+#include <retools/detail/queue_keys.hpp>
 
 namespace retools {
 
@@ -30,17 +33,52 @@ std::string string_field(const nlohmann::json& data, const char* name, std::stri
     return it->get<std::string>();
 }
 
+// KEYS[1] = retools:failed, KEYS[2] = queue key, KEYS[3] = retools:queues;
+// ARGV[1] = the entry, ARGV[2] = its payload, ARGV[3] = its queue name.
+const Script retry_one_script{R"lua(
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[3])
+return 1
+)lua"};
+
+// KEYS[1] = retools:failed, KEYS[2] = retools:queues; ARGV[1] = queue key prefix.
+// Entries that cannot be retried stay, in order.
+const Script retry_all_script{R"lua(
+local entries = redis.call('LRANGE', KEYS[1], 0, -1)
+local keep = {}
+local moved = 0
+for _, e in ipairs(entries) do
+  local ok, f = pcall(cjson.decode, e)
+  if ok and type(f) == 'table' and type(f.payload) == 'string' and type(f.queue) == 'string'
+     and f.queue ~= '' and not string.find(f.queue, '[:,]') then
+    redis.call('RPUSH', ARGV[1] .. f.queue, f.payload)
+    redis.call('SADD', KEYS[2], f.queue)
+    moved = moved + 1
+  else
+    keep[#keep + 1] = e
+  end
+end
+redis.call('DEL', KEYS[1])
+for i = 1, #keep, 1000 do
+  redis.call('RPUSH', KEYS[1], unpack(keep, i, math.min(i + 999, #keep)))
+end
+return moved
+)lua"};
+
+namespace keys = detail::queue_keys;
+
 }  // namespace
 
 std::string FailedJob::to_json() const {
     std::string out = "{\"payload\": ";
-    // The payload may be anything a producer wrote; keep it even when it is not UTF-8.
-    nlohmann::json text = payload;
+    // The payload may be anything a producer wrote. JSON cannot hold bytes
+    // that are not UTF-8: those (only those) become U+FFFD rather than losing the entry.
     try {
         detail::python_json_string(payload, out, "failed payload");
     } catch (const QueueError&) {
         out.resize(std::string_view("{\"payload\": ").size());
-        out.append(text.dump(-1, ' ', true, nlohmann::json::error_handler_t::replace));
+        out.append(nlohmann::json(payload).dump(-1, ' ', true, nlohmann::json::error_handler_t::replace));
     }
     out.append(", \"queue\": ");
     detail::python_json_string(queue, out, "failed queue name");
@@ -66,6 +104,7 @@ FailedJob FailedJob::from_json(std::string_view text) {
     if (it == data.end() || !it->is_number())
         throw QueueError(fmt::format("{} has no number field \"failed_at\"", what));
     job.failed_at = it->get<double>();
+    job.entry = std::string(text);
     return job;
 }
 
@@ -98,6 +137,101 @@ JobResult JobResult::from_json(std::string_view text) {
         throw QueueError(fmt::format("job result status '{}' is neither ok nor failed", status));
     }
     return r;
+}
+
+// ---- QueueManager: failed jobs ---------------------------------------------------
+
+std::vector<FailedJob> QueueManager::failed_jobs() const {
+    std::vector<FailedJob> out;
+    for (const auto& r : conn_.command("LRANGE", keys::failed, 0, -1).as_array()) {
+        try {
+            out.push_back(FailedJob::from_json(r.view()));
+        } catch (const QueueError& e) {
+            FailedJob raw;
+            raw.payload = r.as_string();
+            raw.entry = raw.payload;
+            raw.error = fmt::format("unreadable entry in retools:failed: {}", e.what());
+            out.push_back(std::move(raw));
+        }
+    }
+    return out;
+}
+
+std::size_t QueueManager::failed_count() const {
+    return static_cast<std::size_t>(conn_.command("LLEN", keys::failed).as_integer());
+}
+
+bool QueueManager::retry_failed(const FailedJob& failed) const {
+    detail::validate_queue_name(failed.queue);
+    std::string entry = failed.entry.empty() ? failed.to_json() : failed.entry;
+    Reply r = retry_one_script(conn_, {keys::failed, keys::queue(failed.queue), keys::queues}, entry,
+                               failed.payload, failed.queue);
+    return r.as_integer() == 1;
+}
+
+std::size_t QueueManager::retry_all_failed() const {
+    Reply r = retry_all_script(conn_, {keys::failed, keys::queues}, keys::queue_prefix);
+    return static_cast<std::size_t>(r.as_integer());
+}
+
+bool QueueManager::remove_failed(const FailedJob& failed) const {
+    std::string entry = failed.entry.empty() ? failed.to_json() : failed.entry;
+    return conn_.command("LREM", keys::failed, 1, entry).as_integer() == 1;
+}
+
+std::size_t QueueManager::clear_failed() const {
+    Pipeline p;
+    p.command("LLEN", keys::failed).command("DEL", keys::failed);
+    return static_cast<std::size_t>(conn_.transaction(p).at(0).as_integer());
+}
+
+void QueueManager::record_failure(FailedJob failed) const {
+    Pipeline p;
+    detail::add_record_failure(p, std::move(failed));
+    for (const auto& reply : conn_.execute(p)) reply.check();
+}
+
+// ---- results -------------------------------------------------------------------
+
+namespace detail {
+
+void add_record_failure(Pipeline& p, FailedJob failed) {
+    if (failed.failed_at == 0) failed.failed_at = unix_now();
+    p.command("RPUSH", queue_keys::failed, failed.to_json());
+}
+
+void add_store_result(Pipeline& p, std::string_view job_id, const JobResult& result, std::chrono::seconds ttl) {
+    if (ttl.count() <= 0)
+        throw ConfigurationError(fmt::format("result TTL for job {} must be at least 1 s", job_id));
+    std::string key = queue_keys::result(job_id);
+    // A one-element list rather than a string, so waiters can block on it (BLMOVE).
+    p.command("DEL", key).command("RPUSH", key, result.to_json()).command("EXPIRE", key, ttl.count());
+}
+
+}  // namespace detail
+
+void QueueManager::store_result(std::string_view job_id, const JobResult& result, std::chrono::seconds ttl) const {
+    Pipeline p;
+    detail::add_store_result(p, job_id, result, ttl);
+    conn_.transaction(p);
+}
+
+std::optional<JobResult> QueueManager::get_result(std::string_view job_id) const {
+    Reply r = conn_.command("LINDEX", keys::result(job_id), 0);
+    if (r.is_nil()) return std::nullopt;
+    return JobResult::from_json(r.view());
+}
+
+std::optional<JobResult> QueueManager::wait_for_result(std::string_view job_id,
+                                                       std::chrono::milliseconds timeout) const {
+    if (timeout.count() <= 0) return get_result(job_id);
+    std::string key = keys::result(job_id);
+    // Rotating the one-element list onto itself leaves it (and its TTL) in place
+    // and hands it on to the next blocked waiter.
+    Reply r = conn_.blocking_command(timeout, "BLMOVE", key, key, "LEFT", "RIGHT",
+                                     static_cast<double>(timeout.count()) / 1000.0);
+    if (r.is_nil()) return std::nullopt;
+    return JobResult::from_json(r.view());
 }
 
 }  // namespace retools

@@ -1,6 +1,7 @@
 #include <retools/queue.hpp>
 
 #include <algorithm>
+#include <set>
 
 #include <fmt/format.h>
 
@@ -128,22 +129,69 @@ std::string QueueManager::make_payload(std::string_view job_id, std::string_view
     return out;
 }
 
-std::string QueueManager::enqueue(std::string_view job_name, const nlohmann::json& kwargs,
-                                  const EnqueueOptions& options) const {
+std::string QueueManager::build_payload(std::string_view job_name, const nlohmann::json& kwargs,
+                                        const EnqueueOptions& options, std::string& queue,
+                                        std::string& id) const {
     detail::validate_job_name(job_name);
     check_object(kwargs, "kwargs");
     check_object(options.metadata, "metadata");
-    std::string queue = resolve_queue(job_name, options.queue_name);
+    queue = resolve_queue(job_name, options.queue_name);
     PayloadTemplate t{job_name, events_json(job_name), options.metadata};
-    std::string id = detail::uuid4_hex();
+    id = detail::uuid4_hex();
     std::string payload;
     t.write(payload, id, kwargs);
+    return payload;
+}
 
+std::string QueueManager::enqueue(std::string_view job_name, const nlohmann::json& kwargs,
+                                  const EnqueueOptions& options) const {
+    std::string queue, id;
+    std::string payload = build_payload(job_name, kwargs, options, queue, id);
     Pipeline p;
     p.command("RPUSH", keys::queue(queue), payload);
     p.command("SADD", keys::queues, queue);
     for (const auto& reply : conn_.execute(p)) reply.check();
     return id;
+}
+
+std::vector<std::string> QueueManager::enqueue_batch(std::span<const JobSpec> jobs) const {
+    // Validate and serialize everything first: a bad job sends nothing.
+    std::vector<std::string> ids(jobs.size()), queues(jobs.size()), payloads(jobs.size());
+    std::map<std::string, std::string, std::less<>> events_cache;
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+        const auto& spec = jobs[i];
+        try {
+            detail::validate_job_name(spec.job_name);
+            check_object(spec.kwargs, "kwargs");
+            check_object(spec.options.metadata, "metadata");
+            queues[i] = resolve_queue(spec.job_name, spec.options.queue_name);
+        } catch (const ConfigurationError& e) {
+            throw ConfigurationError(fmt::format("job #{}: {}", i, e.what()));
+        } catch (const QueueError& e) {
+            throw QueueError(fmt::format("job #{}: {}", i, e.what()));
+        }
+        auto ev = events_cache.find(spec.job_name);
+        if (ev == events_cache.end()) ev = events_cache.emplace(spec.job_name, events_json(spec.job_name)).first;
+        PayloadTemplate t{spec.job_name, ev->second, spec.options.metadata};
+        ids[i] = detail::uuid4_hex();
+        t.write(payloads[i], ids[i], spec.kwargs);
+    }
+    if (jobs.empty()) return ids;
+    // Runs of consecutive jobs for the same queue share one RPUSH.
+    Pipeline p;
+    std::vector<std::string_view> run;
+    std::set<std::string_view> names;
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+        run.push_back(payloads[i]);
+        names.insert(queues[i]);
+        if (i + 1 == jobs.size() || queues[i + 1] != queues[i]) {
+            p.command("RPUSH", keys::queue(queues[i]), run);
+            run.clear();
+        }
+    }
+    p.command("SADD", keys::queues, names);
+    for (const auto& reply : conn_.execute(p)) reply.check();
+    return ids;
 }
 
 std::vector<std::string> QueueManager::enqueue_many(std::string_view job_name,
@@ -198,9 +246,13 @@ Job QueueManager::get_job(std::string_view job_id, std::string_view queue_name) 
     std::string queue = queue_name.empty() ? default_queue_ : std::string(queue_name);
     detail::validate_queue_name(queue);
     auto entries = conn_.command("LRANGE", keys::queue(queue), 0, -1).as_array();
+    bool plain_id = std::all_of(job_id.begin(), job_id.end(), [](char c) {
+        return c >= 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '/';
+    });
     for (const auto& entry : entries) {
-        // Cheap pre-check: skip entries whose text cannot hold this id.
-        if (entry.view().find(job_id) == std::string_view::npos) continue;
+        // Cheap pre-check: skip entries whose text cannot hold this id (only
+        // for ids JSON writes unescaped).
+        if (plain_id && entry.view().find(job_id) == std::string_view::npos) continue;
         try {
             Job job = Job::from_payload(entry.view(), queue, conn_);
             if (job.id() == job_id) return job;

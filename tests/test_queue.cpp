@@ -208,3 +208,316 @@ TEST_F(Queue, BatchEnqueueIsFast) {
     // Generous bound for a shared, possibly sanitized build; the release build does far better.
     EXPECT_LT(seconds, 10.0);
 }
+
+TEST_F(Queue, MixedBatchIsOneRoundTripAndKeepsOrderPerQueue) {
+    QueueManager qm;
+    qm.subscriber("job_prerun", "m:a", "m:before_a");
+    std::vector<retools::JobSpec> jobs{{"m:a", {{"n", 0}}},
+                                       {"m:a", {{"n", 1}}},
+                                       {"m:b", {{"n", 2}}, {.queue_name = "high"}},
+                                       {"m:b", {{"n", 3}}, {.metadata = {{"retries", 1}}}},
+                                       {"m:a", {{"n", 4}}, {.queue_name = "high"}}};
+    auto before = conn.round_trips();
+    auto ids = qm.enqueue_batch(jobs);
+    EXPECT_EQ(conn.round_trips() - before, 1u);
+    ASSERT_EQ(ids.size(), 5u);
+    auto main_jobs = qm.get_jobs("main");
+    auto high_jobs = qm.get_jobs("high");
+    ASSERT_EQ(main_jobs.size(), 3u);
+    ASSERT_EQ(high_jobs.size(), 2u);
+    EXPECT_EQ(main_jobs[0].id(), ids[0]);
+    EXPECT_EQ(main_jobs[1].id(), ids[1]);
+    EXPECT_EQ(main_jobs[2].id(), ids[3]);
+    EXPECT_EQ(main_jobs[2].metadata()["retries"], 1);
+    EXPECT_EQ(high_jobs[0].id(), ids[2]);
+    EXPECT_EQ(high_jobs[1].id(), ids[4]);
+    EXPECT_EQ(high_jobs[1].handlers("job_prerun"), std::vector<std::string>{"m:before_a"});
+    EXPECT_TRUE(high_jobs[0].handlers("job_prerun").empty());
+    EXPECT_EQ(set("retools:queues"), (std::set<std::string>{"high", "main"}));
+
+    // One bad job: nothing is sent, and the error names it.
+    std::vector<retools::JobSpec> bad{{"m:a"}, {"m:a", {}, {.queue_name = "x:y"}}};
+    conn.command("FLUSHDB");
+    try {
+        qm.enqueue_batch(bad);
+        FAIL() << "expected ConfigurationError";
+    } catch (const retools::ConfigurationError& e) {
+        EXPECT_NE(std::string(e.what()).find("#1"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(conn.command("DBSIZE").as_integer(), 0);
+}
+
+// ---- scheduled jobs ----
+
+TEST_F(Queue, ScheduledJobsWaitInTheDelayedSetUntilDue) {
+    QueueManager qm;
+    auto now = std::chrono::system_clock::now();
+    std::string later = qm.enqueue_at(now + 1h, "m:later", {{"n", 1}}, {.queue_name = "high"});
+    std::string soon = qm.enqueue_in(200ms, "m:soon", {{"n", 2}});
+    EXPECT_EQ(qm.queue_length(), 0u);
+    // Raw layout: member {"queue", "payload"}, score = due Unix time.
+    auto raw = conn.command("ZRANGE", "retools:delayed", 0, -1, "WITHSCORES").as_array();
+    ASSERT_EQ(raw.size(), 4u);
+    json first = json::parse(raw[0].as_string());
+    EXPECT_EQ(first["queue"], "main");
+    Job soon_job = Job::from_payload(first["payload"].get<std::string>(), "main");
+    EXPECT_EQ(soon_job.id(), soon);
+    EXPECT_EQ(raw[0].as_string(), R"({"queue": "main", "payload": )" + json(soon_job.to_json()).dump() + "}");
+    double due = raw[1].as_double();
+    EXPECT_NEAR(due, std::chrono::duration<double>((now + 200ms).time_since_epoch()).count(), 1.0);
+    EXPECT_EQ(json::parse(raw[2].as_string())["queue"], "high");
+
+    auto scheduled = qm.scheduled_jobs();
+    ASSERT_EQ(scheduled.size(), 2u);
+    EXPECT_EQ(scheduled[0].job.id(), soon);
+    EXPECT_EQ(scheduled[1].job.id(), later);
+    EXPECT_EQ(scheduled[1].job.queue(), "high");
+    ASSERT_TRUE(qm.next_due_time());
+    EXPECT_LT(*qm.next_due_time(), now + 1s);
+
+    EXPECT_EQ(qm.promote_due_jobs(now), 0u);  // nothing due yet
+    EXPECT_EQ(qm.promote_due_jobs(now + 2s), 1u);
+    EXPECT_EQ(qm.get_job(soon).kwargs()["n"], 2);
+    EXPECT_EQ(qm.queue_length("high"), 0u);
+    EXPECT_EQ(set("retools:queues"), std::set<std::string>{"main"});
+    EXPECT_EQ(qm.promote_due_jobs(now + 2h), 1u);
+    EXPECT_EQ(qm.get_job(later, "high").name(), "m:later");
+    EXPECT_FALSE(qm.next_due_time());
+}
+
+TEST_F(Queue, PromotionMovesEachJobOnceAcrossProcesses) {
+    QueueManager qm;
+    auto past = std::chrono::system_clock::now() - 1s;
+    for (int i = 0; i < 300; ++i) qm.enqueue_at(past, "m:f", {{"n", i}});
+    std::vector<rt::ChildProcess> children;
+    for (int c = 0; c < 3; ++c)
+        children.push_back(rt::ChildProcess::fork([] {
+            QueueManager child{retools::Connection{rt::redis_url()}};
+            for (int k = 0; k < 50; ++k) child.promote_due_jobs(std::chrono::system_clock::now(), 7);
+            return 0;
+        }));
+    for (auto& c : children) EXPECT_EQ(c.exit_code(5s), 0);
+    qm.promote_due_jobs();
+    auto jobs = qm.get_jobs();
+    ASSERT_EQ(jobs.size(), 300u);
+    std::set<int> seen;
+    for (const auto& j : jobs) seen.insert(j.kwargs()["n"].get<int>());
+    EXPECT_EQ(seen.size(), 300u);
+    EXPECT_EQ(conn.command("ZCARD", "retools:delayed").as_integer(), 0);
+}
+
+TEST_F(Queue, MalformedDelayedEntryGoesToTheFailedList) {
+    QueueManager qm;
+    conn.command("ZADD", "retools:delayed", 1, "not json");
+    conn.command("ZADD", "retools:delayed", 2, R"({"queue": "a:b", "payload": "x"})");
+    EXPECT_EQ(qm.promote_due_jobs(), 0u);
+    auto failed = qm.failed_jobs();
+    ASSERT_EQ(failed.size(), 2u);
+    EXPECT_EQ(failed[0].payload, "not json");
+    EXPECT_NE(failed[0].error.find("retools:delayed"), std::string::npos);
+    EXPECT_EQ(failed[1].payload, R"({"queue": "a:b", "payload": "x"})");
+    EXPECT_EQ(conn.command("ZCARD", "retools:delayed").as_integer(), 0);
+}
+
+TEST_F(Queue, RetryLaterCountsRetriesAndKeepsState) {
+    QueueManager qm;
+    std::string id = qm.enqueue("m:flaky", {{"n", 1}}, {.metadata = {{"retries", 2}, {"retry_backoff", 0.1}}});
+    Job job = qm.get_job(id);
+    conn.command("DEL", "retools:queue:main");  // as if a worker had taken it
+    job.state()["note"] = "kept";
+    auto delay = job.next_retry_delay();
+    ASSERT_TRUE(delay);
+    auto due = qm.retry_later(job, *delay);
+    EXPECT_EQ(job.retries_done(), 1);
+    auto scheduled = qm.scheduled_jobs();
+    ASSERT_EQ(scheduled.size(), 1u);
+    EXPECT_EQ(scheduled[0].job.id(), id);
+    EXPECT_EQ(scheduled[0].job.retries_done(), 1);
+    EXPECT_EQ(scheduled[0].job.state()["note"], "kept");
+    EXPECT_NEAR(std::chrono::duration<double>(scheduled[0].due - due).count(), 0.0, 0.001);
+    EXPECT_DOUBLE_EQ(scheduled[0].job.next_retry_delay()->count(), 0.2);
+    EXPECT_EQ(qm.promote_due_jobs(due + 1ms), 1u);
+    Job again = qm.get_job(id);
+    qm.retry_later(again, *again.next_retry_delay());
+    EXPECT_EQ(again.retries_done(), 2);
+    EXPECT_FALSE(again.next_retry_delay());  // retries exhausted
+    EXPECT_THROW(qm.retry_later(again, std::chrono::duration<double>(-1)), retools::ConfigurationError);
+}
+
+// ---- failed jobs ----
+
+TEST_F(Queue, FailedJobsCanBeListedRetriedAndCleared) {
+    QueueManager qm;
+    const std::string bad_payload = "{not a payload";
+    std::string id = qm.enqueue("m:f", {{"n", 1}});
+    std::string payload = list("retools:queue:main")[0];
+    conn.command("DEL", "retools:queue:main");
+    qm.record_failure({.payload = payload, .queue = "main", .error = "ValueError: boom", .worker = "h:1:main"});
+    qm.record_failure({.payload = bad_payload, .queue = "high", .error = "payload is not JSON",
+                       .worker = "h:1:main", .failed_at = 1732492345.25});
+    EXPECT_EQ(qm.failed_count(), 2u);
+
+    // Raw layout of an entry.
+    json raw = json::parse(list("retools:failed")[1]);
+    EXPECT_EQ(raw["payload"], bad_payload);
+    EXPECT_EQ(raw["queue"], "high");
+    EXPECT_EQ(raw["error"], "payload is not JSON");
+    EXPECT_EQ(raw["worker"], "h:1:main");
+    EXPECT_EQ(raw["failed_at"], 1732492345.25);
+
+    auto failed = qm.failed_jobs();
+    ASSERT_EQ(failed.size(), 2u);
+    EXPECT_EQ(failed[0].payload, payload);
+    EXPECT_EQ(failed[0].error, "ValueError: boom");
+    EXPECT_GT(failed[0].failed_at, 1.7e9);
+
+    // Retry puts the payload back verbatim, once.
+    EXPECT_TRUE(qm.retry_failed(failed[0]));
+    EXPECT_FALSE(qm.retry_failed(failed[0]));
+    EXPECT_EQ(list("retools:queue:main"), std::vector<std::string>{payload});
+    EXPECT_EQ(qm.get_job(id).kwargs()["n"], 1);
+    EXPECT_EQ(qm.failed_count(), 1u);
+
+    // retry_all keeps entries it cannot read.
+    conn.command("RPUSH", "retools:failed", "garbage");
+    auto listed = qm.failed_jobs();
+    ASSERT_EQ(listed.size(), 2u);
+    EXPECT_EQ(listed[1].payload, "garbage");
+    EXPECT_NE(listed[1].error.find("unreadable"), std::string::npos);
+    EXPECT_EQ(qm.retry_all_failed(), 1u);
+    EXPECT_EQ(list("retools:queue:high"), std::vector<std::string>{bad_payload});
+    EXPECT_EQ(list("retools:failed"), std::vector<std::string>{"garbage"});
+    EXPECT_TRUE(qm.remove_failed(qm.failed_jobs()[0]));
+    EXPECT_EQ(qm.failed_count(), 0u);
+
+    qm.record_failure({.payload = "p", .queue = "main", .error = "e", .worker = "w"});
+    qm.record_failure({.payload = "p", .queue = "main", .error = "e", .worker = "w"});
+    EXPECT_EQ(qm.clear_failed(), 2u);
+    EXPECT_EQ(qm.failed_count(), 0u);
+}
+
+TEST_F(Queue, FailedEntriesKeepNonAsciiPayloadsVerbatim) {
+    QueueManager qm;
+    std::string id = qm.enqueue("m:f", {{"name", "Zo\u00eb \U0001F600"}});
+    std::string payload = list("retools:queue:main")[0];
+    conn.command("DEL", "retools:queue:main");
+    // A payload written by another producer, with raw UTF-8 and odd spacing.
+    const std::string foreign = "{\"job_id\":\"x1\",\"job\":\"m:f\",\"kwargs\":{\"s\":\"\xc3\xa9\"},\"events\":{},\"state\":{}}";
+    qm.record_failure({.payload = payload, .queue = "main", .error = "e", .worker = "w"});
+    qm.record_failure({.payload = foreign, .queue = "main", .error = "e", .worker = "w"});
+    EXPECT_EQ(qm.retry_all_failed(), 2u);
+    EXPECT_EQ(list("retools:queue:main"), (std::vector<std::string>{payload, foreign}));
+    EXPECT_EQ(qm.get_job(id).kwargs()["name"], "Zo\u00eb \U0001F600");
+}
+
+// ---- results ----
+
+TEST_F(Queue, StoredResultsAreReadAndExpire) {
+    QueueManager qm;
+    EXPECT_FALSE(qm.get_result("abc"));
+    EXPECT_FALSE(qm.wait_for_result("abc", 0ms));
+    auto before = conn.round_trips();
+    qm.store_result("abc", {.ok = true, .value = {{"sum", 3}}}, 60s);
+    EXPECT_EQ(conn.round_trips() - before, 1u);
+    auto r = qm.get_result("abc");
+    ASSERT_TRUE(r);
+    EXPECT_TRUE(r->ok);
+    EXPECT_EQ(r->value, (json{{"sum", 3}}));
+    EXPECT_EQ(conn.command("LINDEX", "retools:result:abc", 0).as_string(), R"({"status": "ok", "result": {"sum": 3}})");
+    EXPECT_GT(conn.command("TTL", "retools:result:abc").as_integer(), 50);
+    qm.store_result("abc", {.ok = false, .error = "boom"}, 1s);  // replaces
+    EXPECT_EQ(conn.command("LLEN", "retools:result:abc").as_integer(), 1);
+    r = qm.wait_for_result("abc", 100ms);
+    ASSERT_TRUE(r);
+    EXPECT_FALSE(r->ok);
+    EXPECT_EQ(r->error, "boom");
+    EXPECT_THROW(qm.store_result("abc", {.ok = true}, 0s), retools::ConfigurationError);
+}
+
+TEST_F(Queue, WaitForResultWakesEveryWaiterPromptlyWithoutPolling) {
+    QueueManager qm;
+    std::string id = qm.enqueue("m:add", {{"a", 1}}, {.metadata = {{"result_ttl", 30}}});
+    ASSERT_EQ(qm.get_job(id).result_ttl(), std::chrono::seconds(30));
+
+    conn.command("CONFIG", "RESETSTAT");
+    std::atomic<int> got{0};
+    std::vector<std::thread> waiters;
+    std::vector<double> latencies(3);
+    std::atomic<std::int64_t> stored_at{0};
+    for (int i = 0; i < 3; ++i)
+        waiters.emplace_back([&, i] {
+            QueueManager w{retools::Connection{rt::redis_url()}};
+            auto r = w.wait_for_result(id, 3s);
+            auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+            latencies[i] = static_cast<double>(now - stored_at.load()) / 1e9;
+            if (r && r->ok && r->value == 2) ++got;
+        });
+    std::this_thread::sleep_for(200ms);  // all three block server-side meanwhile
+    stored_at = std::chrono::steady_clock::now().time_since_epoch().count();
+    // Another process stores the result, as a worker would.
+    auto child = rt::ChildProcess::fork([&] {
+        QueueManager worker_side{retools::Connection{rt::redis_url()}};
+        worker_side.store_result(id, {.ok = true, .value = 2}, 30s);
+        return 0;
+    });
+    EXPECT_EQ(child.exit_code(3s), 0);
+    for (auto& t : waiters) t.join();
+    EXPECT_EQ(got.load(), 3);
+    for (double l : latencies) EXPECT_LT(l, 0.5);
+    // One blocking command per waiter, nothing else: no polling.
+    std::string stats = conn.command("INFO", "commandstats").as_string();
+    EXPECT_NE(stats.find("cmdstat_blmove:calls=3,"), std::string::npos) << stats;
+    EXPECT_EQ(stats.find("cmdstat_lindex"), std::string::npos) << stats;
+    // Still there for later readers, with its TTL.
+    EXPECT_TRUE(qm.get_result(id));
+    EXPECT_GT(conn.command("TTL", retools::detail::queue_keys::result(id)).as_integer(), 20);
+}
+
+TEST_F(Queue, WaitForResultTimesOut) {
+    QueueManager qm;
+    auto start = std::chrono::steady_clock::now();
+    EXPECT_FALSE(qm.wait_for_result("never", 300ms));
+    auto waited = std::chrono::steady_clock::now() - start;
+    EXPECT_GE(waited, 250ms);
+    EXPECT_LT(waited, 2s);
+}
+
+TEST_F(Queue, FailedEntryOfANonUtf8PayloadIsStillRecorded) {
+    QueueManager qm;
+    qm.record_failure({.payload = "bad \xff bytes", .queue = "main", .error = "not JSON \xfe", .worker = "w"});
+    auto failed = qm.failed_jobs();
+    ASSERT_EQ(failed.size(), 1u);
+    EXPECT_EQ(failed[0].payload, "bad \xef\xbf\xbd bytes");  // U+FFFD in place of the invalid byte
+    EXPECT_EQ(failed[0].queue, "main");
+}
+
+TEST_F(Queue, JobEnqueueValidatesItsQueue) {
+    Job job = Job::from_payload(R"({"job_id": "a", "job": "m:f", "kwargs": {}, "events": {}, "state": {}})", "a:b");
+    EXPECT_THROW(job.enqueue(), retools::ConfigurationError);
+    EXPECT_EQ(conn.command("DBSIZE").as_integer(), 0);
+}
+
+TEST_F(Queue, RetryAndFailureComposeIntoOneTransaction) {
+    // How a worker finishes a job atomically: drop it from its processing
+    // list and schedule the retry (or file the failure) in one MULTI/EXEC.
+    QueueManager qm;
+    std::string id = qm.enqueue("m:f", {}, {.metadata = {{"retries", 1}}});
+    std::string payload = conn.command("LMOVE", "retools:queue:main", "retools:processing:w1", "LEFT", "RIGHT").as_string();
+    Job job = Job::from_payload(payload, "main");
+    retools::Pipeline p;
+    p.command("LREM", "retools:processing:w1", 1, payload);
+    retools::detail::add_retry_later(p, job, *job.next_retry_delay());
+    auto before = conn.round_trips();
+    conn.transaction(p);
+    EXPECT_EQ(conn.round_trips() - before, 1u);
+    EXPECT_EQ(conn.command("LLEN", "retools:processing:w1").as_integer(), 0);
+    ASSERT_EQ(qm.scheduled_jobs().size(), 1u);
+    EXPECT_EQ(qm.scheduled_jobs()[0].job.retries_done(), 1);
+
+    retools::Pipeline f;
+    retools::detail::add_record_failure(f, {.payload = payload, .queue = "main", .error = "boom", .worker = "w1"});
+    conn.transaction(f);
+    ASSERT_EQ(qm.failed_count(), 1u);
+    EXPECT_EQ(qm.failed_jobs()[0].payload, payload);
+    EXPECT_EQ(Job::from_payload(qm.failed_jobs()[0].payload, "main").id(), id);
+}

@@ -42,12 +42,34 @@ struct FailedJob {
     std::string worker;
     /// Unix time of the failure, in seconds.
     double failed_at = 0;
+    /// The entry's text as read from `retools:failed` (what retry_failed and
+    /// remove_failed look for); empty for an entry built in code.
+    std::string entry;
 
     /// The entry as stored: `{"payload": ..., "queue": ..., "error": ...,
-    /// "worker": ..., "failed_at": ...}`.
+    /// "worker": ..., "failed_at": ...}`. Never throws for odd text: bytes
+    /// that are not UTF-8 (which JSON cannot hold) become U+FFFD.
     std::string to_json() const;
     /// Parses a stored entry; throws QueueError when it is not one.
     static FailedJob from_json(std::string_view text);
+};
+
+/// One job of QueueManager::enqueue_batch.
+struct JobSpec {
+    /// The job's name, `"<module>:<function>"`; must not be empty.
+    std::string job_name;
+    /// Keyword arguments: a JSON object; null (the default) means `{}`.
+    nlohmann::json kwargs;
+    /// Queue and metadata, as for QueueManager::enqueue.
+    EnqueueOptions options;
+};
+
+/// A job waiting in `retools:delayed` (scheduled, or waiting for a retry).
+struct ScheduledJob {
+    /// The job, with the queue it will go to.
+    Job job;
+    /// When it becomes due.
+    std::chrono::system_clock::time_point due;
 };
 
 /// The outcome of a job whose result was stored (metadata `result_ttl`).
@@ -60,6 +82,7 @@ struct JobResult {
     std::string error;
 
     /// Stored text: `{"status": "ok", "result": ...}` or `{"status": "failed", "error": ...}`.
+    /// Throws QueueError when `value` cannot be written as JSON (NaN, invalid UTF-8).
     std::string to_json() const;
     /// Parses a stored result; throws QueueError when it is not one.
     static JobResult from_json(std::string_view text);
@@ -141,6 +164,107 @@ public:
     /// Names in `retools:queues` (every queue ever enqueued to).
     std::vector<std::string> queue_names() const;
 
+    /// Enqueues jobs of any names, queues and options in one round trip;
+    /// returns their ids in order. Each queue receives its jobs in order.
+    /// Validates every job before sending anything.
+    ///
+    /// ```cpp
+    /// std::vector<retools::JobSpec> jobs{{"myapp.jobs:a", {{"n", 1}}},
+    ///                                    {"myapp.jobs:b", {}, {.queue_name = "high"}}};
+    /// auto ids = qm.enqueue_batch(jobs);
+    /// ```
+    std::vector<std::string> enqueue_batch(std::span<const JobSpec> jobs) const;
+
+    // ---- scheduled jobs -------------------------------------------------------
+
+    /// Like enqueue(), but the job waits in `retools:delayed` until `when`;
+    /// a worker (or promote_due_jobs) then moves it to the tail of its queue.
+    /// One round trip (ZADD). Returns the id.
+    ///
+    /// ```cpp
+    /// qm.enqueue_at(std::chrono::system_clock::now() + 1h, "myapp.jobs:remind", {{"user", 7}});
+    /// ```
+    std::string enqueue_at(std::chrono::system_clock::time_point when, std::string_view job_name,
+                           const nlohmann::json& kwargs = nullptr, const EnqueueOptions& options = {}) const;
+    /// enqueue_at(now + delay, ...).
+    ///
+    /// ```cpp
+    /// qm.enqueue_in(30s, "myapp.jobs:cleanup");
+    /// ```
+    std::string enqueue_in(std::chrono::duration<double> delay, std::string_view job_name,
+                           const nlohmann::json& kwargs = nullptr, const EnqueueOptions& options = {}) const;
+
+    /// Moves up to `limit` jobs due at `now` from `retools:delayed` to the tail
+    /// of their queues (and their names into `retools:queues`), earliest
+    /// first, atomically (one Lua script): each job is moved exactly once
+    /// however many workers call this at the same time. A malformed entry is
+    /// moved to `retools:failed` rather than left or dropped. Returns the
+    /// number of jobs moved. Workers call it before taking jobs.
+    std::size_t promote_due_jobs(std::chrono::system_clock::time_point now = std::chrono::system_clock::now(),
+                                 std::size_t limit = 1000) const;
+
+    /// When the earliest job in `retools:delayed` is due; nullopt when none waits.
+    std::optional<std::chrono::system_clock::time_point> next_due_time() const;
+
+    /// Every job waiting in `retools:delayed`, earliest first. Entries that
+    /// are not valid jobs are skipped (promote_due_jobs files them as failed).
+    std::vector<ScheduledJob> scheduled_jobs() const;
+
+    /// Schedules `job` to run again after `delay`: counts the retry in
+    /// `job.state()["retried"]` and adds the job, with its state, to
+    /// `retools:delayed` (one round trip). The worker calls this when
+    /// `job.next_retry_delay()` allows a retry. Returns the due time.
+    std::chrono::system_clock::time_point retry_later(Job& job, std::chrono::duration<double> delay) const;
+
+    // ---- failed jobs ----------------------------------------------------------
+
+    /// Entries of `retools:failed`, oldest first. Entries that are not valid
+    /// failed-job JSON are returned with the raw text as `payload` and `entry`
+    /// and an error saying so, never skipped.
+    std::vector<FailedJob> failed_jobs() const;
+    /// Number of entries in `retools:failed`.
+    std::size_t failed_count() const;
+    /// Puts a failed job's payload, verbatim, back at the tail of its queue and
+    /// removes the entry, atomically. Returns false when the entry is no
+    /// longer in the list (already retried or removed). Throws
+    /// ConfigurationError when the entry's queue name is invalid.
+    ///
+    /// ```cpp
+    /// for (const auto& failed : qm.failed_jobs())
+    ///     if (failed.error.find("timeout") != std::string::npos) qm.retry_failed(failed);
+    /// ```
+    bool retry_failed(const FailedJob& failed) const;
+    /// Retries every failed job whose entry is valid (one Lua script); returns
+    /// how many were re-enqueued.
+    std::size_t retry_all_failed() const;
+    /// Removes one entry; false when it was not there.
+    bool remove_failed(const FailedJob& failed) const;
+    /// Deletes `retools:failed`; returns the number of entries it held.
+    std::size_t clear_failed() const;
+    /// Appends an entry to `retools:failed` (what the worker does for a job
+    /// that failed for good); `failed.failed_at` 0 means now.
+    void record_failure(FailedJob failed) const;
+
+    // ---- results ----------------------------------------------------------------
+
+    /// Stores a job's outcome under `retools:result:<job id>` for `ttl`
+    /// (replacing an earlier one) and wakes every wait_for_result() caller;
+    /// one MULTI/EXEC round trip. The worker calls this for jobs whose
+    /// metadata has `result_ttl`.
+    void store_result(std::string_view job_id, const JobResult& result, std::chrono::seconds ttl) const;
+    /// The stored outcome of a job, or nullopt when none is stored (yet, or any more).
+    std::optional<JobResult> get_result(std::string_view job_id) const;
+    /// Waits up to `timeout` for the job's outcome to be stored; nullopt when
+    /// it was not in time. Blocks server-side (BLMOVE), without polling;
+    /// any number of callers may wait for the same job. A zero timeout
+    /// just looks.
+    ///
+    /// ```cpp
+    /// auto id = qm.enqueue("myapp.jobs:add", {{"a", 1}, {"b", 2}}, {.metadata = {{"result_ttl", 60}}});
+    /// if (auto r = qm.wait_for_result(id, 5s); r && r->ok) std::cout << r->value << "\n";
+    /// ```
+    std::optional<JobResult> wait_for_result(std::string_view job_id, std::chrono::milliseconds timeout) const;
+
     /// The payload text enqueue() would write (no Redis access); for tests
     /// and tools that write payloads themselves.
     std::string make_payload(std::string_view job_id, std::string_view job_name,
@@ -149,6 +273,8 @@ public:
 
 private:
     std::string resolve_queue(std::string_view job_name, std::string_view requested) const;
+    std::string build_payload(std::string_view job_name, const nlohmann::json& kwargs,
+                              const EnqueueOptions& options, std::string& queue, std::string& id) const;
     std::string events_json(std::string_view job_name) const;
 
     Connection conn_;
@@ -159,5 +285,26 @@ private:
     std::map<std::string, std::map<std::string, std::vector<std::string>, std::less<>>, std::less<>>
         job_events_;
 };
+
+namespace detail {
+
+/// Member of `retools:delayed` for a payload due on `queue`:
+/// `{"queue": "<queue>", "payload": "<payload text>"}`.
+std::string delayed_member(std::string_view queue, std::string_view payload);
+
+/// Appends to `p` what QueueManager::retry_later sends (counting the retry
+/// in `job.state()["retried"]`), for callers that finish a job atomically in
+/// their own MULTI/EXEC (e.g. with the LREM from a processing list).
+/// Returns the due time.
+std::chrono::system_clock::time_point add_retry_later(Pipeline& p, Job& job, std::chrono::duration<double> delay);
+
+/// Appends to `p` what QueueManager::record_failure sends.
+void add_record_failure(Pipeline& p, FailedJob failed);
+
+/// Appends to `p` the commands that store a job result (DEL, RPUSH, EXPIRE),
+/// for callers composing their own MULTI/EXEC.
+void add_store_result(Pipeline& p, std::string_view job_id, const JobResult& result, std::chrono::seconds ttl);
+
+}  // namespace detail
 
 }  // namespace retools
