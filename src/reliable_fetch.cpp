@@ -38,8 +38,9 @@ namespace {
 //         D <entry>                  remove a finished job from the processing list
 //         R <entry>                  remove it and put its payload back at the head of its queue
 //         F <failed entry json>      append to the failed list
-//         S <key> <value> <ttl s>    store a result
-//         Z <score> <member>         schedule a retry in the delayed set
+//         S <key> <value> <ttl s>    store a result (a one-element list, as QueueManager::store_result)
+//         Z <score> <member>         schedule a retry in the delayed set (as QueueManager::retry_later)
+// Due delayed jobs are promoted as QueueManager::promote_due_jobs does, in the same call.
 // Returns the processing-list entries ("<queue>\n<payload>") taken.
 constexpr const char* fetch_source = R"lua(
 local processing = KEYS[1]
@@ -60,7 +61,9 @@ while i <= n do
     redis.call('RPUSH', KEYS[3], ARGV[i + 1])
     i = i + 2
   elseif op == 'S' then
-    redis.call('SET', ARGV[i + 1], ARGV[i + 2], 'EX', ARGV[i + 3])
+    redis.call('DEL', ARGV[i + 1])
+    redis.call('RPUSH', ARGV[i + 1], ARGV[i + 2])
+    redis.call('EXPIRE', ARGV[i + 1], ARGV[i + 3])
     i = i + 4
   elseif op == 'Z' then
     redis.call('ZADD', KEYS[4], ARGV[i + 1], ARGV[i + 2])
@@ -75,12 +78,13 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
 for _, m in ipairs(due) do
   redis.call('ZREM', KEYS[4], m)
   local ok, d = pcall(cjson.decode, m)
-  if ok and type(d) == 'table' and type(d.queue) == 'string' and type(d.payload) == 'string' then
+  if ok and type(d) == 'table' and type(d.queue) == 'string' and type(d.payload) == 'string'
+     and d.queue ~= '' and not string.find(d.queue, '[:,]') then
     redis.call('RPUSH', 'retools:queue:' .. d.queue, d.payload)
     redis.call('SADD', 'retools:queues', d.queue)
   else
     redis.call('RPUSH', KEYS[3], cjson.encode({payload = m, queue = '', worker = ARGV[4],
-      error = 'unreadable delayed-set entry', failed_at = tonumber(now)}))
+      error = 'malformed entry in retools:delayed', failed_at = tonumber(now)}))
   end
 end
 

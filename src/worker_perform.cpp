@@ -193,8 +193,7 @@ JobOutcome perform_job(const TakenJob& taken, const JobRegistry& own, const Conn
     try {
         if (auto delay = job.next_retry_delay()) {
             job.state()["retried"] = job.retries_done() + 1;
-            nlohmann::json member = {{"queue", job.queue()}, {"payload", job.to_json()}};
-            out.retry_member = member.dump();
+            out.retry_member = delayed_member(job.queue(), job.to_json());
             out.retry_at = unix_now() + delay->count();
             out.status = JobStatus::retry;
             return finish();

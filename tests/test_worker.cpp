@@ -376,13 +376,18 @@ TEST_F(WorkerTest, StoresResultsWhenAsked) {
     w.register_job("tests.jobs:add", [](const json& kw) -> json { return kw["a"].get<int>() + kw["b"].get<int>(); });
     w.register_job("tests.jobs:boom", [](const json&) -> json { throw std::runtime_error("nope"); });
     w.work({.burst = true});
-    auto r = retools::JobResult::from_json(conn.command("GET", keys::result(ok)).as_string());
+    // What QueueManager reads back.
+    auto waited = qm.wait_for_result(ok, 1s);
+    ASSERT_TRUE(waited.has_value());
+    EXPECT_TRUE(waited->ok);
+    EXPECT_EQ(waited->value, 3);
+    auto r = *qm.get_result(ok);
     EXPECT_TRUE(r.ok);
     EXPECT_EQ(r.value, 3);
     auto ttl = conn.command("TTL", keys::result(ok)).as_integer();
     EXPECT_GT(ttl, 50);
     EXPECT_LE(ttl, 60);
-    auto f = retools::JobResult::from_json(conn.command("GET", keys::result(bad)).as_string());
+    auto f = *qm.get_result(bad);
     EXPECT_FALSE(f.ok);
     EXPECT_NE(f.error.find("nope"), std::string::npos);
     EXPECT_EQ(conn.command("EXISTS", keys::result(none)).as_integer(), 0);
@@ -574,4 +579,37 @@ TEST_F(WorkerTest, MaxJobsAndPauseResume) {
     EXPECT_TRUE(wait_until([&] { return records(conn, "out").size() == 5; }));
     w.stop();
     t.join();
+}
+
+TEST_F(WorkerTest, RunsScheduledJobsWhenDue) {
+    QueueManager qm{conn};
+    auto t0 = std::chrono::steady_clock::now();
+    qm.enqueue_in(150ms, "tests.jobs:record", {{"tag", "later"}});
+    qm.enqueue("tests.jobs:record", {{"tag", "now"}});
+    Worker w{{"main"}, quiet()};
+    w.register_job("tests.jobs:record", recorder(conn));
+    EXPECT_EQ(w.work({.interval = 20ms, .max_jobs = 2}).succeeded, 2u);
+    EXPECT_GE(std::chrono::steady_clock::now() - t0, 150ms);
+    EXPECT_EQ(records(conn, "out"), json({"now", "later"}));
+    EXPECT_EQ(conn.command("ZCARD", keys::delayed).as_integer(), 0);
+}
+
+TEST_F(WorkerTest, FailedJobsCanBeRetriedThroughTheQueueManager) {
+    QueueManager qm{conn};
+    qm.enqueue("tests.jobs:flaky", {{"tag", "x"}});
+    bool fail = true;
+    Worker w{{"main"}, quiet()};
+    w.register_job("tests.jobs:flaky", [&](const json& kw) -> json {
+        if (fail) throw std::runtime_error("first time");
+        conn.command("RPUSH", "out", kw.at("tag").get<std::string>());
+        return nullptr;
+    });
+    EXPECT_EQ(w.work({.burst = true}).failed, 1u);
+    auto failed = qm.failed_jobs();
+    ASSERT_EQ(failed.size(), 1u);
+    EXPECT_TRUE(qm.retry_failed(failed[0]));
+    fail = false;
+    EXPECT_EQ(w.work({.burst = true}).succeeded, 1u);
+    EXPECT_EQ(records(conn, "out"), json({"x"}));
+    EXPECT_EQ(qm.failed_count(), 0u);
 }
