@@ -121,6 +121,7 @@ Worker::Worker(std::vector<std::string> queues, WorkerOptions options) {
     validate_queues(queues);
     if (options.concurrency == 0) throw ConfigurationError("retools: WorkerOptions::concurrency must be at least 1");
     state_ = std::make_unique<State>(std::move(queues), std::move(options));
+    state_->current_id();  // computed now, so id() from other threads only reads it
 }
 
 Worker::~Worker() = default;
