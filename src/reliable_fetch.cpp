@@ -37,18 +37,21 @@ namespace {
 //       then finish operations:
 //         D <entry>                  remove a finished job from the processing list
 //         R <entry>                  remove it and put its payload back at the head of its queue
-//         F <failed entry json>      append to the failed list
-//         S <key> <value> <ttl s>    store a result (a one-element list, as QueueManager::store_result)
-//         Z <score> <member>         schedule a retry in the delayed set (as QueueManager::retry_later)
+//         F <failed entry json>      append to the failed list          } only if the D just
+//         S <key> <value> <ttl s>    store a result (a one-element      } before removed its
+//                                    list, as QueueManager::store_result) } job: resending a
+//         Z <score> <member>         schedule a retry in the delayed set } batch whose reply was
+//                                    (as QueueManager::retry_later)      } lost changes nothing
 // Due delayed jobs are promoted as QueueManager::promote_due_jobs does, in the same call.
 // Returns the processing-list entries ("<queue>\n<payload>") taken.
 constexpr const char* fetch_source = R"lua(
 local processing = KEYS[1]
 local i, n = 5, #ARGV
+local removed = false
 while i <= n do
   local op = ARGV[i]
   if op == 'D' then
-    redis.call('LREM', processing, 1, ARGV[i + 1])
+    removed = redis.call('LREM', processing, 1, ARGV[i + 1]) == 1
     i = i + 2
   elseif op == 'R' then
     local e = ARGV[i + 1]
@@ -58,15 +61,17 @@ while i <= n do
     end
     i = i + 2
   elseif op == 'F' then
-    redis.call('RPUSH', KEYS[3], ARGV[i + 1])
+    if removed then redis.call('RPUSH', KEYS[3], ARGV[i + 1]) end
     i = i + 2
   elseif op == 'S' then
-    redis.call('DEL', ARGV[i + 1])
-    redis.call('RPUSH', ARGV[i + 1], ARGV[i + 2])
-    redis.call('EXPIRE', ARGV[i + 1], ARGV[i + 3])
+    if removed then
+      redis.call('DEL', ARGV[i + 1])
+      redis.call('RPUSH', ARGV[i + 1], ARGV[i + 2])
+      redis.call('EXPIRE', ARGV[i + 1], ARGV[i + 3])
+    end
     i = i + 4
   elseif op == 'Z' then
-    redis.call('ZADD', KEYS[4], ARGV[i + 1], ARGV[i + 2])
+    if removed then redis.call('ZADD', KEYS[4], ARGV[i + 1], ARGV[i + 2]) end
     i = i + 3
   else
     return redis.error_reply('retools: unknown finish operation ' .. tostring(op))
@@ -143,11 +148,17 @@ void FinishBatch::add(FinishedJob&& done, std::string_view worker_id, double now
         requeue(done.job);
         return;
     }
+    std::string failed_entry;
+    if (o.status == JobStatus::failed)
+        failed_entry = FailedJob{std::string(done.job.payload()), std::string(done.job.queue()), o.error,
+                                 std::string(worker_id), now}
+                           .to_json();
+    // The removal first: what follows applies only if it removed the job.
+    args_.emplace_back("D");
+    args_.push_back(std::move(done.job.entry));
     if (o.status == JobStatus::failed) {
-        FailedJob failed{std::string(done.job.payload()), std::string(done.job.queue()), o.error,
-                         std::string(worker_id), now};
         args_.emplace_back("F");
-        args_.push_back(failed.to_json());
+        args_.push_back(std::move(failed_entry));
     } else if (o.status == JobStatus::retry) {
         args_.emplace_back("Z");
         args_.push_back(python_repr(o.retry_at));
@@ -159,9 +170,6 @@ void FinishBatch::add(FinishedJob&& done, std::string_view worker_id, double now
         args_.push_back(std::move(o.result));
         args_.push_back(std::to_string(o.result_ttl > 0 ? o.result_ttl : 1));
     }
-    // Last: the entry is moved, and the failed entry above needed its text.
-    args_.emplace_back("D");
-    args_.push_back(std::move(done.job.entry));
 }
 
 void FinishBatch::requeue(const TakenJob& job) {

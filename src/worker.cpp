@@ -235,6 +235,7 @@ WorkSummary Worker::work(WorkOptions options) {
         std::size_t taken_total = 0;
         double avg_seconds = -1;  // average job duration, for the prefetch window
         bool killed_for_stop = false;
+        bool resync = false;        // a fetch failed: its jobs may sit unseen in our processing list
         bool queues_empty = false;  // the last fetch found nothing more to take
         int failures_in_a_row = 0;
 
@@ -310,6 +311,17 @@ WorkSummary Worker::work(WorkOptions options) {
                 if (options.max_jobs) want = std::min(want, options.max_jobs - taken_total);
             }
 
+            if (resync && in_flight == 0 && batch.empty()) {
+                // A fetch whose reply was lost may have moved jobs to our processing
+                // list that we never saw; with nothing in flight, all there is such.
+                try {
+                    if (std::size_t n = detail::requeue_processing(s.conn, wid, false); n && s.logs(WorkerLog::failures))
+                        fmt::print(stderr, "retools-worker: {}: requeued {} job(s) taken during a Redis error\n", wid, n);
+                    resync = false;
+                } catch (const Error&) {
+                }
+            }
+
             std::size_t got = 0;
             if (want > 0 || !batch.empty()) {
                 try {
@@ -318,6 +330,7 @@ WorkSummary Worker::work(WorkOptions options) {
                     failures_in_a_row = 0;
                 } catch (const Error& e) {
                     ++failures_in_a_row;
+                    resync = true;
                     if (s.logs(WorkerLog::failures))
                         fmt::print(stderr, "retools-worker: {}: Redis error, retrying: {}\n", wid, e.what());
                     if (stopping && in_flight == 0 && failures_in_a_row > 3) break;  // leave the rest to recovery

@@ -613,3 +613,22 @@ TEST_F(WorkerTest, FailedJobsCanBeRetriedThroughTheQueueManager) {
     EXPECT_EQ(records(conn, "out"), json({"x"}));
     EXPECT_EQ(qm.failed_count(), 0u);
 }
+
+TEST(WorkerOutage, SurvivesARedisRestartAndCarriesOn) {
+    rt::RedisServer server;
+    auto options = server.options();
+    options.connect_timeout = 200ms;
+    options.command_timeout = 500ms;
+    retools::Connection c{options};
+    Worker w{{"main"}, {.connection = c, .handle_signals = false, .log = retools::WorkerLog::none}};
+    w.register_job("tests.jobs:record", recorder(c));
+    std::thread t([&] { w.work({.interval = 200ms, .blocking = true}); });
+    ASSERT_TRUE(wait_until([&] { return c.command("SCARD", keys::workers).as_integer() == 1; }));
+    server.kill();
+    std::this_thread::sleep_for(400ms);  // the worker's waits and fetches fail meanwhile
+    server.start();
+    QueueManager{c}.enqueue("tests.jobs:record", {{"tag", "after restart"}});
+    EXPECT_TRUE(wait_until([&] { return records(c, "out").size() == 1; }, 4s));
+    w.stop();
+    t.join();
+}
