@@ -193,11 +193,16 @@ WorkSummary Worker::work(WorkOptions options) {
         ~Release() { detail::release_worker_id(id); }
     } release{wid};
 
-    {
-        std::lock_guard lock(s.mutex);
-        s.stop_now = s.stop_graceful = s.kill_children = s.queue_ready = false;
-        s.completed.clear();
-    }
+    // Requests are cleared on the way out, not here: a stop() that races with
+    // the start of work() still stops it.
+    struct Reset {
+        State& s;
+        ~Reset() {
+            std::lock_guard lock(s.mutex);
+            s.stop_now = s.stop_graceful = s.kill_children = s.queue_ready = false;
+            s.completed.clear();
+        }
+    } reset{s};
     const auto& opt = s.options;
     const bool fork_mode = opt.mode == ExecutionMode::fork;
     const std::size_t concurrency = opt.concurrency;

@@ -208,11 +208,13 @@ public:
 
     /// Registers, prunes dead workers of this host (requeueing their jobs),
     /// then takes and runs jobs until stopped (signal, stop(), burst or
-    /// max_jobs), and unregisters. Throws ConfigurationError if a worker with
-    /// the same id is already working in this process.
+    /// max_jobs), and unregisters. Redis errors while working are logged and
+    /// retried; at start-up they throw (ConnectionError...). Throws
+    /// ConfigurationError if a worker with the same id is already working in
+    /// this process. Not to be called from two threads at once.
     WorkSummary work(WorkOptions options = {});
 
-    /// Asks a running work() to stop, from any thread: `graceful` finishes
+    /// Asks work() to stop, from any thread (also just before it starts): `graceful` finishes
     /// running jobs (QUIT), otherwise forked children are killed and their
     /// jobs requeued (TERM). Jobs taken ahead and not started are requeued at
     /// the head of their queue either way.
