@@ -145,3 +145,39 @@ TEST_F(WorkerSignals, Usr2PausesAndContResumes) {
     worker.signal(SIGTERM);
     expect_clean_shutdown(worker);
 }
+
+TEST_F(WorkerSignals, SigkillingOneOfSeveralWorkersLosesNoJob) {
+    constexpr int jobs = 1500;
+    std::vector<json> args;
+    for (int i = 0; i < jobs; ++i) args.push_back({{"n", i}});
+    qm.enqueue_many("sig.jobs:count", args);
+    auto start = [] {
+        return rt::ChildProcess::fork([] {
+            retools::global_connection() = retools::Connection{rt::redis_url()};
+            Worker w{{"main"}, {.concurrency = 2, .log = retools::WorkerLog::none}};
+            w.register_job("sig.jobs:count", [](const json& kw) -> json {
+                retools::global_connection().command("HINCRBY", "runs", kw.at("n").get<int>(), 1);
+                std::this_thread::sleep_for(std::chrono::microseconds(500));
+                return nullptr;
+            });
+            w.work({.burst = true});
+            return 0;
+        });
+    };
+    auto a = start();
+    auto b = start();
+    ASSERT_TRUE(wait_until([&] { return conn.command("HLEN", "runs").as_integer() > 200; }));
+    a.signal(SIGKILL);
+    EXPECT_EQ(a.exit_code(), -SIGKILL);
+    EXPECT_EQ(b.exit_code(10s), 0);
+    auto c = start();  // its start-up requeues what the killed worker held
+    EXPECT_EQ(c.exit_code(10s), 0);
+    EXPECT_EQ(conn.command("HLEN", "runs").as_integer(), jobs);
+    long long total = 0;
+    for (const auto& v : conn.command("HVALS", "runs").as_array()) total += std::stoll(v.as_string());
+    // At least once: only jobs the killed worker held can have run twice.
+    EXPECT_GE(total, jobs);
+    EXPECT_LT(total, jobs + 300);
+    EXPECT_EQ(len(keys::queue("main")), 0);
+    EXPECT_EQ(conn.command("SCARD", keys::workers).as_integer(), 0);
+}
