@@ -48,6 +48,21 @@ end
 return moved
 )lua"};
 
+// KEYS[1] = retools:delayed; ARGV[1] = job id. Returns 1 when removed.
+const Script cancel_script{R"lua(
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local ok, entry = pcall(cjson.decode, member)
+  if ok and type(entry) == 'table' and type(entry.payload) == 'string' then
+    local ok2, job = pcall(cjson.decode, entry.payload)
+    if ok2 and type(job) == 'table' and job.job_id == ARGV[1] then
+      redis.call('ZREM', KEYS[1], member)
+      return 1
+    end
+  end
+end
+return 0
+)lua"};
+
 }  // namespace
 
 namespace detail {
@@ -106,6 +121,10 @@ std::vector<ScheduledJob> QueueManager::scheduled_jobs() const {
         }
     }
     return out;
+}
+
+bool QueueManager::cancel_scheduled(std::string_view job_id) const {
+    return cancel_script(conn_, {keys::delayed}, job_id).as_integer() == 1;
 }
 
 namespace detail {

@@ -216,22 +216,55 @@ void QueueManager::store_result(std::string_view job_id, const JobResult& result
     conn_.transaction(p);
 }
 
+namespace {
+
+// KEYS[1] = result key. The documented form is a one-element list; a plain
+// string (SET by another writer) is read too.
+const Script peek_result_script{R"lua(
+local t = redis.call('TYPE', KEYS[1]).ok
+if t == 'list' then return redis.call('LINDEX', KEYS[1], 0) end
+if t == 'string' then return redis.call('GET', KEYS[1]) end
+return false
+)lua"};
+
+}  // namespace
+
 std::optional<JobResult> QueueManager::get_result(std::string_view job_id) const {
-    Reply r = conn_.command("LINDEX", keys::result(job_id), 0);
+    Reply r = peek_result_script(conn_, {keys::result(job_id)});
     if (r.is_nil()) return std::nullopt;
     return JobResult::from_json(r.view());
 }
 
 std::optional<JobResult> QueueManager::wait_for_result(std::string_view job_id,
                                                        std::chrono::milliseconds timeout) const {
-    if (timeout.count() <= 0) return get_result(job_id);
+    using namespace std::chrono;
+    auto deadline = steady_clock::now() + timeout;
     std::string key = keys::result(job_id);
-    // Rotating the one-element list onto itself leaves it (and its TTL) in place
-    // and hands it on to the next blocked waiter.
-    Reply r = conn_.blocking_command(timeout, "BLMOVE", key, key, "LEFT", "RIGHT",
-                                     static_cast<double>(timeout.count()) / 1000.0);
-    if (r.is_nil()) return std::nullopt;
-    return JobResult::from_json(r.view());
+    // Block server-side in slices growing to 1 s, looking between them: a
+    // list result (what store_result writes) wakes the BLMOVE at once; a
+    // string result, which no blocking command sees, is found by the next look.
+    milliseconds slice{100};
+    while (true) {
+        if (auto r = get_result(job_id)) return r;
+        auto left = duration_cast<milliseconds>(deadline - steady_clock::now());
+        if (left.count() <= 0) return std::nullopt;
+        auto block = std::min(slice, left);
+        slice = std::min(slice * 2, milliseconds{1000});
+        // Rotating the one-element list onto itself leaves it (and its TTL) in
+        // place and hands it on to the next blocked waiter.
+        Reply r = conn_.execute_one(
+            [&] {
+                detail::CommandBuffer b;
+                b.add("BLMOVE", key, key, "LEFT", "RIGHT", static_cast<double>(block.count()) / 1000.0);
+                return b;
+            }(),
+            block);
+        if (r.is_error()) {
+            if (r.error_message().starts_with("WRONGTYPE")) continue;  // a string appeared: look again
+            r.check();
+        }
+        if (!r.is_nil()) return JobResult::from_json(r.view());
+    }
 }
 
 }  // namespace retools

@@ -172,9 +172,13 @@ std::vector<std::string> QueueManager::enqueue_batch(std::span<const JobSpec> jo
         }
         auto ev = events_cache.find(spec.job_name);
         if (ev == events_cache.end()) ev = events_cache.emplace(spec.job_name, events_json(spec.job_name)).first;
-        PayloadTemplate t{spec.job_name, ev->second, spec.options.metadata};
         ids[i] = detail::uuid4_hex();
-        t.write(payloads[i], ids[i], spec.kwargs);
+        try {
+            PayloadTemplate t{spec.job_name, ev->second, spec.options.metadata};
+            t.write(payloads[i], ids[i], spec.kwargs);
+        } catch (const QueueError& e) {
+            throw QueueError(fmt::format("job #{}: {}", i, e.what()));
+        }
     }
     if (jobs.empty()) return ids;
     // Runs of consecutive jobs for the same queue share one RPUSH.

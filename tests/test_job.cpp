@@ -64,6 +64,17 @@ TEST(JobPayload, EscapesStringsLikePythonEnsureAscii) {
     EXPECT_EQ(job.to_json(), python_text);
 }
 
+TEST(JobPayload, WritesNumbersLikePython) {
+    // Python: json.dumps of the same state (checked against CPython 3).
+    const std::string python_text =
+        R"({"job_id": "ab", "job": "m:f", "kwargs": {}, "events": {}, "metadata": {}, )"
+        R"("state": {"i": -7, "n": -0.5, "u": 18446744073709551615, "x": 1e-05, "y": 1.2345678901234568e+17, "z": 1e+22}})";
+    Job job = Job::from_payload(python_text, "main");
+    EXPECT_EQ(job.to_json(), python_text);
+    job.state() = {{"t", 1732492345.123456}, {"w", 2.0}};
+    EXPECT_NE(job.to_json().find(R"("state": {"t": 1732492345.123456, "w": 2.0})"), std::string::npos);
+}
+
 TEST(JobPayload, MissingMetadataAndNullStateDefaultToEmptyObjects) {
     Job job = Job::from_payload(R"({"job_id": "a", "job": "m:f", "kwargs": {}, "events": {}, "state": null})", "q");
     EXPECT_EQ(job.metadata(), json::object());

@@ -110,7 +110,9 @@ public:
     /// Throws ConfigurationError for an invalid default queue name.
     explicit QueueManager(Connection conn, std::string default_queue_name = "main");
 
+    /// The connection every call uses.
     const Connection& connection() const noexcept { return conn_; }
+    /// The queue jobs go to when neither enqueue() nor set_queue_for_job names one.
     const std::string& default_queue_name() const noexcept { return default_queue_; }
 
     /// Jobs named `job_name` go to `queue_name` when enqueue() is not given a
@@ -210,6 +212,11 @@ public:
     /// are not valid jobs are skipped (promote_due_jobs files them as failed).
     std::vector<ScheduledJob> scheduled_jobs() const;
 
+    /// Removes the job `job_id` from `retools:delayed` before it is due (one
+    /// Lua script, atomic with promotion). Returns false when it is not there
+    /// (never scheduled, or already moved to its queue).
+    bool cancel_scheduled(std::string_view job_id) const;
+
     /// Schedules `job` to run again after `delay`: counts the retry in
     /// `job.state()["retried"]` and adds the job, with its state, to
     /// `retools:delayed` (one round trip). The worker calls this when
@@ -252,12 +259,15 @@ public:
     /// one MULTI/EXEC round trip. The worker calls this for jobs whose
     /// metadata has `result_ttl`.
     void store_result(std::string_view job_id, const JobResult& result, std::chrono::seconds ttl) const;
-    /// The stored outcome of a job, or nullopt when none is stored (yet, or any more).
+    /// The stored outcome of a job, or nullopt when none is stored (yet, or any
+    /// more). Reads the documented one-element list, or a plain string.
     std::optional<JobResult> get_result(std::string_view job_id) const;
     /// Waits up to `timeout` for the job's outcome to be stored; nullopt when
-    /// it was not in time. Blocks server-side (BLMOVE), without polling;
-    /// any number of callers may wait for the same job. A zero timeout
-    /// just looks.
+    /// it was not in time. Blocks server-side (BLMOVE on the result list), so
+    /// it returns within milliseconds of store_result without polling; any
+    /// number of callers may wait for the same job. (A result written as a
+    /// plain string by another writer is also found, within a second.) A zero
+    /// timeout just looks.
     ///
     /// ```cpp
     /// auto id = qm.enqueue("myapp.jobs:add", {{"a", 1}, {"b", 2}}, {.metadata = {{"result_ttl", 60}}});
