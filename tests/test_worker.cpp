@@ -71,6 +71,12 @@ protected:
 
 }  // namespace
 
+// Registered at load time into JobRegistry::global(), like a job library.
+RETOOLS_REGISTER_JOB("tests.static:double", [](const json& kw) -> json { return kw.at("x").get<int>() * 2; });
+RETOOLS_REGISTER_POSTRUN("tests.static:keep", [](Job& job, const json& result) {
+    retools::global_connection().command("RPUSH", "static", job.id() + "=" + result.dump());
+});
+
 // ---- configuration (no jobs run) ----
 
 TEST_F(WorkerTest, RejectsBadQueueNamesAndConcurrency) {
@@ -631,4 +637,14 @@ TEST(WorkerOutage, SurvivesARedisRestartAndCarriesOn) {
     EXPECT_TRUE(wait_until([&] { return records(c, "out").size() == 1; }, 4s));
     w.stop();
     t.join();
+}
+
+TEST_F(WorkerTest, RunsJobsRegisteredStatically) {
+    EXPECT_NE(retools::JobRegistry::global().find_job("tests.static:double"), nullptr);
+    QueueManager qm{conn};
+    qm.subscriber("job_postrun", "tests.static:keep");
+    std::string id = qm.enqueue("tests.static:double", {{"x", 21}});
+    Worker w{{"main"}, quiet()};  // nothing registered on the worker itself
+    EXPECT_EQ(w.work({.burst = true}).succeeded, 1u);
+    EXPECT_EQ(records(conn, "static"), json({id + "=42"}));
 }

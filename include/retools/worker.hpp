@@ -48,6 +48,7 @@ using WrapperHandler = std::function<nlohmann::json(Job& job, const WrapperNext&
 /// ```
 class JobRegistry {
 public:
+    /// An empty registry (each Worker has one; shared code uses global()).
     JobRegistry();
     ~JobRegistry();
     JobRegistry(const JobRegistry&) = delete;
@@ -58,7 +59,9 @@ public:
 
     /// Registers (or replaces) a job. An empty name or function throws ConfigurationError.
     void register_job(std::string name, JobFunction fn);
-    /// Registers (or replaces) an event handler under `name` for one event.
+    /// Registers (or replaces) an event handler under `name` for one event
+    /// (`job_prerun`, `job_postrun`, `job_failure`, `job_wrapper`); one name
+    /// may have a handler for each event.
     void register_prerun(std::string name, PrerunHandler fn);
     void register_postrun(std::string name, PostrunHandler fn);
     void register_failure(std::string name, FailureHandler fn);
@@ -185,7 +188,9 @@ public:
     /// list, an empty name or one containing `:`, `,` or a newline throws
     /// ConfigurationError.
     explicit Worker(std::vector<std::string> queues, WorkerOptions options = {});
+    /// Must not run while work() does (stop() it and let work() return first).
     ~Worker();
+    /// Movable while not working; a moved-from Worker may only be destroyed or assigned to.
     Worker(Worker&&) noexcept;
     Worker& operator=(Worker&&) noexcept;
 
@@ -195,6 +200,7 @@ public:
     const std::vector<std::string>& queues() const noexcept;
     /// The queue names joined by `,`.
     std::string queue_names() const;
+    /// The connection jobs are taken with (WorkerOptions::connection or global_connection()).
     const Connection& connection() const noexcept;
 
     /// This worker's registry (looked up before JobRegistry::global()).
@@ -257,6 +263,7 @@ private:
 Job* current_job() noexcept;
 
 namespace detail {
+/// Runs a registration at static-initialization time (RETOOLS_REGISTER_*).
 struct Registrar {
     template <class F>
     Registrar(F&& f) {
