@@ -53,6 +53,19 @@ struct Worker::State final : detail::CompletionSink {
         cv.notify_one();
     }
 
+    void complete_many(std::vector<FinishedJob>& done) override {
+        {
+            std::lock_guard lock(mutex);
+            if (completed.empty()) {
+                completed.swap(done);
+            } else {
+                for (auto& d : done) completed.push_back(std::move(d));
+            }
+        }
+        done.clear();
+        cv.notify_one();
+    }
+
     template <class F>
     void request(F change) {
         {

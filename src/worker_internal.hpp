@@ -168,6 +168,8 @@ void reset_worker_signals() noexcept;
 class CompletionSink {
 public:
     virtual void complete(FinishedJob done) = 0;
+    /// Several at once (one lock); `done` is left empty.
+    virtual void complete_many(std::vector<FinishedJob>& done) = 0;
 
 protected:
     ~CompletionSink() = default;
