@@ -130,7 +130,9 @@ std::string describe_exception(std::exception_ptr error) {
     }
 }
 
-JobOutcome perform_job(const TakenJob& taken, const JobRegistry& own, const Connection& conn) {
+namespace {
+
+JobOutcome perform(const TakenJob& taken, const JobRegistry& own, const Connection& conn) {
     JobOutcome out;
     auto started = std::chrono::steady_clock::now();
     auto finish = [&]() -> JobOutcome {
@@ -204,6 +206,19 @@ JobOutcome perform_job(const TakenJob& taken, const JobRegistry& own, const Conn
     out.status = JobStatus::failed;
     store_result(out, job, false, nullptr, out.error);
     return finish();
+}
+
+}  // namespace
+
+JobOutcome perform_job(const TakenJob& taken, const JobRegistry& own, const Connection& conn) {
+    try {
+        return perform(taken, own, conn);
+    } catch (...) {
+        // Out of memory while bookkeeping, say: still an outcome, never a lost job.
+        JobOutcome out;
+        out.error = "worker error: " + describe_exception(std::current_exception());
+        return out;
+    }
 }
 
 }  // namespace detail
