@@ -325,7 +325,8 @@ WorkSummary Worker::work(WorkOptions options) {
             std::size_t want = 0;
             const std::size_t pf = prefetch();
             if (!stopping && !limit_reached && !paused && wants_refill(in_flight, pf)) {
-                want = concurrency + pf - in_flight;
+                // Bounded: the script unpacks the batch onto Lua's stack (8000 slots).
+                want = std::min<std::size_t>(concurrency + pf - in_flight, 4096);
                 if (options.max_jobs) want = std::min(want, options.max_jobs - taken_total);
             }
 
