@@ -648,3 +648,18 @@ TEST_F(WorkerTest, RunsJobsRegisteredStatically) {
     EXPECT_EQ(w.work({.burst = true}).succeeded, 1u);
     EXPECT_EQ(records(conn, "static"), json({id + "=42"}));
 }
+
+TEST_F(WorkerTest, BinaryGarbageInAQueueIsFiledNotFatal) {
+    conn.command("RPUSH", keys::queue("main"), std::string("\xff\xfe\x00garbage", 10));
+    conn.command("RPUSH", keys::queue("main"), "");
+    QueueManager{conn}.enqueue("tests.jobs:record", {{"tag", "fine"}});
+    Worker w{{"main"}, quiet()};
+    w.register_job("tests.jobs:record", recorder(conn));
+    auto summary = w.work({.burst = true});
+    EXPECT_EQ(summary.failed, 2u);
+    EXPECT_EQ(summary.succeeded, 1u);
+    EXPECT_EQ(conn.command("LLEN", keys::failed).as_integer(), 2);
+    auto second = retools::FailedJob::from_json(conn.command("LINDEX", keys::failed, 1).as_string());
+    EXPECT_EQ(second.payload, "");
+    EXPECT_EQ(conn.command("EXISTS", keys::processing(w.id())).as_integer(), 0);
+}
