@@ -159,7 +159,8 @@ private:
     std::thread thread_;
 };
 
-/// In a forked child: default dispositions for the signals the worker handles.
+/// In a forked job process: TERM and CONT default, INT, QUIT, USR1 and USR2
+/// ignored (they are the worker's to act on).
 void reset_worker_signals() noexcept;
 
 // ---- executors ---------------------------------------------------------------------

@@ -115,10 +115,15 @@ SignalWatcher::~SignalWatcher() {
 }
 
 void reset_worker_signals() noexcept {
+    // A terminal's Ctrl-C / Ctrl-\ and a `kill` of the process group reach the
+    // job processes too: they ignore what is meant for the worker (INT, QUIT,
+    // USR1, USR2), which decides their fate and kills them with TERM if need be.
     struct sigaction sa {};
-    sa.sa_handler = SIG_DFL;
     sigemptyset(&sa.sa_mask);
-    for (int sig : handled) ::sigaction(sig, &sa, nullptr);
+    for (int sig : handled) {
+        sa.sa_handler = (sig == SIGTERM || sig == SIGCONT) ? SIG_DFL : SIG_IGN;
+        ::sigaction(sig, &sa, nullptr);
+    }
     for (auto& slot : watcher_fds) slot.store(0, std::memory_order_relaxed);
     sigset_t all;
     sigemptyset(&all);

@@ -36,8 +36,9 @@ bool wait_until(F pred, std::chrono::milliseconds within = 3s) {
 
 // A worker process on queue "main" running "sig.jobs:slow": RPUSH started <tag>,
 // sleep kwargs["ms"], RPUSH done <tag>.
-rt::ChildProcess start_worker(retools::ExecutionMode mode, bool blocking = true) {
+rt::ChildProcess start_worker(retools::ExecutionMode mode, bool blocking = true, bool own_group = false) {
     return rt::ChildProcess::fork([=] {
+        if (own_group) ::setpgid(0, 0);  // like a worker started from a shell
         retools::global_connection() = retools::Connection{rt::redis_url()};
         Worker w{{"main"}, {.mode = mode, .prefetch_window = std::chrono::milliseconds(0),
                             .log = retools::WorkerLog::none}};
@@ -180,4 +181,17 @@ TEST_F(WorkerSignals, SigkillingOneOfSeveralWorkersLosesNoJob) {
     EXPECT_LT(total, jobs + 300);
     EXPECT_EQ(len(keys::queue("main")), 0);
     EXPECT_EQ(conn.command("SCARD", keys::workers).as_integer(), 0);
+}
+
+TEST_F(WorkerSignals, CtrlCToTheWholeProcessGroupRequeuesForkedJobs) {
+    std::string id = qm.enqueue("sig.jobs:slow", {{"tag", "long"}, {"ms", 10000}});
+    auto worker = start_worker(retools::ExecutionMode::fork, true, true);
+    ASSERT_TRUE(wait_until([&] { return len("started") == 1; }));
+    ASSERT_TRUE(wait_until([&] { return ::getpgid(worker.pid()) == worker.pid(); }));
+    ::kill(-worker.pid(), SIGINT);  // what a terminal's Ctrl-C does: the worker and its job process
+    expect_clean_shutdown(worker);
+    EXPECT_EQ(len(keys::failed), 0);
+    auto q = conn.command("LRANGE", keys::queue("main"), 0, -1).as_array();
+    ASSERT_EQ(q.size(), 1u);
+    EXPECT_NE(q[0].as_string().find(id), std::string::npos);
 }
