@@ -253,6 +253,9 @@ WorkSummary Worker::work(WorkOptions options) {
         std::size_t taken_total = 0;
         double avg_seconds = -1;  // average job duration, for the prefetch window
         bool killed_for_stop = false;
+        bool escalated = false;
+        constexpr auto stop_grace = std::chrono::seconds(10);  // TERM, then KILL after this long
+        auto kill_deadline = std::chrono::steady_clock::time_point::max();
         bool resync = false;        // a fetch failed: its jobs may sit unseen in our processing list
         bool queues_empty = false;  // the last fetch found nothing more to take
         int failures_in_a_row = 0;
@@ -286,13 +289,18 @@ WorkSummary Worker::work(WorkOptions options) {
             if (stop_now && !killed_for_stop) {
                 executor->signal_running(SIGTERM);
                 killed_for_stop = true;
+                kill_deadline = std::chrono::steady_clock::now() + stop_grace;
+            }
+            if (killed_for_stop && !escalated && std::chrono::steady_clock::now() >= kill_deadline) {
+                executor->signal_running(SIGKILL);  // a job process that ignores TERM
+                escalated = true;
             }
 
             const double now = detail::unix_now();
             for (auto& d : done) {
                 --in_flight;
                 auto& o = d.outcome;
-                if (o.status == JobStatus::failed && killed_for_stop && o.killed_by == SIGTERM)
+                if (o.status == JobStatus::failed && killed_for_stop && (o.killed_by == SIGTERM || o.killed_by == SIGKILL))
                     o.status = JobStatus::requeue;  // stopped by us, not failed: run it again later
                 avg_seconds = avg_seconds < 0 ? o.seconds : 0.8 * avg_seconds + 0.2 * o.seconds;
                 switch (o.status) {
@@ -373,7 +381,9 @@ WorkSummary Worker::work(WorkOptions options) {
 
             if (drained && waiter) waiter->arm();
             std::unique_lock lock(s.mutex);
-            s.cv.wait_for(lock, interval, [&] {
+            auto wake_at = std::chrono::steady_clock::now() + interval;
+            if (killed_for_stop && !escalated) wake_at = std::min(wake_at, kill_deadline);
+            s.cv.wait_until(lock, wake_at, [&] {
                 if (s.control != control || s.queue_ready) return true;
                 std::size_t pending = s.completed.size();
                 if (pending == 0) return false;
