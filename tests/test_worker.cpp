@@ -29,15 +29,7 @@ namespace keys = retools::detail::queue_keys;
 
 namespace {
 
-template <class F>
-bool wait_until(F pred, std::chrono::milliseconds within = 3s) {
-    auto deadline = std::chrono::steady_clock::now() + within;
-    while (!pred()) {
-        if (std::chrono::steady_clock::now() > deadline) return false;
-        std::this_thread::sleep_for(2ms);
-    }
-    return true;
-}
+using rt::wait_until;
 
 std::string host() {
     char buf[256] = {};

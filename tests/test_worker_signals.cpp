@@ -24,15 +24,7 @@ namespace keys = retools::detail::queue_keys;
 
 namespace {
 
-template <class F>
-bool wait_until(F pred, std::chrono::milliseconds within = 3s) {
-    auto deadline = std::chrono::steady_clock::now() + within;
-    while (!pred()) {
-        if (std::chrono::steady_clock::now() > deadline) return false;
-        std::this_thread::sleep_for(2ms);
-    }
-    return true;
-}
+using rt::wait_until;
 
 // A worker process on queue "main" running "sig.jobs:slow": RPUSH started <tag>,
 // sleep kwargs["ms"], RPUSH done <tag>.
