@@ -1,13 +1,9 @@
 #include <retools/job.hpp>
 
-#include <atomic>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
-#include <random>
 
-#include <pthread.h>
-#include <sys/random.h>
 
 #include <fmt/format.h>
 
@@ -153,59 +149,6 @@ void python_json_dump(const nlohmann::json& value, std::string& out, std::string
         case value_t::discarded: break;
     }
     throw QueueError(fmt::format("{} holds a value JSON cannot represent", what));
-}
-
-namespace {
-
-// Bumped in every forked child so per-thread generators reseed there instead of
-// repeating the parent's sequence (the worker forks per job).
-std::atomic<unsigned> fork_generation{0};
-
-void bump_fork_generation() { fork_generation.fetch_add(1, std::memory_order_relaxed); }
-
-struct IdGenerator {
-    std::mt19937_64 engine;
-    unsigned generation = ~0u;
-
-    std::uint64_t next() {
-        unsigned now = fork_generation.load(std::memory_order_relaxed);
-        if (now != generation) {
-            std::uint64_t seed[4];
-            if (getrandom(seed, sizeof seed, 0) != static_cast<ssize_t>(sizeof seed)) {
-                std::random_device rd;
-                for (auto& s : seed) s = (std::uint64_t{rd()} << 32) ^ rd();
-            }
-            std::seed_seq seq{seed[0], seed[1], seed[2], seed[3]};
-            engine.seed(seq);
-            generation = now;
-        }
-        return engine();
-    }
-};
-
-}  // namespace
-
-std::string uuid4_hex() {
-    static const bool registered = [] {
-        pthread_atfork(nullptr, nullptr, bump_fork_generation);
-        return true;
-    }();
-    (void)registered;
-    thread_local IdGenerator generator;
-    unsigned char bytes[16];
-    std::uint64_t a = generator.next(), b = generator.next();
-    for (int k = 0; k < 8; ++k) {
-        bytes[k] = static_cast<unsigned char>(a >> (8 * k));
-        bytes[8 + k] = static_cast<unsigned char>(b >> (8 * k));
-    }
-    bytes[6] = static_cast<unsigned char>((bytes[6] & 0x0f) | 0x40);  // version 4
-    bytes[8] = static_cast<unsigned char>((bytes[8] & 0x3f) | 0x80);  // RFC 4122 variant
-    std::string hex(32, '0');
-    for (int k = 0; k < 16; ++k) {
-        hex[2 * k] = hex_digits[bytes[k] >> 4];
-        hex[2 * k + 1] = hex_digits[bytes[k] & 0xf];
-    }
-    return hex;
 }
 
 void validate_queue_name(std::string_view name) {

@@ -47,19 +47,25 @@ std::mt19937_64& engine() {
 
 std::uint64_t random_u64() { return engine()(); }
 
-std::string random_token() {
+std::string uuid4_hex() {
     auto& gen = engine();
-
     static constexpr char hex[] = "0123456789abcdef";
-    std::string token(32, '0');
-    for (int half = 0; half < 2; ++half) {
-        std::uint64_t bits = gen();
-        for (int i = 0; i < 16; ++i) {
-            token[static_cast<std::size_t>(half * 16 + i)] = hex[bits & 0xf];
-            bits >>= 4;
-        }
+    std::uint64_t halves[2] = {gen(), gen()};
+    unsigned char bytes[16];
+    for (int k = 0; k < 8; ++k) {
+        bytes[k] = static_cast<unsigned char>(halves[0] >> (8 * k));
+        bytes[8 + k] = static_cast<unsigned char>(halves[1] >> (8 * k));
     }
-    return token;
+    bytes[6] = static_cast<unsigned char>((bytes[6] & 0x0f) | 0x40);  // version 4
+    bytes[8] = static_cast<unsigned char>((bytes[8] & 0x3f) | 0x80);  // RFC 4122 variant
+    std::string out(32, '0');
+    for (int k = 0; k < 16; ++k) {
+        out[static_cast<std::size_t>(2 * k)] = hex[bytes[k] >> 4];
+        out[static_cast<std::size_t>(2 * k + 1)] = hex[bytes[k] & 0xf];
+    }
+    return out;
 }
+
+std::string random_token() { return uuid4_hex(); }
 
 }  // namespace retools::detail

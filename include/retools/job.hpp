@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <retools/detail/random_token.hpp>  // uuid4_hex() for job ids
 #include <retools/connection.hpp>
 
 namespace retools {
@@ -124,10 +125,6 @@ void python_json_dump(const nlohmann::json& value, std::string& out, std::string
 
 /// Appends `text` as a Python `json.dumps` string literal (with quotes).
 void python_json_string(std::string_view text, std::string& out, std::string_view what);
-
-/// A fresh uuid4 as 32 lowercase hex characters (Python's `uuid.uuid4().hex`).
-/// Fork-safe: a forked child never repeats its parent's ids.
-std::string uuid4_hex();
 
 /// Throws ConfigurationError unless `name` is a usable queue name: non-empty,
 /// without `:` or `,` (the worker id and `:queues` key join names with `,`).
