@@ -1,0 +1,12 @@
+#pragma once
+// Each bench_<component>.cpp adds its rows to the table.
+
+#include <vector>
+
+#include "harness.hpp"
+
+namespace bench {
+
+void add_connection_rows(const Env& env, std::vector<Row>& rows);
+
+}  // namespace bench
