@@ -131,11 +131,13 @@ TEST_F(ConnectionTest, ErrorReplyThrowsWithServerMessage) {
 }
 
 TEST_F(ConnectionTest, BinarySafeRoundTrips) {
-    const std::string nasty("a\0b\r\nc$3\r\n*1\r\n\xff\xfe", 18);
-    const std::string key("key\0with\r\nnul", 13);
+    using namespace std::string_literals;
+    const std::string nasty = "a\0b\r\nc$3\r\n*1\r\n\xff\xfe"s;
+    const std::string key = "key\0with\r\nnul"s;
+    ASSERT_EQ(nasty.size(), 16u);
     conn.command("SET", key, nasty);
     EXPECT_EQ(conn.command("GET", key).as_string(), nasty);
-    EXPECT_EQ(conn.command("STRLEN", key).as_integer(), 18);
+    EXPECT_EQ(conn.command("STRLEN", key).as_integer(), 16);
     conn.command("SET", "empty", "");
     EXPECT_EQ(conn.command("GET", "empty").as_string(), "");
 }
