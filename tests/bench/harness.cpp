@@ -252,6 +252,7 @@ Results run_all(const Env& env, const std::vector<Row>& rows, const std::vector<
             if (!floor_first && row.floor) run_variant(env, row, kFloor, row.floor, results);
         }
         for (const Peer& peer : peers) {
+            if (round >= env.counts.peer_rounds) break;
             auto known = results.peer_problem.find(peer.name);
             if (known != results.peer_problem.end() && known->second.rfind("missing", 0) == 0) continue;
             run_peer(env, peer, results);
@@ -334,10 +335,10 @@ std::string render_markdown(const Results& results, const std::vector<Target>& t
     std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
     const Counts& c = results.counts;
     md += fmt::format("### {}\n\n", title);
-    md += fmt::format("Run {} on {}. Medians of {} alternating rounds; rates per second (higher is better). "
+    md += fmt::format("Run {} on {}. Medians of {} alternating rounds ({} for peers); rates per second (higher is better). "
                       "Counts per run: {} calls per single-call/threaded row, {} × 1,000 jobs per batch row, "
                       "{} jobs per threaded worker drain, {} jobs per fork-per-job drain.\n\n",
-                      date, machine(), c.rounds, format_rate(static_cast<double>(c.ops)), c.batches,
+                      date, machine(), c.rounds, std::min(c.rounds, c.peer_rounds), format_rate(static_cast<double>(c.ops)), c.batches,
                       format_rate(static_cast<double>(c.jobs)), format_rate(static_cast<double>(c.fork_jobs)));
     md += "| operation | unit | retools | floor | ×floor |";
     for (auto& p : results.peers) md += fmt::format(" {} |", p.name);

@@ -26,6 +26,7 @@ struct Counts {
     std::size_t fork_jobs = 2000;   // fork-per-job workers (retools fork mode, RQ's Worker)
     std::size_t rss_jobs = 100000;  // RSS check: RSS after `jobs` vs after this many
     int rounds = 5;                 // alternating rounds; medians are quoted
+    int peer_rounds = 3;            // rounds that also run the (slow) peers
 };
 
 /// What every benchmark gets: the private server and a pool on it.

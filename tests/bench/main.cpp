@@ -2,7 +2,7 @@
 // raw-hiredis floor and the peers, in alternating rounds; prints the table and
 // writes it as Markdown.
 //
-//   retools-bench [--smoke] [--rounds N] [--ops N] [--batches N] [--jobs N]
+//   retools-bench [--smoke] [--rounds N] [--peer-rounds N] [--ops N] [--batches N] [--jobs N]
 //                 [--fork-jobs N] [--rss-jobs N] [--only SUBSTRING] [--no-peers]
 //                 [--url redis://host:port/0] [--markdown FILE] [--peers-dir DIR]
 
@@ -27,7 +27,7 @@ namespace {
 
 [[noreturn]] void usage(const std::string& why) {
     std::cerr << "retools-bench: " << why
-              << "\nusage: retools-bench [--smoke] [--rounds N] [--ops N] [--batches N] [--jobs N] "
+              << "\nusage: retools-bench [--smoke] [--rounds N] [--peer-rounds N] [--ops N] [--batches N] [--jobs N] "
                  "[--fork-jobs N] [--rss-jobs N] [--only SUBSTRING] [--no-peers] [--url URL] "
                  "[--markdown FILE] [--peers-dir DIR]\n";
     std::exit(2);
@@ -56,8 +56,9 @@ int main(int argc, char** argv) {
         };
         if (a == "--smoke") {
             smoke = true;
-            counts = {.ops = 200, .batches = 2, .jobs = 500, .fork_jobs = 50, .rss_jobs = 1000, .rounds = 1};
+            counts = {.ops = 200, .batches = 2, .jobs = 500, .fork_jobs = 50, .rss_jobs = 1000, .rounds = 1, .peer_rounds = 1};
         } else if (a == "--rounds") counts.rounds = static_cast<int>(number(value(), "--rounds"));
+        else if (a == "--peer-rounds") counts.peer_rounds = static_cast<int>(number(value(), "--peer-rounds"));
         else if (a == "--ops") counts.ops = number(value(), "--ops");
         else if (a == "--batches") counts.batches = number(value(), "--batches");
         else if (a == "--jobs") counts.jobs = number(value(), "--jobs");
