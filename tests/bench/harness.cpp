@@ -302,6 +302,7 @@ std::string machine() {
 }
 
 std::string cell_text(const Results& results, const Row& row, const std::string& column) {
+    if (column == kRetools && !row.retools) return "not built";
     auto r = results.cells.find(row.id);
     if (r == results.cells.end()) return "";
     auto c = r->second.find(column);

@@ -8,5 +8,7 @@
 namespace bench {
 
 void add_connection_rows(const Env& env, std::vector<Row>& rows);
+void add_lock_rows(const Env& env, std::vector<Row>& rows);
+void add_cache_rows(const Env& env, std::vector<Row>& rows);
 
 }  // namespace bench

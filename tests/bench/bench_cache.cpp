@@ -1,0 +1,173 @@
+// Cache: a fresh hit (statistics on and off) and a miss that regenerates,
+// beside raw hiredis sending the round trips PROTOCOL.md prescribes.
+
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include <retools/detail/clock.hpp>
+#include <retools/detail/python_repr.hpp>
+
+#include "raw.hpp"
+#include "rows.hpp"
+
+#if __has_include(<retools/cache.hpp>)
+#include <retools/cache.hpp>
+#define RETOOLS_BENCH_HAVE_CACHE 1
+#endif
+
+namespace bench {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr std::string_view kRegion = "bench";
+constexpr std::string_view kNamespace = "bench.load_things";
+// What the cached function returns for ("bunny", 10), as the JSON codec stores it.
+const std::string kValue = R"(["bunny","bunny","bunny","bunny","bunny","bunny","bunny","bunny","bunny","bunny"])";
+
+std::string value_key(std::string_view key) { return fmt::format("retools:{}:{}:{}", kRegion, kNamespace, key); }
+std::string hit_key(std::string_view date, std::string_view key) {
+    return fmt::format("retools:hits:{}:{}:{}:{}", date, kRegion, kNamespace, key);
+}
+std::string miss_key(std::string_view date, std::string_view key) {
+    return fmt::format("retools:misses:{}:{}:{}:{}", date, kRegion, kNamespace, key);
+}
+
+void raw_store(RawConnection& raw, const std::string& key) {
+    raw.cmd("HSET", value_key(key), "created", retools::detail::python_repr(retools::detail::unix_now()), "value",
+            kValue);
+    raw.read();
+}
+
+// Hit with statistics: one MULTI/HGETALL/GET/INCR/EXEC pipeline.
+Run raw_hit_stats(const Env& env, std::size_t count) {
+    RawConnection raw(env);
+    raw_store(raw, "bunny 10");
+    std::string vkey = value_key("bunny 10");
+    return {time_it([&] {
+        for (std::size_t i = 0; i < count; ++i) {
+            std::string hkey = hit_key(retools::detail::local_date(), "bunny 10");
+            raw.cmd("MULTI");
+            raw.cmd("HGETALL", vkey);
+            raw.cmd("GET", hkey);
+            raw.cmd("INCR", hkey);
+            raw.cmd("EXEC");
+            auto exec = raw.read(5);
+            if (exec->element[0]->elements != 4) throw std::runtime_error("floor: no cached value");
+        }
+    }), {}};
+}
+
+// Hit without statistics: HGETALL.
+Run raw_hit_nostats(const Env& env, std::size_t count) {
+    RawConnection raw(env);
+    raw_store(raw, "bunny 10");
+    std::string vkey = value_key("bunny 10");
+    return {time_it([&] {
+        for (std::size_t i = 0; i < count; ++i) {
+            raw.cmd("HGETALL", vkey);
+            if (raw.read()->elements != 4) throw std::runtime_error("floor: no cached value");
+        }
+    }), {}};
+}
+
+// Miss with statistics: read+count, take the lock, read again, store, release,
+// settle the counters: six round trips.
+Run raw_miss(const Env& env, std::size_t count) {
+    RawConnection raw(env);
+    raw.cmd("SCRIPT", "LOAD",
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0");
+    auto sha_reply = raw.read();
+    std::string sha(sha_reply->str, sha_reply->len);
+    return {time_it([&] {
+        for (std::size_t i = 0; i < count; ++i) {
+            std::string key = fmt::format("bunny {}", i);
+            std::string date = retools::detail::local_date();
+            std::string vkey = value_key(key), hkey = hit_key(date, key);
+            raw.cmd("MULTI");
+            raw.cmd("HGETALL", vkey);
+            raw.cmd("GET", hkey);
+            raw.cmd("INCR", hkey);
+            raw.cmd("EXEC");
+            raw.read(5);
+            std::string lock_key = fmt::format("retools:lock:{}:{}:{}", kRegion, kNamespace, key);
+            std::string token = fmt::format("{:032x}", i);
+            raw.cmd("SET", lock_key, token, "NX", "PX", "3600000");
+            raw.read();
+            raw.cmd("HGETALL", vkey);
+            raw.read();
+            std::string value = kValue;  // the regenerated value
+            raw.cmd("MULTI");
+            raw.cmd("HSET", vkey, "created", retools::detail::python_repr(retools::detail::unix_now()), "value", value);
+            raw.cmd("EXPIRE", vkey, "604800");
+            raw.cmd("SADD", "retools:regions", kRegion);
+            raw.cmd("SADD", fmt::format("retools:{}:namespaces", kRegion), kNamespace);
+            raw.cmd("SADD", fmt::format("retools:{}:{}:keys", kRegion, kNamespace), key);
+            raw.cmd("GETSET", hkey, "0");
+            raw.cmd("EXEC");
+            auto exec = raw.read(8);
+            long long new_hits = std::stoll(std::string(exec->element[5]->str, exec->element[5]->len));
+            raw.cmd("EVALSHA", sha, "1", lock_key, token);
+            raw.read();
+            raw.cmd("MULTI");
+            raw.cmd("INCRBY", hkey, "0");
+            raw.cmd("INCRBY", miss_key(date, key), std::to_string(new_hits));
+            raw.cmd("EXEC");
+            raw.read(4);
+        }
+    }), {}};
+}
+
+#ifdef RETOOLS_BENCH_HAVE_CACHE
+std::vector<std::string> load_things(const std::string& term, int limit) {
+    return std::vector<std::string>(static_cast<std::size_t>(limit), term);
+}
+
+// Each run gets its own wrapper; CacheRegion::statistics is restored after.
+template <bool Statistics>
+Run retools_hit(const Env&, std::size_t count) {
+    retools::CacheRegion::add_region(std::string(kRegion), 3600s);
+    auto cached = retools::cache_region(std::string(kRegion), std::string(kNamespace), load_things);
+    retools::CacheRegion::statistics = Statistics;
+    cached("bunny", 10);
+    double seconds = time_it([&] {
+        for (std::size_t i = 0; i < count; ++i) cached("bunny", 10);
+    });
+    retools::CacheRegion::statistics = true;
+    return {seconds, {}};
+}
+
+Run retools_miss(const Env&, std::size_t count) {
+    retools::CacheRegion::add_region(std::string(kRegion), 3600s);
+    auto cached = retools::cache_region(std::string(kRegion), std::string(kNamespace),
+                                        [](const std::string& term, std::size_t i) {
+                                            return load_things(term, static_cast<int>(i % 10 + 10));
+                                        });
+    return {time_it([&] {
+        for (std::size_t i = 0; i < count; ++i) cached("bunny", i);
+    }), {}};
+}
+#else
+
+#endif
+
+}  // namespace
+
+void add_cache_rows(const Env& env, std::vector<Row>& rows) {
+    std::size_t n = env.counts.ops;
+#ifdef RETOOLS_BENCH_HAVE_CACHE
+    RunFn hit_stats = retools_hit<true>, hit_nostats = retools_hit<false>, miss = retools_miss;
+#else
+    RunFn hit_stats, hit_nostats, miss;
+#endif
+    rows.push_back({.id = "cache_hit_stats", .label = "Cache: fresh hit, statistics on", .count = n,
+                    .retools = hit_stats, .floor = raw_hit_stats, .floor_target = 0.9});
+    rows.push_back({.id = "cache_hit_nostats", .label = "Cache: fresh hit, statistics off", .count = n,
+                    .retools = hit_nostats, .floor = raw_hit_nostats, .floor_target = 0.9});
+    rows.push_back({.id = "cache_miss", .label = "Cache: miss + regenerate (statistics on)", .count = n / 2,
+                    .retools = miss, .floor = raw_miss, .floor_target = 0.9});
+}
+
+}  // namespace bench
