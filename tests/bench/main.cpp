@@ -90,6 +90,8 @@ int main(int argc, char** argv) {
     bench::add_connection_rows(env, rows);
     bench::add_cache_rows(env, rows);
     bench::add_lock_rows(env, rows);
+    bench::add_queue_rows(env, rows);
+    bench::add_worker_rows(env, rows);
     if (!only.empty())
         std::erase_if(rows, [&](const bench::Row& r) { return r.id.find(only) == std::string::npos; });
 

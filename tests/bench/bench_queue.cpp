@@ -1,0 +1,96 @@
+// Queue: enqueue one job, enqueue a batch of 1,000, beside raw hiredis sending
+// one RPUSH + SADD pipeline with the same payloads.
+
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "raw.hpp"
+#include "rows.hpp"
+
+#if __has_include(<retools/queue.hpp>)
+#include <retools/queue.hpp>
+#define RETOOLS_BENCH_HAVE_QUEUE 1
+#endif
+
+namespace bench {
+namespace {
+
+constexpr std::string_view kJob = "bench.jobs:noop";
+constexpr std::size_t kBatch = 1000;
+
+// The payload the queue writes for a no-op job without kwargs, with a
+// counter-based id in place of uuid4.
+void payload(std::string& out, std::uint64_t n) {
+    out.clear();
+    fmt::format_to(std::back_inserter(out),
+                   R"({{"job_id": "{:032x}", "job": "{}", "kwargs": {{}}, "events": {{}}, "metadata": {{}}, "state": {{}}}})",
+                   n * 0x9E3779B97F4A7C15ull, kJob);
+}
+
+Run raw_enqueue_one(const Env& env, std::size_t count) {
+    RawConnection raw(env);
+    std::string p;
+    return {time_it([&] {
+        for (std::size_t i = 0; i < count; ++i) {
+            payload(p, i);
+            raw.cmd("RPUSH", "retools:queue:main", p);
+            raw.cmd("SADD", "retools:queues", "main");
+            raw.read(2);
+        }
+    }), {}};
+}
+
+Run raw_enqueue_batch(const Env& env, std::size_t count) {
+    RawConnection raw(env);
+    std::vector<std::string> payloads(kBatch);
+    std::vector<std::string_view> argv;
+    return {time_it([&] {
+        for (std::size_t done = 0; done < count; done += kBatch) {
+            argv.assign({"RPUSH", "retools:queue:main"});
+            for (std::size_t i = 0; i < kBatch; ++i) {
+                payload(payloads[i], done + i);
+                argv.push_back(payloads[i]);
+            }
+            raw.append(argv);
+            raw.cmd("SADD", "retools:queues", "main");
+            raw.read(2);
+        }
+    }), {}};
+}
+
+#ifdef RETOOLS_BENCH_HAVE_QUEUE
+Run retools_enqueue_one(const Env& env, std::size_t count) {
+    retools::QueueManager qm{env.conn};
+    return {time_it([&] {
+        for (std::size_t i = 0; i < count; ++i) qm.enqueue(kJob);
+    }), {}};
+}
+
+Run retools_enqueue_batch(const Env& env, std::size_t count) {
+    retools::QueueManager qm{env.conn};
+    std::vector<nlohmann::json> kwargs(kBatch);  // nulls: no kwargs, like the one-job row
+    return {time_it([&] {
+        for (std::size_t done = 0; done < count; done += kBatch) qm.enqueue_many(kJob, kwargs);
+    }), {}};
+}
+#endif
+
+}  // namespace
+
+void add_queue_rows(const Env& env, std::vector<Row>& rows) {
+#ifdef RETOOLS_BENCH_HAVE_QUEUE
+    RunFn one = retools_enqueue_one, batch = retools_enqueue_batch;
+#else
+    RunFn one, batch;
+#endif
+    rows.push_back({.id = "enqueue_one", .label = "Queue: enqueue one job", .count = env.counts.ops,
+                    .retools = one, .floor = raw_enqueue_one, .floor_target = 0.9});
+    rows.push_back({.id = "enqueue_batch", .label = "Queue: enqueue batches of 1,000", .unit = "jobs/s",
+                    .count = env.counts.batches * kBatch, .retools = batch, .floor = raw_enqueue_batch,
+                    .floor_target = 0.9});
+}
+
+}  // namespace bench
