@@ -49,7 +49,6 @@ std::size_t queue_length(const Env& env) {
 #ifdef RETOOLS_BENCH_HAVE_WORKER
 #else
 RunFn drain(std::size_t, bool) { return {}; }
-Run rss_growth(const Env&, std::size_t) { return {}; }
 #define RETOOLS_BENCH_NO_RSS 1
 #endif
 
