@@ -18,24 +18,14 @@
 namespace bench {
 namespace {
 
-constexpr std::string_view kJob = "bench.jobs:noop";
 constexpr std::size_t kBatch = 1000;
-
-// The payload the queue writes for a no-op job without kwargs, with a
-// counter-based id in place of uuid4.
-void payload(std::string& out, std::uint64_t n) {
-    out.clear();
-    fmt::format_to(std::back_inserter(out),
-                   R"({{"job_id": "{:032x}", "job": "{}", "kwargs": {{}}, "events": {{}}, "metadata": {{}}, "state": {{}}}})",
-                   n * 0x9E3779B97F4A7C15ull, kJob);
-}
 
 Run raw_enqueue_one(const Env& env, std::size_t count) {
     RawConnection raw(env);
     std::string p;
     return {time_it([&] {
         for (std::size_t i = 0; i < count; ++i) {
-            payload(p, i);
+            noop_payload(p, i);
             raw.cmd("RPUSH", "retools:queue:main", p);
             raw.cmd("SADD", "retools:queues", "main");
             raw.read(2);
@@ -51,7 +41,7 @@ Run raw_enqueue_batch(const Env& env, std::size_t count) {
         for (std::size_t done = 0; done < count; done += kBatch) {
             argv.assign({"RPUSH", "retools:queue:main"});
             for (std::size_t i = 0; i < kBatch; ++i) {
-                payload(payloads[i], done + i);
+                noop_payload(payloads[i], done + i);
                 argv.push_back(payloads[i]);
             }
             raw.append(argv);
@@ -65,7 +55,7 @@ Run raw_enqueue_batch(const Env& env, std::size_t count) {
 Run retools_enqueue_one(const Env& env, std::size_t count) {
     retools::QueueManager qm{env.conn};
     return {time_it([&] {
-        for (std::size_t i = 0; i < count; ++i) qm.enqueue(kJob);
+        for (std::size_t i = 0; i < count; ++i) qm.enqueue(kNoopJob);
     }), {}};
 }
 
@@ -73,7 +63,7 @@ Run retools_enqueue_batch(const Env& env, std::size_t count) {
     retools::QueueManager qm{env.conn};
     std::vector<nlohmann::json> kwargs(kBatch);  // nulls: no kwargs, like the one-job row
     return {time_it([&] {
-        for (std::size_t done = 0; done < count; done += kBatch) qm.enqueue_many(kJob, kwargs);
+        for (std::size_t done = 0; done < count; done += kBatch) qm.enqueue_many(kNoopJob, kwargs);
     }), {}};
 }
 #endif

@@ -18,8 +18,6 @@
 namespace bench {
 namespace {
 
-constexpr std::string_view kJob = "bench.jobs:noop";
-
 // Fills retools:queue:main with `count` no-op payloads, 1,000 per round trip.
 void fill_queue(const Env& env, std::size_t count, std::uint64_t first_id = 0) {
     RawConnection raw(env);
@@ -30,9 +28,7 @@ void fill_queue(const Env& env, std::size_t count, std::uint64_t first_id = 0) {
         payloads.resize(n);
         argv.assign({"RPUSH", "retools:queue:main"});
         for (std::size_t i = 0; i < n; ++i) {
-            payloads[i] = fmt::format(
-                R"({{"job_id": "{:032x}", "job": "{}", "kwargs": {{}}, "events": {{}}, "metadata": {{}}, "state": {{}}}})",
-                (first_id + done + i) * 0x9E3779B97F4A7C15ull + 1, kJob);
+            noop_payload(payloads[i], first_id + done + i);
             argv.push_back(payloads[i]);
         }
         raw.append(argv);
