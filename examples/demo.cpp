@@ -1,7 +1,11 @@
 // A tour of retools against the server in REDIS_URL (scripts/demo.sh starts a
 // private one). Each section prints what happened.
+#include <atomic>
 #include <cstdlib>
 #include <iostream>
+#include <mutex>
+#include <thread>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -39,7 +43,43 @@ void cache_demo(const retools::Connection& conn) {
 
 void lock_demo(const retools::Connection& conn) {
     section("Lock");
-    (void)conn;
+    const std::string key = "demo:lock";
+    {
+        retools::Lock lock{key, {.expires = 5s, .connection = conn}};
+        fmt::print("acquired {}: value {} (TTL {} ms)\n", key, conn.command("GET", key).as_string(),
+                   conn.command("PTTL", key).as_integer());
+        try {
+            retools::Lock second{key, {.timeout = 0s, .connection = conn}};
+        } catch (const retools::LockTimeout& e) {
+            fmt::print("second locker with timeout 0: {}\n", e.what());
+        }
+    }
+
+    // Four threads, each incrementing a counter with a non-atomic GET + SET
+    // five times: the lock makes every update count.
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+        threads.emplace_back([&] {
+            retools::Lock lock{key, {.connection = conn, .max_retry_delay = 20ms}, std::defer_lock};
+            for (int i = 0; i < 5; ++i) {
+                std::unique_lock guard{lock};
+                auto v = conn.command("GET", "demo:lock-counter").as_optional_string();
+                conn.command("SET", "demo:lock-counter", (v ? std::stoll(*v) : 0) + 1);
+            }
+        });
+    }
+    for (auto& t : threads) t.join();
+    fmt::print("4 threads x 5 locked GET+SET increments: counter = {}\n",
+               conn.command("GET", "demo:lock-counter").as_string());
+
+    retools::Lock short_lived{key, {.expires = 100ms, .connection = conn}};
+    std::this_thread::sleep_for(150ms);  // the work outlived `expires`
+    retools::Lock successor{key, {.timeout = 0s, .connection = conn}};
+    fmt::print("holder whose key expired releases: {}; successor still owns it: {}\n",
+               short_lived.release() == retools::ReleaseResult::lost ? "lost (nothing deleted)" : "released",
+               successor.owns_lock());
+    successor.unlock();
+    conn.command("DEL", key, "demo:lock-counter");
 }
 
 
@@ -47,7 +87,32 @@ void lock_demo(const retools::Connection& conn) {
 
 void limiter_demo(const retools::Connection& conn) {
     section("Limiter");
-    (void)conn;
+    retools::Limiter limiter{{.limit = 2, .prefix = "demo:limiter", .expiration = 5s, .connection = conn}};
+    std::atomic<int> inside{0}, most{0}, done{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 6; ++t) {
+        threads.emplace_back([&, t] {
+            if (auto slot = limiter.acquire_for(fmt::format("worker-{}", t), 3s)) {
+                int now = ++inside;
+                for (int seen = most.load(); now > seen && !most.compare_exchange_weak(seen, now);) {
+                }
+                std::this_thread::sleep_for(20ms);
+                --inside;
+                ++done;
+            }  // the slot is released here
+        });
+    }
+    for (auto& t : threads) t.join();
+    fmt::print("6 workers, limit 2: {} finished, at most {} at once\n", done.load(), most.load());
+
+    bool first = limiter.acquire_limit("operation-1");
+    bool second = limiter.acquire_limit("operation-2");
+    bool third = limiter.acquire_limit("operation-3");
+    fmt::print("acquire_limit x3 with limit 2: {} {} {}; holders in ZSET demo:limiter: {}\n", first, second,
+               third, limiter.holders());
+    limiter.release_limit("operation-1");
+    fmt::print("after release_limit(operation-1): operation-3 acquires: {}\n", limiter.acquire_limit("operation-3"));
+    conn.command("DEL", "demo:limiter");
 }
 
 

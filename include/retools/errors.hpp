@@ -10,6 +10,7 @@
 //   │   └── CacheConfigurationError   unknown cache region, bad region settings
 //   ├── QueueError             bad job payload, unknown job, invalid kwargs
 //   ├── LockTimeout            a Lock could not be acquired within its timeout
+//   ├── LockLost               a held Lock expired and may have been taken by another owner
 //   └── AbortJob               thrown by a job_prerun handler to skip a job quietly
 
 #include <stdexcept>
@@ -58,6 +59,14 @@ public:
 };
 
 class LockTimeout : public Error {
+public:
+    using Error::Error;
+};
+
+/// Thrown by Lock::extend() when the lock is no longer this holder's: it
+/// expired (and another owner may have taken it). The critical section was
+/// not protected for its whole duration.
+class LockLost : public Error {
 public:
     using Error::Error;
 };

@@ -5,3 +5,5 @@
 #include <retools/reply.hpp>
 #include <retools/connection.hpp>
 #include <retools/script.hpp>
+#include <retools/lock.hpp>
+#include <retools/limiter.hpp>

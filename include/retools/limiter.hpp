@@ -1,0 +1,123 @@
+#pragma once
+// Limiter: at most N holders at once across processes, compatible with Python retools' Limiter.
+
+#include <chrono>
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <retools/connection.hpp>
+#include <retools/errors.hpp>
+
+namespace retools {
+
+/// How a Limiter counts holders. An aggregate: use designated initializers.
+///
+/// ```cpp
+/// retools::Limiter limiter{{.limit = 10, .prefix = "my-operation", .expiration = 10s}};
+/// ```
+struct LimiterOptions {
+    /// Most holders at once. Required: the default 0 is rejected with ConfigurationError.
+    std::size_t limit = 0;
+    /// Name of the sorted set that records the holders (member = holder key,
+    /// score = Unix time its slot expires). Default `retools_limiter`, as in
+    /// Python retools; empty is rejected.
+    std::string prefix = "retools_limiter";
+    /// How long a slot lasts when not released (a crashed holder's slot is
+    /// reclaimed after this). Default 10 s; must be at least 1 ms (0 is rejected).
+    std::chrono::milliseconds expiration{10000};
+    /// Connection to use; nullopt (the default) means global_connection() at construction.
+    std::optional<Connection> connection{};
+};
+
+class Limiter;
+
+/// A held Limiter slot that releases itself: returned by Limiter::acquire().
+/// Move-only; the destructor releases (`ZREM`) and never throws.
+///
+/// ```cpp
+/// if (auto slot = limiter.acquire("crawl:example.com")) {
+///     crawl();            // the slot is released when `slot` goes out of scope, even on throw
+/// }
+/// ```
+class LimiterSlot {
+public:
+    LimiterSlot(LimiterSlot&& other) noexcept;
+    /// Releases this slot (like the destructor), then takes over `other`.
+    LimiterSlot& operator=(LimiterSlot&& other) noexcept;
+    LimiterSlot(const LimiterSlot&) = delete;
+    LimiterSlot& operator=(const LimiterSlot&) = delete;
+    /// Releases if still held; never throws (an unreachable server leaves the
+    /// slot to expire after the limiter's expiration).
+    ~LimiterSlot();
+
+    /// The holder key (member of the sorted set).
+    const std::string& key() const noexcept { return key_; }
+    /// Whether this guard still holds its slot locally (false after release() or a move).
+    bool held() const noexcept { return held_; }
+    /// Releases now (one `ZREM`); no-op when already released. Throws ConnectionError.
+    void release();
+
+private:
+    friend class Limiter;
+    LimiterSlot(Connection conn, std::string prefix, std::string key) noexcept;
+
+    Connection conn_;
+    std::string prefix_;
+    std::string key_;
+    bool held_ = true;
+};
+
+/// Caps how many holders run at once across threads, processes and machines,
+/// sharing its sorted set with Python retools' `Limiter`. Each acquire is one
+/// atomic script: expired holders are dropped and the caller is added only if
+/// fewer than `limit` remain, so concurrent callers never exceed the limit.
+/// Re-acquiring a key that already holds a slot refreshes its expiry and does
+/// not take a second slot. Cheap to copy; safe to share between threads.
+///
+/// ```cpp
+/// retools::Limiter limiter{{.limit = 10, .prefix = "my-operation"}};
+/// if (limiter.acquire_limit("operation-1")) {
+///     do_operation();
+///     limiter.release_limit("operation-1");
+/// }
+/// ```
+class Limiter {
+public:
+    /// Throws ConfigurationError when `limit` is 0, `prefix` empty or `expiration` < 1 ms.
+    explicit Limiter(LimiterOptions options);
+
+    /// Takes a slot for `key` until released or until `expiration` (default:
+    /// the limiter's) has passed. True if taken (or already held: its expiry is
+    /// refreshed). With `retry` (the default), expired holders are dropped
+    /// first when the set is full; without, a full set is final. One round trip.
+    [[nodiscard]] bool acquire_limit(std::string_view key,
+                                     std::optional<std::chrono::milliseconds> expiration = std::nullopt,
+                                     bool retry = true);
+
+    /// Frees `key`'s slot (`ZREM`); no-op when it holds none.
+    void release_limit(std::string_view key);
+
+    /// acquire_limit() returning an RAII guard that releases the slot on
+    /// destruction; nullopt when the limit is reached.
+    [[nodiscard]] std::optional<LimiterSlot> acquire(
+        std::string key, std::optional<std::chrono::milliseconds> expiration = std::nullopt);
+
+    /// Like acquire(), but keeps trying for up to `timeout` (real time, with
+    /// jittered exponential backoff capped at 1 s); nullopt when no slot freed up.
+    [[nodiscard]] std::optional<LimiterSlot> acquire_for(
+        std::string key, std::chrono::milliseconds timeout,
+        std::optional<std::chrono::milliseconds> expiration = std::nullopt);
+
+    /// Current holders, expired ones included until the next acquire drops them (`ZCARD`).
+    [[nodiscard]] std::size_t holders() const;
+
+    const LimiterOptions& options() const noexcept { return options_; }
+
+private:
+    LimiterOptions options_;
+    Connection conn_;
+};
+
+}  // namespace retools

@@ -1,0 +1,391 @@
+#include <gtest/gtest.h>
+
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <regex>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include <retools/errors.hpp>
+#include <retools/lock.hpp>
+#include <retools/script.hpp>
+#include <retools/detail/random_token.hpp>
+
+#include "redis_test.hpp"
+
+using namespace std::chrono_literals;
+using retools::Connection;
+using retools::Lock;
+using retools::LockOptions;
+using retools::ReleaseResult;
+using Clock = std::chrono::steady_clock;
+namespace rt = retools::test;
+
+namespace {
+
+double seconds_since(Clock::time_point start) {
+    return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+bool is_token(const std::string& s) { return std::regex_match(s, std::regex("[0-9a-f]{32}")); }
+
+// Python retools' scripts, to stand in for a Python process on the same key.
+constexpr const char* python_acquire =
+    "local result = redis.call('SETNX', KEYS[1], ARGV[1])\n"
+    "if result == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end\n"
+    "return result";
+constexpr const char* python_release =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end\n"
+    "return 0";
+
+// Waits (bounded) until `pred` holds.
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds within = 5s) {
+    auto deadline = Clock::now() + within;
+    while (Clock::now() < deadline) {
+        if (pred()) return true;
+        std::this_thread::sleep_for(5ms);
+    }
+    return pred();
+}
+
+}  // namespace
+
+// ---- no server round trip ----
+
+TEST(LockToken, Is32LowercaseHexAndUnique) {
+    std::set<std::string> seen;
+    for (int i = 0; i < 1000; ++i) {
+        auto t = retools::detail::random_token();
+        ASSERT_TRUE(is_token(t)) << t;
+        seen.insert(t);
+    }
+    EXPECT_EQ(seen.size(), 1000u);
+}
+
+class LockTest : public rt::RedisTest {};
+
+TEST_F(LockTest, RejectsBadOptionsNamingTheField) {
+    auto message_of = [](LockOptions o) -> std::string {
+        try {
+            Lock l{"k", o, std::defer_lock};
+        } catch (const retools::ConfigurationError& e) {
+            return e.what();
+        }
+        return "no error";
+    };
+    EXPECT_NE(message_of({.expires = 0ms}).find("expires"), std::string::npos);
+    EXPECT_NE(message_of({.timeout = -1ms}).find("timeout"), std::string::npos);
+    EXPECT_NE(message_of({.max_retry_delay = 0ms}).find("max_retry_delay"), std::string::npos);
+    Lock l{"k", std::defer_lock};
+    ASSERT_TRUE(l.try_lock());
+    EXPECT_THROW(l.extend(0ms), retools::ConfigurationError);
+    EXPECT_THROW(l.lock(), retools::ConfigurationError);  // not re-entrant
+}
+
+// ---- layout and compatibility ----
+
+TEST_F(LockTest, KeyHoldsTokenWithTtl) {
+    std::string first;
+    {
+        Lock lock{"rt:lock:layout", {.expires = 5s}};
+        EXPECT_TRUE(lock.held());
+        EXPECT_TRUE(is_token(lock.token())) << lock.token();
+        EXPECT_EQ(conn.command("TYPE", "rt:lock:layout").view(), "string");
+        EXPECT_EQ(conn.command("GET", "rt:lock:layout").as_string(), lock.token());
+        auto pttl = conn.command("PTTL", "rt:lock:layout").as_integer();
+        EXPECT_GT(pttl, 4000);
+        EXPECT_LE(pttl, 5000);
+        first = lock.token();
+    }
+    EXPECT_EQ(conn.command("EXISTS", "rt:lock:layout").as_integer(), 0);
+    Lock again{"rt:lock:layout"};
+    EXPECT_NE(again.token(), first);  // a fresh token per acquisition
+}
+
+TEST_F(LockTest, ExcludesPythonRetoolsHoldersAndViceVersa) {
+    retools::Script py_acquire{python_acquire}, py_release{python_release};
+    const std::string py_token = "0123456789abcdef0123456789abcdef";
+    ASSERT_EQ(py_acquire(conn, {"rt:lock:py"}, py_token, 60).as_integer(), 1);
+    Lock lock{"rt:lock:py", {.timeout = 0s}, std::defer_lock};
+    EXPECT_FALSE(lock.try_lock());
+    ASSERT_EQ(py_release(conn, {"rt:lock:py"}, py_token).as_integer(), 1);
+    ASSERT_TRUE(lock.try_lock());
+    EXPECT_EQ(py_acquire(conn, {"rt:lock:py"}, py_token, 60).as_integer(), 0);
+    // Python's release with our token deletes our lock: same value shape.
+    EXPECT_EQ(py_release(conn, {"rt:lock:py"}, lock.token()).as_integer(), 1);
+    EXPECT_EQ(lock.release(), ReleaseResult::lost);
+}
+
+TEST_F(LockTest, AcquireAndReleaseAreOneRoundTripEach) {
+    Connection own{rt::redis_url()};
+    { Lock warm{"rt:lock:rt", {.connection = own}}; }  // loads the scripts
+    auto before = own.round_trips();
+    Lock lock{"rt:lock:rt", {.connection = own}};
+    EXPECT_EQ(own.round_trips() - before, 1u);
+    before = own.round_trips();
+    EXPECT_EQ(lock.release(), ReleaseResult::released);
+    EXPECT_EQ(own.round_trips() - before, 1u);
+}
+
+// ---- mutual exclusion ----
+
+TEST_F(LockTest, MutualExclusionAcrossThreadsAndProcesses) {
+    constexpr int processes = 4, threads = 8, increments = 10;
+    const std::string key = "rt:lock:counter-lock";
+    auto worker = [&]() -> int {
+        std::atomic<int> failures{0};
+        std::vector<std::thread> pool;
+        for (int t = 0; t < threads; ++t) {
+            pool.emplace_back([&] {
+                try {
+                    Lock lock{key, {.timeout = 20s, .max_retry_delay = 20ms}, std::defer_lock};
+                    for (int i = 0; i < increments; ++i) {
+                        std::unique_lock guard{lock};
+                        // Non-atomic read-modify-write: only the lock keeps it exact.
+                        if (conn.command("INCR", "rt:lock:inside").as_integer() != 1) ++failures;
+                        auto v = conn.command("GET", "rt:lock:counter").as_optional_string();
+                        long long n = v ? std::stoll(*v) : 0;
+                        conn.command("SET", "rt:lock:counter", n + 1);
+                        conn.command("DECR", "rt:lock:inside");
+                    }
+                } catch (const std::exception&) {
+                    ++failures;
+                }
+            });
+        }
+        for (auto& t : pool) t.join();
+        return failures.load() == 0 ? 0 : 2;
+    };
+    std::vector<rt::ChildProcess> children;
+    for (int p = 0; p < processes; ++p) children.push_back(rt::ChildProcess::fork(worker));
+    for (auto& c : children) EXPECT_EQ(c.exit_code(60s), 0);
+    EXPECT_EQ(conn.command("GET", "rt:lock:counter").as_string(),
+              std::to_string(processes * threads * increments));
+    EXPECT_EQ(conn.command("EXISTS", key).as_integer(), 0);
+}
+
+TEST_F(LockTest, ChildProcessesDrawDifferentTokens) {
+    (void)retools::detail::random_token();  // seed this thread's generator before forking
+    auto child = rt::ChildProcess::fork([&] {
+        conn.command("SET", "rt:lock:child-token", retools::detail::random_token());
+        return 0;
+    });
+    auto mine = retools::detail::random_token();
+    ASSERT_EQ(child.exit_code(10s), 0);
+    EXPECT_NE(conn.command("GET", "rt:lock:child-token").as_string(), mine);
+}
+
+TEST_F(LockTest, ForkedChildDoesNotReleaseParentsLock) {
+    Lock lock{"rt:lock:fork"};
+    auto child = rt::ChildProcess::fork([&] {
+        if (lock.owns_lock()) return 3;  // the parent's acquisition, not the child's
+        if (lock.release() != ReleaseResult::not_held) return 4;
+        return 0;  // and its copy is destroyed without touching Redis
+    });
+    ASSERT_EQ(child.exit_code(10s), 0);
+    EXPECT_EQ(conn.command("GET", "rt:lock:fork").as_string(), lock.token());
+    EXPECT_TRUE(lock.owns_lock());
+}
+
+// ---- timeouts, with real clocks ----
+
+TEST_F(LockTest, TimeoutZeroMakesExactlyOneAttempt) {
+    Lock holder{"rt:lock:t0"};
+    Connection own{rt::redis_url()};
+    { Lock warm{"rt:lock:warm", {.connection = own}}; }
+    auto before = own.round_trips();
+    auto start = Clock::now();
+    try {
+        Lock waiter{"rt:lock:t0", {.timeout = 0s, .connection = own}};
+        FAIL() << "acquired a held lock";
+    } catch (const retools::LockTimeout& e) {
+        EXPECT_NE(std::string(e.what()).find("rt:lock:t0"), std::string::npos) << e.what();
+    }
+    EXPECT_LT(seconds_since(start), 0.2);
+    EXPECT_EQ(own.round_trips() - before, 1u);
+}
+
+TEST_F(LockTest, TimeoutIsRealTime) {
+    Lock holder{"rt:lock:t2"};
+    auto start = Clock::now();
+    try {
+        Lock waiter{"rt:lock:t2", {.timeout = 2s}};
+        FAIL() << "acquired a held lock";
+    } catch (const retools::LockTimeout& e) {
+        std::string what = e.what();
+        EXPECT_NE(what.find("rt:lock:t2"), std::string::npos) << what;
+        EXPECT_NE(what.find("2000 ms"), std::string::npos) << what;
+    }
+    double elapsed = seconds_since(start);
+    EXPECT_GE(elapsed, 1.99);
+    EXPECT_LT(elapsed, 2.5);
+}
+
+TEST_F(LockTest, WaiterCommandRateIsBounded) {
+    Lock holder{"rt:lock:rate"};
+    Connection own{rt::redis_url()};
+    { Lock warm{"rt:lock:warm", {.connection = own}}; }
+    Lock waiter{"rt:lock:rate", {.connection = own}, std::defer_lock};
+    auto before = own.round_trips();
+    auto start = Clock::now();
+    EXPECT_FALSE(waiter.try_lock_for(2s));
+    double elapsed = seconds_since(start);
+    auto commands = own.round_trips() - before;
+    // Delays 5, 10, 20 ... ms (full jitter) capped at 1 s: ~12 attempts in 2 s on average.
+    // Without backoff, a loop sends thousands.
+    EXPECT_GE(commands, 3u);
+    EXPECT_LE(commands, 30u) << commands / elapsed << " commands/s";
+    EXPECT_GE(elapsed, 1.99);
+    EXPECT_LT(elapsed, 2.5);
+}
+
+TEST_F(LockTest, KilledHolderFreesTheLockAfterExpires) {
+    auto child = rt::ChildProcess::fork([&] {
+        Lock lock{"rt:lock:killed", {.expires = 1s}};
+        for (;;) std::this_thread::sleep_for(1s);
+        return 0;
+    });
+    ASSERT_TRUE(eventually([&] { return conn.command("EXISTS", "rt:lock:killed").as_integer() == 1; }));
+    child.signal(SIGKILL);
+    ASSERT_TRUE(child.wait_for(5s).has_value());
+    auto killed = Clock::now();
+    double remaining = conn.command("PTTL", "rt:lock:killed").as_integer() / 1000.0;
+    ASSERT_GT(remaining, 0.0);
+    Lock waiter{"rt:lock:killed", {.timeout = 0s}, std::defer_lock};
+    EXPECT_FALSE(waiter.try_lock());  // still held by the dead process ...
+    Lock successor{"rt:lock:killed", {.timeout = 3s, .max_retry_delay = 50ms}};  // ... until it expires
+    double waited = seconds_since(killed);
+    EXPECT_GE(waited, remaining - 0.05);
+    EXPECT_LT(waited, remaining + 0.3);
+    EXPECT_EQ(conn.command("GET", "rt:lock:killed").as_string(), successor.token());
+}
+
+// ---- losing the lock, extending it ----
+
+TEST_F(LockTest, ReleaseAfterExpiryDoesNotDeleteTheNextOwnersLock) {
+    Lock first{"rt:lock:lost", {.expires = 100ms}};
+    std::this_thread::sleep_for(200ms);
+    Lock second{"rt:lock:lost", {.timeout = 0s}};
+    EXPECT_FALSE(first.owns_lock());
+    EXPECT_TRUE(second.owns_lock());
+    EXPECT_EQ(first.release(), ReleaseResult::lost);
+    EXPECT_FALSE(first.held());
+    EXPECT_EQ(conn.command("GET", "rt:lock:lost").as_string(), second.token());
+    {
+        Lock third{"rt:lock:lost2", {.expires = 100ms}};
+        std::this_thread::sleep_for(200ms);
+        conn.command("SET", "rt:lock:lost2", "someone-else");
+    }  // destructor: compare-and-delete leaves the other value alone
+    EXPECT_EQ(conn.command("GET", "rt:lock:lost2").as_string(), "someone-else");
+    EXPECT_EQ(second.release(), ReleaseResult::released);
+    EXPECT_EQ(second.release(), ReleaseResult::not_held);
+}
+
+TEST_F(LockTest, ExtendOnALostLockThrowsLockLost) {
+    Lock first{"rt:lock:ext-lost", {.expires = 100ms}};
+    std::this_thread::sleep_for(200ms);
+    Lock second{"rt:lock:ext-lost", {.timeout = 0s}};
+    try {
+        first.extend(5s);
+        FAIL() << "extended a lost lock";
+    } catch (const retools::LockLost& e) {
+        EXPECT_NE(std::string(e.what()).find("rt:lock:ext-lost"), std::string::npos);
+    }
+    EXPECT_FALSE(first.held());
+    EXPECT_GT(conn.command("PTTL", "rt:lock:ext-lost").as_integer(), 50000);  // second's TTL untouched
+    Lock idle{"rt:lock:idle", std::defer_lock};
+    EXPECT_THROW(idle.extend(1s), retools::LockLost);
+}
+
+TEST_F(LockTest, ExtendKeepsTheLockPastItsExpiry) {
+    Lock lock{"rt:lock:ext", {.expires = 300ms}};
+    std::this_thread::sleep_for(200ms);
+    lock.extend();  // back to 300 ms
+    std::this_thread::sleep_for(200ms);  // 400 ms after acquiring
+    EXPECT_TRUE(lock.owns_lock());
+    lock.extend(2s);
+    EXPECT_GT(conn.command("PTTL", "rt:lock:ext").as_integer(), 1500);
+    EXPECT_EQ(lock.release(), ReleaseResult::released);
+}
+
+TEST_F(LockTest, AutoRenewalKeepsTheLockWhileHeld) {
+    {
+        Lock lock{"rt:lock:renew", {.expires = 300ms, .auto_renew = true}};
+        std::this_thread::sleep_for(1s);  // over three times expires
+        EXPECT_TRUE(lock.owns_lock());
+        EXPECT_FALSE(lock.renewal_failed());
+        Lock other{"rt:lock:renew", {.timeout = 0s}, std::defer_lock};
+        EXPECT_FALSE(other.try_lock());
+        Lock moved = std::move(lock);  // the watchdog follows the lock
+        std::this_thread::sleep_for(400ms);
+        EXPECT_TRUE(moved.owns_lock());
+    }
+    EXPECT_EQ(conn.command("EXISTS", "rt:lock:renew").as_integer(), 0);
+    // Without renewal the same lock is gone after expires.
+    Lock plain{"rt:lock:plain", {.expires = 300ms}};
+    std::this_thread::sleep_for(400ms);
+    EXPECT_FALSE(plain.owns_lock());
+}
+
+TEST_F(LockTest, AutoRenewalReportsALostLock) {
+    Lock lock{"rt:lock:renew-lost", {.expires = 300ms, .auto_renew = true}};
+    conn.command("SET", "rt:lock:renew-lost", "usurper", "PX", 5000);  // e.g. after a failover
+    ASSERT_TRUE(eventually([&] { return lock.renewal_failed(); }, 1s));
+    EXPECT_FALSE(lock.owns_lock());
+    EXPECT_EQ(lock.release(), ReleaseResult::lost);
+    EXPECT_EQ(conn.command("GET", "rt:lock:renew-lost").as_string(), "usurper");
+    EXPECT_GT(conn.command("PTTL", "rt:lock:renew-lost").as_integer(), 4000);  // not renewed by us
+}
+
+// ---- standard library interplay ----
+
+TEST_F(LockTest, WorksWithStdUniqueLockAndScopedLock) {
+    Lock a{"rt:lock:a", std::defer_lock};
+    {
+        std::unique_lock guard{a};
+        EXPECT_TRUE(guard.owns_lock());
+        EXPECT_TRUE(a.owns_lock());
+    }
+    EXPECT_EQ(conn.command("EXISTS", "rt:lock:a").as_integer(), 0);
+
+    Lock holder{"rt:lock:a"};
+    Lock b{"rt:lock:a", std::defer_lock};
+    auto start = Clock::now();
+    std::unique_lock timed{b, 300ms};
+    EXPECT_FALSE(timed.owns_lock());
+    EXPECT_GE(seconds_since(start), 0.29);
+    EXPECT_LT(seconds_since(start), 0.8);
+    EXPECT_FALSE(b.try_lock_until(Clock::now() + 50ms));
+    holder.unlock();
+    EXPECT_TRUE(b.try_lock_for(1s));
+    b.unlock();
+
+    Lock c{"rt:lock:c", std::defer_lock}, d{"rt:lock:d", std::defer_lock};
+    {
+        std::scoped_lock both{c, d};
+        EXPECT_EQ(conn.command("EXISTS", "rt:lock:c", "rt:lock:d").as_integer(), 2);
+    }
+    EXPECT_EQ(conn.command("EXISTS", "rt:lock:c", "rt:lock:d").as_integer(), 0);
+}
+
+TEST_F(LockTest, MoveTransfersOwnership) {
+    Lock a{"rt:lock:move"};
+    std::string token = a.token();
+    Lock b = std::move(a);
+    EXPECT_FALSE(a.held());  // NOLINT(bugprone-use-after-move): moved-from is empty by contract
+    EXPECT_EQ(b.token(), token);
+    a.unlock();  // a no-op
+    EXPECT_TRUE(b.owns_lock());
+    Lock c{"rt:lock:move2"};
+    c = std::move(b);  // releases move2, takes over move
+    EXPECT_EQ(conn.command("EXISTS", "rt:lock:move2").as_integer(), 0);
+    EXPECT_EQ(c.token(), token);
+    EXPECT_EQ(c.key(), "rt:lock:move");
+}
