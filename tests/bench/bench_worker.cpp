@@ -43,6 +43,59 @@ std::size_t queue_length(const Env& env) {
 }
 
 #ifdef RETOOLS_BENCH_HAVE_WORKER
+using namespace std::chrono_literals;
+
+retools::WorkSummary drain_queue(const Env& env, std::size_t threads, bool fork) {
+    retools::Worker worker{{"main"},
+                           {.connection = env.conn,
+                            .mode = fork ? retools::ExecutionMode::fork : retools::ExecutionMode::threads,
+                            .concurrency = threads,
+                            .handle_signals = false,
+                            .log = retools::WorkerLog::failures}};
+    worker.register_job(std::string(kNoopJob), [](const nlohmann::json&) -> nlohmann::json { return nullptr; });
+    return worker.work({.interval = 100ms, .burst = true});
+}
+
+void check_drained(const Env& env, const retools::WorkSummary& summary, std::size_t expected) {
+    if (summary.succeeded != expected || queue_length(env) != 0)
+        throw std::runtime_error(fmt::format("worker ran {} of {} jobs ({} failed), {} left in the queue",
+                                             summary.succeeded, expected, summary.failed, queue_length(env)));
+}
+
+// Fills the queue (untimed), then a forked child times the drain, so peak RSS
+// is the worker's own.
+RunFn drain(std::size_t threads, bool fork) {
+    return [threads, fork](const Env& env, std::size_t count) {
+        fill_queue(env, count);
+        return in_child([&] {
+            retools::WorkSummary summary;
+            Run run{time_it([&] { summary = drain_queue(env, threads, fork); }), {}};
+            check_drained(env, summary, count);
+            run.metrics.emplace_back("peak RSS MB", peak_rss_mb());
+            return run;
+        }, std::chrono::seconds(900));
+    };
+}
+
+// RSS after `jobs` jobs, then after `rss_jobs` jobs in all, in one worker process.
+Run rss_growth(const Env& env, std::size_t total) {
+    const std::size_t first = env.counts.jobs;
+    return in_child([&] {
+        fill_queue(env, first);
+        retools::WorkSummary summary;
+        Run run{time_it([&] { summary = drain_queue(env, 16, false); }), {}};
+        check_drained(env, summary, first);
+        double after_first = rss_mb();
+        fill_queue(env, total - first, first);
+        run.seconds += time_it([&] { summary = drain_queue(env, 16, false); });
+        check_drained(env, summary, total - first);
+        double after_all = rss_mb();
+        run.metrics = {{fmt::format("RSS MB after {}", first), after_first},
+                       {fmt::format("RSS MB after {}", total), after_all},
+                       {"RSS growth %", (after_all - after_first) / after_first * 100}};
+        return run;
+    }, std::chrono::seconds(900));
+}
 #else
 RunFn drain(std::size_t, bool) { return {}; }
 #define RETOOLS_BENCH_NO_RSS 1
@@ -67,8 +120,10 @@ void add_worker_rows(const Env& env, std::vector<Row>& rows) {
                                                              env.counts.rss_jobs),
                     .unit = "jobs/s", .count = env.counts.rss_jobs, .once = true});
 #endif
+#ifdef RETOOLS_BENCH_NO_RSS
     (void)fill_queue;
     (void)queue_length;
+#endif
 }
 
 }  // namespace bench
