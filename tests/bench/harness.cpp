@@ -159,7 +159,13 @@ void run_variant(const Env& env, const Row& row, const char* column, const RunFn
     Cell& cell = results.cells[row.id][column];
     try {
         env.conn.command("FLUSHDB");
+        auto round_trips = env.conn.round_trips();
         Run run = fn(env, row.count);
+        // Round trips per operation through the shared pool (work done in a
+        // forked child is not counted here).
+        round_trips = env.conn.round_trips() - round_trips;
+        if (column == std::string_view(kRetools) && round_trips > 0)
+            run.metrics.emplace_back("round trips/op", static_cast<double>(round_trips) / static_cast<double>(row.count));
         record(cell, row.count, run);
         fmt::print(stderr, "  {:<34} {:<8} {:>12} {}\n", row.label, column,
                    run.seconds > 0 ? format_rate(static_cast<double>(row.count) / run.seconds) : "-", row.unit);
@@ -320,7 +326,8 @@ std::string notes(const Results& results, const Row& row) {
     for (auto& [column, cell] : r->second)
         for (auto& [name, values] : cell.metrics)
             if (!values.empty())
-                parts.push_back(fmt::format("{} {}: {:.1f}", column, name, median_of(values)));
+                parts.push_back(fmt::format(fmt::runtime(median_of(values) < 10 ? "{} {}: {:.2f}" : "{} {}: {:.1f}"),
+                                            column, name, median_of(values)));
     if (row.once) parts.push_back("single run");
     std::string out;
     for (auto& p : parts) out += (out.empty() ? "" : "; ") + p;

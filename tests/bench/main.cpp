@@ -102,7 +102,7 @@ int main(int argc, char** argv) {
         peers = {
             {"redis-py", "python3-redis", {python, peers_dir + "/redis_py_lock.py"}, 1, {"lock_cycle"}},
             {"dogpile.cache", "python3-dogpile.cache", {python, peers_dir + "/dogpile_cache.py"}, 2,
-             {"cache_hit_nostats"}},
+             {"cache_hit_nostats", "cache_hit_json"}},
             {"rq", "python3-rq", {python, peers_dir + "/rq_bench.py"}, 3,
              {"enqueue_one", "enqueue_batch", "worker_thread_1", "worker_fork"}},
             {"sidekiq", "ruby-sidekiq", {"ruby", peers_dir + "/sidekiq_bench.rb"}, 4, {"worker_thread_16"}},
