@@ -26,11 +26,12 @@
 namespace {
 
 [[noreturn]] void usage(const std::string& why) {
-    std::cerr << "retools-bench: " << why
-              << "\nusage: retools-bench [--smoke] [--rounds N] [--peer-rounds N] [--ops N] [--batches N] [--jobs N] "
+    (why.empty() ? std::cout : std::cerr)
+              << (why.empty() ? "" : "retools-bench: " + why + "\n")
+              << "usage: retools-bench [--smoke] [--rounds N] [--peer-rounds N] [--ops N] [--batches N] [--jobs N] "
                  "[--fork-jobs N] [--rss-jobs N] [--only SUBSTRING] [--no-peers] [--url URL] "
                  "[--markdown FILE] [--peers-dir DIR]\n";
-    std::exit(2);
+    std::exit(why.empty() ? 0 : 2);
 }
 
 std::size_t number(const char* text, const char* flag) {
@@ -54,7 +55,9 @@ int main(int argc, char** argv) {
             if (i + 1 >= argc) usage(a + " needs a value");
             return argv[++i];
         };
-        if (a == "--smoke") {
+        if (a == "--help" || a == "-h") {
+            usage("");
+        } else if (a == "--smoke") {
             smoke = true;
             counts = {.ops = 200, .batches = 2, .jobs = 500, .fork_jobs = 50, .rss_jobs = 1000, .rounds = 1, .peer_rounds = 1};
         } else if (a == "--rounds") counts.rounds = static_cast<int>(number(value(), "--rounds"));
