@@ -1,5 +1,6 @@
 #include <retools/limiter.hpp>
 
+#include <algorithm>
 #include <thread>
 
 #include <fmt/format.h>
@@ -111,7 +112,8 @@ std::optional<LimiterSlot> Limiter::acquire(std::string key, std::optional<milli
 
 std::optional<LimiterSlot> Limiter::acquire_for(std::string key, milliseconds timeout,
                                                 std::optional<milliseconds> expiration) {
-    const auto deadline = std::chrono::steady_clock::now() + std::max(timeout, milliseconds{0});
+    // Clamped so that "forever" (milliseconds::max()) cannot overflow the deadline.
+    const auto deadline = std::chrono::steady_clock::now() + std::clamp(timeout, milliseconds{0}, milliseconds{1'000'000'000'000});
     detail::Backoff backoff{std::chrono::milliseconds{5}, std::chrono::milliseconds{1000}};
     for (;;) {
         if (acquire_limit(key, expiration)) return LimiterSlot{conn_, options_.prefix, std::move(key)};

@@ -78,14 +78,14 @@ struct Lock::Watchdog {
     Watchdog& operator=(const Watchdog&) = delete;
     ~Watchdog() { stop(); }
 
+    // Whether this process is the one that started the thread (false in a forked child).
+    bool in_owner_process() const noexcept { return current_pid() == pid_; }
+
+    // Only in the owner process: in a forked child the thread does not exist
+    // and the mutex and condition variable are copies in an arbitrary state
+    // (destroying a condition variable a parent thread waits on blocks forever).
     void stop() noexcept {
         if (!thread_.joinable()) return;
-        if (current_pid() != pid_) {
-            // Forked child: the thread does not exist here and its mutex may be
-            // in any state; let the handle go without touching either.
-            thread_.detach();
-            return;
-        }
         {
             std::lock_guard guard(mutex_);
             stopping_ = true;
@@ -163,7 +163,7 @@ Lock::~Lock() { unlock(); }
 
 std::chrono::milliseconds Lock::to_budget_ms(double ms) noexcept {
     if (!(ms > 0)) return milliseconds{0};                 // negative, zero, NaN: one attempt
-    constexpr double ceiling = 1e13;                        // ~300 years: "forever" without overflow
+    constexpr double ceiling = 1e12;  // ~30 years: "forever", and now() + it fits steady_clock
     return milliseconds{static_cast<milliseconds::rep>(std::ceil(std::min(ms, ceiling)))};
 }
 
@@ -181,7 +181,7 @@ bool Lock::acquire_within(milliseconds budget) {
     if (held() && owner_pid_ == current_pid())
         throw ConfigurationError(fmt::format("Lock '{}': already held by this Lock object", key_));
     forget();  // a lock inherited over fork() is the parent's, not ours
-    const auto deadline = steady_clock::now() + budget;
+    const auto deadline = steady_clock::now() + to_budget_ms(static_cast<double>(budget.count()));
     detail::Backoff backoff{first_retry_delay, options_.max_retry_delay};
     for (;;) {
         if (attempt()) return true;
@@ -201,8 +201,14 @@ bool Lock::attempt() {
 
 void Lock::forget() noexcept {
     if (watchdog_) {
-        watchdog_->stop();
-        watchdog_.reset();
+        if (watchdog_->in_owner_process()) {
+            watchdog_.reset();  // stops and joins the renewal thread
+        } else {
+            // Forked child: the parent's renewal thread is not ours to stop, and
+            // its state must not be destroyed here (see Watchdog::stop); leaking
+            // one small object per inherited lock is the safe choice.
+            (void)watchdog_.release();
+        }
     }
     token_.clear();
 }

@@ -193,4 +193,6 @@ TEST_F(LimiterTest, AcquireForWaitsForAFreedSlot) {
     auto slot = limiter.acquire_for("second", 3s);
     releaser.join();
     EXPECT_TRUE(slot.has_value());
+    slot.reset();
+    EXPECT_TRUE(limiter.acquire_for("third", std::chrono::milliseconds::max()).has_value());
 }

@@ -194,6 +194,21 @@ TEST_F(LockTest, ForkedChildDoesNotReleaseParentsLock) {
     EXPECT_TRUE(lock.owns_lock());
 }
 
+TEST_F(LockTest, ForkedChildLeavesTheParentsRenewalAlone) {
+    Lock lock{"rt:lock:fork-renew", {.expires = 300ms, .auto_renew = true}};
+    auto child = rt::ChildProcess::fork([&] {
+        // The renewal thread does not exist here: releasing must neither hang nor touch Redis.
+        if (lock.release() != ReleaseResult::not_held) return 4;
+        Lock own{"rt:lock:fork-renew-child", {.expires = 5s}};  // the child can still lock normally
+        return own.owns_lock() ? 0 : 5;
+    });
+    ASSERT_EQ(child.exit_code(10s), 0);
+    std::this_thread::sleep_for(500ms);  // past expires: only the parent's renewal keeps it
+    EXPECT_TRUE(lock.owns_lock());
+    EXPECT_FALSE(lock.renewal_failed());
+    EXPECT_EQ(lock.release(), ReleaseResult::released);
+}
+
 // ---- timeouts, with real clocks ----
 
 TEST_F(LockTest, TimeoutZeroMakesExactlyOneAttempt) {
@@ -241,7 +256,8 @@ TEST_F(LockTest, WaiterCommandRateIsBounded) {
     // Delays 5, 10, 20 ... ms (full jitter) capped at 1 s: ~12 attempts in 2 s on average.
     // Without backoff, a loop sends thousands.
     EXPECT_GE(commands, 3u);
-    EXPECT_LE(commands, 30u) << commands / elapsed << " commands/s";
+    EXPECT_LE(commands, 30u);
+    RecordProperty("waiter_commands_per_second", fmt::format("{:.1f}", commands / elapsed));
     EXPECT_GE(elapsed, 1.99);
     EXPECT_LT(elapsed, 2.5);
 }
@@ -263,7 +279,7 @@ TEST_F(LockTest, KilledHolderFreesTheLockAfterExpires) {
     Lock successor{"rt:lock:killed", {.timeout = 3s, .max_retry_delay = 50ms}};  // ... until it expires
     double waited = seconds_since(killed);
     EXPECT_GE(waited, remaining - 0.05);
-    EXPECT_LT(waited, remaining + 0.3);
+    EXPECT_LT(waited, remaining + 0.5);
     EXPECT_EQ(conn.command("GET", "rt:lock:killed").as_string(), successor.token());
 }
 
@@ -366,6 +382,11 @@ TEST_F(LockTest, WorksWithStdUniqueLockAndScopedLock) {
     holder.unlock();
     EXPECT_TRUE(b.try_lock_for(1s));
     b.unlock();
+    EXPECT_TRUE(b.try_lock_for(std::chrono::hours::max()));  // "forever" does not overflow
+    b.unlock();
+    Lock forever{"rt:lock:a", {.timeout = std::chrono::milliseconds::max()}};
+    EXPECT_TRUE(forever.held());
+    forever.unlock();
 
     Lock c{"rt:lock:c", std::defer_lock}, d{"rt:lock:d", std::defer_lock};
     {

@@ -99,7 +99,9 @@ public:
     ~Lock();
 
     /// Acquires, retrying for up to `options.timeout`, or throws LockTimeout.
-    /// Throws ConfigurationError if this Lock already holds the lock.
+    /// Throws ConfigurationError if this Lock already holds the lock (it is not
+    /// re-entrant) and ConnectionError if the server cannot be reached (the
+    /// try_lock family throws the same).
     void lock();
     /// Exactly one attempt.
     [[nodiscard]] bool try_lock();
@@ -128,7 +130,8 @@ public:
     /// Resets the key's TTL to `ttl` from now, atomically and only if it still
     /// holds this holder's token. Throws LockLost if it does not (the lock
     /// expired; this Lock then no longer holds it) or if this Lock holds
-    /// nothing; ConfigurationError if `ttl` < 1 ms.
+    /// nothing; ConfigurationError if `ttl` < 1 ms. With `auto_renew`, the
+    /// renewal thread sets the TTL back to `expires` at its next tick.
     void extend(std::chrono::milliseconds ttl);
     /// Resets the TTL to `options.expires`.
     void extend() { extend(options_.expires); }
