@@ -35,7 +35,35 @@ void connection_demo(const retools::Connection& conn) {
 
 void cache_demo(const retools::Connection& conn) {
     section("Cache");
-    (void)conn;
+    retools::CacheRegion::add_region("demo_short", {.expires = 60s, .connection = conn});
+    int calls = 0;
+    auto search = retools::cache_region("demo_short", "demo.search", [&](const std::string& term, int limit) {
+        ++calls;
+        std::vector<std::string> found;
+        for (int i = 1; i <= limit; ++i) found.push_back(fmt::format("{}-{}", term, i));
+        return found;
+    });
+    for (int i = 0; i < 4; ++i) search("bunny", 3);
+    search("kitten", 2);
+    fmt::print("5 calls of search(): the function ran {} times; search(\"bunny\", 3) -> {}\n", calls,
+               nlohmann::json(search("bunny", 3)).dump());
+    retools::invalidate_function(search, "bunny", 3);
+    search("bunny", 3);
+    fmt::print("after invalidate_function(search, \"bunny\", 3): the function ran {} times\n", calls);
+
+    auto before = conn.round_trips();
+    search("kitten", 2);
+    fmt::print("a hit costs {} round trip\n", conn.round_trips() - before);
+
+    retools::RegionStats stats = retools::region_stats("demo_short");
+    for (const auto& [ns, ns_stats] : stats.namespaces)
+        for (const auto& [key, s] : ns_stats.keys)
+            fmt::print("  {} [{}]: {} hits, {} misses\n", ns, key, s.hits, s.misses);
+    fmt::print("region demo_short today: {} hits, {} misses (hit ratio {:.0f}%)\n", stats.total.hits,
+               stats.total.misses, stats.total.hit_ratio() * 100);
+
+    for (const auto& key : conn.command("KEYS", "retools:*demo_short:*").as_array()) conn.command("DEL", key.view());
+    conn.command("SREM", "retools:regions", "demo_short");
 }
 
 

@@ -31,7 +31,10 @@ inline constexpr std::string_view failed = "retools:failed";
 /// Sorted set of jobs not yet due (scheduled enqueues and retries): member
 /// JSON {"queue": name, "payload": "<payload text>"}, score = due time (float seconds).
 inline constexpr std::string_view delayed = "retools:delayed";
-/// String holding a finished job's JSON result (when the job asked for it), with a TTL.
+/// A finished job's outcome (when its metadata has "result_ttl"), with that TTL:
+/// a list holding one JSON element, {"status": "ok", "result": <json>} or
+/// {"status": "failed", "error": text}. A list rather than a string so that
+/// QueueManager::wait_for_result can block on it (BLMOVE onto itself) instead of polling.
 inline constexpr std::string_view result_prefix = "retools:result:";  // + job id
 inline std::string result(std::string_view job_id) { return std::string(result_prefix).append(job_id); }
 

@@ -1,0 +1,462 @@
+#pragma once
+// Cache regions: cached callables with dogpile prevention and hit/miss
+// statistics, stored exactly as Python retools stores them.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <retools/codec.hpp>
+#include <retools/connection.hpp>
+#include <retools/detail/python_str.hpp>
+#include <retools/errors.hpp>
+
+namespace retools {
+
+/// Settings of one cache region. An aggregate: use designated initializers.
+///
+/// ```cpp
+/// retools::CacheRegion::add_region("short_term", {.expires = 60s, .first_value_wait = 5s});
+/// ```
+struct CacheRegionOptions {
+    /// How long a stored value stays fresh; also the TTL of the regeneration
+    /// lock, as in the original. 0 means never fresh: every call regenerates.
+    /// Must not be negative.
+    std::chrono::milliseconds expires{0};
+    /// TTL of the value hash in Redis (the original's `redis_expiration`);
+    /// default one week. Must be at least 1 s.
+    std::chrono::seconds redis_expiration{7 * 24 * 3600};
+    /// When no value is stored yet and another caller is computing it, how
+    /// long to wait for it before giving up with `LockTimeout`; default 60 s.
+    /// 0 means one attempt at the lock. Waiters retry at least every 100 ms.
+    /// (A stale value is always served at once instead of waiting.)
+    std::chrono::milliseconds first_value_wait{60000};
+    /// Redis to use; nullopt (default) means `global_connection()` at call time.
+    std::optional<Connection> connection;
+};
+
+/// The five Redis key names of one cached call, built exactly as the original
+/// builds them.
+///
+/// ```cpp
+/// retools::CacheKey k{"home", "my_func", "1 2 3", "2004-02-02"};
+/// // k.redis_hit_key == "retools:hits:2004-02-02:home:my_func:1 2 3"
+/// ```
+struct CacheKey {
+    /// `today` is the local date `YYYY-MM-DD` of the statistics keys; empty means today.
+    CacheKey(std::string_view region, std::string_view ns, std::string_view key, std::string_view today = {});
+
+    std::string lock_key;        ///< `retools:lock:<region>:<ns>:<key>`
+    std::string redis_key;       ///< `retools:<region>:<ns>:<key>` (hash: created, value)
+    std::string redis_hit_key;   ///< `retools:hits:<today>:<region>:<ns>:<key>`
+    std::string redis_miss_key;  ///< `retools:misses:<today>:<region>:<ns>:<key>`
+    std::string redis_keyset;    ///< `retools:<region>:<ns>:keys`
+};
+
+/// The registry of cache regions and the low-level cache operations. Safe to
+/// use from many threads; configure regions at start-up.
+///
+/// ```cpp
+/// retools::CacheRegion::add_region("short_term", 60s);
+/// retools::CacheRegion::statistics = false;   // no hit/miss counters from now on
+/// ```
+class CacheRegion {
+public:
+    /// `false` bypasses Redis entirely: cached callables just call their function.
+    static inline std::atomic<bool> enabled{true};
+    /// `false` stops writing hit/miss counters (unless a call overrides it).
+    static inline std::atomic<bool> statistics{true};
+
+    /// Adds (or replaces) a region, like the original's `add_region(name, expires, redis_expiration)`.
+    /// Throws CacheConfigurationError for a negative `expires` or a
+    /// `redis_expiration` under 1 s.
+    static void add_region(std::string name, std::chrono::milliseconds expires,
+                           std::chrono::seconds redis_expiration = std::chrono::hours{24 * 7});
+    /// Adds (or replaces) a region with every setting.
+    static void add_region(std::string name, CacheRegionOptions options);
+    /// Whether `name` was added.
+    static bool has_region(std::string_view name);
+    /// The settings of a region; nullopt when it was not added.
+    static std::optional<CacheRegionOptions> region(std::string_view name);
+    /// Names of every region added, sorted.
+    static std::vector<std::string> region_names();
+
+    /// The original's `load`: the stored value of (region, ns, key), regenerated
+    /// with `callable` when stale or missing (one caller at a time; others get
+    /// the stale value, or wait for the first value up to the region's
+    /// `first_value_wait`). With `regenerate = false` (or no callable) a stored
+    /// value is returned whatever its age. nullopt plays the original's
+    /// `NoneMarker`: nothing stored and nothing generated (including when the
+    /// wait for another caller's first value timed out). `statistics` nullopt
+    /// means `CacheRegion::statistics`. Throws CacheConfigurationError for an
+    /// unknown region; exceptions from `callable` propagate and nothing is stored.
+    ///
+    /// ```cpp
+    /// std::optional<std::string> v = retools::CacheRegion::load(
+    ///     "short_term", "myapp.report", "2024", true, [] { return build_report(); });
+    /// ```
+    static std::optional<std::string> load(std::string_view region, std::string_view ns, std::string_view key,
+                                           bool regenerate = true,
+                                           const std::function<std::string()>& callable = {},
+                                           std::optional<bool> statistics = std::nullopt);
+
+    /// Marks every value of the region stale (same as invalidate_region()).
+    static void invalidate(std::string_view region);
+};
+
+/// Hit and miss counts.
+struct CacheStats {
+    std::int64_t hits = 0;    ///< `retools:hits:<day>:...` counter(s)
+    std::int64_t misses = 0;  ///< `retools:misses:<day>:...` counter(s)
+    /// hits + misses.
+    std::int64_t calls() const noexcept { return hits + misses; }
+    /// hits / calls, 0 when there were no calls.
+    double hit_ratio() const noexcept {
+        return calls() == 0 ? 0.0 : static_cast<double>(hits) / static_cast<double>(calls());
+    }
+    /// Adds another count (for totals).
+    CacheStats& operator+=(const CacheStats& other) noexcept {
+        hits += other.hits;
+        misses += other.misses;
+        return *this;
+    }
+    friend bool operator==(const CacheStats&, const CacheStats&) = default;
+};
+
+/// Statistics of one namespace (one cached function) for a day.
+struct NamespaceStats {
+    CacheStats total;                         ///< sum over `keys`
+    std::map<std::string, CacheStats> keys;   ///< per cached key (argument set)
+};
+
+/// Statistics of one region for a day.
+struct RegionStats {
+    CacheStats total;                               ///< sum over `namespaces`
+    std::map<std::string, NamespaceStats> namespaces;
+};
+
+/// Hits and misses of one cached call on `day` (`YYYY-MM-DD`, local date;
+/// empty means today). One round trip. Reads the region's connection when the
+/// region was added here, else `global_connection()`.
+///
+/// ```cpp
+/// auto s = retools::cache_stats("short_term", "myapp.search", "bunny 10");
+/// fmt::print("{} hits, {} misses\n", s.hits, s.misses);
+/// ```
+CacheStats cache_stats(std::string_view region, std::string_view ns, std::string_view key,
+                       std::string_view day = {});
+/// Per-key and total statistics of a namespace, over the keys ever stored in
+/// it (`retools:<region>:<ns>:keys`). Two round trips.
+NamespaceStats namespace_stats(std::string_view region, std::string_view ns, std::string_view day = {});
+/// Per-namespace, per-key and total statistics of a region. Three round trips.
+RegionStats region_stats(std::string_view region, std::string_view day = {});
+
+/// Marks every value of a region stale without deleting anything: their
+/// `created` goes back by the longest `expires` of all regions plus an hour,
+/// and keys whose value hash is gone leave the namespace's key set. Works on
+/// regions stored by other services too (it does not need add_region()).
+///
+/// ```cpp
+/// retools::invalidate_region("short_term");
+/// ```
+void invalidate_region(std::string_view region);
+
+/// Options of cache_region().
+struct CacheOptions {
+    /// The original's decorator arguments: when not empty, the namespace
+    /// becomes `<namespace>.<args joined by " ">`. Empty (default): the
+    /// namespace is used as given.
+    std::vector<std::string> namespace_args;
+    /// false: a stored value is served whatever its age; the function is called
+    /// only when nothing (decodable) is stored. Default true: stale values are
+    /// regenerated.
+    bool regenerate = true;
+    /// Hit/miss counters for this function: nullopt (default) follows
+    /// `CacheRegion::statistics`; true or false overrides it.
+    std::optional<bool> statistics;
+};
+
+/// The original's namespace of a Python function: `<module>.<function>.<deco args>`,
+/// each decorator argument rendered with Python's `str()` and joined by one
+/// space. Use it to share a Python function's cache.
+///
+/// ```cpp
+/// // Python: @cache_region('short_term', 'load_things') on myapp.search.load
+/// auto ns = retools::function_namespace("myapp.search", "load", "load_things");
+/// // ns == "myapp.search.load.load_things"
+/// ```
+template <class... DecoArgs>
+std::string function_namespace(std::string_view module, std::string_view function, const DecoArgs&... deco_args) {
+    std::string ns;
+    ns.append(module).append(".").append(function).append(".");
+    detail::append_python_joined(ns, deco_args...);
+    return ns;
+}
+
+namespace detail {
+
+template <class... T>
+struct type_list {};
+
+struct RegionSettings {
+    std::string name;
+    CacheRegionOptions options;
+    const Connection& connection() const { return options.connection ? *options.connection : global_connection(); }
+};
+
+/// The settings of a region; throws CacheConfigurationError naming it when unknown.
+std::shared_ptr<const RegionSettings> find_region(std::string_view name);
+
+enum class Regenerate {
+    never,         ///< the original's regenerate=False: serve any stored value, else nothing
+    when_missing,  ///< serve any stored value, else generate
+    when_stale,    ///< the original's regenerate=True
+};
+
+/// What the type-erased load works on: decoding a stored value and producing a new one.
+class LoadTarget {
+public:
+    /// Decodes stored bytes into the caller's result; false when they cannot be decoded.
+    virtual bool accept(std::string_view stored) = 0;
+    /// Calls the function, keeps its result and returns it encoded.
+    virtual std::string produce() = 0;
+
+protected:
+    ~LoadTarget() = default;
+};
+
+enum class LoadOutcome {
+    stored,        ///< a stored value was accepted
+    produced,      ///< the function was called and its value stored
+    none,          ///< nothing stored, regeneration not asked for
+    lock_timeout,  ///< nothing stored and another caller held the lock too long
+};
+
+LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::string_view key, Regenerate mode,
+                       bool statistics, LoadTarget& target);
+
+void invalidate_key(std::string_view region, std::string_view ns, std::string_view key);
+void invalidate_namespace(std::string_view region, std::string_view ns);
+
+[[noreturn]] void throw_first_value_timeout(std::string_view region, std::string_view ns, std::string_view key);
+
+// ---- signature deduction ---------------------------------------------------
+
+template <class T>
+struct callable_traits : callable_traits<decltype(&T::operator())> {
+    using self = type_list<>;  // a functor's own object is not an argument
+};
+
+#define RETOOLS_DETAIL_FN_TRAITS(NOEXCEPT)                               \
+    template <class R, class... A>                                       \
+    struct callable_traits<R (*)(A...) NOEXCEPT> {                       \
+        using result = R;                                                \
+        using self = type_list<>;                                        \
+        using args = type_list<A...>;                                    \
+    };                                                                   \
+    template <class R, class C, class... A>                              \
+    struct callable_traits<R (C::*)(A...) NOEXCEPT> {                    \
+        using result = R;                                                \
+        using self = type_list<C&>;                                      \
+        using args = type_list<A...>;                                    \
+    };                                                                   \
+    template <class R, class C, class... A>                              \
+    struct callable_traits<R (C::*)(A...) const NOEXCEPT> {              \
+        using result = R;                                                \
+        using self = type_list<const C&>;                                \
+        using args = type_list<A...>;                                    \
+    };
+RETOOLS_DETAIL_FN_TRAITS()
+RETOOLS_DETAIL_FN_TRAITS(noexcept)
+#undef RETOOLS_DETAIL_FN_TRAITS
+
+template <class T>
+struct signature_traits;
+template <class R, class... A>
+struct signature_traits<R(A...)> {
+    using result = R;
+    using self = type_list<>;
+    using args = type_list<A...>;
+};
+
+template <class T>
+concept HasCallOperator = requires { &T::operator(); };
+
+/// Function pointers, member function pointers and functors with one non-template operator().
+template <class F>
+concept DeducibleSignature = (std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>) ||
+                             std::is_member_function_pointer_v<F> || HasCallOperator<F>;
+
+}  // namespace detail
+
+template <class F, class R, class SelfList, class ArgList>
+class CachedFunction;
+
+/// A callable whose results are cached in a region: call it like the wrapped
+/// function. Returned by cache_region(); cheap to copy if the function is.
+/// The cache key is the call's arguments rendered like Python's `str()` and
+/// joined by spaces; for a member function the object is not part of the key.
+template <class F, class R, class... Self, class... Args>
+class CachedFunction<F, R, detail::type_list<Self...>, detail::type_list<Args...>> {
+    static_assert(sizeof...(Self) <= 1);
+    static_assert(!std::is_void_v<R>, "retools::cache_region: a function returning void has nothing to cache");
+
+public:
+    /// The wrapped function's result type, without reference or const.
+    using result_type = std::remove_cvref_t<R>;
+
+    CachedFunction(std::string region, std::string ns, F function, CacheOptions options)
+        : region_(std::move(region)),
+          namespace_(std::move(ns)),
+          function_(std::move(function)),
+          regenerate_(options.regenerate),
+          statistics_(options.statistics) {
+        if (!options.namespace_args.empty()) {
+            namespace_ += '.';
+            for (std::size_t i = 0; i < options.namespace_args.size(); ++i) {
+                if (i) namespace_ += ' ';
+                namespace_ += options.namespace_args[i];
+            }
+        }
+    }
+
+    /// Returns the cached value for these arguments, calling the function when
+    /// it is missing, stale or undecodable. Throws CacheConfigurationError when
+    /// the region was not added, LockTimeout when no value exists and another
+    /// caller computed it for longer than the region's `first_value_wait`, and
+    /// whatever the function throws (then nothing is stored).
+    result_type operator()(Self... self, Args... args) const {
+        auto region = detail::find_region(region_);
+        if (!CacheRegion::enabled.load(std::memory_order_relaxed))
+            return std::invoke(function_, std::forward<Self>(self)..., std::forward<Args>(args)...);
+        std::string key;
+        detail::append_python_joined(key, args...);
+        auto call = [&]() -> result_type {
+            return std::invoke(function_, std::forward<Self>(self)..., std::forward<Args>(args)...);
+        };
+        Target<decltype(call)> target{call};
+        const bool stats = statistics_.value_or(CacheRegion::statistics.load(std::memory_order_relaxed));
+        auto mode = regenerate_ ? detail::Regenerate::when_stale : detail::Regenerate::when_missing;
+        if (detail::cache_load(*region, namespace_, key, mode, stats, target) == detail::LoadOutcome::lock_timeout)
+            detail::throw_first_value_timeout(region_, namespace_, key);
+        return std::move(*target.value);
+    }
+
+    /// The cache key of a call with these arguments (`"bunny 10"`).
+    std::string key(const std::remove_cvref_t<Args>&... args) const {
+        return detail::python_joined(args...);
+    }
+    /// The region name.
+    const std::string& region() const noexcept { return region_; }
+    /// The namespace, including the namespace arguments.
+    const std::string& namespace_name() const noexcept { return namespace_; }
+
+    /// See invalidate_function().
+    void invalidate(const std::remove_cvref_t<Args>&... args) const {
+        detail::invalidate_key(region_, namespace_, key(args...));
+    }
+    /// See invalidate_function().
+    void invalidate_all() const { detail::invalidate_namespace(region_, namespace_); }
+
+    /// Statistics of this function on `day` (`YYYY-MM-DD`; empty means today).
+    NamespaceStats stats(std::string_view day = {}) const { return namespace_stats(region_, namespace_, day); }
+
+private:
+    template <class Call>
+    struct Target final : detail::LoadTarget {
+        explicit Target(Call& call) : call_(call) {}
+        bool accept(std::string_view stored) override {
+            try {
+                auto decoded = Codec<result_type>::decode(stored);
+                if (!decoded) return false;
+                value = std::move(*decoded);
+                return true;
+            } catch (const std::exception&) {
+                return false;  // not ours, or corrupt: regenerate
+            }
+        }
+        std::string produce() override {
+            value = call_();
+            return std::string(Codec<result_type>::encode(*value));
+        }
+        std::optional<result_type> value;
+        Call& call_;
+    };
+
+    std::string region_;
+    std::string namespace_;
+    F function_;
+    bool regenerate_;
+    std::optional<bool> statistics_;
+};
+
+/// Wraps `function` so that its results are cached in `region` under the
+/// namespace `ns`. The result has the same parameters and result type
+/// (deduced for function pointers, non-generic lambdas and functors, and
+/// member function pointers, which take the object first). The region is
+/// looked up at call time, like the original.
+///
+/// ```cpp
+/// retools::CacheRegion::add_region("short_term", 60s);
+/// auto search = retools::cache_region("short_term", "myapp.search",
+///     [](const std::string& term, int limit) { return expensive_search(term, limit); });
+/// std::vector<std::string> found = search("bunny", 10);   // key "bunny 10"
+///
+/// auto load = retools::cache_region("short_term", "myapp.Repo.load", &Repo::load);
+/// auto row = load(repo, 42);                              // key "42": the object is not part of it
+/// ```
+template <class F>
+auto cache_region(std::string region, std::string ns, F function, CacheOptions options = {}) {
+    static_assert(detail::DeducibleSignature<F>,
+                  "retools::cache_region: cannot deduce the signature of a generic lambda or an overloaded "
+                  "functor; give it explicitly: cache_region<Result(Args...)>(region, ns, function)");
+    if constexpr (detail::DeducibleSignature<F>) {
+        using Traits = detail::callable_traits<F>;
+        return CachedFunction<F, typename Traits::result, typename Traits::self, typename Traits::args>(
+            std::move(region), std::move(ns), std::move(function), std::move(options));
+    }
+}
+
+/// Same, with the signature given explicitly, for generic lambdas and overloaded functors:
+/// `cache_region<int(int)>("short_term", "ns", [](auto x) { return x * 2; })`.
+template <class Signature, class F>
+auto cache_region(std::string region, std::string ns, F function, CacheOptions options = {}) {
+    using Traits = detail::signature_traits<Signature>;
+    return CachedFunction<F, typename Traits::result, typename Traits::self, typename Traits::args>(
+        std::move(region), std::move(ns), std::move(function), std::move(options));
+}
+
+/// Marks cached values of a cached function stale (the original's
+/// `invalidate_function`): with arguments, the one value of that call;
+/// without, every value it stored. Nothing is deleted: `created` goes back by
+/// the region's `expires` plus an hour, so the next call regenerates.
+///
+/// ```cpp
+/// retools::invalidate_function(search, "bunny", 10);   // one argument set
+/// retools::invalidate_function(search);                // all of them
+/// ```
+template <class F, class R, class S, class A, class... Args>
+void invalidate_function(const CachedFunction<F, R, S, A>& cached, const Args&... args) {
+    if constexpr (sizeof...(Args) == 0)
+        cached.invalidate_all();
+    else
+        cached.invalidate(args...);
+}
+
+/// The original's other name for invalidate_function().
+template <class F, class R, class S, class A, class... Args>
+void invalidate_callable(const CachedFunction<F, R, S, A>& cached, const Args&... args) {
+    invalidate_function(cached, args...);
+}
+
+}  // namespace retools

@@ -1,0 +1,215 @@
+#pragma once
+// Arguments rendered the way Python's str() renders the equivalent value, so a
+// C++ call and a Python call with the same arguments compute the same cache key.
+//
+//   C++ value                          Python str()
+//   std::string, string_view, char*    the text as is
+//   char                               a one-character string
+//   bool                               True / False
+//   integers (incl. int8_t / uint8_t)  decimal
+//   double, long double                repr(float): 1.0, 0.1, 1e+16, inf, nan
+//   float                              repr of the shortest decimal for the float (0.1f -> 0.1)
+//   nullptr, std::nullopt              None
+//   std::optional<T>                   the value, or None
+//   std::tuple / std::pair             (1, 'a') ; one element: (1,)
+//   ranges (vector, list, set ...)     [1, 'a', None]   (elements as Python's repr)
+//   anything fmt can format            fmt::format("{}", value)
+
+#include <charconv>
+#include <cmath>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <ranges>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include <fmt/format.h>
+
+#include <retools/detail/python_repr.hpp>
+
+namespace retools::detail {
+
+template <class T>
+concept PyStringLike = std::is_convertible_v<const T&, std::string_view> && !std::is_same_v<T, std::nullptr_t>;
+
+// A range whose elements are not the range itself (std::filesystem::path is).
+template <class T>
+concept PyRange = std::ranges::input_range<const T&> &&
+                  !std::is_same_v<std::remove_cvref_t<std::ranges::range_value_t<const T&>>, T>;
+
+template <class T>
+concept PyTupleLike = requires { std::tuple_size<T>::value; } && !std::ranges::range<T>;
+
+template <class T>
+struct is_optional : std::false_type {};
+template <class T>
+struct is_optional<std::optional<T>> : std::true_type {};
+
+template <class T>
+constexpr bool python_renderable();
+
+template <class Tuple, std::size_t... I>
+constexpr bool python_renderable_tuple(std::index_sequence<I...>) {
+    return (python_renderable<std::remove_cvref_t<std::tuple_element_t<I, Tuple>>>() && ...);
+}
+
+/// True when T has a Python str() rendering (see the table above).
+template <class T>
+constexpr bool python_renderable() {
+    if constexpr (PyStringLike<T> || std::is_arithmetic_v<T> || std::is_same_v<T, std::nullptr_t> ||
+                  std::is_same_v<T, std::nullopt_t>) {
+        return true;
+    } else if constexpr (is_optional<T>::value) {
+        return python_renderable<typename T::value_type>();
+    } else if constexpr (PyTupleLike<T>) {
+        return python_renderable_tuple<T>(std::make_index_sequence<std::tuple_size_v<T>>{});
+    } else if constexpr (PyRange<T>) {
+        return python_renderable<std::remove_cvref_t<std::ranges::range_value_t<const T&>>>();
+    } else {
+        return fmt::is_formattable<T>::value;
+    }
+}
+
+template <class T>
+concept PythonStr = python_renderable<std::remove_cvref_t<T>>();
+
+/// Python's repr() of a string, for strings inside lists and tuples: single
+/// quotes unless the text holds a single quote and no double quote; escapes
+/// for backslash, the quote, control characters and C1 controls. Other
+/// non-ASCII text is kept as is (Python 3 prints printable characters).
+inline void append_python_string_repr(std::string& out, std::string_view s) {
+    const char quote = (s.find('\'') != std::string_view::npos && s.find('"') == std::string_view::npos) ? '"' : '\'';
+    auto hex = [&out](unsigned value) {
+        constexpr char digits[] = "0123456789abcdef";
+        out += "\\x";
+        out += digits[(value >> 4) & 0xf];
+        out += digits[value & 0xf];
+    };
+    out += quote;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        if (c == static_cast<unsigned char>(quote) || c == '\\') {
+            out += '\\';
+            out += static_cast<char>(c);
+        } else if (c == '\n') {
+            out += "\\n";
+        } else if (c == '\r') {
+            out += "\\r";
+        } else if (c == '\t') {
+            out += "\\t";
+        } else if (c < 0x20 || c == 0x7f) {
+            hex(c);
+        } else if (c == 0xc2 && i + 1 < s.size()) {
+            // U+0080..U+00BF: C1 controls, no-break space and soft hyphen are escaped.
+            const auto next = static_cast<unsigned char>(s[i + 1]);
+            if ((next >= 0x80 && next <= 0xa0) || next == 0xad) {
+                hex(next);
+                ++i;
+            } else {
+                out += static_cast<char>(c);
+            }
+        } else {
+            out += static_cast<char>(c);
+        }
+    }
+    out += quote;
+}
+
+/// repr() of a float: the shortest text that reads back as the same float.
+inline std::string python_repr(float value) {
+    if (std::isnan(value)) return "nan";
+    if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
+    std::string text = fmt::format("{}", value);
+    if (text.find_first_of(".e") == std::string::npos) text += ".0";
+    return text;
+}
+
+template <class T>
+void append_python(std::string& out, const T& value, bool repr);
+
+template <class Tuple, std::size_t... I>
+void append_python_tuple(std::string& out, const Tuple& t, std::index_sequence<I...>) {
+    out += '(';
+    std::size_t n = 0;
+    ((out += (n++ ? ", " : ""), append_python(out, std::get<I>(t), true)), ...);
+    if (sizeof...(I) == 1) out += ',';
+    out += ')';
+}
+
+/// Appends str(value) (repr = false) or repr(value) (repr = true) to `out`.
+template <class T>
+void append_python(std::string& out, const T& value, bool repr) {
+    static_assert(PythonStr<T>,
+                  "retools: this argument type has no Python str() rendering for a cache key; "
+                  "make it formattable with fmt (a fmt::formatter specialization or format_as)");
+    if constexpr (std::is_same_v<T, bool>) {
+        out += value ? "True" : "False";
+    } else if constexpr (std::is_same_v<T, char>) {
+        if (repr)
+            append_python_string_repr(out, std::string_view(&value, 1));
+        else
+            out += value;
+    } else if constexpr (PyStringLike<T>) {
+        if (repr)
+            append_python_string_repr(out, std::string_view(value));
+        else
+            out += std::string_view(value);
+    } else if constexpr (std::is_integral_v<T>) {
+        char buf[48];
+        auto res = std::to_chars(buf, buf + sizeof buf, value);
+        out.append(buf, static_cast<std::size_t>(res.ptr - buf));
+    } else if constexpr (std::is_same_v<T, float>) {
+        out += python_repr(value);
+    } else if constexpr (std::is_floating_point_v<T>) {
+        out += python_repr(static_cast<double>(value));
+    } else if constexpr (std::is_same_v<T, std::nullptr_t> || std::is_same_v<T, std::nullopt_t>) {
+        out += "None";
+    } else if constexpr (is_optional<T>::value) {
+        if (value)
+            append_python(out, *value, repr);
+        else
+            out += "None";
+    } else if constexpr (PyTupleLike<T>) {
+        append_python_tuple(out, value, std::make_index_sequence<std::tuple_size_v<T>>{});
+    } else if constexpr (PyRange<T>) {
+        out += '[';
+        bool first = true;
+        for (const auto& element : value) {
+            if (!first) out += ", ";
+            first = false;
+            append_python(out, element, true);
+        }
+        out += ']';
+    } else {
+        fmt::format_to(std::back_inserter(out), "{}", value);
+    }
+}
+
+/// Python's str(value).
+template <PythonStr T>
+std::string python_str(const T& value) {
+    std::string out;
+    append_python(out, value, false);
+    return out;
+}
+
+/// `" ".join(map(str, args))`, appended to `out`: the original's cache key.
+template <class... Args>
+void append_python_joined(std::string& out, const Args&... args) {
+    std::size_t n = 0;
+    ((out += (n++ ? " " : ""), append_python(out, args, false)), ...);
+}
+
+template <class... Args>
+std::string python_joined(const Args&... args) {
+    std::string out;
+    append_python_joined(out, args...);
+    return out;
+}
+
+}  // namespace retools::detail
