@@ -25,7 +25,7 @@ Run raw_enqueue_one(const Env& env, std::size_t count) {
     std::string p;
     return {time_it([&] {
         for (std::size_t i = 0; i < count; ++i) {
-            noop_payload(p, i);
+            noop_payload(p);
             raw.cmd("RPUSH", "retools:queue:main", p);
             raw.cmd("SADD", "retools:queues", "main");
             raw.read(2);
@@ -41,7 +41,7 @@ Run raw_enqueue_batch(const Env& env, std::size_t count) {
         for (std::size_t done = 0; done < count; done += kBatch) {
             argv.assign({"RPUSH", "retools:queue:main"});
             for (std::size_t i = 0; i < kBatch; ++i) {
-                noop_payload(payloads[i], done + i);
+                noop_payload(payloads[i]);
                 argv.push_back(payloads[i]);
             }
             raw.append(argv);

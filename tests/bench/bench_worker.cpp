@@ -19,7 +19,7 @@ namespace bench {
 namespace {
 
 // Fills retools:queue:main with `count` no-op payloads, 1,000 per round trip.
-void fill_queue(const Env& env, std::size_t count, std::uint64_t first_id = 0) {
+void fill_queue(const Env& env, std::size_t count) {
     RawConnection raw(env);
     std::vector<std::string> payloads;
     std::vector<std::string_view> argv;
@@ -28,7 +28,7 @@ void fill_queue(const Env& env, std::size_t count, std::uint64_t first_id = 0) {
         payloads.resize(n);
         argv.assign({"RPUSH", "retools:queue:main"});
         for (std::size_t i = 0; i < n; ++i) {
-            noop_payload(payloads[i], first_id + done + i);
+            noop_payload(payloads[i]);
             argv.push_back(payloads[i]);
         }
         raw.append(argv);
@@ -86,7 +86,7 @@ Run rss_growth(const Env& env, std::size_t total) {
         Run run{time_it([&] { summary = drain_queue(env, 16, false); }), {}};
         check_drained(env, summary, first);
         double after_first = rss_mb();
-        fill_queue(env, total - first, first);
+        fill_queue(env, total - first);
         run.seconds += time_it([&] { summary = drain_queue(env, 16, false); });
         check_drained(env, summary, total - first);
         double after_all = rss_mb();

@@ -21,7 +21,7 @@ using Clock = std::chrono::steady_clock;
 /// How much work one run of each row does.
 struct Counts {
     std::size_t ops = 20000;        // single-call and threaded rows: operations per run
-    std::size_t batches = 20;       // batch enqueue: batches of 1,000 jobs per run
+    std::size_t batches = 100;      // batch enqueue: batches of 1,000 jobs per run
     std::size_t jobs = 20000;       // worker drain (thread mode) and peers' threaded workers
     std::size_t fork_jobs = 2000;   // fork-per-job workers (retools fork mode, RQ's Worker)
     std::size_t rss_jobs = 100000;  // RSS check: RSS after `jobs` vs after this many

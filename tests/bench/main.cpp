@@ -3,7 +3,7 @@
 // writes it as Markdown.
 //
 //   retools-bench [--smoke] [--rounds N] [--peer-rounds N] [--ops N] [--batches N] [--jobs N]
-//                 [--fork-jobs N] [--rss-jobs N] [--only SUBSTRING] [--no-peers]
+//                 [--fork-jobs N] [--rss-jobs N] [--only SUBSTRING] [--no-peers] [--no-floor] [--no-retools]
 //                 [--url redis://host:port/0] [--markdown FILE] [--peers-dir DIR]
 
 #include <cstdlib>
@@ -29,7 +29,7 @@ namespace {
     (why.empty() ? std::cout : std::cerr)
               << (why.empty() ? "" : "retools-bench: " + why + "\n")
               << "usage: retools-bench [--smoke] [--rounds N] [--peer-rounds N] [--ops N] [--batches N] [--jobs N] "
-                 "[--fork-jobs N] [--rss-jobs N] [--only SUBSTRING] [--no-peers] [--url URL] "
+                 "[--fork-jobs N] [--rss-jobs N] [--only SUBSTRING] [--no-peers] [--no-floor] [--no-retools] [--url URL] "
                  "[--markdown FILE] [--peers-dir DIR]\n";
     std::exit(why.empty() ? 0 : 2);
 }
@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
     bench::Counts counts;
     std::string markdown_path, url, only;
     std::string peers_dir = RETOOLS_BENCH_PEERS_DIR;
-    bool peers_on = true;
+    bool peers_on = true, no_floor = false, no_retools = false;
     bool smoke = false;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
@@ -69,6 +69,8 @@ int main(int argc, char** argv) {
         else if (a == "--rss-jobs") counts.rss_jobs = number(value(), "--rss-jobs");
         else if (a == "--only") only = value();
         else if (a == "--no-peers") peers_on = false;
+        else if (a == "--no-floor") no_floor = true;  // for profiling one side
+        else if (a == "--no-retools") no_retools = true;
         else if (a == "--url") url = value();
         else if (a == "--markdown") markdown_path = value();
         else if (a == "--peers-dir") peers_dir = value();
@@ -97,6 +99,10 @@ int main(int argc, char** argv) {
     bench::add_worker_rows(env, rows);
     if (!only.empty())
         std::erase_if(rows, [&](const bench::Row& r) { return r.id.find(only) == std::string::npos; });
+    for (auto& r : rows) {
+        if (no_floor) r.floor = nullptr;
+        if (no_retools) r.retools = nullptr;
+    }
 
     std::vector<bench::Peer> peers;
     if (peers_on) {

@@ -8,6 +8,7 @@
 #include <charconv>
 #include <cstddef>
 #include <memory>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -92,11 +93,15 @@ private:
 /// The job every queue and worker benchmark uses.
 inline constexpr std::string_view kNoopJob = "bench.jobs:noop";
 
-/// The payload the queue writes for a no-op job without kwargs, with a cheap
-/// counter-based id in place of uuid4.
-inline void noop_payload(std::string& out, std::uint64_t n) {
+/// The payload the queue writes for a no-op job without kwargs. Its job_id is
+/// a uuid4 in hex drawn from std::mt19937_64, as any implementation needs a
+/// fresh random id per job.
+inline void noop_payload(std::string& out) {
+    thread_local std::mt19937_64 engine{std::random_device{}()};
+    std::uint64_t hi = (engine() & ~0xF000ull) | 0x4000ull;                       // version 4
+    std::uint64_t lo = (engine() & 0x3FFFFFFFFFFFFFFFull) | 0x8000000000000000ull;  // variant 10
     char id[33];
-    fmt::format_to(id, "{:032x}", n * 0x9E3779B97F4A7C15ull + 1);
+    fmt::format_to(id, "{:016x}{:016x}", hi, lo);
     out.assign(R"({"job_id": ")");
     out.append(id, 32);
     out.append(R"(", "job": ")");

@@ -10,7 +10,7 @@ def parse_args(description):
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--url", required=True, help="redis://host:port/db; the script may flush this db")
     p.add_argument("--ops", type=int, default=20000, help="calls per single-call row")
-    p.add_argument("--batches", type=int, default=20, help="batches of 1,000 jobs per batch row")
+    p.add_argument("--batches", type=int, default=100, help="batches of 1,000 jobs per batch row")
     p.add_argument("--jobs", type=int, default=20000, help="jobs per in-process worker drain")
     p.add_argument("--fork-jobs", type=int, default=2000, help="jobs per fork-per-job worker drain")
     return p.parse_args()

@@ -6,7 +6,7 @@ require "optparse"
 
 def emit(fields) = puts("BENCH " + JSON.generate(fields))
 
-opts = {ops: 20_000, batches: 20, jobs: 20_000, fork_jobs: 2000, concurrency: 10}
+opts = {ops: 20_000, batches: 100, jobs: 20_000, fork_jobs: 2000, concurrency: 10}
 OptionParser.new do |o|
   o.on("--url URL") { |v| opts[:url] = v }
   o.on("--ops N", Integer) { |v| opts[:ops] = v }
