@@ -16,10 +16,7 @@
 #include "raw.hpp"
 #include "rows.hpp"
 
-#if __has_include(<retools/cache.hpp>)
 #include <retools/cache.hpp>
-#define RETOOLS_BENCH_HAVE_CACHE 1
-#endif
 
 namespace bench {
 namespace {
@@ -153,7 +150,6 @@ Run raw_miss(const Env& env, std::size_t count) {
     }), {}};
 }
 
-#ifdef RETOOLS_BENCH_HAVE_CACHE
 std::string load_things(const std::string& term, int limit) {
     std::string out;
     for (int i = 0; i < limit; ++i) out.append(term).append(" ");
@@ -202,20 +198,13 @@ Run retools_miss(const Env&, std::size_t count) {
         for (std::size_t i = 0; i < count; ++i) cached("bunny", i);
     }), {}};
 }
-#else
-
-#endif
 
 }  // namespace
 
 void add_cache_rows(const Env& env, std::vector<Row>& rows) {
     std::size_t n = env.counts.ops;
-#ifdef RETOOLS_BENCH_HAVE_CACHE
     RunFn hit_stats = retools_hit<true>, hit_nostats = retools_hit<false>, hit_json = retools_hit_json,
           miss = retools_miss;
-#else
-    RunFn hit_stats, hit_nostats, hit_json, miss;
-#endif
     rows.push_back({.id = "cache_hit_stats", .label = "Cache: fresh hit, statistics on", .count = n,
                     .retools = hit_stats, .floor = raw_hit_stats, .floor_target = 0.9});
     rows.push_back({.id = "cache_hit_nostats", .label = "Cache: fresh hit, statistics off", .count = n,

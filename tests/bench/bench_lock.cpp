@@ -1,6 +1,5 @@
 // Lock and Limiter: acquire + release cycles, one thread and threads sharing
 // one Connection, beside raw hiredis doing the same round trips.
-// Built against whichever components exist, so the suite runs while they land.
 
 #include <memory>
 #include <string>
@@ -10,14 +9,8 @@
 #include "raw.hpp"
 #include "rows.hpp"
 
-#if __has_include(<retools/lock.hpp>)
-#include <retools/lock.hpp>
-#define RETOOLS_BENCH_HAVE_LOCK 1
-#endif
-#if __has_include(<retools/limiter.hpp>)
 #include <retools/limiter.hpp>
-#define RETOOLS_BENCH_HAVE_LIMITER 1
-#endif
+#include <retools/lock.hpp>
 
 namespace bench {
 namespace {
@@ -58,7 +51,6 @@ RunFn raw_lock(std::size_t threads) {
     };
 }
 
-#ifdef RETOOLS_BENCH_HAVE_LOCK
 RunFn retools_lock(std::size_t threads) {
     return [threads](const Env& env, std::size_t count) {
         retools::Connection shared = env.conn;
@@ -70,9 +62,6 @@ RunFn retools_lock(std::size_t threads) {
         }), {}};
     };
 }
-#else
-RunFn retools_lock(std::size_t) { return {}; }
-#endif
 
 // The floor's limiter: one script that counts, prunes expired holders and adds
 // atomically (the original's ZCARD/ZREMRANGEBYSCORE/ZADD), then ZREM.
@@ -100,7 +89,6 @@ Run raw_limiter(const Env& env, std::size_t count) {
     }), {}};
 }
 
-#ifdef RETOOLS_BENCH_HAVE_LIMITER
 Run retools_limiter(const Env& env, std::size_t count) {
     retools::Limiter limiter{{.limit = 10, .prefix = "bench:limiter", .connection = env.conn}};
     return {time_it([&] {
@@ -110,9 +98,6 @@ Run retools_limiter(const Env& env, std::size_t count) {
         }
     }), {}};
 }
-#else
-RunFn retools_limiter;
-#endif
 
 }  // namespace
 

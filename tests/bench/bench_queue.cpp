@@ -10,10 +10,7 @@
 #include "raw.hpp"
 #include "rows.hpp"
 
-#if __has_include(<retools/queue.hpp>)
 #include <retools/queue.hpp>
-#define RETOOLS_BENCH_HAVE_QUEUE 1
-#endif
 
 namespace bench {
 namespace {
@@ -51,7 +48,6 @@ Run raw_enqueue_batch(const Env& env, std::size_t count) {
     }), {}};
 }
 
-#ifdef RETOOLS_BENCH_HAVE_QUEUE
 Run retools_enqueue_one(const Env& env, std::size_t count) {
     retools::QueueManager qm{env.conn};
     return {time_it([&] {
@@ -66,20 +62,14 @@ Run retools_enqueue_batch(const Env& env, std::size_t count) {
         for (std::size_t done = 0; done < count; done += kBatch) qm.enqueue_many(kNoopJob, kwargs);
     }), {}};
 }
-#endif
 
 }  // namespace
 
 void add_queue_rows(const Env& env, std::vector<Row>& rows) {
-#ifdef RETOOLS_BENCH_HAVE_QUEUE
-    RunFn one = retools_enqueue_one, batch = retools_enqueue_batch;
-#else
-    RunFn one, batch;
-#endif
     rows.push_back({.id = "enqueue_one", .label = "Queue: enqueue one job", .count = env.counts.ops,
-                    .retools = one, .floor = raw_enqueue_one, .floor_target = 0.9});
+                    .retools = retools_enqueue_one, .floor = raw_enqueue_one, .floor_target = 0.9});
     rows.push_back({.id = "enqueue_batch", .label = "Queue: enqueue batches of 1,000", .unit = "jobs/s",
-                    .count = env.counts.batches * kBatch, .retools = batch, .floor = raw_enqueue_batch,
+                    .count = env.counts.batches * kBatch, .retools = retools_enqueue_batch, .floor = raw_enqueue_batch,
                     .floor_target = 0.9});
 }
 
