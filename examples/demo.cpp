@@ -148,7 +148,37 @@ void limiter_demo(const retools::Connection& conn) {
 
 void queue_demo(const retools::Connection& conn) {
     section("Queue");
-    (void)conn;
+    using nlohmann::json;
+    retools::QueueManager qm{conn, "demo"};
+    std::vector<std::string> ids = {
+        qm.enqueue("demo.jobs:add", {{"a", 2}, {"b", 3}}, {.metadata = {{"result_ttl", 60}}}),
+        qm.enqueue("demo.jobs:add", {{"a", 40}, {"b", 2}}, {.queue_name = "demo_high", .metadata = {{"result_ttl", 60}}}),
+        qm.enqueue("demo.jobs:explode", json::object()),
+        qm.enqueue("demo.jobs:not_registered", json::object()),
+    };
+    fmt::print("enqueued {} jobs on demo and demo_high\n", ids.size());
+
+    // A worker taking demo_high first, in burst mode: it returns once both queues are empty.
+    retools::Worker worker{{"demo_high", "demo"},
+                           {.connection = conn, .handle_signals = false, .log = retools::WorkerLog::none}};
+    worker.register_job("demo.jobs:add", [](const json& kw) -> json {
+        fmt::print("  running add({}, {})\n", kw.at("a").get<int>(), kw.at("b").get<int>());
+        return kw.at("a").get<int>() + kw.at("b").get<int>();
+    });
+    worker.register_job("demo.jobs:explode", [](const json&) -> json { throw std::runtime_error("boom"); });
+    retools::WorkSummary summary = worker.work({.burst = true});
+    fmt::print("worker drained the queues: {} succeeded, {} failed\n", summary.succeeded, summary.failed);
+
+    for (const auto& id : {ids[0], ids[1]})
+        if (auto result = qm.get_result(id)) fmt::print("result of {}: {}\n", id.substr(0, 8), result->value.dump());
+    for (const auto& failed : qm.failed_jobs()) {
+        if (failed.worker != worker.id()) continue;  // someone else's failure: leave it
+        fmt::print("failed job from queue {}: {}\n", failed.queue, failed.error);
+        qm.remove_failed(failed);
+    }
+
+    for (const auto& id : ids) conn.command("DEL", "retools:result:" + id);
+    conn.command("SREM", "retools:queues", "demo", "demo_high");
 }
 
 }  // namespace

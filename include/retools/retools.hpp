@@ -11,3 +11,4 @@
 #include <retools/limiter.hpp>
 #include <retools/job.hpp>
 #include <retools/queue.hpp>
+#include <retools/worker.hpp>

@@ -15,13 +15,20 @@
 
 namespace retools::test {
 
-ChildProcess ChildProcess::fork(std::function<int()> body) {
+pid_t fork_tied_to_parent() {
     const pid_t parent = ::getpid();
     pid_t pid = ::fork();
     if (pid < 0) throw std::runtime_error("fork failed");
     if (pid == 0) {
-        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (::getppid() != parent) ::_exit(127);
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the test process
+        if (::getppid() != parent) ::_exit(127);  // the parent died before prctl
+    }
+    return pid;
+}
+
+ChildProcess ChildProcess::fork(std::function<int()> body) {
+    pid_t pid = fork_tied_to_parent();
+    if (pid == 0) {
         int code = 1;
         try {
             code = body();
@@ -40,12 +47,8 @@ ChildProcess ChildProcess::spawn(const std::vector<std::string>& argv,
     std::vector<char*> raw;
     for (auto& a : args) raw.push_back(a.data());
     raw.push_back(nullptr);
-    const pid_t parent = ::getpid();
-    pid_t pid = ::fork();
-    if (pid < 0) throw std::runtime_error("fork failed");
+    pid_t pid = fork_tied_to_parent();
     if (pid == 0) {
-        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (::getppid() != parent) ::_exit(127);
         for (auto& [name, value] : env) ::setenv(name.c_str(), value.c_str(), 1);
         if (!output_file.empty()) {
             int fd = ::open(output_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);

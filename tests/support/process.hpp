@@ -40,6 +40,9 @@ private:
     std::optional<int> status_;
 };
 
+/// fork(), with the child killed when the test process dies (even by SIGKILL).
+pid_t fork_tied_to_parent();
+
 /// Whole contents of a file ("" when missing).
 std::string read_file(const std::string& path);
 

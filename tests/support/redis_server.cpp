@@ -1,4 +1,5 @@
 #include "redis_server.hpp"
+#include "process.hpp"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -92,12 +93,8 @@ void RedisServer::launch(int port) {
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
 
-    const pid_t parent = ::getpid();
-    pid_t pid = ::fork();
-    if (pid < 0) throw std::runtime_error("fork failed");
+    pid_t pid = fork_tied_to_parent();
     if (pid == 0) {
-        ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the test process
-        if (::getppid() != parent) ::_exit(127);
         int devnull = ::open("/dev/null", O_RDWR);
         ::dup2(devnull, 0);
         ::dup2(devnull, 1);

@@ -10,6 +10,7 @@
 
 #include "process.hpp"
 #include "redis_server.hpp"
+#include "wait.hpp"
 
 namespace retools::test {
 
