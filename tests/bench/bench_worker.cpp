@@ -10,10 +10,7 @@
 #include "raw.hpp"
 #include "rows.hpp"
 
-#if __has_include(<retools/worker.hpp>)
 #include <retools/worker.hpp>
-#define RETOOLS_BENCH_HAVE_WORKER 1
-#endif
 
 namespace bench {
 namespace {
@@ -42,7 +39,6 @@ std::size_t queue_length(const Env& env) {
     return static_cast<std::size_t>(env.conn.command("LLEN", "retools:queue:main").as_integer());
 }
 
-#ifdef RETOOLS_BENCH_HAVE_WORKER
 using namespace std::chrono_literals;
 
 retools::WorkSummary drain_queue(const Env& env, std::size_t threads, bool fork) {
@@ -96,10 +92,6 @@ Run rss_growth(const Env& env, std::size_t total) {
         return run;
     }, std::chrono::seconds(900));
 }
-#else
-RunFn drain(std::size_t, bool) { return {}; }
-#define RETOOLS_BENCH_NO_RSS 1
-#endif
 
 }  // namespace
 
@@ -111,19 +103,9 @@ void add_worker_rows(const Env& env, std::vector<Row>& rows) {
                         .unit = "jobs/s", .count = env.counts.jobs, .retools = drain(threads, false)});
     rows.push_back({.id = "worker_fork", .label = "Worker: drain no-op jobs, fork per job", .unit = "jobs/s",
                     .count = env.counts.fork_jobs, .retools = drain(1, true)});
-#ifndef RETOOLS_BENCH_NO_RSS
     rows.push_back({.id = "worker_rss", .label = fmt::format("Worker: {} jobs, 16 threads (RSS check)",
                                                              env.counts.rss_jobs),
                     .unit = "jobs/s", .count = env.counts.rss_jobs, .retools = rss_growth, .once = true});
-#else
-    rows.push_back({.id = "worker_rss", .label = fmt::format("Worker: {} jobs, 16 threads (RSS check)",
-                                                             env.counts.rss_jobs),
-                    .unit = "jobs/s", .count = env.counts.rss_jobs, .once = true});
-#endif
-#ifdef RETOOLS_BENCH_NO_RSS
-    (void)fill_queue;
-    (void)queue_length;
-#endif
 }
 
 }  // namespace bench
