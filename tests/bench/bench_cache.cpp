@@ -1,0 +1,218 @@
+// Cache: a fresh hit (statistics on and off) and a miss that regenerates,
+// beside raw hiredis sending the round trips PROTOCOL.md prescribes. The
+// cached value is a string (stored as its bytes), so retools and the floor do
+// the same work; one more row caches a JSON list, and its floor decodes it
+// with the same JSON library.
+
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <retools/detail/clock.hpp>
+#include <retools/detail/python_repr.hpp>
+
+#include "raw.hpp"
+#include "rows.hpp"
+
+#include <retools/cache.hpp>
+
+namespace bench {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr std::string_view kRegion = "bench";
+constexpr std::string_view kNamespace = "bench.load_things";
+// What the cached functions return for ("bunny", 10), as stored: a string is
+// stored as its bytes; a list of strings as JSON (the default codec).
+const std::string kValue = "bunny bunny bunny bunny bunny bunny bunny bunny bunny bunny ";
+const std::string kJsonValue = R"(["bunny","bunny","bunny","bunny","bunny","bunny","bunny","bunny","bunny","bunny"])";
+constexpr std::string_view kJsonNamespace = "bench.load_list";
+
+std::string value_key(std::string_view key, std::string_view ns = kNamespace) {
+    return fmt::format("retools:{}:{}:{}", kRegion, ns, key);
+}
+std::string hit_key(std::string_view date, std::string_view key) {
+    return fmt::format("retools:hits:{}:{}:{}:{}", date, kRegion, kNamespace, key);
+}
+std::string miss_key(std::string_view date, std::string_view key) {
+    return fmt::format("retools:misses:{}:{}:{}:{}", date, kRegion, kNamespace, key);
+}
+
+void raw_store(RawConnection& raw, const std::string& key, std::string_view ns = kNamespace,
+               const std::string& value = kValue) {
+    raw.cmd("HSET", value_key(key, ns), "created", retools::detail::python_repr(retools::detail::unix_now()),
+            "value", value);
+    raw.read();
+}
+
+// Hit with statistics: one MULTI/HGETALL/GET/INCR/EXEC pipeline.
+Run raw_hit_stats(const Env& env, std::size_t count) {
+    RawConnection raw(env);
+    raw_store(raw, "bunny 10");
+    std::string vkey = value_key("bunny 10");
+    return {time_it([&] {
+        for (std::size_t i = 0; i < count; ++i) {
+            std::string hkey = hit_key(retools::detail::local_date(), "bunny 10");
+            raw.cmd("MULTI");
+            raw.cmd("HGETALL", vkey);
+            raw.cmd("GET", hkey);
+            raw.cmd("INCR", hkey);
+            raw.cmd("EXEC");
+            auto exec = raw.read(5);
+            if (exec->element[0]->elements != 4) throw std::runtime_error("floor: no cached value");
+        }
+    }), {}};
+}
+
+// Hit without statistics: HGETALL.
+Run raw_hit_nostats(const Env& env, std::size_t count) {
+    RawConnection raw(env);
+    raw_store(raw, "bunny 10");
+    std::string vkey = value_key("bunny 10");
+    return {time_it([&] {
+        for (std::size_t i = 0; i < count; ++i) {
+            raw.cmd("HGETALL", vkey);
+            if (raw.read()->elements != 4) throw std::runtime_error("floor: no cached value");
+        }
+    }), {}};
+}
+
+// Hit without statistics of a JSON value: HGETALL, then the same decoding
+// into std::vector<std::string> that the default codec does.
+Run raw_hit_json(const Env& env, std::size_t count) {
+    RawConnection raw(env);
+    raw_store(raw, "bunny 10", kJsonNamespace, kJsonValue);
+    std::string vkey = value_key("bunny 10", kJsonNamespace);
+    std::size_t total = 0;
+    Run run{time_it([&] {
+        for (std::size_t i = 0; i < count; ++i) {
+            raw.cmd("HGETALL", vkey);
+            auto reply = raw.read();
+            if (reply->elements != 4) throw std::runtime_error("floor: no cached value");
+            const redisReply* v = std::string_view(reply->element[0]->str, reply->element[0]->len) == "value"
+                                      ? reply->element[1]
+                                      : reply->element[3];
+            auto list = nlohmann::json::parse(std::string_view(v->str, v->len)).get<std::vector<std::string>>();
+            total += list.size();
+        }
+    }), {}};
+    if (total != count * 10) throw std::runtime_error("floor: bad decoded value");
+    return run;
+}
+
+// Miss with statistics: read+count, take the lock, read again, store, release,
+// settle the counters: six round trips.
+Run raw_miss(const Env& env, std::size_t count) {
+    RawConnection raw(env);
+    raw.cmd("SCRIPT", "LOAD",
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0");
+    auto sha_reply = raw.read();
+    std::string sha(sha_reply->str, sha_reply->len);
+    return {time_it([&] {
+        for (std::size_t i = 0; i < count; ++i) {
+            std::string key = fmt::format("bunny {}", i);
+            std::string date = retools::detail::local_date();
+            std::string vkey = value_key(key), hkey = hit_key(date, key);
+            raw.cmd("MULTI");
+            raw.cmd("HGETALL", vkey);
+            raw.cmd("GET", hkey);
+            raw.cmd("INCR", hkey);
+            raw.cmd("EXEC");
+            raw.read(5);
+            std::string lock_key = fmt::format("retools:lock:{}:{}:{}", kRegion, kNamespace, key);
+            std::string token = fmt::format("{:032x}", i);
+            raw.cmd("SET", lock_key, token, "NX", "PX", "3600000");
+            raw.read();
+            raw.cmd("HGETALL", vkey);
+            raw.read();
+            std::string value = kValue;  // the regenerated value
+            raw.cmd("MULTI");
+            raw.cmd("HSET", vkey, "created", retools::detail::python_repr(retools::detail::unix_now()), "value", value);
+            raw.cmd("EXPIRE", vkey, "604800");
+            raw.cmd("SADD", "retools:regions", kRegion);
+            raw.cmd("SADD", fmt::format("retools:{}:namespaces", kRegion), kNamespace);
+            raw.cmd("SADD", fmt::format("retools:{}:{}:keys", kRegion, kNamespace), key);
+            raw.cmd("GETSET", hkey, "0");
+            raw.cmd("EXEC");
+            auto exec = raw.read(8);
+            long long new_hits = std::stoll(std::string(exec->element[5]->str, exec->element[5]->len));
+            raw.cmd("EVALSHA", sha, "1", lock_key, token);
+            raw.read();
+            raw.cmd("MULTI");
+            raw.cmd("INCRBY", hkey, "0");
+            raw.cmd("INCRBY", miss_key(date, key), std::to_string(new_hits));
+            raw.cmd("EXEC");
+            raw.read(4);
+        }
+    }), {}};
+}
+
+std::string load_things(const std::string& term, int limit) {
+    std::string out;
+    for (int i = 0; i < limit; ++i) out.append(term).append(" ");
+    return out;
+}
+
+std::vector<std::string> load_list(const std::string& term, int limit) {
+    return std::vector<std::string>(static_cast<std::size_t>(limit), term);
+}
+
+Run retools_hit_json(const Env&, std::size_t count) {
+    retools::CacheRegion::add_region(std::string(kRegion), 3600s);
+    auto cached = retools::cache_region(std::string(kRegion), std::string(kJsonNamespace), load_list);
+    retools::CacheRegion::statistics = false;
+    std::size_t total = 0;
+    cached("bunny", 10);
+    double seconds = time_it([&] {
+        for (std::size_t i = 0; i < count; ++i) total += cached("bunny", 10).size();
+    });
+    retools::CacheRegion::statistics = true;
+    if (total != count * 10) throw std::runtime_error("bad cached value");
+    return {seconds, {}};
+}
+
+// Each run gets its own wrapper; CacheRegion::statistics is restored after.
+template <bool Statistics>
+Run retools_hit(const Env&, std::size_t count) {
+    retools::CacheRegion::add_region(std::string(kRegion), 3600s);
+    auto cached = retools::cache_region(std::string(kRegion), std::string(kNamespace), load_things);
+    retools::CacheRegion::statistics = Statistics;
+    cached("bunny", 10);
+    double seconds = time_it([&] {
+        for (std::size_t i = 0; i < count; ++i) cached("bunny", 10);
+    });
+    retools::CacheRegion::statistics = true;
+    return {seconds, {}};
+}
+
+Run retools_miss(const Env&, std::size_t count) {
+    retools::CacheRegion::add_region(std::string(kRegion), 3600s);
+    auto cached = retools::cache_region(std::string(kRegion), std::string(kNamespace),
+                                        [](const std::string& term, std::size_t i) {
+                                            return load_things(term, static_cast<int>(i % 10 + 1));
+                                        });
+    return {time_it([&] {
+        for (std::size_t i = 0; i < count; ++i) cached("bunny", i);
+    }), {}};
+}
+
+}  // namespace
+
+void add_cache_rows(const Env& env, std::vector<Row>& rows) {
+    std::size_t n = env.counts.ops;
+    RunFn hit_stats = retools_hit<true>, hit_nostats = retools_hit<false>, hit_json = retools_hit_json,
+          miss = retools_miss;
+    rows.push_back({.id = "cache_hit_stats", .label = "Cache: fresh hit, statistics on", .count = n,
+                    .retools = hit_stats, .floor = raw_hit_stats, .floor_target = 0.9});
+    rows.push_back({.id = "cache_hit_nostats", .label = "Cache: fresh hit, statistics off", .count = n,
+                    .retools = hit_nostats, .floor = raw_hit_nostats, .floor_target = 0.9});
+    rows.push_back({.id = "cache_hit_json", .label = "Cache: fresh hit, statistics off, JSON list of 10 strings",
+                    .count = n, .retools = hit_json, .floor = raw_hit_json, .floor_target = 0.9});
+    rows.push_back({.id = "cache_miss", .label = "Cache: miss + regenerate (statistics on)", .count = n / 2,
+                    .retools = miss, .floor = raw_miss, .floor_target = 0.9});
+}
+
+}  // namespace bench
