@@ -46,12 +46,12 @@ void lock_examples(const retools::Connection& conn) {
     check(conn.command("EXISTS", lock_key).as_integer() == 0, "the destructor released the lock");
 
     // 2. Lock is a TimedLockable: std::unique_lock and try_lock_for work.
-    //    A background thread holds the lock for 300 ms.
+    //    A background thread holds the lock for 600 ms.
     std::atomic<bool> holding{false};
     std::thread holder([&] {
         retools::Lock lock{lock_key, {.expires = 5s}};
         holding = true;
-        std::this_thread::sleep_for(300ms);
+        std::this_thread::sleep_for(600ms);
     });
     while (!holding) std::this_thread::sleep_for(1ms);
 
