@@ -9,6 +9,8 @@
 //
 // Exit status: 0 when every check passed, 1 otherwise (e.g. no worker ran the
 // jobs within 10 s).
+#include <algorithm>
+#include <chrono>
 #include <string>
 
 #include <fmt/format.h>
@@ -42,11 +44,20 @@ int main() {
         std::string count_id = qm.enqueue("examples.jobs:word_count", {{"text", "the quick brown fox"}}, keep_result);
         std::string reject_id = qm.enqueue("examples.jobs:reject", {{"reason", "demo"}}, keep_result);
 
-        // Blocks in Redis until the worker stores the outcome (no polling), up to 10 s.
-        auto count = qm.wait_for_result(count_id, 10s);
+        // Blocks in Redis until the worker stores the outcome (no polling); 10 s for both.
+        auto deadline = std::chrono::steady_clock::now() + 10s;
+        auto left = [&] {
+            return std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        };
+        auto count = qm.wait_for_result(count_id, left());
         check(count && count->ok && count->value == 4,
               fmt::format("word_count(\"the quick brown fox\") -> {}", count ? count->value.dump() : "no result"));
-        auto rejected = qm.wait_for_result(reject_id, 10s);
+        auto rejected = qm.wait_for_result(reject_id, std::max(left(), std::chrono::milliseconds(0)));
+        if (!count || !rejected) {
+            fmt::print("no result within 10 s: is a worker running? "
+                       "retools-worker --load <path>/libjob_library.so examples_lib\n");
+            conn.command("DEL", "retools:queue:examples_lib");  // our jobs, not run: do not leave them behind
+        }
         check(rejected && !rejected->ok && rejected->error.find("rejected: demo") != std::string::npos,
               fmt::format("reject failed with: {}", rejected ? rejected->error : "no result"));
         auto done = conn.command("GET", "examples:jobs_done");
