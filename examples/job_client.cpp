@@ -1,11 +1,12 @@
 // The enqueuing side of job_library.cpp: puts jobs on the queue examples_lib
-// and waits for a worker to run them. Start a worker first, then this program:
+// and waits for a worker to run them. Start a worker first (any number of
+// them, on any machine that reaches the Redis), then this program:
 //
-//   retools-worker -b --load build/dev/examples/libjob_library.so examples_lib &
-//   REDIS_URL=redis://127.0.0.1:6379/0 build/dev/examples/job_client
+//   export REDIS_URL=redis://127.0.0.1:6379/0
+//   build/dev/src/tools/retools-worker -b --load build/dev/examples/libjob_library.so examples_lib &
+//   build/dev/examples/job_client
 //
-// (A Python retools worker with the same job names would do too: the queue
-// layout is the same.) It deletes what it wrote at the end.
+// It deletes what it wrote at the end.
 //
 // Exit status: 0 when every check passed, 1 otherwise (e.g. no worker ran the
 // jobs within 10 s).
