@@ -1,0 +1,49 @@
+// Queue data written wrong by others: typed errors, and no job lost.
+#include <gtest/gtest.h>
+
+#include <chrono>
+
+#include <retools/detail/queue_keys.hpp>
+#include <retools/errors.hpp>
+#include <retools/queue.hpp>
+
+#include "redis_test.hpp"
+
+using namespace std::chrono_literals;
+using retools::QueueManager;
+namespace rt = retools::test;
+namespace keys = retools::detail::queue_keys;
+
+class QueueFaultsTest : public rt::RedisTest {};
+
+TEST_F(QueueFaultsTest, DueJobWhoseQueueKeyIsNotAListIsFiledIntact) {
+    QueueManager qm{conn};
+    conn.command("HSET", keys::queue("q"), "field", "value");  // someone else's hash
+    std::string id = qm.enqueue_at(std::chrono::system_clock::now() - 1s, "tests.jobs:x", {{"a", 1}},
+                                   {.queue_name = "q"});
+    std::string payload = qm.scheduled_jobs().at(0).job.payload();
+    try {
+        qm.promote_due_jobs();
+    } catch (const retools::Error&) {
+        // an error is fine as long as the job is kept
+    }
+    bool still_scheduled = qm.scheduled_jobs().size() == 1;
+    auto failed = qm.failed_jobs();
+    bool filed = failed.size() == 1 && failed[0].payload == payload && failed[0].queue == "q" &&
+                 failed[0].error.find(keys::queue("q")) != std::string::npos;
+    EXPECT_TRUE(still_scheduled || filed) << "job " << id << " was lost";
+    EXPECT_EQ(conn.command("TYPE", keys::queue("q")).as_string(), "hash");
+}
+
+TEST_F(QueueFaultsTest, PromotionStopsWithANamedErrorWhenTheFailedListIsNotAList) {
+    QueueManager qm{conn};
+    conn.command("SET", keys::failed, "not a list");
+    conn.command("ZADD", keys::delayed, 1, "not json");  // due, malformed: would be filed
+    try {
+        qm.promote_due_jobs();
+        ADD_FAILURE() << "expected an error";
+    } catch (const retools::ReplyError& e) {
+        EXPECT_NE(std::string(e.what()).find(keys::failed), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(conn.command("ZCARD", keys::delayed).as_integer(), 1);  // kept
+}

@@ -1,0 +1,69 @@
+// Worker against keys of the wrong type: the worker reports and retries, and
+// no job is lost once the key is fixed.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <stdexcept>
+#include <thread>
+
+#include <retools/detail/queue_keys.hpp>
+#include <retools/queue.hpp>
+#include <retools/worker.hpp>
+
+#include "redis_test.hpp"
+#include "wait.hpp"
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+using retools::QueueManager;
+using retools::Worker;
+using retools::WorkerOptions;
+namespace rt = retools::test;
+namespace keys = retools::detail::queue_keys;
+
+namespace {
+
+class WorkerFaultsTest : public rt::RedisTest {
+protected:
+    WorkerOptions quiet() {
+        WorkerOptions o;
+        o.connection = conn;
+        o.handle_signals = false;
+        o.log = retools::WorkerLog::none;
+        return o;
+    }
+    long long llen(std::string_view key) { return conn.command("LLEN", key).as_integer(); }
+};
+
+}  // namespace
+
+TEST_F(WorkerFaultsTest, FailedJobIsKeptWhileTheFailedListIsNotAList) {
+    conn.command("SET", keys::failed, "not a list");
+    QueueManager{conn}.enqueue("tests.jobs:boom", {{"n", 1}});
+    Worker w{{"main"}, quiet()};
+    w.register_job("tests.jobs:boom", [](const json&) -> json { throw std::runtime_error("boom"); });
+    std::thread t([&] { w.work({.interval = 50ms}); });
+    ASSERT_TRUE(rt::wait_until([&] { return llen(keys::queue("main")) == 0; }));
+    std::this_thread::sleep_for(300ms);  // the worker tries to file the failure meanwhile
+    EXPECT_EQ(llen(keys::processing(w.id())), 1) << "the failed job left the processing list unfiled";
+    conn.command("DEL", keys::failed);  // an operator fixes the key
+    EXPECT_TRUE(rt::wait_until([&] { return llen(keys::failed) == 1; }));
+    w.stop();
+    t.join();
+    auto failed = QueueManager{conn}.failed_jobs();
+    ASSERT_EQ(failed.size(), 1u);
+    EXPECT_NE(failed[0].error.find("boom"), std::string::npos);
+}
+
+TEST_F(WorkerFaultsTest, DueJobForAQueueKeyThatIsNotAListIsFiledIntact) {
+    QueueManager qm{conn};
+    conn.command("HSET", keys::queue("other"), "f", "v");
+    qm.enqueue_at(std::chrono::system_clock::now() - 1s, "tests.jobs:x", {{"a", 1}}, {.queue_name = "other"});
+    std::string payload = qm.scheduled_jobs().at(0).job.payload();
+    Worker w{{"main"}, quiet()};  // its fetch promotes due jobs of every queue
+    w.work({.burst = true});
+    auto failed = qm.failed_jobs();
+    bool still_scheduled = qm.scheduled_jobs().size() == 1;
+    bool filed = failed.size() == 1 && failed[0].payload == payload && failed[0].queue == "other";
+    EXPECT_TRUE(still_scheduled || filed) << "the due job was lost";
+}
