@@ -52,6 +52,12 @@ struct ConnectionOptions {
 
 class Connection;
 
+namespace detail {
+/// Throws ReplyError for the error reply `reply` to the (single) command in
+/// `buffer`, naming the command and the key(s) it acted on.
+[[noreturn]] void throw_command_error(const Reply& reply, const CommandBuffer& buffer);
+}  // namespace detail
+
 /// Commands collected for one round trip.
 ///
 /// ```cpp
@@ -102,13 +108,14 @@ public:
 
     /// Sends one command and waits for its reply. Arguments are strings (binary
     /// safe), integers, floating point (shortest round-trip text) or ranges of those.
-    /// A server error reply throws ReplyError.
+    /// A server error reply throws ReplyError, its message prefixed with the
+    /// command and its key (e.g. `HGETALL some-key: WRONGTYPE ...`).
     template <class... Args>
     Reply command(const Args&... args) const {
         detail::CommandBuffer buffer;
         buffer.add(args...);
         Reply reply = execute_one(buffer);
-        reply.check();
+        if (reply.is_error()) detail::throw_command_error(reply, buffer);
         return reply;
     }
 
@@ -119,7 +126,7 @@ public:
         detail::CommandBuffer buffer;
         buffer.add(args...);
         Reply reply = execute_one(buffer, block);
-        reply.check();
+        if (reply.is_error()) detail::throw_command_error(reply, buffer);
         return reply;
     }
 
