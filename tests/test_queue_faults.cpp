@@ -47,3 +47,35 @@ TEST_F(QueueFaultsTest, PromotionStopsWithANamedErrorWhenTheFailedListIsNotAList
     }
     EXPECT_EQ(conn.command("ZCARD", keys::delayed).as_integer(), 1);  // kept
 }
+
+TEST_F(QueueFaultsTest, RetryingIntoAQueueKeyThatIsNotAListKeepsTheFailedEntry) {
+    QueueManager qm{conn};
+    qm.record_failure({.payload = "{\"job\": \"a\"}", .queue = "bad", .error = "e1"});
+    qm.record_failure({.payload = "{\"job\": \"b\"}", .queue = "good", .error = "e2"});
+    conn.command("HSET", keys::queue("bad"), "f", "v");
+    auto failed = qm.failed_jobs();
+    ASSERT_EQ(failed.size(), 2u);
+    try {
+        (void)qm.retry_failed(failed[0]);
+        ADD_FAILURE() << "expected ReplyError";
+    } catch (const retools::ReplyError& e) {
+        EXPECT_NE(std::string(e.what()).find(keys::queue("bad")), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(qm.failed_count(), 2u);  // still there, nothing pushed anywhere
+
+    // retry_all moves what it can and keeps the rest, each exactly once.
+    try {
+        EXPECT_EQ(qm.retry_all_failed(), 1u);
+    } catch (const retools::Error& e) {
+        ADD_FAILURE() << e.what();
+    }
+    try {
+        (void)qm.retry_all_failed();
+    } catch (const retools::Error&) {
+    }
+    EXPECT_EQ(conn.command("LLEN", keys::queue("good")).as_integer(), 1);
+    auto left = qm.failed_jobs();
+    ASSERT_EQ(left.size(), 1u);
+    EXPECT_EQ(left[0].payload, "{\"job\": \"a\"}");
+    EXPECT_EQ(conn.command("TYPE", keys::queue("bad")).as_string(), "hash");
+}

@@ -67,3 +67,19 @@ TEST_F(WorkerFaultsTest, DueJobForAQueueKeyThatIsNotAListIsFiledIntact) {
     bool filed = failed.size() == 1 && failed[0].payload == payload && failed[0].queue == "other";
     EXPECT_TRUE(still_scheduled || filed) << "the due job was lost";
 }
+
+TEST_F(WorkerFaultsTest, OrphanedJobsWhoseQueueKeyIsNotAListAreFiledIntact) {
+    const std::string orphan = keys::processing("gone-host:1:main");  // no such registered worker
+    conn.command("HSET", keys::queue("bad"), "f", "v");
+    conn.command("RPUSH", orphan, "bad\n{\"job\": \"x\"}", "main\n{\"job\": \"y\"}");
+    try {
+        (void)Worker::requeue_orphans(conn);
+    } catch (const retools::Error&) {
+        // an error is fine as long as every job is kept
+    }
+    EXPECT_EQ(llen(keys::queue("main")), 1);
+    auto failed = QueueManager{conn}.failed_jobs();
+    bool filed = failed.size() == 1 && failed[0].payload == "{\"job\": \"x\"}" && failed[0].queue == "bad";
+    bool kept = llen(orphan) == 1;
+    EXPECT_TRUE(filed || kept) << "the job for queue 'bad' was lost";
+}
