@@ -306,8 +306,8 @@ namespace detail {
 
 namespace {
 
-// The first `limit` arguments of the first command in a RESP buffer.
-std::vector<std::string_view> leading_args(std::string_view resp, std::size_t limit) {
+// The first `limit` arguments of command number `index` in a RESP buffer.
+std::vector<std::string_view> leading_args(std::string_view resp, std::size_t index, std::size_t limit) {
     std::vector<std::string_view> args;
     auto number = [&](char marker) -> long long {
         if (resp.empty() || resp.front() != marker) return -1;
@@ -318,12 +318,14 @@ std::vector<std::string_view> leading_args(std::string_view resp, std::size_t li
         resp.remove_prefix(end + 2);
         return n;
     };
-    long long count = number('*');
-    for (long long i = 0; i < count && args.size() < limit; ++i) {
-        long long len = number('$');
-        if (len < 0 || resp.size() < static_cast<std::size_t>(len) + 2) break;
-        args.push_back(resp.substr(0, static_cast<std::size_t>(len)));
-        resp.remove_prefix(static_cast<std::size_t>(len) + 2);
+    for (std::size_t command = 0; command <= index; ++command) {
+        long long count = number('*');
+        for (long long i = 0; i < count; ++i) {
+            long long len = number('$');
+            if (len < 0 || resp.size() < static_cast<std::size_t>(len) + 2) return args;
+            if (command == index && args.size() < limit) args.push_back(resp.substr(0, static_cast<std::size_t>(len)));
+            resp.remove_prefix(static_cast<std::size_t>(len) + 2);
+        }
     }
     return args;
 }
@@ -332,8 +334,8 @@ std::string_view shortened(std::string_view arg) { return arg.substr(0, 200); }
 
 }  // namespace
 
-void throw_command_error(const Reply& reply, const CommandBuffer& buffer) {
-    auto args = leading_args(buffer.data(), 8);
+void throw_command_error(const Reply& reply, const CommandBuffer& buffer, std::size_t index) {
+    auto args = leading_args(buffer.data(), index, 8);
     std::string what;
     if (!args.empty() && (args[0] == "EVALSHA" || args[0] == "EVAL")) {
         // Name the keys the script was given, not its hash or source.
@@ -347,6 +349,11 @@ void throw_command_error(const Reply& reply, const CommandBuffer& buffer) {
             what.append(i ? " " : "").append(shortened(args[i]));
     }
     throw ReplyError(fmt::format("{}: {}", what, reply.error_message()));
+}
+
+void check_replies(const std::vector<Reply>& replies, const Pipeline& pipeline) {
+    for (std::size_t i = 0; i < replies.size(); ++i)
+        if (replies[i].is_error()) throw_command_error(replies[i], pipeline.buffer(), i);
 }
 
 }  // namespace detail

@@ -170,7 +170,7 @@ system_clock::time_point add_retry_later(Pipeline& p, Job& job, std::chrono::dur
 system_clock::time_point QueueManager::retry_later(Job& job, std::chrono::duration<double> delay) const {
     Pipeline p;
     auto due = detail::add_retry_later(p, job, delay);
-    for (const auto& reply : conn_.execute(p)) reply.check();
+    detail::check_replies(conn_.execute(p), p);
     return due;
 }
 

@@ -204,7 +204,7 @@ std::size_t QueueManager::clear_failed() const {
 void QueueManager::record_failure(FailedJob failed) const {
     Pipeline p;
     detail::add_record_failure(p, std::move(failed));
-    for (const auto& reply : conn_.execute(p)) reply.check();
+    detail::check_replies(conn_.execute(p), p);
 }
 
 // ---- results -------------------------------------------------------------------

@@ -79,3 +79,21 @@ TEST_F(QueueFaultsTest, RetryingIntoAQueueKeyThatIsNotAListKeepsTheFailedEntry) 
     EXPECT_EQ(left[0].payload, "{\"job\": \"a\"}");
     EXPECT_EQ(conn.command("TYPE", keys::queue("bad")).as_string(), "hash");
 }
+
+TEST_F(QueueFaultsTest, EnqueueIntoAQueueKeyThatIsNotAListThrowsNamingIt) {
+    QueueManager qm{conn};
+    conn.command("HSET", keys::queue("q"), "f", "v");
+    auto expect_named = [&](auto&& call) {
+        try {
+            call();
+            ADD_FAILURE() << "expected ReplyError";
+        } catch (const retools::ReplyError& e) {
+            EXPECT_NE(std::string(e.what()).find(keys::queue("q")), std::string::npos) << e.what();
+        }
+    };
+    expect_named([&] { qm.enqueue("tests.jobs:x", {{"a", 1}}, {.queue_name = "q"}); });
+    retools::JobSpec specs[] = {{.job_name = "tests.jobs:x", .options = {.queue_name = "ok"}},
+                                {.job_name = "tests.jobs:x", .options = {.queue_name = "q"}}};
+    expect_named([&] { qm.enqueue_batch(specs); });
+    EXPECT_EQ(conn.command("HGET", keys::queue("q"), "f").as_string(), "v");
+}

@@ -53,9 +53,9 @@ struct ConnectionOptions {
 class Connection;
 
 namespace detail {
-/// Throws ReplyError for the error reply `reply` to the (single) command in
+/// Throws ReplyError for the error reply `reply` to command number `index` in
 /// `buffer`, naming the command and the key(s) it acted on.
-[[noreturn]] void throw_command_error(const Reply& reply, const CommandBuffer& buffer);
+[[noreturn]] void throw_command_error(const Reply& reply, const CommandBuffer& buffer, std::size_t index = 0);
 }  // namespace detail
 
 /// Commands collected for one round trip.
@@ -81,6 +81,12 @@ public:
 private:
     detail::CommandBuffer buffer_;
 };
+
+namespace detail {
+/// Throws (as throw_command_error) for the first error reply among the
+/// replies to `pipeline`'s commands, as Connection::execute returns them.
+void check_replies(const std::vector<Reply>& replies, const Pipeline& pipeline);
+}  // namespace detail
 
 /// A pool of connections to one Redis server. Cheap to copy: copies share the
 /// pool. Every member is safe to call from many threads at once. After
