@@ -2,14 +2,18 @@
 // no job is lost once the key is fixed.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <stdexcept>
 #include <thread>
+
+#include <sys/resource.h>
 
 #include <retools/detail/queue_keys.hpp>
 #include <retools/queue.hpp>
 #include <retools/worker.hpp>
 
+#include "redis_server.hpp"
 #include "redis_test.hpp"
 #include "wait.hpp"
 
@@ -82,4 +86,45 @@ TEST_F(WorkerFaultsTest, OrphanedJobsWhoseQueueKeyIsNotAListAreFiledIntact) {
     bool filed = failed.size() == 1 && failed[0].payload == "{\"job\": \"x\"}" && failed[0].queue == "bad";
     bool kept = llen(orphan) == 1;
     EXPECT_TRUE(filed || kept) << "the job for queue 'bad' was lost";
+}
+
+namespace {
+
+std::chrono::microseconds cpu_time() {
+    rusage u{};
+    ::getrusage(RUSAGE_SELF, &u);
+    return std::chrono::seconds(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+           std::chrono::microseconds(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+}  // namespace
+
+// A worker facing a dead server (with a finished job to report) backs off
+// instead of spinning, and still stops when asked.
+TEST(WorkerDeadServer, BacksOffWithoutSpinning) {
+    for (bool blocking : {false, true}) {
+        SCOPED_TRACE(blocking ? "blocking" : "polling");
+        rt::RedisServer server;
+        auto options = server.options();
+        options.connect_timeout = 100ms;
+        options.command_timeout = 300ms;
+        retools::Connection c{options};
+        Worker w{{"main"}, {.connection = c, .handle_signals = false, .log = retools::WorkerLog::none}};
+        std::atomic<bool> release{false};
+        w.register_job("tests.jobs:wait", [&](const json&) -> json {
+            while (!release) std::this_thread::sleep_for(5ms);
+            return nullptr;
+        });
+        QueueManager{c}.enqueue("tests.jobs:wait");
+        std::thread t([&] { w.work({.interval = 20ms, .blocking = blocking}); });
+        ASSERT_TRUE(rt::wait_until([&] { return c.command("LLEN", keys::processing(w.id())).as_integer() == 1; }));
+        server.kill();
+        release = true;  // the job finishes while Redis is gone: its bookkeeping must wait
+        auto before = cpu_time();
+        std::this_thread::sleep_for(1500ms);
+        auto used = cpu_time() - before;
+        EXPECT_LT(used, 300ms) << "the worker spun against the dead server";
+        w.stop();
+        t.join();
+    }
 }
