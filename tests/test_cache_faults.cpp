@@ -113,3 +113,31 @@ TEST(CacheDeadServer, CallsThrowConnectionError) {
     EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
     EXPECT_EQ(calls, 1);
 }
+
+TEST_F(CacheFaultsTest, InvalidationSkipsAValueKeyOfTheWrongTypeAndDoesTheRest) {
+    int calls = 0;
+    auto f = retools::cache_region("faults", "ns", [&](int n) { ++calls; return n; });
+    EXPECT_EQ(f(5), 5);
+    EXPECT_EQ(f(6), 6);
+    conn.command("DEL", "retools:faults:ns:5");
+    conn.command("SET", "retools:faults:ns:5", "someone else's string");  // still in the key set
+    EXPECT_NO_THROW(retools::invalidate_function(f));
+    EXPECT_NO_THROW(retools::invalidate_region("faults"));
+    EXPECT_NO_THROW(retools::invalidate_function(f, 5));
+    EXPECT_EQ(f(6), 6);
+    EXPECT_EQ(calls, 3);  // 6 was invalidated and recomputed
+    EXPECT_EQ(conn.command("GET", "retools:faults:ns:5").as_string(), "someone else's string");
+}
+
+TEST_F(CacheFaultsTest, StatisticsNameAKeySetOfTheWrongType) {
+    auto f = retools::cache_region("faults", "ns", [](int n) { return n; });
+    EXPECT_EQ(f(7), 7);
+    conn.command("DEL", "retools:faults:ns:keys");
+    conn.command("SET", "retools:faults:ns:keys", "x");
+    try {
+        (void)retools::region_stats("faults");
+        ADD_FAILURE() << "expected ReplyError";
+    } catch (const retools::ReplyError& e) {
+        EXPECT_NE(std::string(e.what()).find("retools:faults:ns:keys"), std::string::npos) << e.what();
+    }
+}
