@@ -41,6 +41,17 @@ protected:
 
 }  // namespace
 
+TEST_F(WorkerFaultsTest, RejectsANegativePrefetchWindowNamingIt) {
+    WorkerOptions o = quiet();
+    o.prefetch_window = -1ms;
+    try {
+        Worker w{{"main"}, o};
+        ADD_FAILURE() << "expected ConfigurationError";
+    } catch (const retools::ConfigurationError& e) {
+        EXPECT_NE(std::string(e.what()).find("prefetch_window"), std::string::npos) << e.what();
+    }
+}
+
 TEST_F(WorkerFaultsTest, FailedJobIsKeptWhileTheFailedListIsNotAList) {
     conn.command("SET", keys::failed, "not a list");
     QueueManager{conn}.enqueue("tests.jobs:boom", {{"n", 1}});
