@@ -7,6 +7,7 @@
 #include <retools/errors.hpp>
 #include <retools/queue.hpp>
 
+#include "redis_server.hpp"
 #include "redis_test.hpp"
 
 using namespace std::chrono_literals;
@@ -96,4 +97,22 @@ TEST_F(QueueFaultsTest, EnqueueIntoAQueueKeyThatIsNotAListThrowsNamingIt) {
                                 {.job_name = "tests.jobs:x", .options = {.queue_name = "q"}}};
     expect_named([&] { qm.enqueue_batch(specs); });
     EXPECT_EQ(conn.command("HGET", keys::queue("q"), "f").as_string(), "v");
+}
+
+TEST(QueueDeadServer, EnqueueThrowsConnectionErrorAndWorksAgainAfterARestart) {
+    rt::RedisServer server;
+    auto options = server.options();
+    options.connect_timeout = 200ms;
+    options.command_timeout = 500ms;
+    QueueManager qm{retools::Connection{options}};
+    qm.enqueue("tests.jobs:x");
+    server.kill();
+    auto start = std::chrono::steady_clock::now();
+    EXPECT_THROW(qm.enqueue("tests.jobs:x"), retools::ConnectionError);
+    EXPECT_THROW(qm.enqueue_in(1s, "tests.jobs:x"), retools::ConnectionError);
+    EXPECT_THROW((void)qm.queue_length(), retools::ConnectionError);
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
+    server.start();
+    qm.enqueue("tests.jobs:x");
+    EXPECT_EQ(qm.queue_length(), 1u);  // a fresh server: only the job enqueued after the restart
 }
