@@ -46,9 +46,11 @@ namespace {
 // Returns the processing-list entries ("<queue>\n<payload>") taken.
 // A script error keeps the writes made before it, so a key of the wrong type
 // met half-way (say retools:failed after the LREM of a failed job) would lose
-// the job. The keys this call will push to are therefore checked first: on a
-// mismatch nothing is written and the error names the key; the worker keeps
-// the batch and retries it until the key is fixed. Due jobs are pushed before
+// the job. The keys this call will push to (and the queues it takes from, so
+// that jobs already taken from a higher queue are not parked unseen) are
+// therefore checked first: on a mismatch nothing is written and the error
+// names the key; the worker keeps the batch and retries it until the key is
+// fixed. Due jobs are pushed before
 // they leave retools:delayed, and filed in retools:failed when their queue
 // refuses them.
 constexpr const char* fetch_source = R"lua(
@@ -57,6 +59,7 @@ local function wrong_type(key, want)
   if t ~= 'none' and t ~= want then return 'WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. want end
 end
 local bad = wrong_type(KEYS[1], 'list')
+for k = 5, #KEYS do bad = bad or wrong_type(KEYS[k], 'list') end
 local j = 5
 while not bad and j <= #ARGV do
   local op = ARGV[j]

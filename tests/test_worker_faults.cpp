@@ -70,6 +70,25 @@ TEST_F(WorkerFaultsTest, FailedJobIsKeptWhileTheFailedListIsNotAList) {
     EXPECT_NE(failed[0].error.find("boom"), std::string::npos);
 }
 
+TEST_F(WorkerFaultsTest, AQueueKeyThatIsNotAListStrandsNoJobAndTheWorkerResumesOnceFixed) {
+    conn.command("HSET", keys::queue("low"), "f", "v");
+    QueueManager{conn}.enqueue("tests.jobs:record", {{"tag", "x"}});
+    Worker w{{"main", "low"}, quiet()};
+    w.register_job("tests.jobs:record", [this](const json& kw) -> json {
+        conn.command("RPUSH", "out", kw.at("tag").get<std::string>());
+        return nullptr;
+    });
+    std::thread t([&] { w.work({.interval = 50ms}); });
+    std::this_thread::sleep_for(300ms);
+    // Either it ran, or it is still waiting in its queue: not parked unseen in the processing list.
+    EXPECT_EQ(llen(keys::processing(w.id())), 0);
+    EXPECT_EQ(llen("out") + llen(keys::queue("main")), 1);
+    conn.command("DEL", keys::queue("low"));  // an operator fixes the key
+    EXPECT_TRUE(rt::wait_until([&] { return llen("out") == 1; }));
+    w.stop();
+    t.join();
+}
+
 TEST_F(WorkerFaultsTest, DueJobForAQueueKeyThatIsNotAListIsFiledIntact) {
     QueueManager qm{conn};
     conn.command("HSET", keys::queue("other"), "f", "v");
