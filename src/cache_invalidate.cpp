@@ -14,11 +14,13 @@ namespace {
 
 // Backdates `created` of each existing hash in KEYS to ARGV[1]. Unlike the
 // original's plain HSET, a missing hash is not created (it would hold only
-// `created`, with no TTL, forever).
+// `created`, with no TTL, forever), and a key of another type (not a cache
+// value; calls on it fail naming it) is skipped rather than aborting the
+// script half-way through the others.
 const Script backdate_script{R"lua(
 local n = 0
 for i, key in ipairs(KEYS) do
-  if redis.call('EXISTS', key) == 1 then
+  if redis.call('TYPE', key).ok == 'hash' then
     redis.call('HSET', key, 'created', ARGV[1])
     n = n + 1
   end
@@ -27,14 +29,16 @@ return n
 )lua"};
 
 // KEYS[1] = a namespace's key set, KEYS[i+1] = the value hash of member ARGV[i+1]:
-// backdates existing hashes to ARGV[1] and drops members whose hash is gone.
+// backdates existing hashes to ARGV[1] and drops members whose hash is gone
+// (a key of another type is skipped, as in backdate_script).
 const Script prune_script{R"lua(
 local n = 0
 for i = 2, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
+  local t = redis.call('TYPE', KEYS[i]).ok
+  if t == 'hash' then
     redis.call('HSET', KEYS[i], 'created', ARGV[1])
     n = n + 1
-  else
+  elseif t == 'none' then
     redis.call('SREM', KEYS[1], ARGV[i])
   end
 end

@@ -125,7 +125,8 @@ LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::s
         } else {
             hash = conn.execute_one(p.buffer());
         }
-        hash.check();
+        if (hash.is_error())
+            throw ReplyError(fmt::format("cache region {}: HGETALL {}: {}", region.name, value_key, hash.error_message()));
     }
     StoredValue stored = parse_hash(hash);
 
@@ -162,14 +163,21 @@ LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::s
     long long new_hits = 0;
     {
         Pipeline& p = scratch_pipeline();
+        const std::string namespaces_key = cache_keys::namespaces(region.name);
+        const std::string keyset_key = cache_keys::keyset(region.name, ns);
+        const std::string_view stored_keys[] = {value_key, value_key, cache_keys::regions, namespaces_key, keyset_key};
         p.command("HMSET", value_key, "created", created, "value", bytes);
         p.command("EXPIRE", value_key, static_cast<long long>(region.options.redis_expiration.count()));
         p.command("SADD", cache_keys::regions, region.name);
-        p.command("SADD", cache_keys::namespaces(region.name), ns);
-        p.command("SADD", cache_keys::keyset(region.name, ns), key);
+        p.command("SADD", namespaces_key, ns);
+        p.command("SADD", keyset_key, key);
         if (statistics) p.command("GETSET", hit_key, 0);
         std::vector<Reply> replies = conn.transaction(p);
-        for (std::size_t i = 0; i < 5; ++i) replies.at(i).check();  // the value and its tracking sets
+        for (std::size_t i = 0; i < 5; ++i) {  // the value and its tracking sets
+            if (replies.at(i).is_error())
+                throw ReplyError(fmt::format("cache region {}: storing {}:{} failed at {}: {}", region.name, ns, key,
+                                             stored_keys[i], replies[i].error_message()));
+        }
         // The original read new_hits from the HMSET reply (always 1); the
         // GETSET reply is what its arithmetic and its own tests mean.
         if (statistics) new_hits = parse_count(replies.back());
@@ -210,6 +218,7 @@ void CacheRegion::add_region(std::string name, std::chrono::milliseconds expires
 }
 
 void CacheRegion::add_region(std::string name, CacheRegionOptions options) {
+    if (name.empty()) throw CacheConfigurationError("cache region name must not be empty");
     if (options.expires.count() < 0)
         throw CacheConfigurationError(fmt::format("cache region {}: expires must not be negative", name));
     if (options.redis_expiration.count() < 1)

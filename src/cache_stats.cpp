@@ -83,10 +83,11 @@ RegionStats region_stats(std::string_view region, std::string_view day) {
     Pipeline p;
     for (const std::string& ns : namespaces) p.command("SMEMBERS", detail::cache_keys::keyset(region, ns));
     std::vector<Reply> keysets = conn.execute(p);
+    detail::check_replies(keysets, p);  // names a key set of the wrong type
     std::vector<Wanted> wanted;
     for (std::size_t i = 0; i < namespaces.size(); ++i) {
         out.namespaces[namespaces[i]];  // a namespace with no keys still shows up
-        for (std::string& key : members_of(keysets[i].check())) wanted.push_back({namespaces[i], std::move(key)});
+        for (std::string& key : members_of(keysets[i])) wanted.push_back({namespaces[i], std::move(key)});
     }
     std::vector<CacheStats> counts = read_counters(conn, day_or_today(day), region, wanted);
     for (std::size_t i = 0; i < wanted.size(); ++i) {

@@ -1,11 +1,13 @@
 #include <retools/connection.hpp>
 
 #include <atomic>
+#include <charconv>
 #include <cerrno>
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
 #include <optional>
+#include <vector>
 
 #include <fmt/format.h>
 #include <hiredis/hiredis.h>
@@ -299,6 +301,62 @@ std::vector<Reply> Connection::transaction(const Pipeline& pipeline) const {
     if (exec.is_nil()) throw ReplyError("transaction aborted: a watched key changed");
     return exec.as_array();
 }
+
+namespace detail {
+
+namespace {
+
+// The first `limit` arguments of command number `index` in a RESP buffer.
+std::vector<std::string_view> leading_args(std::string_view resp, std::size_t index, std::size_t limit) {
+    std::vector<std::string_view> args;
+    auto number = [&](char marker) -> long long {
+        if (resp.empty() || resp.front() != marker) return -1;
+        auto end = resp.find("\r\n");
+        if (end == std::string_view::npos) return -1;
+        long long n = -1;
+        std::from_chars(resp.data() + 1, resp.data() + end, n);
+        resp.remove_prefix(end + 2);
+        return n;
+    };
+    for (std::size_t command = 0; command <= index; ++command) {
+        long long count = number('*');
+        for (long long i = 0; i < count; ++i) {
+            long long len = number('$');
+            if (len < 0 || resp.size() < static_cast<std::size_t>(len) + 2) return args;
+            if (command == index && args.size() < limit) args.push_back(resp.substr(0, static_cast<std::size_t>(len)));
+            resp.remove_prefix(static_cast<std::size_t>(len) + 2);
+        }
+    }
+    return args;
+}
+
+std::string_view shortened(std::string_view arg) { return arg.substr(0, 200); }
+
+}  // namespace
+
+void throw_command_error(const Reply& reply, const CommandBuffer& buffer, std::size_t index) {
+    auto args = leading_args(buffer.data(), index, 8);
+    std::string what;
+    if (!args.empty() && (args[0] == "EVALSHA" || args[0] == "EVAL")) {
+        // Name the keys the script was given, not its hash or source.
+        long long keys = 0;
+        if (args.size() > 2) std::from_chars(args[2].data(), args[2].data() + args[2].size(), keys);
+        what = "script";
+        for (long long k = 0; k < keys && 3 + static_cast<std::size_t>(k) < args.size(); ++k)
+            what.append(k == 0 ? " on " : ", ").append(shortened(args[3 + static_cast<std::size_t>(k)]));
+    } else {
+        for (std::size_t i = 0; i < args.size() && i < 2; ++i)
+            what.append(i ? " " : "").append(shortened(args[i]));
+    }
+    throw ReplyError(fmt::format("{}: {}", what, reply.error_message()));
+}
+
+void check_replies(const std::vector<Reply>& replies, const Pipeline& pipeline) {
+    for (std::size_t i = 0; i < replies.size(); ++i)
+        if (replies[i].is_error()) throw_command_error(replies[i], pipeline.buffer(), i);
+}
+
+}  // namespace detail
 
 Connection& global_connection() {
     static Connection instance = [] {

@@ -35,7 +35,13 @@ std::string string_field(const nlohmann::json& data, const char* name, std::stri
 
 // KEYS[1] = retools:failed, KEYS[2] = queue key, KEYS[3] = retools:queues;
 // ARGV[1] = the entry, ARGV[2] = its payload, ARGV[3] = its queue name.
+// The queue key is checked before the entry leaves the failed list: a script
+// error keeps the writes before it, and would lose the job.
 const Script retry_one_script{R"lua(
+local t = redis.call('TYPE', KEYS[2]).ok
+if t ~= 'none' and t ~= 'list' then
+  return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' holds a ' .. t .. ', not a list')
+end
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
 redis.call('RPUSH', KEYS[2], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[3])
@@ -43,16 +49,26 @@ return 1
 )lua"};
 
 // KEYS[1] = retools:failed, KEYS[2] = retools:queues; ARGV[1] = queue key prefix.
-// Entries that cannot be retried stay, in order.
+// Entries that cannot be retried (unreadable, or their queue key is not a
+// list) stay, in order. Nothing may fail half-way: an error after some pushes
+// would leave those entries in the list too, to be retried twice.
 const Script retry_all_script{R"lua(
+local t = redis.call('TYPE', KEYS[2]).ok
+if t ~= 'none' and t ~= 'set' then
+  return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' holds a ' .. t .. ', not a set')
+end
 local entries = redis.call('LRANGE', KEYS[1], 0, -1)
 local keep = {}
 local moved = 0
 for _, e in ipairs(entries) do
   local ok, f = pcall(cjson.decode, e)
+  local pushed = false
   if ok and type(f) == 'table' and type(f.payload) == 'string' and type(f.queue) == 'string'
      and f.queue ~= '' and not string.find(f.queue, '[:,]') then
-    redis.call('RPUSH', ARGV[1] .. f.queue, f.payload)
+    local r = redis.pcall('RPUSH', ARGV[1] .. f.queue, f.payload)
+    pushed = not (type(r) == 'table' and r.err)
+  end
+  if pushed then
     redis.call('SADD', KEYS[2], f.queue)
     moved = moved + 1
   else
@@ -188,7 +204,7 @@ std::size_t QueueManager::clear_failed() const {
 void QueueManager::record_failure(FailedJob failed) const {
     Pipeline p;
     detail::add_record_failure(p, std::move(failed));
-    for (const auto& reply : conn_.execute(p)) reply.check();
+    detail::check_replies(conn_.execute(p), p);
 }
 
 // ---- results -------------------------------------------------------------------

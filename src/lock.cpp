@@ -49,6 +49,7 @@ const Script& extend_script() {
 constexpr std::chrono::microseconds first_retry_delay{5000};  // as in Python retools
 
 void validate(const std::string& key, const LockOptions& o) {
+    if (key.empty()) throw ConfigurationError("Lock: the key must not be empty");
     if (o.expires < milliseconds{1})
         throw ConfigurationError(
             fmt::format("Lock '{}': expires must be at least 1 ms, got {} ms", key, o.expires.count()));

@@ -150,7 +150,7 @@ std::string QueueManager::enqueue(std::string_view job_name, const nlohmann::jso
     Pipeline p;
     p.command("RPUSH", keys::queue(queue), payload);
     p.command("SADD", keys::queues, queue);
-    for (const auto& reply : conn_.execute(p)) reply.check();
+    detail::check_replies(conn_.execute(p), p);
     return id;
 }
 
@@ -194,7 +194,7 @@ std::vector<std::string> QueueManager::enqueue_batch(std::span<const JobSpec> jo
         }
     }
     p.command("SADD", keys::queues, names);
-    for (const auto& reply : conn_.execute(p)) reply.check();
+    detail::check_replies(conn_.execute(p), p);
     return ids;
 }
 
@@ -242,7 +242,7 @@ std::vector<std::string> QueueManager::enqueue_many(std::string_view job_name,
         p.command("RPUSH", key, part);
     }
     p.command("SADD", keys::queues, queue);
-    for (const auto& reply : conn_.execute(p)) reply.check();
+    detail::check_replies(conn_.execute(p), p);
     return ids;
 }
 

@@ -44,7 +44,37 @@ namespace {
 //                                    (as QueueManager::retry_later)      } lost changes nothing
 // Due delayed jobs are promoted as QueueManager::promote_due_jobs does, in the same call.
 // Returns the processing-list entries ("<queue>\n<payload>") taken.
+// A script error keeps the writes made before it, so a key of the wrong type
+// met half-way (say retools:failed after the LREM of a failed job) would lose
+// the job. The keys this call will push to (and the queues it takes from, so
+// that jobs already taken from a higher queue are not parked unseen) are
+// therefore checked first: on a mismatch nothing is written and the error
+// names the key; the worker keeps the batch and retries it until the key is
+// fixed. Due jobs are pushed before
+// they leave retools:delayed, and filed in retools:failed when their queue
+// refuses them.
 constexpr const char* fetch_source = R"lua(
+local function wrong_type(key, want)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= want then return 'WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. want end
+end
+local bad = wrong_type(KEYS[1], 'list')
+for k = 5, #KEYS do bad = bad or wrong_type(KEYS[k], 'list') end
+local j = 5
+while not bad and j <= #ARGV do
+  local op = ARGV[j]
+  if op == 'R' then
+    local e = ARGV[j + 1]
+    bad = wrong_type('retools:queue:' .. string.sub(e, 1, string.find(e, '\n', 1, true) - 1), 'list')
+  elseif op == 'F' then
+    bad = wrong_type(KEYS[3], 'list')
+  elseif op == 'Z' then
+    bad = wrong_type(KEYS[4], 'zset')
+  end
+  if op == 'S' then j = j + 4 elseif op == 'Z' then j = j + 3 else j = j + 2 end
+end
+if bad then return redis.error_reply(bad) end
+
 local processing = KEYS[1]
 local i, n = 5, #ARGV
 local removed = false
@@ -81,16 +111,23 @@ end
 local now = ARGV[2]
 local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
 for _, m in ipairs(due) do
-  redis.call('ZREM', KEYS[4], m)
   local ok, d = pcall(cjson.decode, m)
+  local problem, payload, queue = 'malformed entry in retools:delayed', m, ''
   if ok and type(d) == 'table' and type(d.queue) == 'string' and type(d.payload) == 'string'
      and d.queue ~= '' and not string.find(d.queue, '[:,]') then
-    redis.call('RPUSH', 'retools:queue:' .. d.queue, d.payload)
-    redis.call('SADD', 'retools:queues', d.queue)
-  else
-    redis.call('RPUSH', KEYS[3], cjson.encode({payload = m, queue = '', worker = ARGV[4],
-      error = 'malformed entry in retools:delayed', failed_at = tonumber(now)}))
+    local pushed = redis.pcall('RPUSH', 'retools:queue:' .. d.queue, d.payload)
+    if type(pushed) == 'table' and pushed.err then
+      problem, payload, queue = 'retools:queue:' .. d.queue .. ' refused the job: ' .. pushed.err, d.payload, d.queue
+    else
+      problem = nil
+    end
   end
+  if problem then
+    redis.call('RPUSH', KEYS[3], cjson.encode({payload = payload, queue = queue, worker = ARGV[4],
+      error = problem, failed_at = tonumber(now)}))
+  end
+  redis.call('ZREM', KEYS[4], m)
+  if not problem then redis.call('SADD', 'retools:queues', d.queue) end
 end
 
 local want = tonumber(ARGV[1])

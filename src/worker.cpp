@@ -133,6 +133,9 @@ std::string_view status_text(JobStatus s) {
 Worker::Worker(std::vector<std::string> queues, WorkerOptions options) {
     validate_queues(queues);
     if (options.concurrency == 0) throw ConfigurationError("retools: WorkerOptions::concurrency must be at least 1");
+    if (options.prefetch_window.count() < 0)
+        throw ConfigurationError(fmt::format("retools: WorkerOptions::prefetch_window must not be negative, got {} ms",
+                                             options.prefetch_window.count()));
     state_ = std::make_unique<State>(std::move(queues), std::move(options));
     state_->current_id();  // computed now, so id() from other threads only reads it
 }

@@ -26,21 +26,33 @@ namespace {
 
 // KEYS: 1 processing list, 2 retools:workers, 3 worker key, 4 :started, 5 :queues, 6 retools:failed
 // ARGV: 1 worker id, 2 '1' to unregister the worker too, 3 now
-// Pops from the tail and pushes on the head, so the jobs keep their order
-// and come before anything enqueued since.
+// Takes from the tail and pushes on the head, so the jobs keep their order
+// and come before anything enqueued since. An entry leaves the processing
+// list only once it has landed: a queue key that refuses it (wrong type)
+// files it, intact, in retools:failed; an error there stops the script with
+// the entry still in place.
 constexpr const char* requeue_source = R"lua(
 local n = 0
 while true do
-  local e = redis.call('RPOP', KEYS[1])
+  local e = redis.call('LINDEX', KEYS[1], -1)
   if not e then break end
   local nl = string.find(e, '\n', 1, true)
+  local problem, payload, queue = 'unreadable processing-list entry', e, ''
   if nl and nl > 1 then
-    redis.call('LPUSH', 'retools:queue:' .. string.sub(e, 1, nl - 1), string.sub(e, nl + 1))
-    n = n + 1
-  else
-    redis.call('RPUSH', KEYS[6], cjson.encode({payload = e, queue = '', worker = ARGV[1],
-      error = 'unreadable processing-list entry', failed_at = tonumber(ARGV[3])}))
+    local key = 'retools:queue:' .. string.sub(e, 1, nl - 1)
+    local r = redis.pcall('LPUSH', key, string.sub(e, nl + 1))
+    if type(r) == 'table' and r.err then
+      problem, payload, queue = key .. ' refused the job: ' .. r.err, string.sub(e, nl + 1), string.sub(e, 1, nl - 1)
+    else
+      problem = nil
+      n = n + 1
+    end
   end
+  if problem then
+    redis.call('RPUSH', KEYS[6], cjson.encode({payload = payload, queue = queue, worker = ARGV[1],
+      error = problem, failed_at = tonumber(ARGV[3])}))
+  end
+  redis.call('RPOP', KEYS[1])
 end
 if ARGV[2] == '1' then
   redis.call('SREM', KEYS[2], ARGV[1])

@@ -124,6 +124,20 @@ TEST_F(ConnectionTest, ErrorReplyThrowsWithServerMessage) {
         FAIL() << "expected ReplyError";
     } catch (const retools::ReplyError& e) {
         EXPECT_NE(std::string(e.what()).find("WRONGTYPE"), std::string::npos);
+        // The message names the command and the key, not only the server's complaint.
+        EXPECT_EQ(std::string(e.what()).rfind("GET list: ", 0), 0u) << e.what();
+    }
+    try {
+        conn.blocking_command(std::chrono::milliseconds(10), "BLPOP", "str-key", 0.01);
+    } catch (const retools::ReplyError&) {
+        ADD_FAILURE() << "BLPOP on a missing key is no error";
+    }
+    conn.command("SET", "str-key", "x");
+    try {
+        conn.blocking_command(std::chrono::milliseconds(10), "BLPOP", "str-key", 0.01);
+        ADD_FAILURE() << "expected ReplyError";
+    } catch (const retools::ReplyError& e) {
+        EXPECT_EQ(std::string(e.what()).rfind("BLPOP str-key: WRONGTYPE", 0), 0u) << e.what();
     }
     EXPECT_THROW(conn.command("NOSUCHCOMMAND"), retools::ReplyError);
     // The connection is still usable after an error reply.
@@ -242,6 +256,12 @@ TEST_F(ConnectionTest, ScriptErrorsThrow) {
     retools::Script broken{"return redis.call('INCR', KEYS[1])"};
     conn.command("SET", "str", "abc");
     EXPECT_THROW(broken(conn, {"str"}), retools::ReplyError);
+    try {
+        broken(conn, {"str"});
+    } catch (const retools::ReplyError& e) {
+        // Names the script's keys (not its hash), then the server's message.
+        EXPECT_EQ(std::string(e.what()).rfind("script on str: ", 0), 0u) << e.what();
+    }
 }
 
 TEST_F(ConnectionTest, DatabaseIsSelected) {

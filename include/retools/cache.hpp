@@ -78,7 +78,7 @@ public:
     static inline std::atomic<bool> statistics{true};
 
     /// Adds (or replaces) a region, like the original's `add_region(name, expires, redis_expiration)`.
-    /// Throws CacheConfigurationError for a negative `expires` or a
+    /// Throws CacheConfigurationError for an empty name, a negative `expires` or a
     /// `redis_expiration` under 1 s.
     static void add_region(std::string name, std::chrono::milliseconds expires,
                            std::chrono::seconds redis_expiration = std::chrono::hours{24 * 7});

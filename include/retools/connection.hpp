@@ -52,6 +52,12 @@ struct ConnectionOptions {
 
 class Connection;
 
+namespace detail {
+/// Throws ReplyError for the error reply `reply` to command number `index` in
+/// `buffer`, naming the command and the key(s) it acted on.
+[[noreturn]] void throw_command_error(const Reply& reply, const CommandBuffer& buffer, std::size_t index = 0);
+}  // namespace detail
+
 /// Commands collected for one round trip.
 ///
 /// ```cpp
@@ -75,6 +81,12 @@ public:
 private:
     detail::CommandBuffer buffer_;
 };
+
+namespace detail {
+/// Throws (as throw_command_error) for the first error reply among the
+/// replies to `pipeline`'s commands, as Connection::execute returns them.
+void check_replies(const std::vector<Reply>& replies, const Pipeline& pipeline);
+}  // namespace detail
 
 /// A pool of connections to one Redis server. Cheap to copy: copies share the
 /// pool. Every member is safe to call from many threads at once. After
@@ -102,13 +114,14 @@ public:
 
     /// Sends one command and waits for its reply. Arguments are strings (binary
     /// safe), integers, floating point (shortest round-trip text) or ranges of those.
-    /// A server error reply throws ReplyError.
+    /// A server error reply throws ReplyError, its message prefixed with the
+    /// command and its key (e.g. `HGETALL some-key: WRONGTYPE ...`).
     template <class... Args>
     Reply command(const Args&... args) const {
         detail::CommandBuffer buffer;
         buffer.add(args...);
         Reply reply = execute_one(buffer);
-        reply.check();
+        if (reply.is_error()) detail::throw_command_error(reply, buffer);
         return reply;
     }
 
@@ -119,7 +132,7 @@ public:
         detail::CommandBuffer buffer;
         buffer.add(args...);
         Reply reply = execute_one(buffer, block);
-        reply.check();
+        if (reply.is_error()) detail::throw_command_error(reply, buffer);
         return reply;
     }
 

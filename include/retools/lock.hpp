@@ -85,6 +85,7 @@ public:
     /// LockTimeout (naming the key and the time waited) when it cannot.
     explicit Lock(std::string key, LockOptions options = {});
     /// Does not acquire; call lock() / try_lock() / try_lock_for() later.
+    /// (Every constructor rejects an empty key with ConfigurationError.)
     Lock(std::string key, std::defer_lock_t);
     /// Same, with options.
     Lock(std::string key, LockOptions options, std::defer_lock_t);

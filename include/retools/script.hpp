@@ -47,7 +47,7 @@ public:
             buffer.add("EVAL", source_, std::ranges::size(keys), keys, args...);
             reply = conn.execute_one(buffer);
         }
-        reply.check();
+        if (reply.is_error()) detail::throw_command_error(reply, buffer);
         return reply;
     }
 

@@ -122,7 +122,7 @@ struct WorkerOptions {
     /// short jobs do not pay a round trip each. The worker keeps roughly this
     /// much queued work at hand, measured with the average job duration, so
     /// slow jobs are never hoarded. Default 10 ms; 0 takes jobs only for idle
-    /// threads. Fork mode never takes ahead.
+    /// threads; negative is a ConfigurationError. Fork mode never takes ahead.
     std::chrono::milliseconds prefetch_window{10};
     /// Most jobs taken ahead of idle threads at once. Default 256; 0 means no limit but the window.
     std::size_t max_prefetch = 256;
