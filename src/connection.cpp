@@ -1,6 +1,8 @@
 #include <retools/connection.hpp>
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <charconv>
 #include <cerrno>
 #include <condition_variable>
@@ -334,6 +336,14 @@ std::string_view shortened(std::string_view arg) { return arg.substr(0, 200); }
 
 }  // namespace
 
+namespace {
+bool iequals(std::string_view a, std::string_view b) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+               return std::toupper(static_cast<unsigned char>(x)) == std::toupper(static_cast<unsigned char>(y));
+           });
+}
+}  // namespace
+
 void throw_command_error(const Reply& reply, const CommandBuffer& buffer, std::size_t index) {
     auto args = leading_args(buffer.data(), index, 8);
     std::string what;
@@ -344,6 +354,8 @@ void throw_command_error(const Reply& reply, const CommandBuffer& buffer, std::s
         what = "script";
         for (long long k = 0; k < keys && 3 + static_cast<std::size_t>(k) < args.size(); ++k)
             what.append(k == 0 ? " on " : ", ").append(shortened(args[3 + static_cast<std::size_t>(k)]));
+    } else if (!args.empty() && (iequals(args[0], "AUTH") || iequals(args[0], "HELLO"))) {
+        what = std::string(args[0]);  // the next argument may be a password
     } else {
         for (std::size_t i = 0; i < args.size() && i < 2; ++i)
             what.append(i ? " " : "").append(shortened(args[i]));

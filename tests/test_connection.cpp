@@ -366,6 +366,15 @@ TEST(ConnectionAuth, PasswordAndAclUser) {
     EXPECT_EQ(alice.command("ACL", "WHOAMI").as_string(), "alice");
 }
 
+TEST_F(ConnectionTest, ErrorOfAnAuthCommandDoesNotEchoThePassword) {
+    try {
+        conn.command("auth", "not-the-password-42");
+        FAIL() << "expected ReplyError";
+    } catch (const retools::ReplyError& e) {
+        EXPECT_EQ(std::string(e.what()).find("not-the-password-42"), std::string::npos) << e.what();
+    }
+}
+
 TEST(ConnectionAuth, WrongPasswordIsAClearErrorWithoutThePassword) {
     rt::RedisServer server{{.args = {"--requirepass", "right-pw"}}};
     auto options = server.options();
