@@ -33,34 +33,35 @@ class ThreadExecutor final : public Executor {
 public:
     ThreadExecutor(std::size_t threads, const JobRegistry& registry, const Connection& conn, CompletionSink& sink)
         : registry_(registry), conn_(conn), sink_(sink), count_(threads) {
+        // Reserved here: an executor thread that never runs a job never
+        // allocates, so glibc never gives it a malloc arena of its own.
+        idle_.reserve(threads);
+        sleepers_.reserve(threads);
         threads_.reserve(threads);
-        for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { run(); });
+        for (std::size_t i = 0; i < threads; ++i) sleepers_.push_back(std::make_unique<Sleeper>());
+        for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([this, i] { run(*sleepers_[i]); });
     }
 
     ~ThreadExecutor() override {
         {
             std::lock_guard lock(mutex_);
             stop_ = true;
+            for (auto& s : sleepers_) s->cv.notify_one();
         }
-        cv_.notify_all();
         for (auto& t : threads_) t.join();
     }
 
     void submit(TakenJob job) override {
-        std::vector<TakenJob> one;
-        one.push_back(std::move(job));
-        submit_many(one);
+        std::lock_guard lock(mutex_);
+        backlog_.push_back(std::move(job));
+        wake_for_backlog();
     }
 
     void submit_many(std::vector<TakenJob>& jobs) override {
         if (jobs.empty()) return;
-        std::size_t wake;
-        {
-            std::lock_guard lock(mutex_);
-            for (auto& job : jobs) backlog_.push_back(std::move(job));
-            wake = wakes_for_backlog();
-        }
-        notify(wake);
+        std::lock_guard lock(mutex_);
+        for (auto& job : jobs) backlog_.push_back(std::move(job));
+        wake_for_backlog();
     }
 
     std::vector<TakenJob> take_backlog() override {
@@ -78,78 +79,71 @@ public:
     }
 
 private:
-    // How many sleeping threads to wake for the current backlog; reserves them
-    // (a wake token each) so concurrent callers do not wake the same ones twice.
-    std::size_t reserve_wakes() {
-        const std::size_t available = sleeping_ - wakes_;
+    // One per thread, so a waker picks which thread wakes: the most recently
+    // idle one (warm caches; the others stay asleep and allocate nothing).
+    struct Sleeper {
+        std::condition_variable cv;
+        enum class Wake : unsigned char { none, work, watch } wake = Wake::none;
+    };
+
+    // Wakes idle threads while the awake ones would need too long to drain the
+    // backlog; if some of it is left to the awake threads, makes one idle
+    // thread the standby, which takes it should they be stuck in jobs longer
+    // than the average. Called with the lock held.
+    void wake_for_backlog() {
         const double backlog = static_cast<double>(backlog_.size());
-        std::size_t n = 0;
-        while (n < available) {
-            const auto awake = static_cast<double>(count_ - (available - n));
+        while (!idle_.empty() && backlog > 0) {
+            const auto awake = static_cast<double>(count_ - idle_.size() - (standby_ ? 1 : 0));
             const bool more = awake == 0 ||
                               (avg_seconds_ < 0 ? backlog > awake : backlog * avg_seconds_ > drain_target_seconds * awake);
             if (!more) break;
-            ++n;
+            pop_idle(Sleeper::Wake::work);
         }
-        wakes_ += n;
-        return n;
+        if (backlog > 0 && !standby_ && !idle_.empty()) standby_ = pop_idle(Sleeper::Wake::watch);
     }
 
-    // reserve_wakes(), plus a standby when the backlog is left to the threads
-    // awake: it makes sure they get to it even if they are stuck in jobs
-    // longer than the average. Returns the threads to notify.
-    std::size_t wakes_for_backlog() {
-        if (backlog_.empty()) return 0;
-        std::size_t n = reserve_wakes();
-        if (!standby_ && !watch_ && sleeping_ > wakes_) {
-            watch_ = true;
-            ++n;
-        }
-        return n;
+    Sleeper* pop_idle(Sleeper::Wake why) {
+        Sleeper* s = idle_.back();
+        idle_.pop_back();
+        s->wake = why;
+        s->cv.notify_one();
+        return s;
     }
 
-    void notify(std::size_t n) {
-        for (std::size_t i = 0; i < n; ++i) cv_.notify_one();
-    }
-
-    // Blocks until this thread is given work (a wake token), the backlog
-    // stalls while it is on standby, or the executor stops.
-    void sleep(std::unique_lock<std::mutex>& lock) {
-        ++sleeping_;
-        bool standby = false;
-        std::uint64_t seen = 0;
+    // Blocks until this thread is given work, or, on standby, the backlog
+    // stalls, or the executor stops. Returns false on stop.
+    bool sleep(std::unique_lock<std::mutex>& lock, Sleeper& me) {
+        me.wake = Sleeper::Wake::none;
+        idle_.push_back(&me);
         for (;;) {
             if (stop_) break;
-            if (wakes_ > 0) {
-                --wakes_;
-                break;
-            }
-            if (watch_ && !standby_) {
-                watch_ = false;
-                standby = standby_ = true;
-                seen = started_;
-            }
-            if (standby && backlog_.empty()) standby = standby_ = false;
-            if (!standby) {
-                cv_.wait(lock);
+            if (me.wake == Sleeper::Wake::work) return true;
+            if (me.wake == Sleeper::Wake::none) {
+                me.cv.wait(lock);
                 continue;
             }
-            if (cv_.wait_for(lock, stall_timeout) == std::cv_status::timeout) {
-                if (!backlog_.empty() && started_ == seen) break;  // nobody took any: take it
-                seen = started_;
-            }
+            // Standby: watch the backlog while the awake threads work on it.
+            std::uint64_t seen = started_;
+            me.cv.wait_for(lock, stall_timeout);
+            if (stop_) break;
+            if (me.wake == Sleeper::Wake::work) return true;  // woken for work meanwhile
+            if (!backlog_.empty() && started_ != seen) continue;
+            standby_ = nullptr;
+            if (!backlog_.empty()) return true;  // nobody took any: take it
+            me.wake = Sleeper::Wake::none;       // drained: idle again
+            idle_.push_back(&me);
         }
-        if (standby) standby_ = false;
-        --sleeping_;
+        if (standby_ == &me) standby_ = nullptr;
+        std::erase(idle_, &me);
+        return false;
     }
 
-    void run() {
+    void run(Sleeper& me) {
         std::vector<FinishedJob> mine;
         std::unique_lock lock(mutex_);
         for (;;) {
             if (backlog_.empty()) {
-                if (stop_) return;
-                sleep(lock);
+                if (stop_ || !sleep(lock, me)) return;
                 continue;
             }
             // With a deep backlog (short jobs), take a few at once: one lock and
@@ -163,16 +157,20 @@ private:
             }
             running_ += take;
             started_ += take;
-            const std::size_t wake = wakes_for_backlog();
+            if (!backlog_.empty()) wake_for_backlog();
             lock.unlock();
-            notify(wake);
             for (auto& done : mine) done.outcome = perform_job(done.job, registry_, conn_);
             double spent = 0;
             for (const auto& done : mine) spent += done.outcome.seconds;
             sink_.complete_many(mine);
             lock.lock();
+            // A job preempted on a busy machine looks slow: a sample counts for at
+            // most 4× the average, so one outlier does not wake every thread
+            // (each would then keep a malloc arena), while a real shift to slow
+            // jobs still shows within a few dozen batches (and the standby
+            // covers the meantime).
             const double avg = spent / static_cast<double>(take);
-            avg_seconds_ = avg_seconds_ < 0 ? avg : 0.8 * avg_seconds_ + 0.2 * avg;
+            avg_seconds_ = avg_seconds_ < 0 ? avg : 0.8 * avg_seconds_ + 0.2 * std::min(avg, 4 * avg_seconds_);
             running_ -= take;
             if (running_ == 0 && backlog_.empty()) idle_cv_.notify_all();
         }
@@ -183,16 +181,14 @@ private:
     CompletionSink& sink_;
     const std::size_t count_;
     std::mutex mutex_;
-    std::condition_variable cv_;
     std::condition_variable idle_cv_;
     std::deque<TakenJob> backlog_;
     std::size_t running_ = 0;
-    std::size_t sleeping_ = 0;       // threads in sleep()
-    std::size_t wakes_ = 0;          // wake tokens not yet taken by a sleeping thread
-    std::uint64_t started_ = 0;      // jobs taken from the backlog, ever
-    double avg_seconds_ = -1;        // running average of job durations; < 0: none yet
-    bool watch_ = false;             // a sleeping thread is asked to become the standby
-    bool standby_ = false;           // a thread is on standby
+    std::vector<std::unique_ptr<Sleeper>> sleepers_;
+    std::vector<Sleeper*> idle_;  // threads asleep, the most recently idle last
+    Sleeper* standby_ = nullptr;  // the thread on standby, if any
+    std::uint64_t started_ = 0;   // jobs taken from the backlog, ever
+    double avg_seconds_ = -1;     // running average of job durations; < 0: none yet
     bool stop_ = false;
     std::vector<std::thread> threads_;
 };
