@@ -111,7 +111,8 @@ private:
     }
 
     // Blocks until this thread is given work, or, on standby, the backlog
-    // stalls, or the executor stops. Returns false on stop.
+    // stalls, or the executor stops. Returns false when stopped with nothing
+    // left to run (jobs still in the backlog are run, as on a busy thread).
     bool sleep(std::unique_lock<std::mutex>& lock, Sleeper& me) {
         me.wake = Sleeper::Wake::none;
         idle_.push_back(&me);
@@ -135,7 +136,7 @@ private:
         }
         if (standby_ == &me) standby_ = nullptr;
         std::erase(idle_, &me);
-        return false;
+        return !backlog_.empty();
     }
 
     void run(Sleeper& me) {
