@@ -23,7 +23,7 @@ using namespace std::chrono_literals;
 
 // Wake another thread when the awake ones would need longer than this to drain
 // the backlog.
-constexpr double drain_target_seconds = 0.001;
+constexpr double drain_target_seconds = 0.002;
 // A standby thread watches a backlog nobody is taking from (the awake threads
 // stuck in jobs longer than their average) and takes it after this long.
 constexpr auto stall_timeout = 5ms;
@@ -166,12 +166,12 @@ private:
             sink_.complete_many(mine);
             lock.lock();
             // A job preempted on a busy machine looks slow: a sample counts for at
-            // most 4× the average, so one outlier does not wake every thread
-            // (each would then keep a malloc arena), while a real shift to slow
-            // jobs still shows within a few dozen batches (and the standby
-            // covers the meantime).
+            // most 2× the average (+20% per batch), so a few outliers do not wake
+            // more threads (each would then keep a malloc arena); a real shift to
+            // slow jobs shows within some dozens of batches, and meanwhile the
+            // standby keeps the backlog moving.
             const double avg = spent / static_cast<double>(take);
-            avg_seconds_ = avg_seconds_ < 0 ? avg : 0.8 * avg_seconds_ + 0.2 * std::min(avg, 4 * avg_seconds_);
+            avg_seconds_ = avg_seconds_ < 0 ? avg : 0.8 * avg_seconds_ + 0.2 * std::min(avg, 2 * avg_seconds_);
             running_ -= take;
             if (running_ == 0 && backlog_.empty()) idle_cv_.notify_all();
         }
