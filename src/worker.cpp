@@ -44,26 +44,34 @@ struct Worker::State final : detail::CompletionSink {
     bool paused = false;
     bool kill_children = false;
     std::uint64_t control = 0;  // bumped on every request, so waits notice it
+    // The dispatch loop, waiting, wants to be woken once `completed` holds this
+    // many jobs; fewer would only wake it to go back to sleep.
+    std::size_t wake_after = 1;
 
     void complete(FinishedJob done) override {
+        bool wake;
         {
             std::lock_guard lock(mutex);
             completed.push_back(std::move(done));
+            wake = completed.size() == wake_after;
         }
-        cv.notify_one();
+        if (wake) cv.notify_one();
     }
 
     void complete_many(std::vector<FinishedJob>& done) override {
+        bool wake;
         {
             std::lock_guard lock(mutex);
+            const std::size_t before = completed.size();
             if (completed.empty()) {
                 completed.swap(done);
             } else {
                 for (auto& d : done) completed.push_back(std::move(d));
             }
+            wake = before < wake_after && completed.size() >= wake_after;
         }
         done.clear();
-        cv.notify_one();
+        if (wake) cv.notify_one();
     }
 
     template <class F>
@@ -372,7 +380,7 @@ WorkSummary Worker::work(WorkOptions options) {
                 got = taken.size();
                 taken_total += got;
                 in_flight += got;
-                for (auto& t : taken) executor->submit(std::move(t));
+                executor->submit_many(taken);
                 taken.clear();
             }
 
@@ -386,16 +394,26 @@ WorkSummary Worker::work(WorkOptions options) {
             std::unique_lock lock(s.mutex);
             auto wake_at = std::chrono::steady_clock::now() + interval;
             if (killed_for_stop && !escalated) wake_at = std::min(wake_at, kill_deadline);
-            s.cv.wait_until(lock, wake_at, [&] {
-                if (s.control != control || s.queue_ready) return true;
-                std::size_t pending = s.completed.size();
+            auto enough = [&](std::size_t pending) {
                 if (pending == 0) return false;
-                std::size_t left = in_flight - pending;
+                std::size_t left = in_flight - std::min(pending, in_flight);
                 if (stopping || limit_reached || left == 0) return true;
                 // Queues known empty: look again only when a thread idles, not
                 // after every completion (blocking mode is told of new jobs anyway).
                 return queues_empty ? left < concurrency : wants_refill(left, pf);
+            };
+            // enough() only turns true as jobs complete: the executors wake us
+            // once, at the first count that is enough (found by bisection).
+            std::size_t lo = 1, hi = std::max<std::size_t>(in_flight, 1);
+            while (lo < hi) {
+                std::size_t mid = lo + (hi - lo) / 2;
+                if (enough(mid)) hi = mid; else lo = mid + 1;
+            }
+            s.wake_after = lo;
+            s.cv.wait_until(lock, wake_at, [&] {
+                return s.control != control || s.queue_ready || enough(s.completed.size());
             });
+            s.wake_after = 1;
         }
         executor.reset();  // joins threads / reaps children
     }

@@ -181,6 +181,10 @@ class Executor {
 public:
     virtual ~Executor() = default;
     virtual void submit(TakenJob job) = 0;
+    /// Several at once, oldest first; `jobs` is left moved-from.
+    virtual void submit_many(std::vector<TakenJob>& jobs) {
+        for (auto& job : jobs) submit(std::move(job));
+    }
     /// Jobs submitted but not started (thread mode), oldest first.
     virtual std::vector<TakenJob> take_backlog() = 0;
     /// Fork mode: sends `sig` to every running child.

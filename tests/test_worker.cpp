@@ -412,6 +412,44 @@ TEST_F(WorkerTest, ThreadModeRunsJobsConcurrently) {
     EXPECT_EQ(peak.load(), 4);
 }
 
+// Threads are woken by the expected drain time of the backlog; after many
+// quick jobs, a slow one must still not hold up the jobs queued behind it
+// while other threads sleep.
+TEST_F(WorkerTest, ThreadModeJobsBehindASlowOneDoNotWaitForIt) {
+    QueueManager qm{conn};
+    Worker w{{"main"}, quiet({.concurrency = 4})};
+    std::atomic<int> quick_done{0}, after_during_slow{0};
+    std::atomic<bool> slow_running{false};
+    w.register_job("tests.jobs:quick", [&](const json&) -> json {
+        ++quick_done;
+        return nullptr;
+    });
+    w.register_job("tests.jobs:slow", [&](const json&) -> json {
+        slow_running = true;
+        std::this_thread::sleep_for(600ms);
+        slow_running = false;
+        return nullptr;
+    });
+    w.register_job("tests.jobs:after", [&](const json&) -> json {
+        if (slow_running) ++after_during_slow;
+        return nullptr;
+    });
+    qm.enqueue_many("tests.jobs:quick", std::vector<json>(300, json::object()));
+    std::thread t([&] { w.work({.interval = 50ms}); });
+    // Quick jobs first, so the worker knows jobs as quick; then the slow one and
+    // those behind it, taken together while the worker is paused.
+    EXPECT_TRUE(wait_until([&] { return quick_done == 300; }, 3s));
+    w.pause();
+    qm.enqueue("tests.jobs:slow", json::object());
+    qm.enqueue_many("tests.jobs:after", std::vector<json>(3, json::object()));
+    w.resume();
+    EXPECT_TRUE(wait_until([&] { return conn.command("LLEN", "retools:queue:main").as_integer() == 0; }, 3s));
+    std::this_thread::sleep_for(700ms);
+    w.stop();
+    t.join();
+    EXPECT_EQ(after_during_slow.load(), 3);
+}
+
 TEST_F(WorkerTest, ForkModeRunsEachJobInAChildAndSurvivesCrashes) {
     QueueManager qm{conn};
     qm.enqueue("tests.jobs:pid", json::object());
