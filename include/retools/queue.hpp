@@ -5,6 +5,8 @@
 #include <chrono>
 #include <cstddef>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -287,6 +289,34 @@ private:
                               const EnqueueOptions& options, std::string& queue, std::string& id) const;
     std::string events_json(std::string_view job_name) const;
 
+    // What every enqueue of one job name shares, serialized once: the queue
+    // set_queue_for_job chose (or the default), its key, and the payload's
+    // fixed parts. Payload = `{"job_id": "` id head kwargs events metadata
+    // `, "state": {}}`.
+    struct JobPlan {
+        std::string queue;
+        std::string queue_key;  // retools:queue:<queue>
+        std::string head;       // `", "job": "<name>", "kwargs": `
+        std::string events;     // `, "events": {...}, "metadata": `
+    };
+    // Filled lazily by const members (hence the mutex), emptied by the
+    // configuring members (which must not run concurrently with others, see
+    // the class comment). Plans are never removed otherwise, so a reference
+    // stays valid without holding the lock. A copy starts empty.
+    struct PlanCache {
+        PlanCache() = default;
+        PlanCache(const PlanCache&) {}
+        PlanCache& operator=(const PlanCache&) {
+            plans.clear();
+            return *this;
+        }
+        std::mutex mutex;
+        std::map<std::string, std::unique_ptr<const JobPlan>, std::less<>> plans;
+    };
+    // The cached plan of `job_name` (validated); when the cache is full, a
+    // fresh one built into `uncached`.
+    const JobPlan& plan_for(std::string_view job_name, std::unique_ptr<const JobPlan>& uncached) const;
+
     Connection conn_;
     std::string default_queue_;
     std::map<std::string, std::string, std::less<>> job_queues_;
@@ -294,6 +324,7 @@ private:
     std::map<std::string, std::vector<std::string>, std::less<>> global_events_;
     std::map<std::string, std::map<std::string, std::vector<std::string>, std::less<>>, std::less<>>
         job_events_;
+    mutable PlanCache plans_;
 };
 
 namespace detail {
