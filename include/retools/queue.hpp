@@ -104,7 +104,10 @@ struct JobResult {
 /// ```
 ///
 /// Configure it (subscriber, set_queue_for_job) before sharing it between
-/// threads; the const members are then safe to call concurrently.
+/// threads; the const members are then safe to call concurrently. Enqueues
+/// reuse what they serialized for a job name (queue, events); configuring
+/// again later (with no call running on another thread) applies to the jobs
+/// enqueued after it.
 class QueueManager {
 public:
     /// Uses global_connection() and the queue `main`.
