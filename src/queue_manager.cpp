@@ -1,6 +1,7 @@
 #include <retools/queue.hpp>
 
 #include <algorithm>
+#include <ranges>
 #include <set>
 
 #include <fmt/format.h>
@@ -11,6 +12,7 @@
 namespace retools {
 
 namespace keys = detail::queue_keys;
+using namespace std::string_view_literals;
 
 namespace {
 
@@ -60,6 +62,25 @@ struct PayloadTemplate {
     }
 };
 
+// Per-thread buffers of the enqueue hot paths, reused so that a steady stream
+// of enqueues allocates (and page-faults) nothing for its payloads and
+// commands. Oversized ones are dropped after use.
+struct Scratch {
+    Pipeline pipeline;
+    std::string payload;
+
+    static Scratch& get() {
+        thread_local Scratch scratch;
+        scratch.pipeline.clear();
+        return scratch;
+    }
+    void trim() {
+        constexpr std::size_t keep = std::size_t{16} << 20;
+        if (pipeline.buffer().data().capacity() > keep) pipeline = Pipeline{};
+        if (payload.capacity() > keep) payload = std::string{};
+    }
+};
+
 }  // namespace
 
 QueueManager::QueueManager() : QueueManager(global_connection()) {}
@@ -73,17 +94,20 @@ void QueueManager::set_queue_for_job(std::string job_name, std::string queue_nam
     detail::validate_job_name(job_name);
     detail::validate_queue_name(queue_name);
     job_queues_[std::move(job_name)] = std::move(queue_name);
+    plans_.plans.clear();
 }
 
 void QueueManager::subscriber(std::string event, std::string handler) {
     validate_event(event, handler);
     global_events_[std::move(event)].push_back(std::move(handler));
+    plans_.plans.clear();
 }
 
 void QueueManager::subscriber(std::string event, std::string job_name, std::string handler) {
     validate_event(event, handler);
     detail::validate_job_name(job_name);
     job_events_[std::move(job_name)][std::move(event)].push_back(std::move(handler));
+    plans_.plans.clear();
 }
 
 std::string QueueManager::resolve_queue(std::string_view job_name, std::string_view requested) const {
@@ -129,79 +153,174 @@ std::string QueueManager::make_payload(std::string_view job_id, std::string_view
     return out;
 }
 
+const QueueManager::JobPlan& QueueManager::plan_for(std::string_view job_name,
+                                                    std::unique_ptr<const JobPlan>& uncached) const {
+    // Bounded, in case job names are generated: past the bound, plans are built per call.
+    constexpr std::size_t max_plans = 1024;
+    {
+        std::lock_guard lock(plans_.mutex);
+        if (auto it = plans_.plans.find(job_name); it != plans_.plans.end()) return *it->second;
+    }
+    detail::validate_job_name(job_name);
+    auto plan = std::make_unique<JobPlan>();
+    plan->queue = resolve_queue(job_name, {});
+    plan->queue_key = keys::queue(plan->queue);
+    plan->head = "\", \"job\": ";
+    detail::python_json_string(job_name, plan->head, "job name");
+    plan->head.append(", \"kwargs\": ");
+    plan->events = ", \"events\": ";
+    plan->events.append(events_json(job_name));
+    plan->events.append(", \"metadata\": ");
+    std::lock_guard lock(plans_.mutex);
+    if (auto it = plans_.plans.find(job_name); it != plans_.plans.end()) return *it->second;
+    if (plans_.plans.size() >= max_plans) {
+        uncached = std::move(plan);
+        return *uncached;
+    }
+    return *plans_.plans.emplace(std::string(job_name), std::move(plan)).first->second;
+}
+
+namespace {
+
+void write_payload(std::string& out, const auto& plan, std::string_view id, const nlohmann::json& kwargs,
+                   const nlohmann::json& metadata) {
+    out.append(R"({"job_id": ")"sv);
+    out.append(id);  // uuid4 hex: nothing to escape
+    out.append(plan.head);
+    if (kwargs.is_null())
+        out.append("{}"sv);
+    else
+        detail::python_json_dump(kwargs, out, "kwargs");
+    out.append(plan.events);
+    if (metadata.is_null())
+        out.append("{}"sv);
+    else
+        detail::python_json_dump(metadata, out, "metadata");
+    out.append(R"(, "state": {}})"sv);
+}
+
+}  // namespace
+
 std::string QueueManager::build_payload(std::string_view job_name, const nlohmann::json& kwargs,
                                         const EnqueueOptions& options, std::string& queue,
                                         std::string& id) const {
-    detail::validate_job_name(job_name);
+    std::unique_ptr<const JobPlan> uncached;
+    const JobPlan& plan = plan_for(job_name, uncached);
     check_object(kwargs, "kwargs");
     check_object(options.metadata, "metadata");
-    queue = resolve_queue(job_name, options.queue_name);
-    PayloadTemplate t{job_name, events_json(job_name), options.metadata};
+    if (options.queue_name.empty()) {
+        queue = plan.queue;
+    } else {
+        detail::validate_queue_name(options.queue_name);
+        queue = options.queue_name;
+    }
     id = detail::uuid4_hex();
     std::string payload;
-    t.write(payload, id, kwargs);
+    write_payload(payload, plan, id, kwargs, options.metadata);
     return payload;
 }
 
 std::string QueueManager::enqueue(std::string_view job_name, const nlohmann::json& kwargs,
                                   const EnqueueOptions& options) const {
-    std::string queue, id;
-    std::string payload = build_payload(job_name, kwargs, options, queue, id);
-    Pipeline p;
-    p.command("RPUSH", keys::queue(queue), payload);
-    p.command("SADD", keys::queues, queue);
-    detail::check_replies(conn_.execute(p), p);
+    std::unique_ptr<const JobPlan> uncached;
+    const JobPlan& plan = plan_for(job_name, uncached);
+    check_object(kwargs, "kwargs");
+    check_object(options.metadata, "metadata");
+    std::string_view queue = plan.queue, key = plan.queue_key;
+    std::string requested_key;
+    if (!options.queue_name.empty()) {
+        detail::validate_queue_name(options.queue_name);
+        queue = options.queue_name;
+        requested_key = keys::queue(queue);
+        key = requested_key;
+    }
+    std::string id = detail::uuid4_hex();
+    Scratch& s = Scratch::get();
+    s.payload.clear();
+    write_payload(s.payload, plan, id, kwargs, options.metadata);
+    s.pipeline.command("RPUSH", key, s.payload);
+    s.pipeline.command("SADD", keys::queues, queue);
+    auto replies = conn_.execute(s.pipeline);
+    detail::check_replies(replies, s.pipeline);  // names the key of a refused command
+    s.trim();
     return id;
 }
 
 std::vector<std::string> QueueManager::enqueue_batch(std::span<const JobSpec> jobs) const {
-    // Validate and serialize everything first: a bad job sends nothing.
-    std::vector<std::string> ids(jobs.size()), queues(jobs.size()), payloads(jobs.size());
-    std::map<std::string, std::string, std::less<>> events_cache;
+    // Validate everything first: a bad job sends nothing (payloads are
+    // serialized while the pipeline is built, before anything is sent).
+    struct Resolved {
+        const JobPlan* plan;
+        std::string_view queue;
+    };
+    std::vector<Resolved> resolved(jobs.size());
+    std::vector<std::unique_ptr<const JobPlan>> uncached_plans;
+    std::map<std::string_view, std::string, std::less<>> requested_keys;  // queue → key, for explicit queues
     for (std::size_t i = 0; i < jobs.size(); ++i) {
         const auto& spec = jobs[i];
         try {
-            detail::validate_job_name(spec.job_name);
+            std::unique_ptr<const JobPlan> uncached;
+            const JobPlan& plan = plan_for(spec.job_name, uncached);
+            if (uncached) uncached_plans.push_back(std::move(uncached));
             check_object(spec.kwargs, "kwargs");
             check_object(spec.options.metadata, "metadata");
-            queues[i] = resolve_queue(spec.job_name, spec.options.queue_name);
+            resolved[i].plan = &plan;
+            if (spec.options.queue_name.empty()) {
+                resolved[i].queue = plan.queue;
+            } else {
+                detail::validate_queue_name(spec.options.queue_name);
+                resolved[i].queue = spec.options.queue_name;
+            }
         } catch (const ConfigurationError& e) {
             throw ConfigurationError(fmt::format("job #{}: {}", i, e.what()));
         } catch (const QueueError& e) {
             throw QueueError(fmt::format("job #{}: {}", i, e.what()));
         }
-        auto ev = events_cache.find(spec.job_name);
-        if (ev == events_cache.end()) ev = events_cache.emplace(spec.job_name, events_json(spec.job_name)).first;
-        ids[i] = detail::uuid4_hex();
+    }
+    std::vector<std::string> ids;
+    if (jobs.empty()) return ids;
+    ids.reserve(jobs.size());
+    Scratch& s = Scratch::get();
+    auto payload_of = [&](std::size_t i) -> std::string_view {
+        s.payload.clear();
+        ids.push_back(detail::uuid4_hex());
         try {
-            PayloadTemplate t{spec.job_name, ev->second, spec.options.metadata};
-            t.write(payloads[i], ids[i], spec.kwargs);
+            write_payload(s.payload, *resolved[i].plan, ids.back(), jobs[i].kwargs, jobs[i].options.metadata);
         } catch (const QueueError& e) {
             throw QueueError(fmt::format("job #{}: {}", i, e.what()));
         }
-    }
-    if (jobs.empty()) return ids;
+        return s.payload;
+    };
     // Runs of consecutive jobs for the same queue share one RPUSH.
-    Pipeline p;
-    std::vector<std::string_view> run;
     std::set<std::string_view> names;
-    for (std::size_t i = 0; i < jobs.size(); ++i) {
-        run.push_back(payloads[i]);
-        names.insert(queues[i]);
-        if (i + 1 == jobs.size() || queues[i + 1] != queues[i]) {
-            p.command("RPUSH", keys::queue(queues[i]), run);
-            run.clear();
+    for (std::size_t begin = 0; begin < jobs.size();) {
+        std::string_view queue = resolved[begin].queue;
+        std::size_t end = begin + 1;
+        while (end < jobs.size() && resolved[end].queue == queue) ++end;
+        names.insert(queue);
+        std::string_view key;
+        if (resolved[begin].plan->queue == queue) {
+            key = resolved[begin].plan->queue_key;
+        } else {
+            auto it = requested_keys.find(queue);
+            if (it == requested_keys.end()) it = requested_keys.emplace(queue, keys::queue(queue)).first;
+            key = it->second;
         }
+        s.pipeline.command("RPUSH", key, std::views::iota(begin, end) | std::views::transform(payload_of));
+        begin = end;
     }
-    p.command("SADD", keys::queues, names);
-    detail::check_replies(conn_.execute(p), p);
+    s.pipeline.command("SADD", keys::queues, names);
+    auto replies = conn_.execute(s.pipeline);
+    detail::check_replies(replies, s.pipeline);  // names the key of a refused command
+    s.trim();
     return ids;
 }
 
 std::vector<std::string> QueueManager::enqueue_many(std::string_view job_name,
                                                     std::span<const nlohmann::json> kwargs_list,
                                                     const EnqueueOptions& options) const {
-    detail::validate_job_name(job_name);
+    std::unique_ptr<const JobPlan> uncached;
+    const JobPlan& plan = plan_for(job_name, uncached);
     check_object(options.metadata, "metadata");
     for (std::size_t i = 0; i < kwargs_list.size(); ++i)
         if (!kwargs_list[i].is_null() && !kwargs_list[i].is_object())
@@ -209,40 +328,36 @@ std::vector<std::string> QueueManager::enqueue_many(std::string_view job_name,
                                          kwargs_list[i].type_name()));
     std::vector<std::string> ids;
     if (kwargs_list.empty()) return ids;
-    std::string queue = resolve_queue(job_name, options.queue_name);
-    PayloadTemplate t{job_name, events_json(job_name), options.metadata};
+    std::string_view queue = plan.queue, key = plan.queue_key;
+    std::string requested_key;
+    if (!options.queue_name.empty()) {
+        detail::validate_queue_name(options.queue_name);
+        queue = options.queue_name;
+        requested_key = keys::queue(queue);
+        key = requested_key;
+    }
 
-    // All payloads go into one arena; the RPUSH arguments are views into it.
+    // Each payload is serialized into one reused buffer and copied straight
+    // into the (reused) command buffer: no per-job strings besides the ids.
     ids.reserve(kwargs_list.size());
-    std::string arena;
-    std::vector<std::size_t> ends;
-    ends.reserve(kwargs_list.size());
-    for (const auto& kwargs : kwargs_list) {
+    Scratch& s = Scratch::get();
+    auto payload_of = [&](std::size_t i) -> std::string_view {
+        s.payload.clear();
         ids.push_back(detail::uuid4_hex());
-        t.write(arena, ids.back(), kwargs);
-        ends.push_back(arena.size());
-    }
-    std::vector<std::string_view> payloads;
-    payloads.reserve(ends.size());
-    std::size_t begin = 0;
-    for (std::size_t end : ends) {
-        payloads.emplace_back(arena.data() + begin, end - begin);
-        begin = end;
-    }
-
+        write_payload(s.payload, plan, ids.back(), kwargs_list[i], options.metadata);
+        return s.payload;
+    };
     // Several RPUSHes of bounded size (one huge command would stall the
     // server for its whole length), all in one round trip.
     constexpr std::size_t chunk = 10000;
-    Pipeline p;
-    p.reserve(arena.size() + payloads.size() * 16 + 256);
-    std::string key = keys::queue(queue);
-    for (std::size_t at = 0; at < payloads.size(); at += chunk) {
-        std::span<const std::string_view> part{payloads.data() + at,
-                                               std::min(chunk, payloads.size() - at)};
-        p.command("RPUSH", key, part);
+    for (std::size_t at = 0; at < kwargs_list.size(); at += chunk) {
+        std::size_t end = std::min(at + chunk, kwargs_list.size());
+        s.pipeline.command("RPUSH", key, std::views::iota(at, end) | std::views::transform(payload_of));
     }
-    p.command("SADD", keys::queues, queue);
-    detail::check_replies(conn_.execute(p), p);
+    s.pipeline.command("SADD", keys::queues, queue);
+    auto replies = conn_.execute(s.pipeline);
+    detail::check_replies(replies, s.pipeline);  // names the key of a refused command
+    s.trim();
     return ids;
 }
 

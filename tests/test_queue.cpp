@@ -566,3 +566,52 @@ TEST_F(Queue, WaitForResultAlsoFindsAPlainStringResult) {
     EXPECT_EQ(w->error, "x");
     EXPECT_LT(waited, 1s);
 }
+
+TEST_F(Queue, ConfigurationAfterEnqueuingAppliesToLaterJobs) {
+    // Enqueues reuse what they serialized for a job name; configuring must not leave it stale.
+    QueueManager qm{conn};
+    qm.enqueue("myapp.jobs:a");
+    qm.enqueue_many("myapp.jobs:a", std::vector<json>(2));
+    qm.subscriber("job_failure", "myapp.jobs:on_failure");
+    qm.subscriber("job_prerun", "myapp.jobs:a", "myapp.jobs:before");
+    qm.set_queue_for_job("myapp.jobs:a", "other");
+    QueueManager copy = qm;  // starts with its own, empty, cache
+    std::string id = qm.enqueue("myapp.jobs:a");
+    copy.enqueue("myapp.jobs:a");
+    qm.enqueue_batch(std::vector<retools::JobSpec>{{.job_name = "myapp.jobs:a"}});
+    qm.enqueue_many("myapp.jobs:a", std::vector<json>(1));
+    EXPECT_EQ(list("retools:queue:main").size(), 3u);
+    auto entries = list("retools:queue:other");
+    ASSERT_EQ(entries.size(), 4u);
+    EXPECT_EQ(entries[0], R"({"job_id": ")" + id + R"(", "job": "myapp.jobs:a", "kwargs": {}, )"
+                          R"("events": {"job_failure": ["myapp.jobs:on_failure"], "job_prerun": ["myapp.jobs:before"]}, )"
+                          R"("metadata": {}, "state": {}})");
+    for (const auto& entry : entries)
+        EXPECT_EQ(json::parse(entry)["events"], json::parse(R"({"job_failure": ["myapp.jobs:on_failure"],
+                                                                "job_prerun": ["myapp.jobs:before"]})"));
+}
+
+TEST_F(Queue, ConcurrentEnqueuesFromManyThreadsShareOneManager) {
+    QueueManager qm{conn};
+    qm.subscriber("job_postrun", "myapp.jobs:done");
+    constexpr int threads = 4, per_thread = 200;
+    std::vector<std::thread> workers;
+    for (int t = 0; t < threads; ++t)
+        workers.emplace_back([&, t] {
+            for (int i = 0; i < per_thread; ++i) {
+                std::string name = "myapp.jobs:t" + std::to_string((t + i) % 3);
+                if (i % 2)
+                    qm.enqueue(name, {{"i", i}});
+                else
+                    qm.enqueue_many(name, std::vector<json>{{{"i", i}}});
+            }
+        });
+    for (auto& w : workers) w.join();
+    auto entries = list("retools:queue:main");
+    ASSERT_EQ(entries.size(), static_cast<std::size_t>(threads * per_thread));
+    for (const auto& entry : entries) {
+        json payload = json::parse(entry);
+        EXPECT_EQ(payload["events"], json::parse(R"({"job_postrun": ["myapp.jobs:done"]})"));
+        EXPECT_EQ(payload["job"].get<std::string>().substr(0, 12), "myapp.jobs:t");
+    }
+}

@@ -5,6 +5,8 @@
 #include <chrono>
 #include <cstddef>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -102,7 +104,10 @@ struct JobResult {
 /// ```
 ///
 /// Configure it (subscriber, set_queue_for_job) before sharing it between
-/// threads; the const members are then safe to call concurrently.
+/// threads; the const members are then safe to call concurrently. Enqueues
+/// reuse what they serialized for a job name (queue, events); configuring
+/// again later (with no call running on another thread) applies to the jobs
+/// enqueued after it.
 class QueueManager {
 public:
     /// Uses global_connection() and the queue `main`.
@@ -287,6 +292,34 @@ private:
                               const EnqueueOptions& options, std::string& queue, std::string& id) const;
     std::string events_json(std::string_view job_name) const;
 
+    // What every enqueue of one job name shares, serialized once: the queue
+    // set_queue_for_job chose (or the default), its key, and the payload's
+    // fixed parts. Payload = `{"job_id": "` id head kwargs events metadata
+    // `, "state": {}}`.
+    struct JobPlan {
+        std::string queue;
+        std::string queue_key;  // retools:queue:<queue>
+        std::string head;       // `", "job": "<name>", "kwargs": `
+        std::string events;     // `, "events": {...}, "metadata": `
+    };
+    // Filled lazily by const members (hence the mutex), emptied by the
+    // configuring members (which must not run concurrently with others, see
+    // the class comment). Plans are never removed otherwise, so a reference
+    // stays valid without holding the lock. A copy starts empty.
+    struct PlanCache {
+        PlanCache() = default;
+        PlanCache(const PlanCache&) {}
+        PlanCache& operator=(const PlanCache&) {
+            plans.clear();
+            return *this;
+        }
+        std::mutex mutex;
+        std::map<std::string, std::unique_ptr<const JobPlan>, std::less<>> plans;
+    };
+    // The cached plan of `job_name` (validated); when the cache is full, a
+    // fresh one built into `uncached`.
+    const JobPlan& plan_for(std::string_view job_name, std::unique_ptr<const JobPlan>& uncached) const;
+
     Connection conn_;
     std::string default_queue_;
     std::map<std::string, std::string, std::less<>> job_queues_;
@@ -294,6 +327,7 @@ private:
     std::map<std::string, std::vector<std::string>, std::less<>> global_events_;
     std::map<std::string, std::map<std::string, std::vector<std::string>, std::less<>>, std::less<>>
         job_events_;
+    mutable PlanCache plans_;
 };
 
 namespace detail {
