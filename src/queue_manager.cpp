@@ -81,6 +81,25 @@ struct Scratch {
     }
 };
 
+// The queue a job goes to and its list key: the job's planned queue, unless
+// the enqueue options name another. Not copyable: `key` may point into
+// `requested_key`.
+struct Destination {
+    Destination(std::string_view planned_queue, std::string_view planned_key, const std::string& requested)
+        : queue(planned_queue), key(planned_key) {
+        if (requested.empty()) return;
+        detail::validate_queue_name(requested);
+        queue = requested;
+        requested_key = keys::queue(requested);
+        key = requested_key;
+    }
+    Destination(const Destination&) = delete;
+    Destination& operator=(const Destination&) = delete;
+
+    std::string_view queue, key;
+    std::string requested_key;
+};
+
 }  // namespace
 
 QueueManager::QueueManager() : QueueManager(global_connection()) {}
@@ -226,14 +245,8 @@ std::string QueueManager::enqueue(std::string_view job_name, const nlohmann::jso
     const JobPlan& plan = plan_for(job_name, uncached);
     check_object(kwargs, "kwargs");
     check_object(options.metadata, "metadata");
-    std::string_view queue = plan.queue, key = plan.queue_key;
-    std::string requested_key;
-    if (!options.queue_name.empty()) {
-        detail::validate_queue_name(options.queue_name);
-        queue = options.queue_name;
-        requested_key = keys::queue(queue);
-        key = requested_key;
-    }
+    const Destination to{plan.queue, plan.queue_key, options.queue_name};
+    const std::string_view queue = to.queue, key = to.key;
     std::string id = detail::uuid4_hex();
     Scratch& s = Scratch::get();
     s.payload.clear();
@@ -328,14 +341,8 @@ std::vector<std::string> QueueManager::enqueue_many(std::string_view job_name,
                                          kwargs_list[i].type_name()));
     std::vector<std::string> ids;
     if (kwargs_list.empty()) return ids;
-    std::string_view queue = plan.queue, key = plan.queue_key;
-    std::string requested_key;
-    if (!options.queue_name.empty()) {
-        detail::validate_queue_name(options.queue_name);
-        queue = options.queue_name;
-        requested_key = keys::queue(queue);
-        key = requested_key;
-    }
+    const Destination to{plan.queue, plan.queue_key, options.queue_name};
+    const std::string_view queue = to.queue, key = to.key;
 
     // Each payload is serialized into one reused buffer and copied straight
     // into the (reused) command buffer: no per-job strings besides the ids.
