@@ -10,7 +10,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include <retools/detail/clock.hpp>
+#include "core/clock.hpp"
 #include <retools/detail/python_repr.hpp>
 
 #include "raw.hpp"

@@ -1,0 +1,123 @@
+// Invalidation: values are never deleted, their `created` is moved back so
+// the next call regenerates them.
+#include <retools/cache.hpp>
+
+#include <algorithm>
+#include <span>
+
+#include "cache/keys.hpp"
+#include "core/clock.hpp"
+#include <retools/script.hpp>
+
+namespace retools::detail {
+namespace {
+
+// Backdates `created` of each existing hash in KEYS to ARGV[1]. Unlike the
+// original's plain HSET, a missing hash is not created (it would hold only
+// `created`, with no TTL, forever), and a key of another type (not a cache
+// value; calls on it fail naming it) is skipped rather than aborting the
+// script half-way through the others.
+const Script backdate_script{R"lua(
+local n = 0
+for i, key in ipairs(KEYS) do
+  if redis.call('TYPE', key).ok == 'hash' then
+    redis.call('HSET', key, 'created', ARGV[1])
+    n = n + 1
+  end
+end
+return n
+)lua"};
+
+// KEYS[1] = a namespace's key set, KEYS[i+1] = the value hash of member ARGV[i+1]:
+// backdates existing hashes to ARGV[1] and drops members whose hash is gone
+// (a key of another type is skipped, as in backdate_script).
+const Script prune_script{R"lua(
+local n = 0
+for i = 2, #KEYS do
+  local t = redis.call('TYPE', KEYS[i]).ok
+  if t == 'hash' then
+    redis.call('HSET', KEYS[i], 'created', ARGV[1])
+    n = n + 1
+  elseif t == 'none' then
+    redis.call('SREM', KEYS[1], ARGV[i])
+  end
+end
+return n
+)lua"};
+
+constexpr std::size_t chunk = 512;  // keys per script call
+
+// The region's connection when it was added here, else the global one.
+Connection connection_of(std::string_view region) {
+    if (!CacheRegion::has_region(region)) return global_connection();
+    return find_region(region)->connection();
+}
+
+std::vector<std::string> members(const Connection& conn, const std::string& set) {
+    std::vector<std::string> out;
+    for (const Reply& r : conn.command("SMEMBERS", set).as_array()) out.push_back(r.as_string());
+    return out;
+}
+
+// The key set's members plus "" (the key of a call without arguments), once each.
+std::vector<std::string> keys_with_empty(const Connection& conn, std::string_view region, std::string_view ns) {
+    std::vector<std::string> keys = members(conn, cache_keys::keyset(region, ns));
+    if (std::find(keys.begin(), keys.end(), "") == keys.end()) keys.emplace_back();
+    return keys;
+}
+
+void backdate(const Connection& conn, std::string_view region, std::string_view ns,
+              std::span<const std::string> keys, double created) {
+    for (std::size_t start = 0; start < keys.size(); start += chunk) {
+        std::vector<std::string> value_keys;
+        for (std::size_t i = start; i < std::min(keys.size(), start + chunk); ++i)
+            value_keys.push_back(cache_keys::value(region, ns, keys[i]));
+        backdate_script.run(conn, value_keys, created);
+    }
+}
+
+}  // namespace
+
+void invalidate_key(std::string_view region, std::string_view ns, std::string_view key) {
+    auto settings = find_region(region);
+    const double created = unix_now() - to_seconds(settings->options.expires) - 3600;
+    std::string one[] = {std::string(key)};
+    backdate(settings->connection(), region, ns, one, created);
+}
+
+void invalidate_namespace(std::string_view region, std::string_view ns) {
+    auto settings = find_region(region);
+    const Connection& conn = settings->connection();
+    const double created = unix_now() - to_seconds(settings->options.expires) - 3600;
+    backdate(conn, region, ns, keys_with_empty(conn, region, ns), created);
+}
+
+}  // namespace retools::detail
+
+namespace retools {
+
+void invalidate_region(std::string_view region) {
+    using namespace detail;
+    const Connection conn = connection_of(region);
+    std::vector<std::string> namespaces = members(conn, cache_keys::namespaces(region));
+    if (namespaces.empty()) return;
+
+    // Far enough back for every region, so it is stale whatever region reads it.
+    std::chrono::milliseconds longest{0};
+    for (const std::string& name : CacheRegion::region_names())
+        if (auto options = CacheRegion::region(name)) longest = std::max(longest, options->expires);
+    const double created = unix_now() - to_seconds(longest) - 3600;
+
+    for (const std::string& ns : namespaces) {
+        const std::string keyset = cache_keys::keyset(region, ns);
+        std::vector<std::string> keys = keys_with_empty(conn, region, ns);
+        for (std::size_t start = 0; start < keys.size(); start += chunk) {
+            const std::size_t end = std::min(keys.size(), start + chunk);
+            std::vector<std::string> script_keys{keyset};
+            for (std::size_t i = start; i < end; ++i) script_keys.push_back(cache_keys::value(region, ns, keys[i]));
+            prune_script.run(conn, script_keys, created, std::span<const std::string>(keys.data() + start, end - start));
+        }
+    }
+}
+
+}  // namespace retools

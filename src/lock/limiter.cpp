@@ -1,0 +1,129 @@
+#include <retools/limiter.hpp>
+
+#include <algorithm>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "core/clock.hpp"
+#include <retools/script.hpp>
+
+#include "lock/backoff.hpp"
+
+namespace retools {
+namespace {
+
+using std::chrono::milliseconds;
+
+// Python retools checks ZCARD, then ZADDs: two callers can both see room.
+// Here the check and the add are one script. KEYS[1] = the set; ARGV[1] =
+// member, ARGV[2] = limit, ARGV[3] = now, ARGV[4] = expiry score, ARGV[5] =
+// "1" to drop expired holders when the set is full (Python's retry=True).
+const Script& acquire_script() {
+    static const Script script{
+        "local set, member = KEYS[1], ARGV[1]\n"
+        "if not redis.call('ZSCORE', set, member) then\n"
+        "  local limit = tonumber(ARGV[2])\n"
+        "  if redis.call('ZCARD', set) >= limit then\n"
+        "    if ARGV[5] ~= '1' then return 0 end\n"
+        "    redis.call('ZREMRANGEBYSCORE', set, '-inf', ARGV[3])\n"
+        "    if redis.call('ZCARD', set) >= limit then return 0 end\n"
+        "  end\n"
+        "end\n"
+        "redis.call('ZADD', set, ARGV[4], member)\n"
+        "return 1\n"};
+    return script;
+}
+
+void validate(const LimiterOptions& o) {
+    if (o.limit == 0) throw ConfigurationError("Limiter: limit must be at least 1, got 0");
+    if (o.prefix.empty()) throw ConfigurationError("Limiter: prefix (the sorted set's name) must not be empty");
+    if (o.expiration < milliseconds{1})
+        throw ConfigurationError(fmt::format("Limiter '{}': expiration must be at least 1 ms, got {} ms",
+                                             o.prefix, o.expiration.count()));
+}
+
+Connection resolve(const LimiterOptions& o) { return o.connection ? *o.connection : global_connection(); }
+
+}  // namespace
+
+// ---- LimiterSlot ----
+
+LimiterSlot::LimiterSlot(Connection conn, std::string prefix, std::string key) noexcept
+    : conn_(std::move(conn)), prefix_(std::move(prefix)), key_(std::move(key)) {}
+
+LimiterSlot::LimiterSlot(LimiterSlot&& other) noexcept
+    : conn_(other.conn_), prefix_(std::move(other.prefix_)), key_(std::move(other.key_)), held_(other.held_) {
+    other.held_ = false;
+}
+
+LimiterSlot& LimiterSlot::operator=(LimiterSlot&& other) noexcept {
+    if (this != &other) {
+        try {
+            release();
+        } catch (...) {
+        }
+        conn_ = other.conn_;
+        prefix_ = std::move(other.prefix_);
+        key_ = std::move(other.key_);
+        held_ = other.held_;
+        other.held_ = false;
+    }
+    return *this;
+}
+
+LimiterSlot::~LimiterSlot() {
+    try {
+        release();
+    } catch (...) {
+        // Documented: the slot expires after the limiter's expiration.
+    }
+}
+
+void LimiterSlot::release() {
+    if (!held_) return;
+    held_ = false;
+    conn_.command("ZREM", prefix_, key_);
+}
+
+// ---- Limiter ----
+
+Limiter::Limiter(LimiterOptions options) : options_(std::move(options)), conn_(resolve(options_)) {
+    validate(options_);
+}
+
+bool Limiter::acquire_limit(std::string_view key, std::optional<milliseconds> expiration, bool retry) {
+    milliseconds ttl = expiration.value_or(options_.expiration);
+    if (ttl < milliseconds{1})
+        throw ConfigurationError(fmt::format("Limiter '{}': expiration of '{}' must be at least 1 ms, got {} ms",
+                                             options_.prefix, key, ttl.count()));
+    double now = detail::unix_now();
+    auto reply = acquire_script()(conn_, {options_.prefix}, key, options_.limit, now,
+                                  now + detail::to_seconds(ttl), retry ? "1" : "0");
+    return reply.as_integer() == 1;
+}
+
+void Limiter::release_limit(std::string_view key) { conn_.command("ZREM", options_.prefix, key); }
+
+std::optional<LimiterSlot> Limiter::acquire(std::string key, std::optional<milliseconds> expiration) {
+    if (!acquire_limit(key, expiration)) return std::nullopt;
+    return LimiterSlot{conn_, options_.prefix, std::move(key)};
+}
+
+std::optional<LimiterSlot> Limiter::acquire_for(std::string key, milliseconds timeout,
+                                                std::optional<milliseconds> expiration) {
+    // Clamped so that "forever" (milliseconds::max()) cannot overflow the deadline.
+    const auto deadline = std::chrono::steady_clock::now() + std::clamp(timeout, milliseconds{0}, milliseconds{1'000'000'000'000});
+    detail::Backoff backoff{std::chrono::milliseconds{5}, std::chrono::milliseconds{1000}};
+    for (;;) {
+        if (acquire_limit(key, expiration)) return LimiterSlot{conn_, options_.prefix, std::move(key)};
+        if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+        backoff.sleep_until_at_most(deadline);
+    }
+}
+
+std::size_t Limiter::holders() const {
+    return static_cast<std::size_t>(conn_.command("ZCARD", options_.prefix).as_integer());
+}
+
+}  // namespace retools

@@ -1,0 +1,421 @@
+#include <retools/queue.hpp>
+
+#include <algorithm>
+#include <ranges>
+#include <set>
+
+#include <fmt/format.h>
+
+#include <retools/errors.hpp>
+#include "queue/keys.hpp"
+
+namespace retools {
+
+namespace keys = detail::queue_keys;
+using namespace std::string_view_literals;
+
+namespace {
+
+constexpr std::string_view known_events[] = {"job_prerun", "job_wrapper", "job_postrun", "job_failure"};
+
+void validate_event(std::string_view event, std::string_view handler) {
+    if (std::find(std::begin(known_events), std::end(known_events), event) == std::end(known_events))
+        throw ConfigurationError(fmt::format(
+            "unknown event '{}' (expected job_prerun, job_wrapper, job_postrun or job_failure)", event));
+    if (handler.empty()) throw ConfigurationError(fmt::format("empty handler name for event '{}'", event));
+}
+
+void check_object(const nlohmann::json& value, std::string_view what) {
+    if (!value.is_null() && !value.is_object())
+        throw QueueError(fmt::format("{} must be a JSON object, not a {}", what, value.type_name()));
+}
+
+// The payload parts every job of one enqueue call shares, serialized once:
+// `{"job_id": "` | id | `", "job": <name>, "kwargs": ` | kwargs | tail.
+struct PayloadTemplate {
+    std::string head_after_id;  // `", "job": "<name>", "kwargs": `
+    std::string tail;           // `, "events": {...}, "metadata": {...}, "state": {}}`
+
+    PayloadTemplate(std::string_view job_name, const std::string& events, const nlohmann::json& metadata) {
+        head_after_id = "\", \"job\": ";
+        detail::python_json_string(job_name, head_after_id, "job name");
+        head_after_id.append(", \"kwargs\": ");
+        tail = ", \"events\": ";
+        tail.append(events);
+        tail.append(", \"metadata\": ");
+        if (metadata.is_null())
+            tail.append("{}");
+        else
+            detail::python_json_dump(metadata, tail, "metadata");
+        tail.append(", \"state\": {}}");
+    }
+
+    void write(std::string& out, std::string_view id, const nlohmann::json& kwargs) const {
+        out.append("{\"job_id\": \"");
+        out.append(id);  // uuid4 hex: nothing to escape
+        out.append(head_after_id);
+        if (kwargs.is_null())
+            out.append("{}");
+        else
+            detail::python_json_dump(kwargs, out, "kwargs");
+        out.append(tail);
+    }
+};
+
+// Per-thread buffers of the enqueue hot paths, reused so that a steady stream
+// of enqueues allocates (and page-faults) nothing for its payloads and
+// commands. Oversized ones are dropped after use.
+struct Scratch {
+    Pipeline pipeline;
+    std::string payload;
+
+    static Scratch& get() {
+        thread_local Scratch scratch;
+        scratch.pipeline.clear();
+        return scratch;
+    }
+    void trim() {
+        constexpr std::size_t keep = std::size_t{16} << 20;
+        if (pipeline.buffer().data().capacity() > keep) pipeline = Pipeline{};
+        if (payload.capacity() > keep) payload = std::string{};
+    }
+};
+
+// The queue a job goes to and its list key: the job's planned queue, unless
+// the enqueue options name another. Not copyable: `key` may point into
+// `requested_key`.
+struct Destination {
+    Destination(std::string_view planned_queue, std::string_view planned_key, const std::string& requested)
+        : queue(planned_queue), key(planned_key) {
+        if (requested.empty()) return;
+        detail::validate_queue_name(requested);
+        queue = requested;
+        requested_key = keys::queue(requested);
+        key = requested_key;
+    }
+    Destination(const Destination&) = delete;
+    Destination& operator=(const Destination&) = delete;
+
+    std::string_view queue, key;
+    std::string requested_key;
+};
+
+}  // namespace
+
+QueueManager::QueueManager() : QueueManager(global_connection()) {}
+
+QueueManager::QueueManager(Connection conn, std::string default_queue_name)
+    : conn_(std::move(conn)), default_queue_(std::move(default_queue_name)) {
+    detail::validate_queue_name(default_queue_);
+}
+
+void QueueManager::set_queue_for_job(std::string job_name, std::string queue_name) {
+    detail::validate_job_name(job_name);
+    detail::validate_queue_name(queue_name);
+    job_queues_[std::move(job_name)] = std::move(queue_name);
+    plans_.plans.clear();
+}
+
+void QueueManager::subscriber(std::string event, std::string handler) {
+    validate_event(event, handler);
+    global_events_[std::move(event)].push_back(std::move(handler));
+    plans_.plans.clear();
+}
+
+void QueueManager::subscriber(std::string event, std::string job_name, std::string handler) {
+    validate_event(event, handler);
+    detail::validate_job_name(job_name);
+    job_events_[std::move(job_name)][std::move(event)].push_back(std::move(handler));
+    plans_.plans.clear();
+}
+
+std::string QueueManager::resolve_queue(std::string_view job_name, std::string_view requested) const {
+    if (!requested.empty()) {
+        detail::validate_queue_name(requested);
+        return std::string(requested);
+    }
+    auto it = job_queues_.find(job_name);
+    return it != job_queues_.end() ? it->second : default_queue_;
+}
+
+std::string QueueManager::events_json(std::string_view job_name) const {
+    // Global handlers first, then the job's own, without touching either map
+    // (the original's shallow copy made per-job handlers leak into the globals).
+    nlohmann::json events = nlohmann::json::object();
+    for (const auto& [event, handlers] : global_events_) events[event] = handlers;
+    if (auto it = job_events_.find(job_name); it != job_events_.end())
+        for (const auto& [event, handlers] : it->second) {
+            auto& list = events[event];
+            if (list.is_null()) list = nlohmann::json::array();
+            for (const auto& h : handlers) list.push_back(h);
+        }
+    std::string out;
+    detail::python_json_dump(events, out, "events");
+    return out;
+}
+
+std::string QueueManager::make_payload(std::string_view job_id, std::string_view job_name,
+                                       const nlohmann::json& kwargs, const nlohmann::json& metadata) const {
+    detail::validate_job_name(job_name);
+    check_object(kwargs, "kwargs");
+    check_object(metadata, "metadata");
+    PayloadTemplate t{job_name, events_json(job_name), metadata};
+    std::string out = "{\"job_id\": ";
+    detail::python_json_string(job_id, out, "job id");
+    // The template starts with the closing quote of a bare hex id; the id here is quoted already.
+    out.append(std::string_view(t.head_after_id).substr(1));
+    if (kwargs.is_null())
+        out.append("{}");
+    else
+        detail::python_json_dump(kwargs, out, "kwargs");
+    out.append(t.tail);
+    return out;
+}
+
+const QueueManager::JobPlan& QueueManager::plan_for(std::string_view job_name,
+                                                    std::unique_ptr<const JobPlan>& uncached) const {
+    // Bounded, in case job names are generated: past the bound, plans are built per call.
+    constexpr std::size_t max_plans = 1024;
+    {
+        std::lock_guard lock(plans_.mutex);
+        if (auto it = plans_.plans.find(job_name); it != plans_.plans.end()) return *it->second;
+    }
+    detail::validate_job_name(job_name);
+    auto plan = std::make_unique<JobPlan>();
+    plan->queue = resolve_queue(job_name, {});
+    plan->queue_key = keys::queue(plan->queue);
+    plan->head = "\", \"job\": ";
+    detail::python_json_string(job_name, plan->head, "job name");
+    plan->head.append(", \"kwargs\": ");
+    plan->events = ", \"events\": ";
+    plan->events.append(events_json(job_name));
+    plan->events.append(", \"metadata\": ");
+    std::lock_guard lock(plans_.mutex);
+    if (auto it = plans_.plans.find(job_name); it != plans_.plans.end()) return *it->second;
+    if (plans_.plans.size() >= max_plans) {
+        uncached = std::move(plan);
+        return *uncached;
+    }
+    return *plans_.plans.emplace(std::string(job_name), std::move(plan)).first->second;
+}
+
+namespace {
+
+void write_payload(std::string& out, const auto& plan, std::string_view id, const nlohmann::json& kwargs,
+                   const nlohmann::json& metadata) {
+    out.append(R"({"job_id": ")"sv);
+    out.append(id);  // uuid4 hex: nothing to escape
+    out.append(plan.head);
+    if (kwargs.is_null())
+        out.append("{}"sv);
+    else
+        detail::python_json_dump(kwargs, out, "kwargs");
+    out.append(plan.events);
+    if (metadata.is_null())
+        out.append("{}"sv);
+    else
+        detail::python_json_dump(metadata, out, "metadata");
+    out.append(R"(, "state": {}})"sv);
+}
+
+}  // namespace
+
+std::string QueueManager::build_payload(std::string_view job_name, const nlohmann::json& kwargs,
+                                        const EnqueueOptions& options, std::string& queue,
+                                        std::string& id) const {
+    std::unique_ptr<const JobPlan> uncached;
+    const JobPlan& plan = plan_for(job_name, uncached);
+    check_object(kwargs, "kwargs");
+    check_object(options.metadata, "metadata");
+    if (options.queue_name.empty()) {
+        queue = plan.queue;
+    } else {
+        detail::validate_queue_name(options.queue_name);
+        queue = options.queue_name;
+    }
+    id = detail::uuid4_hex();
+    std::string payload;
+    write_payload(payload, plan, id, kwargs, options.metadata);
+    return payload;
+}
+
+std::string QueueManager::enqueue(std::string_view job_name, const nlohmann::json& kwargs,
+                                  const EnqueueOptions& options) const {
+    std::unique_ptr<const JobPlan> uncached;
+    const JobPlan& plan = plan_for(job_name, uncached);
+    check_object(kwargs, "kwargs");
+    check_object(options.metadata, "metadata");
+    const Destination to{plan.queue, plan.queue_key, options.queue_name};
+    const std::string_view queue = to.queue, key = to.key;
+    std::string id = detail::uuid4_hex();
+    Scratch& s = Scratch::get();
+    s.payload.clear();
+    write_payload(s.payload, plan, id, kwargs, options.metadata);
+    s.pipeline.command("RPUSH", key, s.payload);
+    s.pipeline.command("SADD", keys::queues, queue);
+    auto replies = conn_.execute(s.pipeline);
+    detail::check_replies(replies, s.pipeline);  // names the key of a refused command
+    s.trim();
+    return id;
+}
+
+std::vector<std::string> QueueManager::enqueue_batch(std::span<const JobSpec> jobs) const {
+    // Validate everything first: a bad job sends nothing (payloads are
+    // serialized while the pipeline is built, before anything is sent).
+    struct Resolved {
+        const JobPlan* plan;
+        std::string_view queue;
+    };
+    std::vector<Resolved> resolved(jobs.size());
+    std::vector<std::unique_ptr<const JobPlan>> uncached_plans;
+    std::map<std::string_view, std::string, std::less<>> requested_keys;  // queue → key, for explicit queues
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+        const auto& spec = jobs[i];
+        try {
+            std::unique_ptr<const JobPlan> uncached;
+            const JobPlan& plan = plan_for(spec.job_name, uncached);
+            if (uncached) uncached_plans.push_back(std::move(uncached));
+            check_object(spec.kwargs, "kwargs");
+            check_object(spec.options.metadata, "metadata");
+            resolved[i].plan = &plan;
+            if (spec.options.queue_name.empty()) {
+                resolved[i].queue = plan.queue;
+            } else {
+                detail::validate_queue_name(spec.options.queue_name);
+                resolved[i].queue = spec.options.queue_name;
+            }
+        } catch (const ConfigurationError& e) {
+            throw ConfigurationError(fmt::format("job #{}: {}", i, e.what()));
+        } catch (const QueueError& e) {
+            throw QueueError(fmt::format("job #{}: {}", i, e.what()));
+        }
+    }
+    std::vector<std::string> ids;
+    if (jobs.empty()) return ids;
+    ids.reserve(jobs.size());
+    Scratch& s = Scratch::get();
+    auto payload_of = [&](std::size_t i) -> std::string_view {
+        s.payload.clear();
+        ids.push_back(detail::uuid4_hex());
+        try {
+            write_payload(s.payload, *resolved[i].plan, ids.back(), jobs[i].kwargs, jobs[i].options.metadata);
+        } catch (const QueueError& e) {
+            throw QueueError(fmt::format("job #{}: {}", i, e.what()));
+        }
+        return s.payload;
+    };
+    // Runs of consecutive jobs for the same queue share one RPUSH.
+    std::set<std::string_view> names;
+    for (std::size_t begin = 0; begin < jobs.size();) {
+        std::string_view queue = resolved[begin].queue;
+        std::size_t end = begin + 1;
+        while (end < jobs.size() && resolved[end].queue == queue) ++end;
+        names.insert(queue);
+        std::string_view key;
+        if (resolved[begin].plan->queue == queue) {
+            key = resolved[begin].plan->queue_key;
+        } else {
+            auto it = requested_keys.find(queue);
+            if (it == requested_keys.end()) it = requested_keys.emplace(queue, keys::queue(queue)).first;
+            key = it->second;
+        }
+        s.pipeline.command("RPUSH", key, std::views::iota(begin, end) | std::views::transform(payload_of));
+        begin = end;
+    }
+    s.pipeline.command("SADD", keys::queues, names);
+    auto replies = conn_.execute(s.pipeline);
+    detail::check_replies(replies, s.pipeline);  // names the key of a refused command
+    s.trim();
+    return ids;
+}
+
+std::vector<std::string> QueueManager::enqueue_many(std::string_view job_name,
+                                                    std::span<const nlohmann::json> kwargs_list,
+                                                    const EnqueueOptions& options) const {
+    std::unique_ptr<const JobPlan> uncached;
+    const JobPlan& plan = plan_for(job_name, uncached);
+    check_object(options.metadata, "metadata");
+    for (std::size_t i = 0; i < kwargs_list.size(); ++i)
+        if (!kwargs_list[i].is_null() && !kwargs_list[i].is_object())
+            throw QueueError(fmt::format("kwargs #{} must be a JSON object, not a {}", i,
+                                         kwargs_list[i].type_name()));
+    std::vector<std::string> ids;
+    if (kwargs_list.empty()) return ids;
+    const Destination to{plan.queue, plan.queue_key, options.queue_name};
+    const std::string_view queue = to.queue, key = to.key;
+
+    // Each payload is serialized into one reused buffer and copied straight
+    // into the (reused) command buffer: no per-job strings besides the ids.
+    ids.reserve(kwargs_list.size());
+    Scratch& s = Scratch::get();
+    auto payload_of = [&](std::size_t i) -> std::string_view {
+        s.payload.clear();
+        ids.push_back(detail::uuid4_hex());
+        write_payload(s.payload, plan, ids.back(), kwargs_list[i], options.metadata);
+        return s.payload;
+    };
+    // Several RPUSHes of bounded size (one huge command would stall the
+    // server for its whole length), all in one round trip.
+    constexpr std::size_t chunk = 10000;
+    for (std::size_t at = 0; at < kwargs_list.size(); at += chunk) {
+        std::size_t end = std::min(at + chunk, kwargs_list.size());
+        s.pipeline.command("RPUSH", key, std::views::iota(at, end) | std::views::transform(payload_of));
+    }
+    s.pipeline.command("SADD", keys::queues, queue);
+    auto replies = conn_.execute(s.pipeline);
+    detail::check_replies(replies, s.pipeline);  // names the key of a refused command
+    s.trim();
+    return ids;
+}
+
+Job QueueManager::get_job(std::string_view job_id, std::string_view queue_name) const {
+    std::string queue = queue_name.empty() ? default_queue_ : std::string(queue_name);
+    detail::validate_queue_name(queue);
+    auto entries = conn_.command("LRANGE", keys::queue(queue), 0, -1).as_array();
+    bool plain_id = std::all_of(job_id.begin(), job_id.end(), [](char c) {
+        return c >= 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '/';
+    });
+    for (const auto& entry : entries) {
+        // Cheap pre-check: skip entries whose text cannot hold this id (only
+        // for ids JSON writes unescaped).
+        if (plain_id && entry.view().find(job_id) == std::string_view::npos) continue;
+        try {
+            Job job = Job::from_payload(entry.view(), queue, conn_);
+            if (job.id() == job_id) return job;
+        } catch (const QueueError&) {
+            // A malformed entry is not the job asked for; the worker files it as failed.
+        }
+    }
+    throw QueueError(fmt::format("no job '{}' in queue '{}'", job_id, queue));
+}
+
+std::vector<Job> QueueManager::get_jobs(std::string_view queue_name) const {
+    std::string queue = queue_name.empty() ? default_queue_ : std::string(queue_name);
+    detail::validate_queue_name(queue);
+    auto entries = conn_.command("LRANGE", keys::queue(queue), 0, -1).as_array();
+    std::vector<Job> jobs;
+    jobs.reserve(entries.size());
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+        try {
+            jobs.push_back(Job::from_payload(entries[i].view(), queue, conn_));
+        } catch (const QueueError& e) {
+            throw QueueError(fmt::format("queue '{}' entry {}: {}", queue, i, e.what()));
+        }
+    }
+    return jobs;
+}
+
+std::size_t QueueManager::queue_length(std::string_view queue_name) const {
+    std::string queue = queue_name.empty() ? default_queue_ : std::string(queue_name);
+    detail::validate_queue_name(queue);
+    return static_cast<std::size_t>(conn_.command("LLEN", keys::queue(queue)).as_integer());
+}
+
+std::vector<std::string> QueueManager::queue_names() const {
+    std::vector<std::string> names;
+    for (const auto& r : conn_.command("SMEMBERS", keys::queues).as_array()) names.push_back(r.as_string());
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+}  // namespace retools

@@ -1,0 +1,696 @@
+// Cache regions against a real Redis: layout, statistics, dogpile prevention,
+// invalidation, codecs and round trips.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <barrier>
+#include <chrono>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include <retools/cache.hpp>
+#include "core/clock.hpp"
+#include <retools/errors.hpp>
+#include <retools/lock.hpp>
+
+#include "redis_test.hpp"
+
+using namespace std::chrono_literals;
+using retools::CacheOptions;
+using retools::CacheRegion;
+using retools::Reply;
+using Clock = std::chrono::steady_clock;
+namespace rt = retools::test;
+
+namespace {
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds within = 5s) {
+    auto deadline = Clock::now() + within;
+    while (Clock::now() < deadline) {
+        if (pred()) return true;
+        std::this_thread::sleep_for(2ms);
+    }
+    return pred();
+}
+
+// Restores a global switch when the test ends, pass or fail.
+class FlagGuard {
+public:
+    FlagGuard(std::atomic<bool>& flag, bool value) : flag_(flag), saved_(flag.exchange(value)) {}
+    ~FlagGuard() { flag_ = saved_; }
+
+private:
+    std::atomic<bool>& flag_;
+    bool saved_;
+};
+
+class BoomError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+struct Repo {
+    int base = 0;
+    int calls = 0;
+    int load(int id) {
+        ++calls;
+        return base + id;
+    }
+    std::string name(const std::string& prefix, int id) const { return prefix + std::to_string(base + id); }
+};
+
+int g_square_calls = 0;
+long square(int x) {
+    ++g_square_calls;
+    return static_cast<long>(x) * x;
+}
+
+}  // namespace
+
+class CacheTest : public rt::RedisTest {
+protected:
+    void SetUp() override {
+        rt::RedisTest::SetUp();
+        CacheRegion::enabled = true;
+        CacheRegion::statistics = true;
+        // A short first_value_wait bounds how long a broken lock could stall a failing test.
+        CacheRegion::add_region("short_term", {.expires = 60s, .redis_expiration = 3600s, .first_value_wait = 5s});
+        today = retools::detail::local_date();
+    }
+
+    std::string get(const std::string& key) { return conn.command("GET", key).as_optional_string().value_or("<nil>"); }
+    std::string hget(const std::string& key, const char* field) {
+        return conn.command("HGET", key, field).as_optional_string().value_or("<nil>");
+    }
+    std::set<std::string> smembers(const std::string& key) {
+        std::set<std::string> out;
+        for (const Reply& r : conn.command("SMEMBERS", key).as_array()) out.insert(r.as_string());
+        return out;
+    }
+    std::set<std::string> all_keys() { return smembers_of(conn.command("KEYS", "*")); }
+    static std::set<std::string> smembers_of(const Reply& reply) {
+        std::set<std::string> out;
+        for (const Reply& r : reply.as_array()) out.insert(r.as_string());
+        return out;
+    }
+    std::string hits(const std::string& region, const std::string& ns, const std::string& key) {
+        return get(fmt::format("retools:hits:{}:{}:{}:{}", today, region, ns, key));
+    }
+    std::string misses(const std::string& region, const std::string& ns, const std::string& key) {
+        return get(fmt::format("retools:misses:{}:{}:{}:{}", today, region, ns, key));
+    }
+    double created(const std::string& key) { return conn.command("HGET", key, "created").as_double(); }
+
+    std::string today;
+};
+
+// ---- layout ----
+
+TEST_F(CacheTest, RawLayoutAfterAMissAndAHit) {
+    int calls = 0;
+    auto search = retools::cache_region("short_term", "myapp.search", [&](const std::string& term, int limit) {
+        ++calls;
+        return fmt::format("{} results for {}", limit, term);
+    });
+    const double before = retools::detail::unix_now();
+    EXPECT_EQ(search("bunny", 10), "10 results for bunny");
+    const double after = retools::detail::unix_now();
+    EXPECT_EQ(calls, 1);
+
+    const std::string value_key = "retools:short_term:myapp.search:bunny 10";
+    const std::string hit_key = "retools:hits:" + today + ":short_term:myapp.search:bunny 10";
+    const std::string miss_key = "retools:misses:" + today + ":short_term:myapp.search:bunny 10";
+    EXPECT_EQ(all_keys(), (std::set<std::string>{value_key, hit_key, miss_key, "retools:regions",
+                                                 "retools:short_term:namespaces", "retools:short_term:myapp.search:keys"}));
+    EXPECT_EQ(conn.command("TYPE", value_key).as_string(), "hash");
+    EXPECT_EQ(conn.command("HLEN", value_key).as_integer(), 2);
+    EXPECT_EQ(hget(value_key, "value"), "10 results for bunny");
+    const double stored_at = created(value_key);
+    EXPECT_GE(stored_at, before - 0.001);
+    EXPECT_LE(stored_at, after + 0.001);
+    const long long ttl = conn.command("TTL", value_key).as_integer();
+    EXPECT_GT(ttl, 3590);
+    EXPECT_LE(ttl, 3600);
+    EXPECT_EQ(smembers("retools:regions"), std::set<std::string>{"short_term"});
+    EXPECT_EQ(smembers("retools:short_term:namespaces"), std::set<std::string>{"myapp.search"});
+    EXPECT_EQ(smembers("retools:short_term:myapp.search:keys"), std::set<std::string>{"bunny 10"});
+    EXPECT_EQ(get(hit_key), "0");
+    EXPECT_EQ(get(miss_key), "1");
+    EXPECT_EQ(conn.command("TTL", hit_key).as_integer(), -1);  // the original sets no TTL on counters
+    EXPECT_EQ(conn.command("EXISTS", "retools:lock:short_term:myapp.search:bunny 10").as_integer(), 0);
+
+    // A hit: same value, function not called, one more hit, nothing else changes.
+    EXPECT_EQ(search("bunny", 10), "10 results for bunny");
+    EXPECT_EQ(calls, 1);
+    EXPECT_EQ(get(hit_key), "1");
+    EXPECT_EQ(get(miss_key), "1");
+    EXPECT_EQ(created(value_key), stored_at);
+    EXPECT_EQ(all_keys().size(), 6u);
+}
+
+TEST_F(CacheTest, TwoArgumentSetsMakeTwoKeys) {
+    int calls = 0;
+    auto f = retools::cache_region("short_term", "ns", [&](int a, const std::string& b) {
+        ++calls;
+        return fmt::format("{}-{}", a, b);
+    });
+    EXPECT_EQ(f(1, "x"), "1-x");
+    EXPECT_EQ(f(2, "y z"), "2-y z");
+    EXPECT_EQ(f(1, "x"), "1-x");
+    EXPECT_EQ(calls, 2);
+    EXPECT_EQ(smembers("retools:short_term:ns:keys"), (std::set<std::string>{"1 x", "2 y z"}));
+    EXPECT_EQ(hget("retools:short_term:ns:1 x", "value"), "1-x");
+    EXPECT_EQ(hget("retools:short_term:ns:2 y z", "value"), "2-y z");
+}
+
+TEST_F(CacheTest, KeysRenderArgumentsLikePythonStr) {
+    auto f = retools::cache_region("short_term", "ns", [](bool b, double d, std::optional<int> o, long n) {
+        return fmt::format("{}{}{}{}", b, d, o.value_or(0), n);
+    });
+    f(true, 1.0, std::nullopt, -3);
+    f(false, 0.1, 7, 10'000'000'000);
+    auto fz = retools::cache_region("short_term", "noargs", [] { return 5; });
+    EXPECT_EQ(fz(), 5);
+    EXPECT_EQ(smembers("retools:short_term:ns:keys"),
+              (std::set<std::string>{"True 1.0 None -3", "False 0.1 7 10000000000"}));
+    EXPECT_EQ(smembers("retools:short_term:noargs:keys"), std::set<std::string>{""});
+    EXPECT_EQ(hget("retools:short_term:noargs:", "value"), "5");
+}
+
+// ---- statistics ----
+
+TEST_F(CacheTest, HitAndMissCountersFollowTheOriginalsArithmetic) {
+    auto f = retools::cache_region("short_term", "stats", [](int x) { return x * 2; });
+    EXPECT_EQ(f(1), 2);  // miss
+    for (int i = 0; i < 3; ++i) EXPECT_EQ(f(1), 2);  // 3 hits
+    EXPECT_EQ(hits("short_term", "stats", "1"), "3");
+    EXPECT_EQ(misses("short_term", "stats", "1"), "1");
+    retools::invalidate_function(f, 1);
+    EXPECT_EQ(f(1), 2);  // a regeneration after hits that day: one more miss, hits kept.
+    // (The original's defect would write misses = 1 - 3 here.)
+    EXPECT_EQ(hits("short_term", "stats", "1"), "3");
+    EXPECT_EQ(misses("short_term", "stats", "1"), "2");
+    EXPECT_EQ(f(1), 2);
+    EXPECT_EQ(hits("short_term", "stats", "1"), "4");
+    EXPECT_EQ(misses("short_term", "stats", "1"), "2");
+}
+
+TEST_F(CacheTest, StaleValueServedWhileAnotherCallerRegeneratesAndItsHitsBecomeMisses) {
+    std::atomic<int> version{0};
+    std::atomic<int> calls{0};
+    auto f = retools::cache_region("short_term", "slow", [&](int) {
+        ++calls;
+        if (version.load() > 0) std::this_thread::sleep_for(600ms);
+        return version.load();
+    });
+    EXPECT_EQ(f(1), 0);  // stored: 0 hits, 1 miss
+    retools::invalidate_function(f, 1);
+    version = 1;
+
+    std::thread regenerating([&] { EXPECT_EQ(f(1), 1); });
+    ASSERT_TRUE(eventually([&] {
+        return conn.command("EXISTS", "retools:lock:short_term:slow:1").as_integer() == 1;
+    }));
+    for (int i = 0; i < 5; ++i) {
+        auto start = Clock::now();
+        EXPECT_EQ(f(1), 0);  // the stale value, at once (waiting would have given 1)
+        EXPECT_LT(seconds_since(start), 0.5);
+    }
+    regenerating.join();
+    EXPECT_EQ(calls.load(), 2);
+    EXPECT_EQ(f(1), 1);  // the fresh value
+    // The regeneration's own hit and the 5 served meanwhile are misses; then 1 hit.
+    EXPECT_EQ(misses("short_term", "slow", "1"), "7");
+    EXPECT_EQ(hits("short_term", "slow", "1"), "1");
+}
+
+TEST_F(CacheTest, StatisticsFalseWritesNoCounterKeys) {
+    int calls = 0;
+    {
+        FlagGuard off(CacheRegion::statistics, false);
+        auto f = retools::cache_region("short_term", "nostats", [&](int x) { return ++calls + x; });
+        EXPECT_EQ(f(1), 2);
+        EXPECT_EQ(f(1), 2);
+        // A per-function override wins over the global switch.
+        auto g = retools::cache_region("short_term", "forced", [](int x) { return x; }, {.statistics = true});
+        g(1);
+        EXPECT_EQ(misses("short_term", "forced", "1"), "1");
+    }
+    auto h = retools::cache_region("short_term", "silenced", [](int x) { return x; }, {.statistics = false});
+    h(1);
+    h(1);
+    EXPECT_EQ(calls, 1);
+    EXPECT_TRUE(smembers_of(conn.command("KEYS", "retools:hits:*:nostats:*")).empty());
+    EXPECT_TRUE(smembers_of(conn.command("KEYS", "retools:misses:*:nostats:*")).empty());
+    EXPECT_TRUE(smembers_of(conn.command("KEYS", "retools:hits:*:silenced:*")).empty());
+    EXPECT_TRUE(smembers_of(conn.command("KEYS", "retools:misses:*:silenced:*")).empty());
+    EXPECT_EQ(conn.command("EXISTS", "retools:short_term:silenced:1").as_integer(), 1);
+}
+
+TEST_F(CacheTest, StatisticsReader) {
+    auto f = retools::cache_region("short_term", "reader.f", [](int x) { return x; });
+    auto g = retools::cache_region("short_term", "reader.g", [](const std::string& s) { return s; });
+    f(1);
+    f(1);
+    f(1);
+    f(2);
+    g("a");
+    g("a");
+    auto one = retools::cache_stats("short_term", "reader.f", "1");
+    EXPECT_EQ(one, (retools::CacheStats{.hits = 2, .misses = 1}));
+    EXPECT_EQ(one.calls(), 3);
+    EXPECT_DOUBLE_EQ(one.hit_ratio(), 2.0 / 3.0);
+    EXPECT_EQ(retools::cache_stats("short_term", "reader.f", "1", today), one);
+    EXPECT_EQ(retools::cache_stats("short_term", "reader.f", "1", "2001-01-01"), retools::CacheStats{});
+
+    auto ns = f.stats();
+    EXPECT_EQ(ns.total, (retools::CacheStats{.hits = 2, .misses = 2}));
+    ASSERT_EQ(ns.keys.size(), 2u);
+    EXPECT_EQ(ns.keys.at("2"), (retools::CacheStats{.hits = 0, .misses = 1}));
+
+    auto region = retools::region_stats("short_term");
+    EXPECT_EQ(region.total, (retools::CacheStats{.hits = 3, .misses = 3}));
+    ASSERT_EQ(region.namespaces.size(), 2u);
+    EXPECT_EQ(region.namespaces.at("reader.g").total, (retools::CacheStats{.hits = 1, .misses = 1}));
+    EXPECT_EQ(region.namespaces.at("reader.f").keys.at("1"), one);
+    EXPECT_EQ(retools::region_stats("nothing_here").total, retools::CacheStats{});
+}
+
+// ---- switches and configuration ----
+
+TEST_F(CacheTest, DisabledBypassesRedis) {
+    FlagGuard off(CacheRegion::enabled, false);
+    int calls = 0;
+    auto f = retools::cache_region("short_term", "ns", [&](int x) { return x + ++calls; });
+    const auto trips = conn.round_trips();
+    EXPECT_EQ(f(1), 2);
+    EXPECT_EQ(f(1), 3);
+    EXPECT_EQ(conn.round_trips(), trips);
+    EXPECT_EQ(conn.command("DBSIZE").as_integer(), 0);
+}
+
+TEST_F(CacheTest, UnknownRegionThrowsAtCallTimeNamingIt) {
+    auto f = retools::cache_region("no_such_region", "ns", [](int x) { return x; });  // fine until called
+    EXPECT_FALSE(CacheRegion::has_region("no_such_region"));
+    try {
+        f(1);
+        FAIL() << "no exception";
+    } catch (const retools::CacheConfigurationError& e) {
+        EXPECT_NE(std::string(e.what()).find("no_such_region"), std::string::npos);
+    }
+    FlagGuard off(CacheRegion::enabled, false);  // checked first, like the original
+    EXPECT_THROW(f(1), retools::CacheConfigurationError);
+    EXPECT_THROW(CacheRegion::load("no_such_region", "ns", "k"), retools::CacheConfigurationError);
+    EXPECT_THROW(retools::invalidate_function(f), retools::CacheConfigurationError);
+}
+
+TEST_F(CacheTest, RegionSettingsAreValidated) {
+    EXPECT_THROW(CacheRegion::add_region("bad", -1s), retools::CacheConfigurationError);
+    EXPECT_THROW(CacheRegion::add_region("bad", 1s, 0s), retools::CacheConfigurationError);
+    EXPECT_THROW(CacheRegion::add_region("bad", {.expires = 1s, .first_value_wait = -1ms}),
+                 retools::CacheConfigurationError);
+    EXPECT_FALSE(CacheRegion::has_region("bad"));
+    CacheRegion::add_region("good", 90s);
+    auto settings = CacheRegion::region("good");
+    ASSERT_TRUE(settings);
+    EXPECT_EQ(settings->expires, 90s);
+    EXPECT_EQ(settings->redis_expiration, 604800s);
+    EXPECT_TRUE(CacheRegion::has_region("good"));
+}
+
+TEST_F(CacheTest, RegionRegistryIsSafeToReadWhileItChanges) {
+    std::atomic<bool> stop{false};
+    std::thread writer([&] {
+        for (int i = 0; !stop; ++i) CacheRegion::add_region(fmt::format("churn{}", i % 8), std::chrono::seconds(i % 50 + 1));
+    });
+    std::vector<std::thread> readers;
+    for (int t = 0; t < 4; ++t)
+        readers.emplace_back([&] {
+            for (int i = 0; i < 2000; ++i) {
+                (void)CacheRegion::has_region("short_term");
+                (void)CacheRegion::region(fmt::format("churn{}", i % 8));
+            }
+        });
+    for (auto& r : readers) r.join();
+    stop = true;
+    writer.join();
+    EXPECT_TRUE(CacheRegion::has_region("short_term"));
+}
+
+TEST_F(CacheTest, RegionWithItsOwnConnection) {
+    auto options = rt::redis_options();
+    options.db = 1;
+    retools::Connection db1{options};
+    db1.command("FLUSHDB");
+    CacheRegion::add_region("db1_region", {.expires = 60s, .connection = db1});
+    auto f = retools::cache_region("db1_region", "ns", [](int x) { return x; });
+    EXPECT_EQ(f(4), 4);
+    EXPECT_EQ(conn.command("DBSIZE").as_integer(), 0);
+    EXPECT_EQ(db1.command("HGET", "retools:db1_region:ns:4", "value").as_string(), "4");
+    EXPECT_EQ(f.stats().total.misses, 1);
+    retools::invalidate_region("db1_region");
+    EXPECT_LT(db1.command("HGET", "retools:db1_region:ns:4", "created").as_double(), retools::detail::unix_now() - 3600);
+    db1.command("FLUSHDB");
+}
+
+// ---- callables ----
+
+TEST_F(CacheTest, KeepsSignaturesOfLambdasFunctionPointersAndMembers) {
+    auto sq = retools::cache_region("short_term", "sq", &square);
+    static_assert(std::is_same_v<decltype(sq(3)), long>);
+    g_square_calls = 0;
+    EXPECT_EQ(sq(3), 9);
+    EXPECT_EQ(sq(3), 9);
+    EXPECT_EQ(g_square_calls, 1);
+
+    auto load = retools::cache_region("short_term", "myapp.Repo.load", &Repo::load);
+    static_assert(std::is_invocable_r_v<int, decltype(load), Repo&, int>);
+    static_assert(!std::is_invocable_v<decltype(load), int>);
+    Repo a{100}, b{200};
+    EXPECT_EQ(load(a, 1), 101);
+    EXPECT_EQ(load(b, 1), 101);  // the object is not part of the key, like the original's self
+    EXPECT_EQ(a.calls + b.calls, 1);
+    EXPECT_EQ(smembers("retools:short_term:myapp.Repo.load:keys"), std::set<std::string>{"1"});
+
+    auto name = retools::cache_region("short_term", "myapp.Repo.name", &Repo::name);
+    const Repo c{5};
+    EXPECT_EQ(name(c, "id-", 1), "id-6");
+    EXPECT_EQ(smembers("retools:short_term:myapp.Repo.name:keys"), std::set<std::string>{"id- 1"});
+
+    auto generic = retools::cache_region<std::vector<int>(int, int)>(
+        "short_term", "generic", [](auto from, auto to) {
+            std::vector<int> out;
+            for (auto i = from; i < to; ++i) out.push_back(i);
+            return out;
+        });
+    EXPECT_EQ(generic(1, 4), (std::vector<int>{1, 2, 3}));
+    EXPECT_EQ(hget("retools:short_term:generic:1 4", "value"), "[1,2,3]");
+    EXPECT_EQ(generic(1, 4), (std::vector<int>{1, 2, 3}));
+
+    std::function<std::string(std::string)> wrapped = [](std::string s) { return s + "!"; };
+    auto from_function = retools::cache_region("short_term", "fn", wrapped);
+    EXPECT_EQ(from_function("hi"), "hi!");
+}
+
+TEST_F(CacheTest, NamespaceArgsMatchThePythonDecorator) {
+    auto ns = retools::function_namespace("myapp.search", "load", "load_things");
+    auto f = retools::cache_region("short_term", "myapp.search.load", [](int x) { return x; },
+                                   {.namespace_args = {"load_things"}});
+    EXPECT_EQ(f.namespace_name(), ns);
+    f(1);
+    EXPECT_EQ(smembers("retools:short_term:namespaces"), std::set<std::string>{"myapp.search.load.load_things"});
+}
+
+TEST_F(CacheTest, ExceptionsPropagateReleaseTheLockAndStoreNothing) {
+    int calls = 0;
+    bool fail = true;
+    auto f = retools::cache_region("short_term", "boom", [&](int x) {
+        ++calls;
+        if (fail) throw BoomError("boom");
+        return x;
+    });
+    EXPECT_THROW(f(1), BoomError);
+    EXPECT_EQ(conn.command("EXISTS", "retools:lock:short_term:boom:1").as_integer(), 0);
+    EXPECT_EQ(conn.command("EXISTS", "retools:short_term:boom:1").as_integer(), 0);
+    EXPECT_TRUE(smembers("retools:short_term:boom:keys").empty());
+    fail = false;
+    auto start = Clock::now();
+    EXPECT_EQ(f(1), 1);  // no wait for a leftover lock
+    EXPECT_LT(seconds_since(start), 0.5);
+
+    // With a stale value: the exception propagates and the old value stays.
+    retools::invalidate_function(f, 1);
+    const double old_created = created("retools:short_term:boom:1");
+    fail = true;
+    EXPECT_THROW(f(1), BoomError);
+    EXPECT_EQ(created("retools:short_term:boom:1"), old_created);
+    EXPECT_EQ(hget("retools:short_term:boom:1", "value"), "1");
+    EXPECT_EQ(conn.command("EXISTS", "retools:lock:short_term:boom:1").as_integer(), 0);
+    EXPECT_EQ(calls, 3);
+}
+
+// ---- values ----
+
+TEST_F(CacheTest, CorruptValueIsRegenerated) {
+    int calls = 0;
+    auto f = retools::cache_region("short_term", "json", [&](int n) {
+        ++calls;
+        return std::vector<int>(static_cast<std::size_t>(n), 7);
+    });
+    EXPECT_EQ(f(2), (std::vector<int>{7, 7}));
+    conn.command("HSET", "retools:short_term:json:2", "value", "not json{");  // still fresh, but unreadable
+    EXPECT_EQ(f(2), (std::vector<int>{7, 7}));
+    EXPECT_EQ(calls, 2);
+    EXPECT_EQ(hget("retools:short_term:json:2", "value"), "[7,7]");
+
+    // A value a Python service pickled is a miss for C++, not an error.
+    conn.command("HSET", "retools:short_term:json:2", "value", "(lp0\nI7\naI7\na.");
+    EXPECT_EQ(f(2), (std::vector<int>{7, 7}));
+    EXPECT_EQ(calls, 3);
+
+    // regenerate = false serves any decodable stored value, and regenerates an undecodable one.
+    auto g = retools::cache_region("short_term", "json", [&](int) { ++calls; return std::vector<int>{1}; },
+                                   {.regenerate = false});
+    conn.command("HSET", "retools:short_term:json:2", "value", "{{{");
+    EXPECT_EQ(g(2), (std::vector<int>{1}));
+    EXPECT_EQ(calls, 4);
+}
+
+TEST_F(CacheTest, RegenerateFalseServesStaleValues) {
+    int calls = 0;
+    auto f = retools::cache_region("short_term", "keep", [&](int x) { return x + ++calls; }, {.regenerate = false});
+    EXPECT_EQ(f(1), 2);
+    retools::invalidate_function(f, 1);
+    EXPECT_EQ(f(1), 2);  // stale, served anyway
+    EXPECT_EQ(calls, 1);
+}
+
+TEST_F(CacheTest, LowLevelLoad) {
+    EXPECT_EQ(CacheRegion::load("short_term", "raw", "k", false), std::nullopt);  // the original's NoneMarker
+    EXPECT_EQ(CacheRegion::load("short_term", "raw", "k"), std::nullopt);         // no callable: nothing to do
+    EXPECT_EQ(CacheRegion::load("short_term", "raw", "k", true, [] { return std::string("v1"); }), "v1");
+    EXPECT_EQ(CacheRegion::load("short_term", "raw", "k", true, [] { return std::string("v2"); }), "v1");
+    retools::CacheKey keys{"short_term", "raw", "k"};
+    conn.command("HSET", keys.redis_key, "created", 1.0);
+    EXPECT_EQ(CacheRegion::load("short_term", "raw", "k", false), "v1");  // stale, not regenerated
+    EXPECT_EQ(CacheRegion::load("short_term", "raw", "k", true, [] { return std::string("v3"); }, false), "v3");
+    // As in the original, the two "nothing stored" answers counted as hits
+    // (2, kept through the regeneration), then one hit and one stale read; the
+    // last call, without statistics, counted nothing.
+    EXPECT_EQ(get(keys.redis_hit_key), "4");
+    EXPECT_EQ(get(keys.redis_miss_key), "1");
+}
+
+// ---- invalidation ----
+
+TEST_F(CacheTest, InvalidateOneKey) {
+    int calls = 0;
+    auto f = retools::cache_region("short_term", "inv", [&](const std::string& s) { ++calls; return s; });
+    f("a");
+    f("b");
+    const double b_created = created("retools:short_term:inv:b");
+    const double now = retools::detail::unix_now();
+    retools::invalidate_function(f, "a");
+    EXPECT_NEAR(created("retools:short_term:inv:a"), now - 60 - 3600, 2.0);
+    EXPECT_EQ(hget("retools:short_term:inv:a", "value"), "a");  // never deleted
+    EXPECT_EQ(created("retools:short_term:inv:b"), b_created);
+    f("a");
+    f("b");
+    EXPECT_EQ(calls, 3);
+    // Invalidating a call never made creates nothing.
+    retools::invalidate_function(f, "never");
+    EXPECT_EQ(conn.command("EXISTS", "retools:short_term:inv:never").as_integer(), 0);
+}
+
+TEST_F(CacheTest, InvalidateAFunction) {
+    int calls = 0;
+    auto f = retools::cache_region("short_term", "invf", [&](int x) { ++calls; return x; });
+    auto other = retools::cache_region("short_term", "other", [&](int x) { ++calls; return x; });
+    f(1);
+    f(2);
+    other(1);
+    retools::invalidate_function(f, 99);  // loads the script into the server (no such key: nothing changes)
+    const auto trips = conn.round_trips();
+    retools::invalidate_function(f);
+    EXPECT_EQ(conn.round_trips() - trips, 2u);  // SMEMBERS, then one script for every key
+    const double now = retools::detail::unix_now();
+    EXPECT_NEAR(created("retools:short_term:invf:1"), now - 3660, 2.0);
+    EXPECT_NEAR(created("retools:short_term:invf:2"), now - 3660, 2.0);
+    EXPECT_GT(created("retools:short_term:other:1"), now - 5);
+    EXPECT_EQ(conn.command("EXISTS", "retools:short_term:invf:").as_integer(), 0);
+    f(1);
+    f(2);
+    other(1);
+    EXPECT_EQ(calls, 5);
+    retools::invalidate_callable(f, 2);  // the original's other name
+    f(1);
+    f(2);
+    EXPECT_EQ(calls, 6);
+}
+
+TEST_F(CacheTest, InvalidateARegionPrunesKeysWhoseHashExpired) {
+    CacheRegion::add_region("long_term", 7200s);
+    int calls = 0;
+    auto f = retools::cache_region("short_term", "r.f", [&](int x) { ++calls; return x; });
+    auto g = retools::cache_region("short_term", "r.g", [&] { ++calls; return 0; });
+    auto h = retools::cache_region("long_term", "r.h", [&](int x) { ++calls; return x; });
+    f(1);
+    f(2);
+    g();
+    h(1);
+    conn.command("DEL", "retools:short_term:r.f:2");  // as if its TTL ran out
+    const double now = retools::detail::unix_now();
+    retools::invalidate_region("short_term");
+    // Longest expires of all regions (7200 s) plus an hour.
+    double longest = 0;
+    for (const auto& name : CacheRegion::region_names()) longest = std::max(longest, retools::detail::to_seconds(CacheRegion::region(name)->expires));
+    EXPECT_NEAR(created("retools:short_term:r.f:1"), now - longest - 3600, 2.0);
+    EXPECT_NEAR(created("retools:short_term:r.g:"), now - longest - 3600, 2.0);
+    EXPECT_GT(created("retools:long_term:r.h:1"), now - 5);  // other region untouched
+    EXPECT_EQ(smembers("retools:short_term:r.f:keys"), std::set<std::string>{"1"});
+    EXPECT_EQ(conn.command("EXISTS", "retools:short_term:r.f:2").as_integer(), 0);
+    EXPECT_EQ(conn.command("EXISTS", "retools:short_term:r.f:").as_integer(), 0);
+    f(1);
+    g();
+    h(1);
+    EXPECT_EQ(calls, 6);
+    CacheRegion::invalidate("short_term");
+    f(1);
+    EXPECT_EQ(calls, 7);
+}
+
+TEST_F(CacheTest, ReadsAndInvalidatesWhatAPythonServiceWrote) {
+    // Exactly what Python retools leaves after caching myapp.search.load('bunny', 10)
+    // in its region "py_only" (not added in this process) and counting 5 hits.
+    const std::string ns = retools::function_namespace("myapp.search", "load", "load_things");
+    const std::string value_key = "retools:py_only:" + ns + ":bunny 10";
+    const double now = retools::detail::unix_now();
+    conn.command("HMSET", value_key, "created", now, "value", "S'found'\np1\n.");
+    conn.command("SADD", "retools:regions", "py_only");
+    conn.command("SADD", "retools:py_only:namespaces", ns);
+    conn.command("SADD", "retools:py_only:" + ns + ":keys", "bunny 10");
+    conn.command("SET", "retools:hits:" + today + ":py_only:" + ns + ":bunny 10", "5");
+    conn.command("SET", "retools:misses:" + today + ":py_only:" + ns + ":bunny 10", "2");
+
+    auto stats = retools::region_stats("py_only");
+    EXPECT_EQ(stats.total, (retools::CacheStats{.hits = 5, .misses = 2}));
+    EXPECT_EQ(stats.namespaces.at(ns).keys.at("bunny 10"), (retools::CacheStats{.hits = 5, .misses = 2}));
+
+    retools::invalidate_region("py_only");
+    EXPECT_LT(created(value_key), now - 3600);
+    EXPECT_EQ(hget(value_key, "value"), "S'found'\np1\n.");  // untouched
+}
+
+// ---- dogpile prevention ----
+
+TEST_F(CacheTest, SixteenThreadsOnAColdKeyCallTheFunctionOnce) {
+    CacheRegion::add_region("cold", {.expires = 60s, .first_value_wait = 10s});
+    std::atomic<int> calls{0};
+    auto f = retools::cache_region("cold", "ns", [&](int x) {
+        ++calls;
+        std::this_thread::sleep_for(300ms);
+        return x * 10;
+    });
+    constexpr int n = 16;
+    std::barrier start(n);
+    std::vector<int> results(n, -1);
+    std::vector<std::thread> threads;
+    auto t0 = Clock::now();
+    for (int i = 0; i < n; ++i)
+        threads.emplace_back([&, i] {
+            start.arrive_and_wait();
+            results[static_cast<std::size_t>(i)] = f(3);
+        });
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(calls.load(), 1);
+    for (int r : results) EXPECT_EQ(r, 30);
+    EXPECT_LT(seconds_since(t0), 5.0);
+    auto s = retools::cache_stats("cold", "ns", "3");
+    EXPECT_EQ(s.calls(), n);
+    EXPECT_GE(s.misses, 1);
+}
+
+TEST_F(CacheTest, ProcessesShareTheDogpileLock) {
+    CacheRegion::add_region("procs", {.expires = 60s, .first_value_wait = 10s});
+    auto f = retools::cache_region("procs", "ns", [](int x) {
+        retools::global_connection().command("INCR", "test:calls");
+        std::this_thread::sleep_for(300ms);
+        return x + 1;
+    });
+    std::vector<rt::ChildProcess> children;
+    for (int i = 0; i < 3; ++i)
+        children.push_back(rt::ChildProcess::fork([&] { return f(41) == 42 ? 0 : 3; }));
+    EXPECT_EQ(f(41), 42);
+    for (auto& child : children) EXPECT_EQ(child.exit_code(10s), 0);
+    EXPECT_EQ(get("test:calls"), "1");
+}
+
+TEST_F(CacheTest, WaitingForAFirstValueIsBounded) {
+    CacheRegion::add_region("wait", {.expires = 60s, .first_value_wait = 300ms});
+    retools::Lock held{"retools:lock:wait:ns:1", {.expires = 10s, .timeout = 0s}};  // another caller regenerating
+    int calls = 0;
+    auto f = retools::cache_region("wait", "ns", [&](int x) { ++calls; return x; });
+    auto start = Clock::now();
+    try {
+        f(1);
+        FAIL() << "no exception";
+    } catch (const retools::LockTimeout& e) {
+        EXPECT_NE(std::string(e.what()).find("retools:lock:wait:ns:1"), std::string::npos);
+    }
+    EXPECT_GE(seconds_since(start), 0.29);
+    EXPECT_LT(seconds_since(start), 2.0);
+    EXPECT_EQ(calls, 0);
+    EXPECT_EQ(CacheRegion::load("wait", "ns", "1", true, [] { return std::string("x"); }), std::nullopt);
+    held.unlock();
+    EXPECT_EQ(f(1), 1);
+}
+
+TEST_F(CacheTest, WaiterReadsTheValueTheLockHolderStored) {
+    CacheRegion::add_region("handoff", {.expires = 60s, .first_value_wait = 5s});
+    int calls = 0;
+    auto f = retools::cache_region("handoff", "ns", [&](int x) { ++calls; return x; });
+    retools::Lock held{"retools:lock:handoff:ns:1", {.expires = 10s, .timeout = 0s}};
+    std::thread other([&] {
+        std::this_thread::sleep_for(200ms);
+        conn.command("HSET", "retools:handoff:ns:1", "created", retools::detail::unix_now(), "value", "99");
+        held.unlock();
+    });
+    EXPECT_EQ(f(1), 99);
+    other.join();
+    EXPECT_EQ(calls, 0);
+}
+
+// ---- round trips ----
+
+TEST_F(CacheTest, AHitIsOneRoundTripWithOrWithoutStatistics) {
+    auto f = retools::cache_region("short_term", "rt", [](int x) { return x; });
+    f(1);
+    auto trips = conn.round_trips();
+    EXPECT_EQ(f(1), 1);
+    EXPECT_EQ(conn.round_trips() - trips, 1u);
+    FlagGuard off(CacheRegion::statistics, false);
+    trips = conn.round_trips();
+    EXPECT_EQ(f(1), 1);
+    EXPECT_EQ(conn.round_trips() - trips, 1u);
+}
+
+TEST_F(CacheTest, AMissIsTheOriginalsSequence) {
+    auto f = retools::cache_region("short_term", "rt", [](int x) { return x; });
+    f(0);  // loads the lock scripts into the server
+    // read+count, lock, re-read, store, unlock, counters
+    auto trips = conn.round_trips();
+    f(1);
+    EXPECT_EQ(conn.round_trips() - trips, 6u);
+    FlagGuard off(CacheRegion::statistics, false);
+    trips = conn.round_trips();
+    f(2);
+    EXPECT_EQ(conn.round_trips() - trips, 5u);
+}

@@ -1,0 +1,198 @@
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "core/clock.hpp"
+#include <retools/errors.hpp>
+#include <retools/limiter.hpp>
+
+#include "redis_test.hpp"
+
+using namespace std::chrono_literals;
+using retools::Connection;
+using retools::Limiter;
+using retools::LimiterOptions;
+using Clock = std::chrono::steady_clock;
+namespace rt = retools::test;
+
+class LimiterTest : public rt::RedisTest {};
+
+TEST_F(LimiterTest, RejectsBadOptionsNamingTheField) {
+    auto message_of = [](LimiterOptions o) -> std::string {
+        try {
+            Limiter l{std::move(o)};
+        } catch (const retools::ConfigurationError& e) {
+            return e.what();
+        }
+        return "no error";
+    };
+    EXPECT_NE(message_of({}).find("limit"), std::string::npos);
+    EXPECT_NE(message_of({.limit = 1, .prefix = ""}).find("prefix"), std::string::npos);
+    EXPECT_NE(message_of({.limit = 1, .expiration = 0ms}).find("expiration"), std::string::npos);
+    Limiter ok{{.limit = 1}};
+    EXPECT_THROW((void)ok.acquire_limit("k", 0ms), retools::ConfigurationError);
+}
+
+TEST_F(LimiterTest, SortedSetHoldsMemberAndExpiryScore) {
+    Limiter limiter{{.limit = 3}};
+    double before = retools::detail::unix_now();
+    ASSERT_TRUE(limiter.acquire_limit("operation-1"));
+    ASSERT_TRUE(limiter.acquire_limit("operation-2", 30s));
+    double after = retools::detail::unix_now();
+    EXPECT_EQ(conn.command("TYPE", "retools_limiter").view(), "zset");
+    double s1 = conn.command("ZSCORE", "retools_limiter", "operation-1").as_double();
+    double s2 = conn.command("ZSCORE", "retools_limiter", "operation-2").as_double();
+    EXPECT_GE(s1, before + 10.0);
+    EXPECT_LE(s1, after + 10.0);
+    EXPECT_GE(s2, before + 30.0);
+    EXPECT_LE(s2, after + 30.0);
+    limiter.release_limit("operation-1");
+    EXPECT_TRUE(conn.command("ZSCORE", "retools_limiter", "operation-1").is_nil());
+    EXPECT_EQ(limiter.holders(), 1u);
+
+    Limiter custom{{.limit = 1, .prefix = "my-operation", .expiration = 2s}};
+    ASSERT_TRUE(custom.acquire_limit("x"));
+    EXPECT_NEAR(conn.command("ZSCORE", "my-operation", "x").as_double(), retools::detail::unix_now() + 2.0, 0.5);
+}
+
+TEST_F(LimiterTest, AcquireIsOneRoundTrip) {
+    Connection own{rt::redis_url()};
+    Limiter limiter{{.limit = 2, .connection = own}};
+    ASSERT_TRUE(limiter.acquire_limit("warm"));  // loads the script
+    auto before = own.round_trips();
+    EXPECT_TRUE(limiter.acquire_limit("a"));
+    EXPECT_FALSE(limiter.acquire_limit("b"));
+    EXPECT_EQ(own.round_trips() - before, 2u);
+}
+
+TEST_F(LimiterTest, CountsHoldersWrittenByPythonRetools) {
+    // A Python process ZADDs its key with score = time.time() + expiration.
+    conn.command("ZADD", "retools_limiter", retools::detail::unix_now() + 10.0, "python-holder");
+    Limiter limiter{{.limit = 2}};
+    EXPECT_TRUE(limiter.acquire_limit("cpp-holder"));
+    EXPECT_FALSE(limiter.acquire_limit("another"));
+    limiter.release_limit("python-holder");  // and Python's release_limit is the same ZREM
+    EXPECT_TRUE(limiter.acquire_limit("another"));
+}
+
+TEST_F(LimiterTest, ConcurrentCallersNeverExceedTheLimit) {
+    constexpr int threads = 32;
+    constexpr std::size_t limit = 5;
+    Limiter limiter{{.limit = limit, .prefix = "rt:limiter:race"}};
+    std::atomic<int> inside{0}, most{0}, acquired{0}, zcard_over{0}, errors{0};
+    std::atomic<bool> go{false};
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+        pool.emplace_back([&, t] {
+            while (!go.load()) std::this_thread::yield();
+            std::string key = fmt::format("holder-{}", t);
+            auto stop = Clock::now() + 1500ms;
+            try {
+                while (Clock::now() < stop) {
+                    if (!limiter.acquire_limit(key)) continue;
+                    ++acquired;
+                    int now_inside = ++inside;
+                    int seen = most.load();
+                    while (now_inside > seen && !most.compare_exchange_weak(seen, now_inside)) {
+                    }
+                    if (limiter.holders() > limit) ++zcard_over;
+                    std::this_thread::sleep_for(1ms);
+                    --inside;
+                    limiter.release_limit(key);
+                }
+            } catch (const std::exception&) {
+                ++errors;
+            }
+        });
+    }
+    go = true;
+    for (auto& t : pool) t.join();
+    EXPECT_EQ(errors.load(), 0);
+    EXPECT_LE(most.load(), static_cast<int>(limit));
+    EXPECT_GE(most.load(), 2);  // there was real contention
+    EXPECT_EQ(zcard_over.load(), 0);
+    EXPECT_GT(acquired.load(), 50);
+    EXPECT_EQ(limiter.holders(), 0u);
+}
+
+TEST_F(LimiterTest, SameKeyRefreshesInsteadOfTakingASecondSlot) {
+    Limiter limiter{{.limit = 2}};
+    ASSERT_TRUE(limiter.acquire_limit("same", 5s));
+    double first = conn.command("ZSCORE", "retools_limiter", "same").as_double();
+    ASSERT_TRUE(limiter.acquire_limit("same", 20s));
+    double second = conn.command("ZSCORE", "retools_limiter", "same").as_double();
+    EXPECT_GT(second, first + 10.0);
+    EXPECT_EQ(limiter.holders(), 1u);
+    EXPECT_TRUE(limiter.acquire_limit("other"));
+    EXPECT_TRUE(limiter.acquire_limit("same"));  // full, but "same" already holds a slot
+    EXPECT_FALSE(limiter.acquire_limit("third"));
+}
+
+TEST_F(LimiterTest, ExpiredHoldersAreReclaimed) {
+    Limiter limiter{{.limit = 2, .expiration = 200ms}};
+    ASSERT_TRUE(limiter.acquire_limit("crashed-1"));
+    ASSERT_TRUE(limiter.acquire_limit("crashed-2"));
+    EXPECT_FALSE(limiter.acquire_limit("waiting"));
+    std::this_thread::sleep_for(300ms);
+    EXPECT_FALSE(limiter.acquire_limit("waiting", std::nullopt, /*retry=*/false));  // no purge without retry
+    EXPECT_EQ(limiter.holders(), 2u);
+    EXPECT_TRUE(limiter.acquire_limit("waiting", 10s));
+    EXPECT_EQ(limiter.holders(), 1u);  // both expired holders dropped
+}
+
+TEST_F(LimiterTest, ReleaseFreesASlot) {
+    Limiter limiter{{.limit = 1}};
+    ASSERT_TRUE(limiter.acquire_limit("a"));
+    EXPECT_FALSE(limiter.acquire_limit("b"));
+    limiter.release_limit("a");
+    EXPECT_TRUE(limiter.acquire_limit("b"));
+    limiter.release_limit("never-held");  // no-op
+    EXPECT_EQ(limiter.holders(), 1u);
+}
+
+TEST_F(LimiterTest, SlotGuardReleasesOnException) {
+    Limiter limiter{{.limit = 1}};
+    try {
+        auto slot = limiter.acquire("guarded");
+        ASSERT_TRUE(slot.has_value());
+        EXPECT_EQ(slot->key(), "guarded");
+        EXPECT_FALSE(limiter.acquire("intruder").has_value());
+        throw std::runtime_error("work failed");
+    } catch (const std::runtime_error&) {
+    }
+    EXPECT_TRUE(conn.command("ZSCORE", "retools_limiter", "guarded").is_nil());
+    auto slot = limiter.acquire("next");
+    ASSERT_TRUE(slot);
+    auto moved = std::move(*slot);
+    EXPECT_FALSE(slot->held());
+    EXPECT_TRUE(moved.held());
+    moved.release();
+    EXPECT_EQ(limiter.holders(), 0u);
+}
+
+TEST_F(LimiterTest, AcquireForWaitsForAFreedSlot) {
+    Limiter limiter{{.limit = 1}};
+    auto held = limiter.acquire("first");
+    ASSERT_TRUE(held);
+    auto start = Clock::now();
+    EXPECT_FALSE(limiter.acquire_for("second", 300ms).has_value());
+    auto waited = Clock::now() - start;
+    EXPECT_GE(waited, 295ms);
+    EXPECT_LT(waited, 800ms);
+    std::thread releaser{[&] {
+        std::this_thread::sleep_for(200ms);
+        held->release();
+    }};
+    auto slot = limiter.acquire_for("second", 3s);
+    releaser.join();
+    EXPECT_TRUE(slot.has_value());
+    slot.reset();
+    EXPECT_TRUE(limiter.acquire_for("third", std::chrono::milliseconds::max()).has_value());
+}

@@ -1,0 +1,165 @@
+// Worker against keys of the wrong type: the worker reports and retries, and
+// no job is lost once the key is fixed.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <stdexcept>
+#include <thread>
+
+#include <sys/resource.h>
+
+#include "queue/keys.hpp"
+#include <retools/queue.hpp>
+#include <retools/worker.hpp>
+
+#include "redis_server.hpp"
+#include "redis_test.hpp"
+#include "wait.hpp"
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+using retools::QueueManager;
+using retools::Worker;
+using retools::WorkerOptions;
+namespace rt = retools::test;
+namespace keys = retools::detail::queue_keys;
+
+namespace {
+
+class WorkerFaultsTest : public rt::RedisTest {
+protected:
+    WorkerOptions quiet() {
+        WorkerOptions o;
+        o.connection = conn;
+        o.handle_signals = false;
+        o.log = retools::WorkerLog::none;
+        return o;
+    }
+    long long llen(std::string_view key) { return conn.command("LLEN", key).as_integer(); }
+};
+
+}  // namespace
+
+TEST_F(WorkerFaultsTest, RejectsANegativePrefetchWindowNamingIt) {
+    WorkerOptions o = quiet();
+    o.prefetch_window = -1ms;
+    try {
+        Worker w{{"main"}, o};
+        ADD_FAILURE() << "expected ConfigurationError";
+    } catch (const retools::ConfigurationError& e) {
+        EXPECT_NE(std::string(e.what()).find("prefetch_window"), std::string::npos) << e.what();
+    }
+}
+
+TEST_F(WorkerFaultsTest, FailedJobIsKeptWhileTheFailedListIsNotAList) {
+    conn.command("SET", keys::failed, "not a list");
+    QueueManager{conn}.enqueue("tests.jobs:boom", {{"n", 1}});
+    Worker w{{"main"}, quiet()};
+    w.register_job("tests.jobs:boom", [](const json&) -> json { throw std::runtime_error("boom"); });
+    std::thread t([&] { w.work({.interval = 50ms}); });
+    ASSERT_TRUE(rt::wait_until([&] { return llen(keys::queue("main")) == 0; }));
+    std::this_thread::sleep_for(300ms);  // the worker tries to file the failure meanwhile
+    EXPECT_EQ(llen(keys::processing(w.id())), 1) << "the failed job left the processing list unfiled";
+    conn.command("DEL", keys::failed);  // an operator fixes the key
+    EXPECT_TRUE(rt::wait_until([&] { return llen(keys::failed) == 1; }));
+    w.stop();
+    t.join();
+    auto failed = QueueManager{conn}.failed_jobs();
+    ASSERT_EQ(failed.size(), 1u);
+    EXPECT_NE(failed[0].error.find("boom"), std::string::npos);
+}
+
+TEST_F(WorkerFaultsTest, AQueueKeyThatIsNotAListStrandsNoJobAndTheWorkerResumesOnceFixed) {
+    conn.command("HSET", keys::queue("low"), "f", "v");
+    QueueManager{conn}.enqueue("tests.jobs:record", {{"tag", "x"}});
+    Worker w{{"main", "low"}, quiet()};
+    w.register_job("tests.jobs:record", [this](const json& kw) -> json {
+        conn.command("RPUSH", "out", kw.at("tag").get<std::string>());
+        return nullptr;
+    });
+    std::thread t([&] { w.work({.interval = 50ms}); });
+    std::this_thread::sleep_for(300ms);
+    // Either it ran, or it is still waiting in its queue: not parked unseen in the processing list.
+    EXPECT_EQ(llen(keys::processing(w.id())), 0);
+    EXPECT_EQ(llen("out") + llen(keys::queue("main")), 1);
+    conn.command("DEL", keys::queue("low"));  // an operator fixes the key
+    EXPECT_TRUE(rt::wait_until([&] { return llen("out") == 1; }));
+    w.stop();
+    t.join();
+}
+
+TEST_F(WorkerFaultsTest, DueJobForAQueueKeyThatIsNotAListIsFiledIntact) {
+    QueueManager qm{conn};
+    conn.command("HSET", keys::queue("other"), "f", "v");
+    qm.enqueue_at(std::chrono::system_clock::now() - 1s, "tests.jobs:x", {{"a", 1}}, {.queue_name = "other"});
+    std::string payload = qm.scheduled_jobs().at(0).job.payload();
+    Worker w{{"main"}, quiet()};  // its fetch promotes due jobs of every queue
+    w.work({.burst = true});
+    auto failed = qm.failed_jobs();
+    bool still_scheduled = qm.scheduled_jobs().size() == 1;
+    bool filed = failed.size() == 1 && failed[0].payload == payload && failed[0].queue == "other";
+    EXPECT_TRUE(still_scheduled || filed) << "the due job was lost";
+}
+
+TEST_F(WorkerFaultsTest, OrphanedJobsWhoseQueueKeyIsNotAListAreFiledIntact) {
+    const std::string orphan = keys::processing("gone-host:1:main");  // no such registered worker
+    conn.command("HSET", keys::queue("bad"), "f", "v");
+    conn.command("RPUSH", orphan, "no newline: unreadable", "bad\n{\"job\": \"x\"}", "main\n{\"job\": \"y\"}");
+    try {
+        (void)Worker::requeue_orphans(conn);
+    } catch (const retools::Error&) {
+        // an error is fine as long as every job is kept
+    }
+    EXPECT_EQ(llen(keys::queue("main")), 1);
+    auto failed = QueueManager{conn}.failed_jobs();
+    bool filed = failed.size() == 2 && failed[0].payload == "{\"job\": \"x\"}" && failed[0].queue == "bad";
+    bool kept = llen(orphan) >= 1;
+    EXPECT_TRUE(filed || kept) << "the job for queue 'bad' was lost";
+    if (filed) {
+        EXPECT_EQ(failed[1].payload, "no newline: unreadable");  // the garbage entry too, verbatim
+        EXPECT_NE(failed[1].error.find("unreadable"), std::string::npos);
+        EXPECT_NE(failed[0].error.find(keys::queue("bad")), std::string::npos) << failed[0].error;
+    }
+}
+
+namespace {
+
+std::chrono::microseconds cpu_time() {
+    rusage u{};
+    ::getrusage(RUSAGE_SELF, &u);
+    return std::chrono::seconds(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+           std::chrono::microseconds(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+}  // namespace
+
+// A worker facing a dead server (with a finished job to report) backs off
+// instead of spinning, and still stops when asked.
+TEST(WorkerDeadServer, BacksOffWithoutSpinning) {
+    for (bool blocking : {false, true}) {
+        SCOPED_TRACE(blocking ? "blocking" : "polling");
+        rt::RedisServer server;
+        auto options = server.options();
+        options.connect_timeout = 100ms;
+        options.command_timeout = 300ms;
+        retools::Connection c{options};
+        Worker w{{"main"}, {.connection = c, .handle_signals = false, .log = retools::WorkerLog::none}};
+        std::atomic<bool> release{false};
+        w.register_job("tests.jobs:wait", [&](const json&) -> json {
+            while (!release) std::this_thread::sleep_for(5ms);
+            return nullptr;
+        });
+        QueueManager{c}.enqueue("tests.jobs:wait");
+        std::thread t([&] { w.work({.interval = 20ms, .blocking = blocking}); });
+        ASSERT_TRUE(rt::wait_until([&] { return c.command("LLEN", keys::processing(w.id())).as_integer() == 1; }));
+        server.kill();
+        release = true;  // the job finishes while Redis is gone: its bookkeeping must wait
+        auto before = cpu_time();
+        std::this_thread::sleep_for(1500ms);
+        auto used = cpu_time() - before;
+        EXPECT_LT(used, 300ms) << "the worker spun against the dead server";
+        w.stop();
+        t.join();
+    }
+}

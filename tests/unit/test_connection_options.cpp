@@ -1,0 +1,89 @@
+// Connection options and URL parsing, and Python float text: no server needed.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include <retools/connection.hpp>
+#include <retools/detail/python_repr.hpp>
+#include <retools/errors.hpp>
+
+using retools::Connection;
+using retools::ConnectionOptions;
+
+TEST(ConnectionOptions, ParsesFullUrl) {
+    auto o = ConnectionOptions::from_url("redis://alice:s3cret@example.com:6380/3");
+    EXPECT_EQ(o.host, "example.com");
+    EXPECT_EQ(o.port, 6380);
+    EXPECT_EQ(o.user, "alice");
+    EXPECT_EQ(o.password, "s3cret");
+    EXPECT_EQ(o.db, 3);
+    EXPECT_TRUE(o.path.empty());
+}
+
+TEST(ConnectionOptions, DefaultsAndPasswordOnly) {
+    auto o = ConnectionOptions::from_url("redis://localhost");
+    EXPECT_EQ(o.host, "localhost");
+    EXPECT_EQ(o.port, 6379);
+    EXPECT_EQ(o.db, 0);
+    auto p = ConnectionOptions::from_url("redis://:pa%40ss@127.0.0.1:7000");
+    EXPECT_EQ(p.user, "");
+    EXPECT_EQ(p.password, "pa@ss");
+    EXPECT_EQ(p.port, 7000);
+}
+
+TEST(ConnectionOptions, ParsesIpv6AndUnix) {
+    auto o = ConnectionOptions::from_url("redis://[::1]:6390/2");
+    EXPECT_EQ(o.host, "::1");
+    EXPECT_EQ(o.port, 6390);
+    EXPECT_EQ(o.db, 2);
+    auto u = ConnectionOptions::from_url("unix:///run/redis/redis.sock?db=5");
+    EXPECT_EQ(u.path, "/run/redis/redis.sock");
+    EXPECT_EQ(u.db, 5);
+}
+
+TEST(ConnectionOptions, RejectsBadUrlsNamingThePart) {
+    auto message_of = [](const char* url) -> std::string {
+        try {
+            ConnectionOptions::from_url(url);
+        } catch (const retools::ConfigurationError& e) {
+            return e.what();
+        }
+        return "no error";
+    };
+    EXPECT_NE(message_of("localhost:6379").find("scheme"), std::string::npos);
+    EXPECT_NE(message_of("http://localhost").find("scheme"), std::string::npos);
+    EXPECT_NE(message_of("redis://localhost:port").find("port"), std::string::npos);
+    EXPECT_NE(message_of("redis://localhost:70000").find("port"), std::string::npos);
+    EXPECT_NE(message_of("redis://localhost:").find("port"), std::string::npos);
+    EXPECT_NE(message_of("redis://localhost/x").find("database"), std::string::npos);
+    EXPECT_NE(message_of("redis://:pw@/0").find("host"), std::string::npos);
+    EXPECT_NE(message_of("unix://relative.sock").find("absolute"), std::string::npos);
+    EXPECT_NE(message_of("unix:///tmp/s.sock?dbx=1").find("dbx"), std::string::npos);
+    // The password never appears in an error message.
+    std::string m = message_of("redis://bob:hunter2@host:99999/0");
+    EXPECT_NE(m.find("port"), std::string::npos);
+    EXPECT_EQ(m.find("hunter2"), std::string::npos);
+}
+
+TEST(ConnectionOptions, RejectsInvalidOptions) {
+    EXPECT_THROW(Connection(ConnectionOptions{.pool_size = 0}), retools::ConfigurationError);
+    EXPECT_THROW(Connection(ConnectionOptions{.port = 0}), retools::ConfigurationError);
+    EXPECT_THROW(Connection(ConnectionOptions{.db = -1}), retools::ConfigurationError);
+}
+
+TEST(PythonRepr, WritesFloatsLikePython) {
+    using retools::detail::python_repr;
+    EXPECT_EQ(python_repr(1.0), "1.0");
+    EXPECT_EQ(python_repr(0.1), "0.1");
+    EXPECT_EQ(python_repr(-0.0), "-0.0");
+    EXPECT_EQ(python_repr(1e16), "1e+16");
+    EXPECT_EQ(python_repr(1e15), "1000000000000000.0");
+    EXPECT_EQ(python_repr(1e-5), "1e-05");
+    EXPECT_EQ(python_repr(0.0001), "0.0001");
+    EXPECT_EQ(python_repr(1732492345.123456), "1732492345.123456");
+    EXPECT_EQ(python_repr(123456789012345680.0), "1.2345678901234568e+17");
+    EXPECT_EQ(python_repr(1.0 / 0.0), "inf");
+    EXPECT_EQ(python_repr(-1.0 / 0.0), "-inf");
+    EXPECT_EQ(python_repr(0.0 / 0.0), "nan");
+}
+
