@@ -33,7 +33,8 @@ long slow_square(int x) {
 void cleanup(const retools::Connection& conn) {
     // Every key of the region: values, key sets, hit/miss counters and locks.
     // (KEYS is fine for an example; prefer SCAN on a large production Redis.)
-    for (const auto& key : conn.command("KEYS", "retools:*examples_cache*").as_array()) conn.command("DEL", key.view());
+    for (const auto& key : conn.command("KEYS", "retools:*examples_cache*").as_array())
+        conn.command("DEL", key.view());
     conn.command("SREM", "retools:regions", "examples_cache");
 }
 
@@ -57,16 +58,19 @@ int main() {
                                             [&](const std::string& term, int limit) {
                                                 ++search_calls;
                                                 std::vector<std::string> found;
-                                                for (int i = 1; i <= limit; ++i) found.push_back(fmt::format("{}-{}", term, i));
+                                                for (int i = 1; i <= limit; ++i)
+                                                    found.push_back(fmt::format("{}-{}", term, i));
                                                 return found;  // stored as JSON
                                             });
 
         check(square(4) == 16 && square(4) == 16 && square(4) == 16, "square(4) == 16, three times");
         check(square_calls == 1, "slow_square ran once for three calls");
-        check(square(5) == 25 && square_calls == 2, "another argument is another key: square(5) ran the function");
+        check(square(5) == 25 && square_calls == 2,
+              "another argument is another key: square(5) ran the function");
 
         std::vector<std::string> found = search("bunny", 2);
-        check(found == std::vector<std::string>{"bunny-1", "bunny-2"}, fmt::format("search(\"bunny\", 2) -> {}", found));
+        check(found == std::vector<std::string>{"bunny-1", "bunny-2"},
+              fmt::format("search(\"bunny\", 2) -> {}", found));
         search("bunny", 2);
         check(search_calls == 1, "search ran once for two calls");
         check(search.key("bunny", 2) == "bunny 2", "the key of search(\"bunny\", 2) is \"bunny 2\"");
@@ -79,7 +83,8 @@ int main() {
         // 4. Statistics, per key, per function (namespace) and per region, for today.
         //    A call that regenerated the value counts as a miss, every other call as a hit.
         retools::CacheStats s = retools::cache_stats("examples_cache", "examples.math.square", "4");
-        fmt::print("square(4) today: {} hits, {} misses, hit ratio {:.2f}\n", s.hits, s.misses, s.hit_ratio());
+        fmt::print("square(4) today: {} hits, {} misses, hit ratio {:.2f}\n", s.hits, s.misses,
+                   s.hit_ratio());
         check(s.hits == 3 && s.misses == 1, "square(4): 3 hits, 1 miss");
 
         retools::NamespaceStats ns = square.stats();
@@ -122,7 +127,8 @@ int main() {
         }
 
         cleanup(conn);
-        check(conn.command("KEYS", "retools:*examples_cache*").size() == 0, "every key of the region was deleted");
+        check(conn.command("KEYS", "retools:*examples_cache*").size() == 0,
+              "every key of the region was deleted");
     } catch (const retools::Error& e) {
         fmt::print(stderr, "cache_basics: {}\n", e.what());
         return 1;

@@ -15,7 +15,9 @@ using namespace std::chrono_literals;
 
 namespace {
 
-void section(std::string_view title) { fmt::print("\n== {} ==\n", title); }
+void section(std::string_view title) {
+    fmt::print("\n== {} ==\n", title);
+}
 
 void connection_demo(const retools::Connection& conn) {
     section("Connection");
@@ -29,7 +31,6 @@ void connection_demo(const retools::Connection& conn) {
                conn.round_trips() - before);
     conn.command("DEL", "demo:greeting", "demo:counter");
 }
-
 
 // ---- cache ----------------------------------------------------------------
 
@@ -62,10 +63,10 @@ void cache_demo(const retools::Connection& conn) {
     fmt::print("region demo_short today: {} hits, {} misses (hit ratio {:.0f}%)\n", stats.total.hits,
                stats.total.misses, stats.total.hit_ratio() * 100);
 
-    for (const auto& key : conn.command("KEYS", "retools:*demo_short:*").as_array()) conn.command("DEL", key.view());
+    for (const auto& key : conn.command("KEYS", "retools:*demo_short:*").as_array())
+        conn.command("DEL", key.view());
     conn.command("SREM", "retools:regions", "demo_short");
 }
-
 
 // ---- lock ----------------------------------------------------------------
 
@@ -110,7 +111,6 @@ void lock_demo(const retools::Connection& conn) {
     conn.command("DEL", key, "demo:lock-counter");
 }
 
-
 // ---- limiter ----------------------------------------------------------------
 
 void limiter_demo(const retools::Connection& conn) {
@@ -122,8 +122,7 @@ void limiter_demo(const retools::Connection& conn) {
         threads.emplace_back([&, t] {
             if (auto slot = limiter.acquire_for(fmt::format("worker-{}", t), 3s)) {
                 int now = ++inside;
-                for (int seen = most.load(); now > seen && !most.compare_exchange_weak(seen, now);) {
-                }
+                for (int seen = most.load(); now > seen && !most.compare_exchange_weak(seen, now);) {}
                 std::this_thread::sleep_for(20ms);
                 --inside;
                 ++done;
@@ -139,10 +138,10 @@ void limiter_demo(const retools::Connection& conn) {
     fmt::print("acquire_limit x3 with limit 2: {} {} {}; holders in ZSET demo:limiter: {}\n", first, second,
                third, limiter.holders());
     limiter.release_limit("operation-1");
-    fmt::print("after release_limit(operation-1): operation-3 acquires: {}\n", limiter.acquire_limit("operation-3"));
+    fmt::print("after release_limit(operation-1): operation-3 acquires: {}\n",
+               limiter.acquire_limit("operation-3"));
     conn.command("DEL", "demo:limiter");
 }
-
 
 // ---- queue ----------------------------------------------------------------
 
@@ -152,7 +151,8 @@ void queue_demo(const retools::Connection& conn) {
     retools::QueueManager qm{conn, "demo"};
     std::vector<std::string> ids = {
         qm.enqueue("demo.jobs:add", {{"a", 2}, {"b", 3}}, {.metadata = {{"result_ttl", 60}}}),
-        qm.enqueue("demo.jobs:add", {{"a", 40}, {"b", 2}}, {.queue_name = "demo_high", .metadata = {{"result_ttl", 60}}}),
+        qm.enqueue("demo.jobs:add", {{"a", 40}, {"b", 2}},
+                   {.queue_name = "demo_high", .metadata = {{"result_ttl", 60}}}),
         qm.enqueue("demo.jobs:explode", json::object()),
         qm.enqueue("demo.jobs:not_registered", json::object()),
     };
@@ -170,7 +170,8 @@ void queue_demo(const retools::Connection& conn) {
     fmt::print("worker drained the queues: {} succeeded, {} failed\n", summary.succeeded, summary.failed);
 
     for (const auto& id : {ids[0], ids[1]})
-        if (auto result = qm.get_result(id)) fmt::print("result of {}: {}\n", id.substr(0, 8), result->value.dump());
+        if (auto result = qm.get_result(id))
+            fmt::print("result of {}: {}\n", id.substr(0, 8), result->value.dump());
     for (const auto& failed : qm.failed_jobs()) {
         if (failed.worker != worker.id()) continue;  // someone else's failure: leave it
         fmt::print("failed job from queue {}: {}\n", failed.queue, failed.error);

@@ -42,33 +42,39 @@ int main() {
 
         // result_ttl: the worker keeps each outcome for 60 s, for wait_for_result.
         const retools::EnqueueOptions keep_result{.metadata = {{"result_ttl", 60}}};
-        std::string count_id = qm.enqueue("examples.jobs:word_count", {{"text", "the quick brown fox"}}, keep_result);
+        std::string count_id =
+            qm.enqueue("examples.jobs:word_count", {{"text", "the quick brown fox"}}, keep_result);
         std::string reject_id = qm.enqueue("examples.jobs:reject", {{"reason", "demo"}}, keep_result);
 
         // Blocks in Redis until the worker stores the outcome (no polling); 10 s for both.
         auto deadline = std::chrono::steady_clock::now() + 10s;
         auto left = [&] {
-            return std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+            return std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
+                                                                         std::chrono::steady_clock::now());
         };
         auto count = qm.wait_for_result(count_id, left());
         check(count && count->ok && count->value == 4,
-              fmt::format("word_count(\"the quick brown fox\") -> {}", count ? count->value.dump() : "no result"));
+              fmt::format("word_count(\"the quick brown fox\") -> {}",
+                          count ? count->value.dump() : "no result"));
         auto rejected = qm.wait_for_result(reject_id, std::max(left(), std::chrono::milliseconds(0)));
         if (!count || !rejected) {
-            fmt::print("no result within 10 s: is a worker running? "
-                       "retools-worker --load <path>/libjob_library.so examples_lib\n");
+            fmt::print(
+                "no result within 10 s: is a worker running? "
+                "retools-worker --load <path>/libjob_library.so examples_lib\n");
             conn.command("DEL", "retools:queue:examples_lib");  // our jobs, not run: do not leave them behind
         }
         check(rejected && !rejected->ok && rejected->error.find("rejected: demo") != std::string::npos,
               fmt::format("reject failed with: {}", rejected ? rejected->error : "no result"));
         auto done = conn.command("GET", "examples:jobs_done");
-        check(!done.is_nil() && done.as_string() == "1", "the job_postrun handler ran once (after word_count)");
+        check(!done.is_nil() && done.as_string() == "1",
+              "the job_postrun handler ran once (after word_count)");
 
         // The failed job also waits in retools:failed; remove ours.
         for (const retools::FailedJob& failed : qm.failed_jobs())
             if (failed.payload.find(reject_id) != std::string::npos) qm.remove_failed(failed);
 
-        conn.command("DEL", "examples:jobs_done", "retools:result:" + count_id, "retools:result:" + reject_id);
+        conn.command("DEL", "examples:jobs_done", "retools:result:" + count_id,
+                     "retools:result:" + reject_id);
         conn.command("SREM", "retools:queues", "examples_lib");
     } catch (const retools::Error& e) {
         fmt::print(stderr, "job_client: {}\n", e.what());

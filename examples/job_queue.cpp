@@ -40,7 +40,8 @@ int main() {
         //    worker would import; a C++ worker looks them up in its registry.
         //    `result_ttl` asks the worker to keep each job's outcome for 60 s.
         retools::QueueManager qm{conn, "examples_low"};  // default queue: examples_low
-        qm.subscriber("job_failure", "examples.jobs:divide", "examples.jobs:log_failure");  // divide jobs only
+        qm.subscriber("job_failure", "examples.jobs:divide",
+                      "examples.jobs:log_failure");  // divide jobs only
         const retools::EnqueueOptions keep_result{.metadata = {{"result_ttl", 60}}};
 
         std::string add_id = qm.enqueue("examples.jobs:add", {{"a", 2}, {"b", 3}}, keep_result);
@@ -75,7 +76,8 @@ int main() {
         retools::WorkSummary summary = worker.work({.burst = true});
         fmt::print("worker: {} succeeded, {} failed\n", summary.succeeded, summary.failed);
         check(summary.succeeded == 2 && summary.failed == 2, "2 jobs succeeded, 2 failed");
-        check(order == std::vector<std::string>{"examples_high", "examples_low"}, "examples_high was served first");
+        check(order == std::vector<std::string>{"examples_high", "examples_low"},
+              "examples_high was served first");
         check(failure_events == 1, "the job_failure handler ran for the divide job");
 
         // 3. Results (stored because of result_ttl). wait_for_result blocks

@@ -70,7 +70,8 @@ void lock_examples(const retools::Connection& conn) {
         retools::Lock long_work{lock_key, {.expires = 1s}};
         long_work.extend(10s);
         check(conn.command("PTTL", lock_key).as_integer() > 5000, "extend(10s) pushed the TTL back");
-        check(long_work.release() == retools::ReleaseResult::released, "release() says the lock was still ours");
+        check(long_work.release() == retools::ReleaseResult::released,
+              "release() says the lock was still ours");
     }
 }
 
@@ -95,8 +96,7 @@ void limiter_examples(const retools::Connection& conn) {
         threads.emplace_back([&, t] {
             if (auto slot = limiter.acquire_for(fmt::format("thread-{}", t), 5s)) {
                 int now = ++inside;
-                for (int seen = most.load(); now > seen && !most.compare_exchange_weak(seen, now);) {
-                }
+                for (int seen = most.load(); now > seen && !most.compare_exchange_weak(seen, now);) {}
                 std::this_thread::sleep_for(30ms);
                 --inside;
                 ++done;
@@ -104,7 +104,8 @@ void limiter_examples(const retools::Connection& conn) {
         });
     }
     for (auto& t : threads) t.join();
-    check(done == 6 && most <= 2, fmt::format("6 threads with acquire_for: all finished, at most {} at once", most.load()));
+    check(done == 6 && most <= 2,
+          fmt::format("6 threads with acquire_for: all finished, at most {} at once", most.load()));
 
     // 3. The Python-style calls: acquire_limit / release_limit by key.
     if (limiter.acquire_limit("operation-1")) {

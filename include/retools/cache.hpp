@@ -135,13 +135,13 @@ struct CacheStats {
 
 /// Statistics of one namespace (one cached function) for a day.
 struct NamespaceStats {
-    CacheStats total;                         ///< sum over `keys`
-    std::map<std::string, CacheStats> keys;   ///< per cached key (argument set)
+    CacheStats total;                        ///< sum over `keys`
+    std::map<std::string, CacheStats> keys;  ///< per cached key (argument set)
 };
 
 /// Statistics of one region for a day.
 struct RegionStats {
-    CacheStats total;                               ///< sum over `namespaces`
+    CacheStats total;  ///< sum over `namespaces`
     std::map<std::string, NamespaceStats> namespaces;
 };
 
@@ -196,7 +196,8 @@ struct CacheOptions {
 /// // ns == "myapp.search.load.load_things"
 /// ```
 template <class... DecoArgs>
-std::string function_namespace(std::string_view module, std::string_view function, const DecoArgs&... deco_args) {
+std::string function_namespace(std::string_view module, std::string_view function,
+                               const DecoArgs&... deco_args) {
     std::string ns;
     ns.append(module).append(".").append(function).append(".");
     detail::append_python_joined(ns, deco_args...);
@@ -211,7 +212,9 @@ struct type_list {};
 struct RegionSettings {
     std::string name;
     CacheRegionOptions options;
-    const Connection& connection() const { return options.connection ? *options.connection : global_connection(); }
+    const Connection& connection() const {
+        return options.connection ? *options.connection : global_connection();
+    }
 };
 
 /// The settings of a region; throws CacheConfigurationError naming it when unknown.
@@ -242,13 +245,14 @@ enum class LoadOutcome {
     lock_timeout,  ///< nothing stored and another caller held the lock too long
 };
 
-LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::string_view key, Regenerate mode,
-                       bool statistics, LoadTarget& target);
+LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::string_view key,
+                       Regenerate mode, bool statistics, LoadTarget& target);
 
 void invalidate_key(std::string_view region, std::string_view ns, std::string_view key);
 void invalidate_namespace(std::string_view region, std::string_view ns);
 
-[[noreturn]] void throw_first_value_timeout(std::string_view region, std::string_view ns, std::string_view key);
+[[noreturn]] void throw_first_value_timeout(std::string_view region, std::string_view ns,
+                                            std::string_view key);
 
 // ---- signature deduction ---------------------------------------------------
 
@@ -257,24 +261,24 @@ struct callable_traits : callable_traits<decltype(&T::operator())> {
     using self = type_list<>;  // a functor's own object is not an argument
 };
 
-#define RETOOLS_DETAIL_FN_TRAITS(NOEXCEPT)                               \
-    template <class R, class... A>                                       \
-    struct callable_traits<R (*)(A...) NOEXCEPT> {                       \
-        using result = R;                                                \
-        using self = type_list<>;                                        \
-        using args = type_list<A...>;                                    \
-    };                                                                   \
-    template <class R, class C, class... A>                              \
-    struct callable_traits<R (C::*)(A...) NOEXCEPT> {                    \
-        using result = R;                                                \
-        using self = type_list<C&>;                                      \
-        using args = type_list<A...>;                                    \
-    };                                                                   \
-    template <class R, class C, class... A>                              \
-    struct callable_traits<R (C::*)(A...) const NOEXCEPT> {              \
-        using result = R;                                                \
-        using self = type_list<const C&>;                                \
-        using args = type_list<A...>;                                    \
+#define RETOOLS_DETAIL_FN_TRAITS(NOEXCEPT)                  \
+    template <class R, class... A>                          \
+    struct callable_traits<R (*)(A...) NOEXCEPT> {          \
+        using result = R;                                   \
+        using self = type_list<>;                           \
+        using args = type_list<A...>;                       \
+    };                                                      \
+    template <class R, class C, class... A>                 \
+    struct callable_traits<R (C::*)(A...) NOEXCEPT> {       \
+        using result = R;                                   \
+        using self = type_list<C&>;                         \
+        using args = type_list<A...>;                       \
+    };                                                      \
+    template <class R, class C, class... A>                 \
+    struct callable_traits<R (C::*)(A...) const NOEXCEPT> { \
+        using result = R;                                   \
+        using self = type_list<const C&>;                   \
+        using args = type_list<A...>;                       \
     };
 RETOOLS_DETAIL_FN_TRAITS()
 RETOOLS_DETAIL_FN_TRAITS(noexcept)
@@ -290,7 +294,9 @@ struct signature_traits<R(A...)> {
 };
 
 template <class T>
-concept HasCallOperator = requires { &T::operator(); };
+concept HasCallOperator = requires {
+    &T::operator();
+};
 
 /// Function pointers, member function pointers and functors with one non-template operator().
 template <class F>
@@ -309,7 +315,8 @@ class CachedFunction;
 template <class F, class R, class... Self, class... Args>
 class CachedFunction<F, R, detail::type_list<Self...>, detail::type_list<Args...>> {
     static_assert(sizeof...(Self) <= 1);
-    static_assert(!std::is_void_v<R>, "retools::cache_region: a function returning void has nothing to cache");
+    static_assert(!std::is_void_v<R>,
+                  "retools::cache_region: a function returning void has nothing to cache");
 
 public:
     /// The wrapped function's result type, without reference or const.
@@ -347,15 +354,14 @@ public:
         Target<decltype(call)> target{call};
         const bool stats = statistics_.value_or(CacheRegion::statistics.load(std::memory_order_relaxed));
         auto mode = regenerate_ ? detail::Regenerate::when_stale : detail::Regenerate::when_missing;
-        if (detail::cache_load(*region, namespace_, key, mode, stats, target) == detail::LoadOutcome::lock_timeout)
+        if (detail::cache_load(*region, namespace_, key, mode, stats, target) ==
+            detail::LoadOutcome::lock_timeout)
             detail::throw_first_value_timeout(region_, namespace_, key);
         return std::move(*target.value);
     }
 
     /// The cache key of a call with these arguments (`"bunny 10"`).
-    std::string key(const std::remove_cvref_t<Args>&... args) const {
-        return detail::python_joined(args...);
-    }
+    std::string key(const std::remove_cvref_t<Args>&... args) const { return detail::python_joined(args...); }
     /// The region name.
     const std::string& region() const noexcept { return region_; }
     /// The namespace, including the namespace arguments.
@@ -369,7 +375,9 @@ public:
     void invalidate_all() const { detail::invalidate_namespace(region_, namespace_); }
 
     /// Statistics of this function on `day` (`YYYY-MM-DD`; empty means today).
-    NamespaceStats stats(std::string_view day = {}) const { return namespace_stats(region_, namespace_, day); }
+    NamespaceStats stats(std::string_view day = {}) const {
+        return namespace_stats(region_, namespace_, day);
+    }
 
 private:
     template <class Call>

@@ -9,8 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include <retools/detail/random_token.hpp>  // uuid4_hex() for job ids
 #include <retools/connection.hpp>
+#include <retools/detail/random_token.hpp>  // uuid4_hex() for job ids
 
 namespace retools {
 

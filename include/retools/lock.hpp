@@ -168,8 +168,8 @@ private:
     std::string key_;
     LockOptions options_;
     Connection conn_;
-    std::string token_;        // empty when not held
-    long owner_pid_ = 0;       // process that acquired token_
+    std::string token_;   // empty when not held
+    long owner_pid_ = 0;  // process that acquired token_
     std::unique_ptr<Watchdog> watchdog_;
 };
 

@@ -278,12 +278,12 @@ public:
     /// auto id = qm.enqueue("myapp.jobs:add", {{"a", 1}, {"b", 2}}, {.metadata = {{"result_ttl", 60}}});
     /// if (auto r = qm.wait_for_result(id, 5s); r && r->ok) std::cout << r->value << "\n";
     /// ```
-    std::optional<JobResult> wait_for_result(std::string_view job_id, std::chrono::milliseconds timeout) const;
+    std::optional<JobResult> wait_for_result(std::string_view job_id,
+                                             std::chrono::milliseconds timeout) const;
 
     /// The payload text enqueue() would write (no Redis access); for tests
     /// and tools that write payloads themselves.
-    std::string make_payload(std::string_view job_id, std::string_view job_name,
-                             const nlohmann::json& kwargs,
+    std::string make_payload(std::string_view job_id, std::string_view job_name, const nlohmann::json& kwargs,
                              const nlohmann::json& metadata = nullptr) const;
 
 private:
@@ -340,14 +340,16 @@ std::string delayed_member(std::string_view queue, std::string_view payload);
 /// in `job.state()["retried"]`), for callers that finish a job atomically in
 /// their own MULTI/EXEC (e.g. with the LREM from a processing list).
 /// Returns the due time.
-std::chrono::system_clock::time_point add_retry_later(Pipeline& p, Job& job, std::chrono::duration<double> delay);
+std::chrono::system_clock::time_point add_retry_later(Pipeline& p, Job& job,
+                                                      std::chrono::duration<double> delay);
 
 /// Appends to `p` what QueueManager::record_failure sends.
 void add_record_failure(Pipeline& p, FailedJob failed);
 
 /// Appends to `p` the commands that store a job result (DEL, RPUSH, EXPIRE),
 /// for callers composing their own MULTI/EXEC.
-void add_store_result(Pipeline& p, std::string_view job_id, const JobResult& result, std::chrono::seconds ttl);
+void add_store_result(Pipeline& p, std::string_view job_id, const JobResult& result,
+                      std::chrono::seconds ttl);
 
 }  // namespace detail
 

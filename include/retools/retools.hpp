@@ -1,14 +1,14 @@
 #pragma once
 // Umbrella header: everything retools offers.
 
-#include <retools/errors.hpp>
-#include <retools/reply.hpp>
-#include <retools/connection.hpp>
-#include <retools/script.hpp>
-#include <retools/codec.hpp>
 #include <retools/cache.hpp>
-#include <retools/lock.hpp>
-#include <retools/limiter.hpp>
+#include <retools/codec.hpp>
+#include <retools/connection.hpp>
+#include <retools/errors.hpp>
 #include <retools/job.hpp>
+#include <retools/limiter.hpp>
+#include <retools/lock.hpp>
 #include <retools/queue.hpp>
+#include <retools/reply.hpp>
+#include <retools/script.hpp>
 #include <retools/worker.hpp>

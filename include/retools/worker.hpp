@@ -276,10 +276,10 @@ struct Registrar {
 
 #define RETOOLS_DETAIL_CAT2(a, b) a##b
 #define RETOOLS_DETAIL_CAT(a, b) RETOOLS_DETAIL_CAT2(a, b)
-#define RETOOLS_DETAIL_REGISTER(method, name, ...)                                           \
-    [[maybe_unused]] static const ::retools::detail::Registrar RETOOLS_DETAIL_CAT(          \
-        retools_registrar_, __COUNTER__) {                                                  \
-        [] { ::retools::JobRegistry::global().method(name, __VA_ARGS__); }                  \
+#define RETOOLS_DETAIL_REGISTER(method, name, ...)                                                    \
+    [[maybe_unused]] static const ::retools::detail::Registrar RETOOLS_DETAIL_CAT(retools_registrar_, \
+                                                                                  __COUNTER__) {      \
+        [] { ::retools::JobRegistry::global().method(name, __VA_ARGS__); }                            \
     }
 
 /// Registers a job in JobRegistry::global() when the program or shared library

@@ -1,13 +1,13 @@
 // Invalidation: values are never deleted, their `created` is moved back so
 // the next call regenerates them.
-#include <retools/cache.hpp>
-
 #include <algorithm>
 #include <span>
 
+#include <retools/cache.hpp>
+#include <retools/script.hpp>
+
 #include "cache/keys.hpp"
 #include "core/clock.hpp"
-#include <retools/script.hpp>
 
 namespace retools::detail {
 namespace {
@@ -60,7 +60,8 @@ std::vector<std::string> members(const Connection& conn, const std::string& set)
 }
 
 // The key set's members plus "" (the key of a call without arguments), once each.
-std::vector<std::string> keys_with_empty(const Connection& conn, std::string_view region, std::string_view ns) {
+std::vector<std::string> keys_with_empty(const Connection& conn, std::string_view region,
+                                         std::string_view ns) {
     std::vector<std::string> keys = members(conn, cache_keys::keyset(region, ns));
     if (std::find(keys.begin(), keys.end(), "") == keys.end()) keys.emplace_back();
     return keys;
@@ -114,8 +115,10 @@ void invalidate_region(std::string_view region) {
         for (std::size_t start = 0; start < keys.size(); start += chunk) {
             const std::size_t end = std::min(keys.size(), start + chunk);
             std::vector<std::string> script_keys{keyset};
-            for (std::size_t i = start; i < end; ++i) script_keys.push_back(cache_keys::value(region, ns, keys[i]));
-            prune_script.run(conn, script_keys, created, std::span<const std::string>(keys.data() + start, end - start));
+            for (std::size_t i = start; i < end; ++i)
+                script_keys.push_back(cache_keys::value(region, ns, keys[i]));
+            prune_script.run(conn, script_keys, created,
+                             std::span<const std::string>(keys.data() + start, end - start));
         }
     }
 }

@@ -37,17 +37,23 @@ inline std::string lock(std::string_view region, std::string_view ns, std::strin
     return join({"retools:lock", region, ns, key});
 }
 /// Hits counted on `day`: `retools:hits:<day>:<region>:<ns>:<key>`.
-inline std::string hits(std::string_view day, std::string_view region, std::string_view ns, std::string_view key) {
+inline std::string hits(std::string_view day, std::string_view region, std::string_view ns,
+                        std::string_view key) {
     return join({"retools:hits", day, region, ns, key});
 }
 /// Misses counted on `day`: `retools:misses:<day>:<region>:<ns>:<key>`.
-inline std::string misses(std::string_view day, std::string_view region, std::string_view ns, std::string_view key) {
+inline std::string misses(std::string_view day, std::string_view region, std::string_view ns,
+                          std::string_view key) {
     return join({"retools:misses", day, region, ns, key});
 }
 /// Set of the namespaces of a region: `retools:<region>:namespaces`.
-inline std::string namespaces(std::string_view region) { return join({"retools", region, "namespaces"}); }
+inline std::string namespaces(std::string_view region) {
+    return join({"retools", region, "namespaces"});
+}
 /// Set of the keys of a namespace: `retools:<region>:<ns>:keys`.
-inline std::string keyset(std::string_view region, std::string_view ns) { return join({"retools", region, ns, "keys"}); }
+inline std::string keyset(std::string_view region, std::string_view ns) {
+    return join({"retools", region, ns, "keys"});
+}
 
 }  // namespace cache_keys
 }  // namespace retools::detail

@@ -1,6 +1,4 @@
 // The region registry and CacheRegion::load, step by step as the original does it.
-#include <retools/cache.hpp>
-
 #include <algorithm>
 #include <charconv>
 #include <mutex>
@@ -9,9 +7,11 @@
 
 #include <fmt/format.h>
 
+#include <retools/cache.hpp>
+#include <retools/lock.hpp>
+
 #include "cache/keys.hpp"
 #include "core/clock.hpp"
-#include <retools/lock.hpp>
 
 namespace retools {
 namespace detail {
@@ -24,7 +24,8 @@ struct StringHash {
 
 struct Registry {
     std::shared_mutex mutex;
-    std::unordered_map<std::string, std::shared_ptr<const RegionSettings>, StringHash, std::equal_to<>> regions;
+    std::unordered_map<std::string, std::shared_ptr<const RegionSettings>, StringHash, std::equal_to<>>
+        regions;
 };
 
 Registry& registry() {
@@ -99,13 +100,14 @@ std::shared_ptr<const RegionSettings> find_region(std::string_view name) {
 }
 
 void throw_first_value_timeout(std::string_view region, std::string_view ns, std::string_view key) {
-    throw LockTimeout(fmt::format("cache region {}: no value for {}:{} and another caller held {} for longer than "
-                                  "the region's first_value_wait",
-                                  region, ns, key, cache_keys::lock(region, ns, key)));
+    throw LockTimeout(
+        fmt::format("cache region {}: no value for {}:{} and another caller held {} for longer than "
+                    "the region's first_value_wait",
+                    region, ns, key, cache_keys::lock(region, ns, key)));
 }
 
-LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::string_view key, Regenerate mode,
-                       bool statistics, LoadTarget& target) {
+LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::string_view key,
+                       Regenerate mode, bool statistics, LoadTarget& target) {
     const Connection& conn = region.connection();
     const std::string value_key = cache_keys::value(region.name, ns, key);
     const std::string day = statistics ? today() : std::string();  // one date for every counter of this call
@@ -126,7 +128,8 @@ LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::s
             hash = conn.execute_one(p.buffer());
         }
         if (hash.is_error())
-            throw ReplyError(fmt::format("cache region {}: HGETALL {}: {}", region.name, value_key, hash.error_message()));
+            throw ReplyError(
+                fmt::format("cache region {}: HGETALL {}: {}", region.name, value_key, hash.error_message()));
     }
     StoredValue stored = parse_hash(hash);
 
@@ -165,7 +168,8 @@ LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::s
         Pipeline& p = scratch_pipeline();
         const std::string namespaces_key = cache_keys::namespaces(region.name);
         const std::string keyset_key = cache_keys::keyset(region.name, ns);
-        const std::string_view stored_keys[] = {value_key, value_key, cache_keys::regions, namespaces_key, keyset_key};
+        const std::string_view stored_keys[] = {value_key, value_key, cache_keys::regions, namespaces_key,
+                                                keyset_key};
         p.command("HMSET", value_key, "created", created, "value", bytes);
         p.command("EXPIRE", value_key, static_cast<long long>(region.options.redis_expiration.count()));
         p.command("SADD", cache_keys::regions, region.name);
@@ -175,8 +179,8 @@ LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::s
         std::vector<Reply> replies = conn.transaction(p);
         for (std::size_t i = 0; i < 5; ++i) {  // the value and its tracking sets
             if (replies.at(i).is_error())
-                throw ReplyError(fmt::format("cache region {}: storing {}:{} failed at {}: {}", region.name, ns, key,
-                                             stored_keys[i], replies[i].error_message()));
+                throw ReplyError(fmt::format("cache region {}: storing {}:{} failed at {}: {}", region.name,
+                                             ns, key, stored_keys[i], replies[i].error_message()));
         }
         // The original read new_hits from the HMSET reply (always 1); the
         // GETSET reply is what its arithmetic and its own tests mean.
@@ -222,16 +226,21 @@ void CacheRegion::add_region(std::string name, CacheRegionOptions options) {
     if (options.expires.count() < 0)
         throw CacheConfigurationError(fmt::format("cache region {}: expires must not be negative", name));
     if (options.redis_expiration.count() < 1)
-        throw CacheConfigurationError(fmt::format("cache region {}: redis_expiration must be at least 1 s", name));
+        throw CacheConfigurationError(
+            fmt::format("cache region {}: redis_expiration must be at least 1 s", name));
     if (options.first_value_wait.count() < 0)
-        throw CacheConfigurationError(fmt::format("cache region {}: first_value_wait must not be negative", name));
-    auto settings = std::make_shared<const detail::RegionSettings>(detail::RegionSettings{name, std::move(options)});
+        throw CacheConfigurationError(
+            fmt::format("cache region {}: first_value_wait must not be negative", name));
+    auto settings =
+        std::make_shared<const detail::RegionSettings>(detail::RegionSettings{name, std::move(options)});
     auto& r = detail::registry();
     std::unique_lock lock(r.mutex);
     r.regions.insert_or_assign(std::move(name), std::move(settings));
 }
 
-bool CacheRegion::has_region(std::string_view name) { return detail::lookup(name) != nullptr; }
+bool CacheRegion::has_region(std::string_view name) {
+    return detail::lookup(name) != nullptr;
+}
 
 std::optional<CacheRegionOptions> CacheRegion::region(std::string_view name) {
     auto settings = detail::lookup(name);
@@ -250,8 +259,9 @@ std::vector<std::string> CacheRegion::region_names() {
     return names;
 }
 
-std::optional<std::string> CacheRegion::load(std::string_view region, std::string_view ns, std::string_view key,
-                                             bool regenerate, const std::function<std::string()>& callable,
+std::optional<std::string> CacheRegion::load(std::string_view region, std::string_view ns,
+                                             std::string_view key, bool regenerate,
+                                             const std::function<std::string()>& callable,
                                              std::optional<bool> statistics) {
     struct Bytes final : detail::LoadTarget {
         explicit Bytes(const std::function<std::string()>& call) : call_(call) {}
@@ -269,7 +279,8 @@ std::optional<std::string> CacheRegion::load(std::string_view region, std::strin
     auto settings = detail::find_region(region);
     Bytes target{callable};
     auto mode = regenerate && callable ? detail::Regenerate::when_stale : detail::Regenerate::never;
-    switch (detail::cache_load(*settings, ns, key, mode, statistics.value_or(CacheRegion::statistics.load()), target)) {
+    switch (detail::cache_load(*settings, ns, key, mode, statistics.value_or(CacheRegion::statistics.load()),
+                               target)) {
         case detail::LoadOutcome::stored:
         case detail::LoadOutcome::produced:
             return std::move(target.value);
@@ -280,6 +291,8 @@ std::optional<std::string> CacheRegion::load(std::string_view region, std::strin
     return std::nullopt;
 }
 
-void CacheRegion::invalidate(std::string_view region) { invalidate_region(region); }
+void CacheRegion::invalidate(std::string_view region) {
+    invalidate_region(region);
+}
 
 }  // namespace retools

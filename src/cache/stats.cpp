@@ -1,7 +1,7 @@
 // Reading the hit/miss counters the cache writes.
-#include <retools/cache.hpp>
-
 #include <charconv>
+
+#include <retools/cache.hpp>
 
 #include "cache/keys.hpp"
 
@@ -21,7 +21,9 @@ std::int64_t count_of(const Reply& reply) {
     return ec == std::errc{} && end == text.data() + text.size() ? value : 0;
 }
 
-std::string day_or_today(std::string_view day) { return day.empty() ? detail::today() : std::string(day); }
+std::string day_or_today(std::string_view day) {
+    return day.empty() ? detail::today() : std::string(day);
+}
 
 struct Wanted {
     std::string ns;
@@ -55,7 +57,8 @@ std::vector<std::string> members_of(const Reply& reply) {
 
 }  // namespace
 
-CacheStats cache_stats(std::string_view region, std::string_view ns, std::string_view key, std::string_view day) {
+CacheStats cache_stats(std::string_view region, std::string_view ns, std::string_view key,
+                       std::string_view day) {
     return read_counters(connection_of(region), day_or_today(day), region,
                          {Wanted{std::string(ns), std::string(key)}})
         .front();
@@ -77,7 +80,8 @@ NamespaceStats namespace_stats(std::string_view region, std::string_view ns, std
 
 RegionStats region_stats(std::string_view region, std::string_view day) {
     const Connection conn = connection_of(region);
-    std::vector<std::string> namespaces = members_of(conn.command("SMEMBERS", detail::cache_keys::namespaces(region)));
+    std::vector<std::string> namespaces =
+        members_of(conn.command("SMEMBERS", detail::cache_keys::namespaces(region)));
     RegionStats out;
     if (namespaces.empty()) return out;
     Pipeline p;

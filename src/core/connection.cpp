@@ -1,10 +1,11 @@
-#include <retools/connection.hpp>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cctype>
-#include <charconv>
 #include <cerrno>
+#include <charconv>
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
@@ -13,9 +14,8 @@
 
 #include <fmt/format.h>
 #include <hiredis/hiredis.h>
-#include <sys/time.h>
-#include <unistd.h>
 
+#include <retools/connection.hpp>
 #include <retools/errors.hpp>
 
 namespace retools {
@@ -64,13 +64,15 @@ void append(redisContext* c, std::string_view resp, const ConnectionOptions& opt
 
 // Sends a handshake command on a fresh context; a server error becomes `Failure`.
 template <class Failure, class... Args>
-void handshake(redisContext* c, const ConnectionOptions& options, std::string_view step, const Args&... args) {
+void handshake(redisContext* c, const ConnectionOptions& options, std::string_view step,
+               const Args&... args) {
     detail::CommandBuffer buffer;
     buffer.add(args...);
     append(c, buffer.data(), options);
     Reply reply = read_reply(c, options);
     if (reply.is_error())
-        throw Failure(fmt::format("Redis {}: {} failed: {}", options.describe(), step, reply.error_message()));
+        throw Failure(
+            fmt::format("Redis {}: {} failed: {}", options.describe(), step, reply.error_message()));
 }
 
 ContextPtr open_context(const ConnectionOptions& options) {
@@ -82,7 +84,8 @@ ContextPtr open_context(const ConnectionOptions& options) {
                   : redisConnectUnix(options.path.c_str());
     } else {
         raw = options.connect_timeout.count() > 0
-                  ? redisConnectWithTimeout(options.host.c_str(), options.port, to_timeval(options.connect_timeout))
+                  ? redisConnectWithTimeout(options.host.c_str(), options.port,
+                                            to_timeval(options.connect_timeout))
                   : redisConnect(options.host.c_str(), options.port);
     }
     ContextPtr ctx(raw);
@@ -92,14 +95,16 @@ ContextPtr open_context(const ConnectionOptions& options) {
         redisSetTimeout(ctx.get(), to_timeval(options.command_timeout)) != REDIS_OK)
         throw_io_error(ctx.get(), errno, "setting the command timeout", options);
     if (!options.password.empty()) {
-        std::string who = options.user.empty() ? std::string("AUTH") : fmt::format("AUTH as user {:?}", options.user);
+        std::string who =
+            options.user.empty() ? std::string("AUTH") : fmt::format("AUTH as user {:?}", options.user);
         if (options.user.empty())
             handshake<AuthenticationError>(ctx.get(), options, who, "AUTH", options.password);
         else
             handshake<AuthenticationError>(ctx.get(), options, who, "AUTH", options.user, options.password);
     }
     if (options.db != 0)
-        handshake<ConfigurationError>(ctx.get(), options, fmt::format("SELECT {}", options.db), "SELECT", options.db);
+        handshake<ConfigurationError>(ctx.get(), options, fmt::format("SELECT {}", options.db), "SELECT",
+                                      options.db);
     return ctx;
 }
 
@@ -153,9 +158,9 @@ public:
             auto wait = shared_.options.command_timeout;
             if (wait.count() > 0) {
                 if (!pool_.available.wait_for(lock, wait, ready))
-                    throw TimeoutError(fmt::format("Redis {}: all {} pooled connections stayed busy for {} ms",
-                                                   shared_.options.describe(), shared_.options.pool_size,
-                                                   wait.count()));
+                    throw TimeoutError(
+                        fmt::format("Redis {}: all {} pooled connections stayed busy for {} ms",
+                                    shared_.options.describe(), shared_.options.pool_size, wait.count()));
             } else {
                 pool_.available.wait(lock, ready);
             }
@@ -222,10 +227,13 @@ Connection::Connection() : Connection(ConnectionOptions{}) {}
 
 Connection::Connection(ConnectionOptions options) {
     if (options.pool_size == 0) throw ConfigurationError("ConnectionOptions.pool_size must be at least 1");
-    if (options.path.empty() && options.host.empty()) throw ConfigurationError("ConnectionOptions.host is empty");
+    if (options.path.empty() && options.host.empty())
+        throw ConfigurationError("ConnectionOptions.host is empty");
     if (options.path.empty() && (options.port <= 0 || options.port > 65535))
-        throw ConfigurationError(fmt::format("ConnectionOptions.port {} is not from 1 to 65535", options.port));
-    if (options.db < 0) throw ConfigurationError(fmt::format("ConnectionOptions.db {} is negative", options.db));
+        throw ConfigurationError(
+            fmt::format("ConnectionOptions.port {} is not from 1 to 65535", options.port));
+    if (options.db < 0)
+        throw ConfigurationError(fmt::format("ConnectionOptions.db {} is negative", options.db));
     if (options.connect_timeout.count() < 0 || options.command_timeout.count() < 0)
         throw ConfigurationError("ConnectionOptions timeouts must not be negative");
     shared_ = std::make_shared<Shared>(std::move(options));
@@ -233,7 +241,9 @@ Connection::Connection(ConnectionOptions options) {
 
 Connection::Connection(std::string_view url) : Connection(ConnectionOptions::from_url(url)) {}
 
-const ConnectionOptions& Connection::options() const noexcept { return shared_->options; }
+const ConnectionOptions& Connection::options() const noexcept {
+    return shared_->options;
+}
 
 std::uint64_t Connection::round_trips() const noexcept {
     return shared_->round_trips.load(std::memory_order_relaxed);
@@ -325,21 +335,25 @@ std::vector<std::string_view> leading_args(std::string_view resp, std::size_t in
         for (long long i = 0; i < count; ++i) {
             long long len = number('$');
             if (len < 0 || resp.size() < static_cast<std::size_t>(len) + 2) return args;
-            if (command == index && args.size() < limit) args.push_back(resp.substr(0, static_cast<std::size_t>(len)));
+            if (command == index && args.size() < limit)
+                args.push_back(resp.substr(0, static_cast<std::size_t>(len)));
             resp.remove_prefix(static_cast<std::size_t>(len) + 2);
         }
     }
     return args;
 }
 
-std::string_view shortened(std::string_view arg) { return arg.substr(0, 200); }
+std::string_view shortened(std::string_view arg) {
+    return arg.substr(0, 200);
+}
 
 }  // namespace
 
 namespace {
 bool iequals(std::string_view a, std::string_view b) {
     return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-               return std::toupper(static_cast<unsigned char>(x)) == std::toupper(static_cast<unsigned char>(y));
+               return std::toupper(static_cast<unsigned char>(x)) ==
+                      std::toupper(static_cast<unsigned char>(y));
            });
 }
 }  // namespace

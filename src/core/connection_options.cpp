@@ -1,9 +1,8 @@
-#include <retools/connection.hpp>
-
 #include <charconv>
 
 #include <fmt/format.h>
 
+#include <retools/connection.hpp>
 #include <retools/errors.hpp>
 
 namespace retools {
@@ -16,8 +15,7 @@ namespace {
 int parse_number(std::string_view text, std::string_view what, int min, int max) {
     int value = 0;
     auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (text.empty() || ec != std::errc{} || end != text.data() + text.size() || value < min ||
-        value > max)
+    if (text.empty() || ec != std::errc{} || end != text.data() + text.size() || value < min || value > max)
         bad_url(fmt::format("{} {:?} is not a number from {} to {}", what, text, min, max));
     return value;
 }
@@ -34,7 +32,8 @@ std::string percent_decode(std::string_view text, std::string_view what) {
         int byte = 0;
         if (i + 2 >= text.size()) bad_url(fmt::format("bad %-escape in the {}", what));
         auto [end, ec] = std::from_chars(text.data() + i + 1, text.data() + i + 3, byte, 16);
-        if (ec != std::errc{} || end != text.data() + i + 3) bad_url(fmt::format("bad %-escape in the {}", what));
+        if (ec != std::errc{} || end != text.data() + i + 3)
+            bad_url(fmt::format("bad %-escape in the {}", what));
         out += static_cast<char>(byte);
         i += 2;
     }
@@ -73,23 +72,25 @@ ConnectionOptions ConnectionOptions::from_url(std::string_view url) {
     }
 
     if (scheme == "unix") {
-        if (rest.empty() || rest.front() != '/') bad_url("unix socket path must be absolute (unix:///path/to/sock)");
+        if (rest.empty() || rest.front() != '/')
+            bad_url("unix socket path must be absolute (unix:///path/to/sock)");
         options.path = std::string(rest);
         parse_query(query, options);
         return options;
     }
-    if (scheme != "redis")
-        bad_url(fmt::format("unsupported scheme {:?} (supported: redis, unix)", scheme));
+    if (scheme != "redis") bad_url(fmt::format("unsupported scheme {:?} (supported: redis, unix)", scheme));
 
     std::string_view authority = rest.substr(0, rest.find('/'));
-    std::string_view path = authority.size() < rest.size() ? rest.substr(authority.size() + 1) : std::string_view{};
+    std::string_view path =
+        authority.size() < rest.size() ? rest.substr(authority.size() + 1) : std::string_view{};
 
     if (auto at = authority.rfind('@'); at != std::string_view::npos) {
         std::string_view userinfo = authority.substr(0, at);
         authority = authority.substr(at + 1);
         auto colon = userinfo.find(':');
         options.user = percent_decode(userinfo.substr(0, colon), "user name");
-        if (colon != std::string_view::npos) options.password = percent_decode(userinfo.substr(colon + 1), "password");
+        if (colon != std::string_view::npos)
+            options.password = percent_decode(userinfo.substr(colon + 1), "password");
     }
 
     std::string_view host = authority;

@@ -1,8 +1,8 @@
-#include <retools/detail/python_repr.hpp>
-
 #include <cmath>
 
 #include <fmt/format.h>
+
+#include <retools/detail/python_repr.hpp>
 
 namespace retools::detail {
 

@@ -1,5 +1,3 @@
-#include <retools/detail/random_token.hpp>
-
 #include <pthread.h>
 
 #include <array>
@@ -9,6 +7,8 @@
 #include <mutex>
 #include <random>
 
+#include <retools/detail/random_token.hpp>
+
 namespace retools::detail {
 namespace {
 
@@ -16,7 +16,9 @@ namespace {
 // generation re-seeds, so a child never replays its parent's random stream.
 std::atomic<std::uint64_t> fork_generation{0};
 
-void on_fork_child() noexcept { fork_generation.fetch_add(1, std::memory_order_relaxed); }
+void on_fork_child() noexcept {
+    fork_generation.fetch_add(1, std::memory_order_relaxed);
+}
 
 struct Generator {
     std::mt19937_64 engine;
@@ -46,7 +48,9 @@ std::mt19937_64& engine() {
 
 }  // namespace
 
-std::uint64_t random_u64() { return engine()(); }
+std::uint64_t random_u64() {
+    return engine()();
+}
 
 std::string uuid4_hex() {
     auto& gen = engine();
@@ -73,6 +77,8 @@ std::string uuid4_hex() {
     return std::string(text, sizeof text);
 }
 
-std::string random_token() { return uuid4_hex(); }
+std::string random_token() {
+    return uuid4_hex();
+}
 
 }  // namespace retools::detail

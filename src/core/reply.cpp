@@ -1,5 +1,3 @@
-#include <retools/reply.hpp>
-
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
@@ -8,37 +6,49 @@
 #include <hiredis/hiredis.h>
 
 #include <retools/errors.hpp>
+#include <retools/reply.hpp>
 
 namespace retools {
 
 Reply Reply::adopt(redisReply* reply) {
     if (reply == nullptr) return Reply{};
-    std::shared_ptr<const redisReply> root(reply, [](const redisReply* r) {
-        freeReplyObject(const_cast<redisReply*>(r));
-    });
+    std::shared_ptr<const redisReply> root(
+        reply, [](const redisReply* r) { freeReplyObject(const_cast<redisReply*>(r)); });
     return Reply{std::move(root), reply};
 }
 
 Reply::Type Reply::type() const noexcept {
     if (node_ == nullptr) return Type::nil;
     switch (node_->type) {
-        case REDIS_REPLY_INTEGER: return Type::integer;
-        case REDIS_REPLY_STRING: return Type::string;
-        case REDIS_REPLY_STATUS: return Type::status;
-        case REDIS_REPLY_ARRAY: return Type::array;
-        case REDIS_REPLY_ERROR: return Type::error;
-        default: return Type::nil;
+        case REDIS_REPLY_INTEGER:
+            return Type::integer;
+        case REDIS_REPLY_STRING:
+            return Type::string;
+        case REDIS_REPLY_STATUS:
+            return Type::status;
+        case REDIS_REPLY_ARRAY:
+            return Type::array;
+        case REDIS_REPLY_ERROR:
+            return Type::error;
+        default:
+            return Type::nil;
     }
 }
 
 std::string_view to_string(Reply::Type type) noexcept {
     switch (type) {
-        case Reply::Type::nil: return "nil";
-        case Reply::Type::integer: return "integer";
-        case Reply::Type::string: return "string";
-        case Reply::Type::status: return "status";
-        case Reply::Type::array: return "array";
-        case Reply::Type::error: return "error";
+        case Reply::Type::nil:
+            return "nil";
+        case Reply::Type::integer:
+            return "integer";
+        case Reply::Type::string:
+            return "string";
+        case Reply::Type::status:
+            return "status";
+        case Reply::Type::array:
+            return "array";
+        case Reply::Type::error:
+            return "error";
     }
     return "unknown";
 }
@@ -63,7 +73,9 @@ std::string_view Reply::view() const {
     return {node_->str, node_->len};
 }
 
-std::string Reply::as_string() const { return std::string(view()); }
+std::string Reply::as_string() const {
+    return std::string(view());
+}
 
 std::optional<std::string> Reply::as_optional_string() const {
     if (is_nil()) return std::nullopt;
@@ -98,8 +110,7 @@ std::size_t Reply::size() const {
 }
 
 Reply Reply::operator[](std::size_t i) const {
-    if (i >= size())
-        throw ReplyError(fmt::format("reply index {} out of range (size {})", i, size()));
+    if (i >= size()) throw ReplyError(fmt::format("reply index {} out of range (size {})", i, size()));
     return Reply{root_, node_->element[i]};
 }
 

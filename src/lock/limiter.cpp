@@ -1,13 +1,12 @@
-#include <retools/limiter.hpp>
-
 #include <algorithm>
 #include <thread>
 
 #include <fmt/format.h>
 
-#include "core/clock.hpp"
+#include <retools/limiter.hpp>
 #include <retools/script.hpp>
 
+#include "core/clock.hpp"
 #include "lock/backoff.hpp"
 
 namespace retools {
@@ -37,13 +36,16 @@ const Script& acquire_script() {
 
 void validate(const LimiterOptions& o) {
     if (o.limit == 0) throw ConfigurationError("Limiter: limit must be at least 1, got 0");
-    if (o.prefix.empty()) throw ConfigurationError("Limiter: prefix (the sorted set's name) must not be empty");
+    if (o.prefix.empty())
+        throw ConfigurationError("Limiter: prefix (the sorted set's name) must not be empty");
     if (o.expiration < milliseconds{1})
         throw ConfigurationError(fmt::format("Limiter '{}': expiration must be at least 1 ms, got {} ms",
                                              o.prefix, o.expiration.count()));
 }
 
-Connection resolve(const LimiterOptions& o) { return o.connection ? *o.connection : global_connection(); }
+Connection resolve(const LimiterOptions& o) {
+    return o.connection ? *o.connection : global_connection();
+}
 
 }  // namespace
 
@@ -61,8 +63,7 @@ LimiterSlot& LimiterSlot::operator=(LimiterSlot&& other) noexcept {
     if (this != &other) {
         try {
             release();
-        } catch (...) {
-        }
+        } catch (...) {}
         conn_ = other.conn_;
         prefix_ = std::move(other.prefix_);
         key_ = std::move(other.key_);
@@ -95,15 +96,18 @@ Limiter::Limiter(LimiterOptions options) : options_(std::move(options)), conn_(r
 bool Limiter::acquire_limit(std::string_view key, std::optional<milliseconds> expiration, bool retry) {
     milliseconds ttl = expiration.value_or(options_.expiration);
     if (ttl < milliseconds{1})
-        throw ConfigurationError(fmt::format("Limiter '{}': expiration of '{}' must be at least 1 ms, got {} ms",
-                                             options_.prefix, key, ttl.count()));
+        throw ConfigurationError(
+            fmt::format("Limiter '{}': expiration of '{}' must be at least 1 ms, got {} ms", options_.prefix,
+                        key, ttl.count()));
     double now = detail::unix_now();
     auto reply = acquire_script()(conn_, {options_.prefix}, key, options_.limit, now,
                                   now + detail::to_seconds(ttl), retry ? "1" : "0");
     return reply.as_integer() == 1;
 }
 
-void Limiter::release_limit(std::string_view key) { conn_.command("ZREM", options_.prefix, key); }
+void Limiter::release_limit(std::string_view key) {
+    conn_.command("ZREM", options_.prefix, key);
+}
 
 std::optional<LimiterSlot> Limiter::acquire(std::string key, std::optional<milliseconds> expiration) {
     if (!acquire_limit(key, expiration)) return std::nullopt;
@@ -113,7 +117,8 @@ std::optional<LimiterSlot> Limiter::acquire(std::string key, std::optional<milli
 std::optional<LimiterSlot> Limiter::acquire_for(std::string key, milliseconds timeout,
                                                 std::optional<milliseconds> expiration) {
     // Clamped so that "forever" (milliseconds::max()) cannot overflow the deadline.
-    const auto deadline = std::chrono::steady_clock::now() + std::clamp(timeout, milliseconds{0}, milliseconds{1'000'000'000'000});
+    const auto deadline = std::chrono::steady_clock::now() +
+                          std::clamp(timeout, milliseconds{0}, milliseconds{1'000'000'000'000});
     detail::Backoff backoff{std::chrono::milliseconds{5}, std::chrono::milliseconds{1000}};
     for (;;) {
         if (acquire_limit(key, expiration)) return LimiterSlot{conn_, options_.prefix, std::move(key)};

@@ -1,5 +1,3 @@
-#include <retools/lock.hpp>
-
 #include <unistd.h>
 
 #include <atomic>
@@ -9,6 +7,7 @@
 #include <fmt/format.h>
 
 #include <retools/detail/random_token.hpp>
+#include <retools/lock.hpp>
 #include <retools/script.hpp>
 
 #include "lock/backoff.hpp"
@@ -61,9 +60,13 @@ void validate(const std::string& key, const LockOptions& o) {
                                              key, o.max_retry_delay.count()));
 }
 
-Connection resolve(const LockOptions& o) { return o.connection ? *o.connection : global_connection(); }
+Connection resolve(const LockOptions& o) {
+    return o.connection ? *o.connection : global_connection();
+}
 
-long current_pid() noexcept { return static_cast<long>(::getpid()); }
+long current_pid() noexcept {
+    return static_cast<long>(::getpid());
+}
 
 }  // namespace
 
@@ -71,7 +74,10 @@ long current_pid() noexcept { return static_cast<long>(::getpid()); }
 // everything it needs, so the Lock object may move while it runs.
 struct Lock::Watchdog {
     Watchdog(Connection conn, std::string key, std::string token, milliseconds ttl)
-        : conn_(std::move(conn)), key_(std::move(key)), token_(std::move(token)), ttl_(ttl),
+        : conn_(std::move(conn)),
+          key_(std::move(key)),
+          token_(std::move(token)),
+          ttl_(ttl),
           pid_(current_pid()) {
         thread_ = std::thread([this] { run(); });
     }
@@ -141,8 +147,12 @@ Lock::Lock(std::string key, LockOptions options, std::defer_lock_t)
 }
 
 Lock::Lock(Lock&& other) noexcept
-    : key_(std::move(other.key_)), options_(other.options_), conn_(other.conn_),
-      token_(std::move(other.token_)), owner_pid_(other.owner_pid_), watchdog_(std::move(other.watchdog_)) {
+    : key_(std::move(other.key_)),
+      options_(other.options_),
+      conn_(other.conn_),
+      token_(std::move(other.token_)),
+      owner_pid_(other.owner_pid_),
+      watchdog_(std::move(other.watchdog_)) {
     other.token_.clear();
 }
 
@@ -160,11 +170,13 @@ Lock& Lock::operator=(Lock&& other) noexcept {
     return *this;
 }
 
-Lock::~Lock() { unlock(); }
+Lock::~Lock() {
+    unlock();
+}
 
 std::chrono::milliseconds Lock::to_budget_ms(double ms) noexcept {
-    if (!(ms > 0)) return milliseconds{0};                 // negative, zero, NaN: one attempt
-    constexpr double ceiling = 1e12;  // ~30 years: "forever", and now() + it fits steady_clock
+    if (!(ms > 0)) return milliseconds{0};  // negative, zero, NaN: one attempt
+    constexpr double ceiling = 1e12;        // ~30 years: "forever", and now() + it fits steady_clock
     return milliseconds{static_cast<milliseconds::rep>(std::ceil(std::min(ms, ceiling)))};
 }
 
@@ -176,7 +188,9 @@ void Lock::lock() {
                                   options_.timeout.count(), waited.count()));
 }
 
-bool Lock::try_lock() { return acquire_within(milliseconds{0}); }
+bool Lock::try_lock() {
+    return acquire_within(milliseconds{0});
+}
 
 bool Lock::acquire_within(milliseconds budget) {
     if (held() && owner_pid_ == current_pid())
@@ -231,7 +245,7 @@ ReleaseResult Lock::release() {
     std::string token = token_;
     forget();  // stop renewing before deleting, so no renewal follows the release
     return release_script()(conn_, {key_}, token).as_integer() == 1 ? ReleaseResult::released
-                                                                     : ReleaseResult::lost;
+                                                                    : ReleaseResult::lost;
 }
 
 void Lock::extend(milliseconds ttl) {
@@ -254,6 +268,8 @@ bool Lock::owns_lock() const {
     return value && *value == token_;
 }
 
-bool Lock::renewal_failed() const noexcept { return watchdog_ && watchdog_->lost(); }
+bool Lock::renewal_failed() const noexcept {
+    return watchdog_ && watchdog_->lost();
+}
 
 }  // namespace retools

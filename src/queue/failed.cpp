@@ -1,14 +1,14 @@
 // Entries of the failed-job list and stored results.
-#include <retools/queue.hpp>
-
 #include <cmath>
 
 #include <fmt/format.h>
 
-#include <retools/errors.hpp>
-#include <retools/script.hpp>
-#include "core/clock.hpp"
 #include <retools/detail/python_repr.hpp>
+#include <retools/errors.hpp>
+#include <retools/queue.hpp>
+#include <retools/script.hpp>
+
+#include "core/clock.hpp"
 #include "queue/keys.hpp"
 
 namespace retools {
@@ -22,7 +22,8 @@ nlohmann::json parse_object(std::string_view text, std::string_view what) {
     } catch (const nlohmann::json::exception& e) {
         throw QueueError(fmt::format("{} is not valid JSON: {}", what, e.what()));
     }
-    if (!data.is_object()) throw QueueError(fmt::format("{} is a JSON {}, not an object", what, data.type_name()));
+    if (!data.is_object())
+        throw QueueError(fmt::format("{} is a JSON {}, not an object", what, data.type_name()));
     return data;
 }
 
@@ -216,7 +217,8 @@ void add_record_failure(Pipeline& p, FailedJob failed) {
     p.command("RPUSH", queue_keys::failed, failed.to_json());
 }
 
-void add_store_result(Pipeline& p, std::string_view job_id, const JobResult& result, std::chrono::seconds ttl) {
+void add_store_result(Pipeline& p, std::string_view job_id, const JobResult& result,
+                      std::chrono::seconds ttl) {
     if (ttl.count() <= 0)
         throw ConfigurationError(fmt::format("result TTL for job {} must be at least 1 s", job_id));
     std::string key = queue_keys::result(job_id);
@@ -226,7 +228,8 @@ void add_store_result(Pipeline& p, std::string_view job_id, const JobResult& res
 
 }  // namespace detail
 
-void QueueManager::store_result(std::string_view job_id, const JobResult& result, std::chrono::seconds ttl) const {
+void QueueManager::store_result(std::string_view job_id, const JobResult& result,
+                                std::chrono::seconds ttl) const {
     Pipeline p;
     detail::add_store_result(p, job_id, result, ttl);
     conn_.transaction(p);

@@ -1,14 +1,13 @@
-#include <retools/job.hpp>
-
 #include <charconv>
 #include <cmath>
 #include <cstdint>
 
-
 #include <fmt/format.h>
 
-#include <retools/errors.hpp>
 #include <retools/detail/python_repr.hpp>
+#include <retools/errors.hpp>
+#include <retools/job.hpp>
+
 #include "queue/keys.hpp"
 
 namespace retools {
@@ -20,8 +19,12 @@ namespace {
 constexpr char hex_digits[] = "0123456789abcdef";
 
 void append_u_escape(std::uint32_t unit, std::string& out) {
-    char buf[6] = {'\\', 'u', hex_digits[(unit >> 12) & 0xf], hex_digits[(unit >> 8) & 0xf],
-                   hex_digits[(unit >> 4) & 0xf], hex_digits[unit & 0xf]};
+    char buf[6] = {'\\',
+                   'u',
+                   hex_digits[(unit >> 12) & 0xf],
+                   hex_digits[(unit >> 8) & 0xf],
+                   hex_digits[(unit >> 4) & 0xf],
+                   hex_digits[unit & 0xf]};
     out.append(buf, sizeof buf);
 }
 
@@ -53,8 +56,8 @@ std::uint32_t decode_utf8(std::string_view s, std::size_t& i, std::string_view w
         cp = (cp << 6) | (b & 0x3f);
     }
     // Overlong forms, surrogates and out-of-range code points are invalid.
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-        cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
+        (cp >= 0xd800 && cp <= 0xdfff))
         return bad();
     i += len;
     return cp;
@@ -74,13 +77,34 @@ void python_json_string(std::string_view text, std::string& out, std::string_vie
         }
         out.append(text.data() + run, i - run);
         switch (c) {
-            case '"': out.append("\\\""); ++i; break;
-            case '\\': out.append("\\\\"); ++i; break;
-            case '\n': out.append("\\n"); ++i; break;
-            case '\r': out.append("\\r"); ++i; break;
-            case '\t': out.append("\\t"); ++i; break;
-            case '\b': out.append("\\b"); ++i; break;
-            case '\f': out.append("\\f"); ++i; break;
+            case '"':
+                out.append("\\\"");
+                ++i;
+                break;
+            case '\\':
+                out.append("\\\\");
+                ++i;
+                break;
+            case '\n':
+                out.append("\\n");
+                ++i;
+                break;
+            case '\r':
+                out.append("\\r");
+                ++i;
+                break;
+            case '\t':
+                out.append("\\t");
+                ++i;
+                break;
+            case '\b':
+                out.append("\\b");
+                ++i;
+                break;
+            case '\f':
+                out.append("\\f");
+                ++i;
+                break;
             default: {
                 std::uint32_t cp = decode_utf8(text, i, what);
                 if (cp >= 0x10000) {
@@ -101,8 +125,12 @@ void python_json_string(std::string_view text, std::string& out, std::string_vie
 void python_json_dump(const nlohmann::json& value, std::string& out, std::string_view what) {
     using value_t = nlohmann::json::value_t;
     switch (value.type()) {
-        case value_t::null: out.append("null"); return;
-        case value_t::boolean: out.append(value.get<bool>() ? "true" : "false"); return;
+        case value_t::null:
+            out.append("null");
+            return;
+        case value_t::boolean:
+            out.append(value.get<bool>() ? "true" : "false");
+            return;
         case value_t::number_integer:
         case value_t::number_unsigned: {
             char buf[24];
@@ -120,7 +148,9 @@ void python_json_dump(const nlohmann::json& value, std::string& out, std::string
             out.append(python_repr(d));
             return;
         }
-        case value_t::string: python_json_string(value.get_ref<const std::string&>(), out, what); return;
+        case value_t::string:
+            python_json_string(value.get_ref<const std::string&>(), out, what);
+            return;
         case value_t::array: {
             out.push_back('[');
             bool first = true;
@@ -146,7 +176,8 @@ void python_json_dump(const nlohmann::json& value, std::string& out, std::string
             return;
         }
         case value_t::binary:
-        case value_t::discarded: break;
+        case value_t::discarded:
+            break;
     }
     throw QueueError(fmt::format("{} holds a value JSON cannot represent", what));
 }
@@ -187,7 +218,8 @@ nlohmann::json object_field(const nlohmann::json& payload, const char* name, boo
     }
     if (it->is_null() && optional) return nlohmann::json::object();
     if (!it->is_object())
-        throw QueueError(fmt::format("job payload field \"{}\" is a {}, not an object", name, it->type_name()));
+        throw QueueError(
+            fmt::format("job payload field \"{}\" is a {}, not an object", name, it->type_name()));
     return *it;
 }
 
@@ -213,8 +245,7 @@ Job Job::from_payload(std::string_view payload, std::string_view queue_name, Con
         if (ok)
             for (const auto& h : handlers) ok = ok && h.is_string();
         if (!ok)
-            throw QueueError(
-                fmt::format("job payload event \"{}\" is not a list of handler names", event));
+            throw QueueError(fmt::format("job payload event \"{}\" is not a list of handler names", event));
     }
     // The original reads metadata with a default; a null state is treated alike.
     job.metadata_ = object_field(data, "metadata", true);
@@ -224,7 +255,9 @@ Job Job::from_payload(std::string_view payload, std::string_view queue_name, Con
     return job;
 }
 
-std::string Job::queue_key() const { return detail::queue_keys::queue(queue_); }
+std::string Job::queue_key() const {
+    return detail::queue_keys::queue(queue_);
+}
 
 std::vector<std::string> Job::handlers(std::string_view event) const {
     std::vector<std::string> out;
@@ -235,7 +268,7 @@ std::vector<std::string> Job::handlers(std::string_view event) const {
 }
 
 nlohmann::json Job::to_dict() const {
-    return nlohmann::json{{"job_id", id_}, {"job", name_},         {"kwargs", kwargs_},
+    return nlohmann::json{{"job_id", id_},     {"job", name_},          {"kwargs", kwargs_},
                           {"events", events_}, {"metadata", metadata_}, {"state", state_}};
 }
 
@@ -289,7 +322,8 @@ std::optional<std::chrono::duration<double>> Job::next_retry_delay() const {
     auto b = metadata_.find("retry_backoff");
     if (b != metadata_.end() && !b->is_null()) {
         if (!b->is_number() || b->get<double>() < 0 || !std::isfinite(b->get<double>()))
-            throw QueueError(fmt::format("job {} metadata \"retry_backoff\" is not a non-negative number", id_));
+            throw QueueError(
+                fmt::format("job {} metadata \"retry_backoff\" is not a non-negative number", id_));
         backoff = b->get<double>();
     }
     return std::chrono::duration<double>(std::ldexp(backoff, std::min(done, 60)));

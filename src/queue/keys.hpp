@@ -9,15 +9,23 @@
 namespace retools::detail::queue_keys {
 
 // --- the original's layout ---------------------------------------------------
-inline constexpr std::string_view queue_prefix = "retools:queue:";     // + name: list of payloads
+inline constexpr std::string_view queue_prefix = "retools:queue:";    // + name: list of payloads
 inline constexpr std::string_view queues = "retools:queues";          // set of queue names
 inline constexpr std::string_view workers = "retools:workers";        // set of live worker ids
 inline constexpr std::string_view worker_prefix = "retools:worker:";  // + id [+ ":started" | ":queues"]
 
-inline std::string queue(std::string_view name) { return std::string(queue_prefix).append(name); }
-inline std::string worker(std::string_view id) { return std::string(worker_prefix).append(id); }
-inline std::string worker_started(std::string_view id) { return worker(id).append(":started"); }
-inline std::string worker_queues(std::string_view id) { return worker(id).append(":queues"); }
+inline std::string queue(std::string_view name) {
+    return std::string(queue_prefix).append(name);
+}
+inline std::string worker(std::string_view id) {
+    return std::string(worker_prefix).append(id);
+}
+inline std::string worker_started(std::string_view id) {
+    return worker(id).append(":started");
+}
+inline std::string worker_queues(std::string_view id) {
+    return worker(id).append(":queues");
+}
 
 // --- added by retools for C++ ------------------------------------------------
 /// List of payloads a worker has taken and not finished (reliable fetch).
@@ -36,6 +44,8 @@ inline constexpr std::string_view delayed = "retools:delayed";
 /// {"status": "failed", "error": text}. A list rather than a string so that
 /// QueueManager::wait_for_result can block on it (BLMOVE onto itself) instead of polling.
 inline constexpr std::string_view result_prefix = "retools:result:";  // + job id
-inline std::string result(std::string_view job_id) { return std::string(result_prefix).append(job_id); }
+inline std::string result(std::string_view job_id) {
+    return std::string(result_prefix).append(job_id);
+}
 
 }  // namespace retools::detail::queue_keys

@@ -1,5 +1,3 @@
-#include <retools/queue.hpp>
-
 #include <algorithm>
 #include <ranges>
 #include <set>
@@ -7,6 +5,8 @@
 #include <fmt/format.h>
 
 #include <retools/errors.hpp>
+#include <retools/queue.hpp>
+
 #include "queue/keys.hpp"
 
 namespace retools {
@@ -337,8 +337,8 @@ std::vector<std::string> QueueManager::enqueue_many(std::string_view job_name,
     check_object(options.metadata, "metadata");
     for (std::size_t i = 0; i < kwargs_list.size(); ++i)
         if (!kwargs_list[i].is_null() && !kwargs_list[i].is_object())
-            throw QueueError(fmt::format("kwargs #{} must be a JSON object, not a {}", i,
-                                         kwargs_list[i].type_name()));
+            throw QueueError(
+                fmt::format("kwargs #{} must be a JSON object, not a {}", i, kwargs_list[i].type_name()));
     std::vector<std::string> ids;
     if (kwargs_list.empty()) return ids;
     const Destination to{plan.queue, plan.queue_key, options.queue_name};

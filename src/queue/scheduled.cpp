@@ -1,12 +1,12 @@
 // Scheduled jobs and retries: the sorted set retools:delayed.
-#include <retools/queue.hpp>
-
 #include <cmath>
 
 #include <fmt/format.h>
 
 #include <retools/errors.hpp>
+#include <retools/queue.hpp>
 #include <retools/script.hpp>
+
 #include "core/clock.hpp"
 #include "queue/keys.hpp"
 
@@ -108,8 +108,8 @@ std::string QueueManager::enqueue_in(std::chrono::duration<double> delay, std::s
                                      const nlohmann::json& kwargs, const EnqueueOptions& options) const {
     if (!std::isfinite(delay.count()))
         throw ConfigurationError(fmt::format("enqueue_in delay {} s is not finite", delay.count()));
-    return enqueue_at(system_clock::now() + std::chrono::duration_cast<system_clock::duration>(delay), job_name,
-                      kwargs, options);
+    return enqueue_at(system_clock::now() + std::chrono::duration_cast<system_clock::duration>(delay),
+                      job_name, kwargs, options);
 }
 
 std::size_t QueueManager::promote_due_jobs(system_clock::time_point now, std::size_t limit) const {
@@ -135,8 +135,7 @@ std::vector<ScheduledJob> QueueManager::scheduled_jobs() const {
                                              entry.at("queue").get<std::string>(), conn_),
                            from_unix(r[i + 1].as_double())});
         } catch (const nlohmann::json::exception&) {
-        } catch (const QueueError&) {
-        }
+        } catch (const QueueError&) {}
     }
     return out;
 }

@@ -58,7 +58,8 @@ std::vector<std::string> split(std::string_view text) {
     std::size_t start = 0;
     for (;;) {
         auto comma = text.find(',', start);
-        out.emplace_back(text.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start));
+        out.emplace_back(
+            text.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start));
         if (comma == std::string_view::npos) return out;
         start = comma + 1;
     }
@@ -77,11 +78,14 @@ int main(int argc, char** argv) {
     for (std::size_t i = 0; i < args.size(); ++i) {
         std::string_view a = args[i];
         auto value = [&]() -> std::string_view {
-            if (auto eq = a.find('='); a.starts_with("--") && eq != std::string_view::npos) return a.substr(eq + 1);
+            if (auto eq = a.find('='); a.starts_with("--") && eq != std::string_view::npos)
+                return a.substr(eq + 1);
             if (i + 1 >= args.size()) fail(fmt::format("{} needs a value", a));
             return args[++i];
         };
-        auto is = [&](std::string_view name) { return a == name || (a.starts_with(name) && a.size() > name.size() && a[name.size()] == '='); };
+        auto is = [&](std::string_view name) {
+            return a == name || (a.starts_with(name) && a.size() > name.size() && a[name.size()] == '=');
+        };
         if (a == "-h" || a == "--help") {
             fmt::print("{}", usage);
             return 0;
@@ -129,8 +133,8 @@ int main(int argc, char** argv) {
         // pruning (ps | grep retools:) then sees this worker as alive.
         std::string title = "retools: " + queues_arg;
         ::prctl(PR_SET_NAME, title.c_str(), 0, 0, 0);
-        fmt::print(stderr, "retools-worker: {} starting ({} job{} registered, {} mode, concurrency {})\n", worker.id(),
-                   retools::JobRegistry::global().job_names().size(),
+        fmt::print(stderr, "retools-worker: {} starting ({} job{} registered, {} mode, concurrency {})\n",
+                   worker.id(), retools::JobRegistry::global().job_names().size(),
                    retools::JobRegistry::global().job_names().size() == 1 ? "" : "s",
                    options.mode == retools::ExecutionMode::fork ? "fork" : "thread", options.concurrency);
         retools::WorkSummary s = worker.work(work);

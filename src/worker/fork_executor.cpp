@@ -34,7 +34,8 @@ void put_raw(std::string& out, T v) {
 std::string encode(const JobOutcome& o) {
     std::string out;
     out.push_back(static_cast<char>(o.status));
-    for (const std::string* s : {&o.job_id, &o.job_name, &o.error, &o.result, &o.retry_member}) put_string(out, *s);
+    for (const std::string* s : {&o.job_id, &o.job_name, &o.error, &o.result, &o.retry_member})
+        put_string(out, *s);
     put_raw(out, o.result_ttl);
     put_raw(out, o.retry_at);
     put_raw(out, o.seconds);
@@ -81,8 +82,10 @@ void write_all(int fd, std::string_view data) {
 
 std::string describe_status(int status) {
     if (WIFSIGNALED(status))
-        return fmt::format("job process killed by signal {} ({})", WTERMSIG(status), ::strsignal(WTERMSIG(status)));
-    if (WIFEXITED(status)) return fmt::format("job process exited with status {} before reporting", WEXITSTATUS(status));
+        return fmt::format("job process killed by signal {} ({})", WTERMSIG(status),
+                           ::strsignal(WTERMSIG(status)));
+    if (WIFEXITED(status))
+        return fmt::format("job process exited with status {} before reporting", WEXITSTATUS(status));
     return fmt::format("job process ended with wait status {}", status);
 }
 
@@ -100,7 +103,8 @@ public:
         join_finished();  // an exited thread keeps its stack mapped until joined, and fork copies mappings
         int fds[2];
         if (::pipe2(fds, O_CLOEXEC) != 0) {
-            fail_now(std::move(job), fmt::format("cannot create a pipe for the job process: {}", std::strerror(errno)));
+            fail_now(std::move(job),
+                     fmt::format("cannot create a pipe for the job process: {}", std::strerror(errno)));
             return;
         }
         std::fflush(nullptr);  // the child must not flush the parent's buffered output again
@@ -125,8 +129,8 @@ public:
         ::close(fds[1]);
         std::lock_guard lock(mutex_);
         running_.emplace(pid, std::thread([this, pid, fd = fds[0], taken = std::move(job)]() mutable {
-            reap(pid, fd, std::move(taken));
-        }));
+                             reap(pid, fd, std::move(taken));
+                         }));
     }
 
     std::vector<TakenJob> take_backlog() override { return {}; }
@@ -159,8 +163,7 @@ private:
         }
         ::close(fd);
         int status = 0;
-        while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-        }
+        while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
         FinishedJob done{std::move(taken), {}};
         if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0 && decode(message, done.outcome))) {
             done.outcome = {};

@@ -36,15 +36,15 @@ enum class JobStatus : unsigned char { succeeded, failed, retry, aborted, requeu
 /// What happened to one job, and the bookkeeping it asks for.
 struct JobOutcome {
     JobStatus status = JobStatus::failed;
-    std::string job_id;     // empty when the payload could not be read
+    std::string job_id;  // empty when the payload could not be read
     std::string job_name;
-    std::string error;      // failed / retry
-    std::string result;     // JobResult text to store ("" = nothing to store)
-    long long result_ttl = 0;   // seconds
-    std::string retry_member;   // delayed-set member for a retry
+    std::string error;         // failed / retry
+    std::string result;        // JobResult text to store ("" = nothing to store)
+    long long result_ttl = 0;  // seconds
+    std::string retry_member;  // delayed-set member for a retry
     double retry_at = 0;
-    double seconds = 0;         // time spent running
-    int killed_by = 0;          // fork mode: the signal that ended the child, 0 if none
+    double seconds = 0;  // time spent running
+    int killed_by = 0;   // fork mode: the signal that ended the child, 0 if none
 };
 
 struct FinishedJob {

@@ -19,7 +19,8 @@ using Table = std::map<std::string, std::shared_ptr<const Fn>, std::less<>>;
 
 template <class Fn>
 void put(Table<Fn>& table, std::string name, Fn fn, std::string_view what) {
-    if (name.empty()) throw ConfigurationError(fmt::format("retools: cannot register a {} with an empty name", what));
+    if (name.empty())
+        throw ConfigurationError(fmt::format("retools: cannot register a {} with an empty name", what));
     if (!fn) throw ConfigurationError(fmt::format("retools: {} '{}' has no function", what, name));
     table.insert_or_assign(std::move(name), std::make_shared<const Fn>(std::move(fn)));
 }

@@ -11,7 +11,6 @@
 #include <fmt/format.h>
 
 #include "core/clock.hpp"
-
 #include "worker/internal.hpp"
 
 namespace retools {
@@ -26,7 +25,9 @@ struct CurrentJob {
 };
 }  // namespace
 
-Job* current_job() noexcept { return current; }
+Job* current_job() noexcept {
+    return current;
+}
 
 namespace detail {
 
@@ -34,7 +35,8 @@ namespace {
 
 std::string demangle(const char* name) {
     int status = 0;
-    std::unique_ptr<char, void (*)(void*)> out(abi::__cxa_demangle(name, nullptr, nullptr, &status), std::free);
+    std::unique_ptr<char, void (*)(void*)> out(abi::__cxa_demangle(name, nullptr, nullptr, &status),
+                                               std::free);
     return status == 0 && out ? std::string(out.get()) : std::string(name);
 }
 

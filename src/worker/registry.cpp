@@ -12,10 +12,10 @@
 
 #include <fmt/format.h>
 
-#include "core/clock.hpp"
 #include <retools/detail/python_repr.hpp>
-#include "queue/keys.hpp"
 
+#include "core/clock.hpp"
+#include "queue/keys.hpp"
 #include "worker/internal.hpp"
 
 namespace retools {
@@ -97,7 +97,8 @@ std::vector<std::string> split_commas(std::string_view text) {
     std::size_t start = 0;
     for (;;) {
         auto comma = text.find(',', start);
-        out.emplace_back(text.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start));
+        out.emplace_back(
+            text.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start));
         if (comma == std::string_view::npos) break;
         start = comma + 1;
     }
@@ -114,11 +115,11 @@ std::string hostname() {
 
 std::size_t requeue_processing(const Connection& conn, std::string_view worker_id, bool unregister) {
     static const Script script{requeue_source};
-    Reply r = script(conn,
-                     {queue_keys::processing(worker_id), queue_keys::workers, queue_keys::worker(worker_id),
-                      queue_keys::worker_started(worker_id), queue_keys::worker_queues(worker_id),
-                      queue_keys::failed},
-                     worker_id, unregister ? "1" : "0", python_repr(unix_now()));
+    Reply r = script(
+        conn,
+        {queue_keys::processing(worker_id), queue_keys::workers, queue_keys::worker(worker_id),
+         queue_keys::worker_started(worker_id), queue_keys::worker_queues(worker_id), queue_keys::failed},
+        worker_id, unregister ? "1" : "0", python_repr(unix_now()));
     return static_cast<std::size_t>(r.as_integer());
 }
 
@@ -158,7 +159,9 @@ std::size_t prune_dead_workers(const Connection& conn) {
     return requeued;
 }
 
-std::vector<std::string> split_queue_names(std::string_view text) { return split_commas(text); }
+std::vector<std::string> split_queue_names(std::string_view text) {
+    return split_commas(text);
+}
 
 }  // namespace detail
 
@@ -166,7 +169,8 @@ std::vector<std::string> split_queue_names(std::string_view text) { return split
 
 std::vector<std::string> Worker::get_worker_ids(const Connection& conn) {
     std::vector<std::string> ids;
-    for (const Reply& r : conn.command("SMEMBERS", detail::queue_keys::workers).as_array()) ids.push_back(r.as_string());
+    for (const Reply& r : conn.command("SMEMBERS", detail::queue_keys::workers).as_array())
+        ids.push_back(r.as_string());
     return ids;
 }
 

@@ -21,11 +21,11 @@
 
 #include <fmt/format.h>
 
-#include "core/clock.hpp"
 #include <retools/detail/python_repr.hpp>
-#include "queue/keys.hpp"
 #include <retools/queue.hpp>
 
+#include "core/clock.hpp"
+#include "queue/keys.hpp"
 #include "worker/internal.hpp"
 
 namespace retools::detail {
@@ -237,7 +237,8 @@ void ReliableFetch::exchange(const FinishBatch& finished, std::size_t count, boo
 // ---- QueueWaiter ------------------------------------------------------------------
 
 struct QueueWaiter::Slot {
-    Slot(const ConnectionOptions& options, std::string queue_key) : conn(options), key(std::move(queue_key)) {}
+    Slot(const ConnectionOptions& options, std::string queue_key)
+        : conn(options), key(std::move(queue_key)) {}
     Connection conn;  // a pool of one, so CLIENT ID names the connection that blocks
     std::string key;
     std::atomic<long long> client_id{-1};
@@ -267,8 +268,7 @@ QueueWaiter::~QueueWaiter() {
             if (id >= 0) {
                 try {
                     control_.command("CLIENT", "UNBLOCK", id);
-                } catch (const Error&) {
-                }
+                } catch (const Error&) {}
             }
             for (int i = 0; i < 20 && !slot->done.load(); ++i)
                 std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -298,7 +298,8 @@ void QueueWaiter::run(Slot& slot) {
         }
         try {
             if (slot.client_id.load() < 0) slot.client_id = slot.conn.command("CLIENT", "ID").as_integer();
-            Reply r = slot.conn.blocking_command(block_, "BLMOVE", slot.key, slot.key, "LEFT", "LEFT", seconds);
+            Reply r =
+                slot.conn.blocking_command(block_, "BLMOVE", slot.key, slot.key, "LEFT", "LEFT", seconds);
             if (!r.is_nil()) {
                 reported = generation;
                 on_ready_();

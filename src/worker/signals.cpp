@@ -43,7 +43,8 @@ extern "C" void retools_worker_on_signal(int sig) {
     for (auto& slot : watcher_fds) {
         int fd = slot.load(std::memory_order_acquire) - 1;
         if (fd >= 0) {
-            [[maybe_unused]] auto n = ::write(fd, &byte, 1);  // non-blocking; a full pipe already has a wake-up
+            [[maybe_unused]] auto n =
+                ::write(fd, &byte, 1);  // non-blocking; a full pipe already has a wake-up
         }
     }
     handlers_running.fetch_sub(1, std::memory_order_acq_rel);
@@ -78,7 +79,8 @@ SignalWatcher::SignalWatcher(std::function<void(int)> on_signal) : on_signal_(st
     if (slot_ < 0) {
         ::close(fds_[0]);
         ::close(fds_[1]);
-        throw ConfigurationError(fmt::format("retools: more than {} workers handle signals in this process", max_watchers));
+        throw ConfigurationError(
+            fmt::format("retools: more than {} workers handle signals in this process", max_watchers));
     }
     if (installed_count++ == 0) install_handlers();
     thread_ = std::thread([this] {
@@ -106,8 +108,7 @@ SignalWatcher::~SignalWatcher() {
         if (--installed_count == 0) restore_handlers();
     }
     unsigned char stop = 0;
-    while (::write(fds_[1], &stop, 1) < 0 && errno == EINTR) {
-    }
+    while (::write(fds_[1], &stop, 1) < 0 && errno == EINTR) {}
     thread_.join();
     while (handlers_running.load(std::memory_order_acquire) != 0) std::this_thread::yield();
     ::close(fds_[0]);

@@ -31,7 +31,8 @@ constexpr std::size_t max_take = 16;
 
 class ThreadExecutor final : public Executor {
 public:
-    ThreadExecutor(std::size_t threads, const JobRegistry& registry, const Connection& conn, CompletionSink& sink)
+    ThreadExecutor(std::size_t threads, const JobRegistry& registry, const Connection& conn,
+                   CompletionSink& sink)
         : registry_(registry), conn_(conn), sink_(sink), count_(threads) {
         // Reserved here: an executor thread that never runs a job never
         // allocates, so glibc never gives it a malloc arena of its own.
@@ -66,7 +67,8 @@ public:
 
     std::vector<TakenJob> take_backlog() override {
         std::lock_guard lock(mutex_);
-        std::vector<TakenJob> out(std::make_move_iterator(backlog_.begin()), std::make_move_iterator(backlog_.end()));
+        std::vector<TakenJob> out(std::make_move_iterator(backlog_.begin()),
+                                  std::make_move_iterator(backlog_.end()));
         backlog_.clear();
         return out;
     }
@@ -94,8 +96,9 @@ private:
         const double backlog = static_cast<double>(backlog_.size());
         while (!idle_.empty() && backlog > 0) {
             const auto awake = static_cast<double>(count_ - idle_.size() - (standby_ ? 1 : 0));
-            const bool more = awake == 0 ||
-                              (avg_seconds_ < 0 ? backlog > awake : backlog * avg_seconds_ > drain_target_seconds * awake);
+            const bool more =
+                awake == 0 ||
+                (avg_seconds_ < 0 ? backlog > awake : backlog * avg_seconds_ > drain_target_seconds * awake);
             if (!more) break;
             pop_idle(Sleeper::Wake::work);
         }
@@ -171,7 +174,8 @@ private:
             // slow jobs shows within some dozens of batches, and meanwhile the
             // standby keeps the backlog moving.
             const double avg = spent / static_cast<double>(take);
-            avg_seconds_ = avg_seconds_ < 0 ? avg : 0.8 * avg_seconds_ + 0.2 * std::min(avg, 2 * avg_seconds_);
+            avg_seconds_ =
+                avg_seconds_ < 0 ? avg : 0.8 * avg_seconds_ + 0.2 * std::min(avg, 2 * avg_seconds_);
             running_ -= take;
             if (running_ == 0 && backlog_.empty()) idle_cv_.notify_all();
         }

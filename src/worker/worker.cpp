@@ -12,7 +12,6 @@
 
 #include "core/clock.hpp"
 #include "queue/keys.hpp"
-
 #include "worker/internal.hpp"
 
 namespace retools {
@@ -24,7 +23,9 @@ using detail::TakenJob;
 
 struct Worker::State final : detail::CompletionSink {
     State(std::vector<std::string> q, WorkerOptions o)
-        : queues(std::move(q)), options(std::move(o)), conn(options.connection ? *options.connection : global_connection()) {}
+        : queues(std::move(q)),
+          options(std::move(o)),
+          conn(options.connection ? *options.connection : global_connection()) {}
 
     std::vector<std::string> queues;
     WorkerOptions options;
@@ -87,12 +88,23 @@ struct Worker::State final : detail::CompletionSink {
     void on_signal(int sig) {
         switch (sig) {
             case SIGTERM:
-            case SIGINT: request([&] { stop_now = true; }); break;
-            case SIGQUIT: request([&] { stop_graceful = true; }); break;
-            case SIGUSR1: request([&] { kill_children = true; }); break;
-            case SIGUSR2: request([&] { paused = true; }); break;
-            case SIGCONT: request([&] { paused = false; }); break;
-            default: break;
+            case SIGINT:
+                request([&] { stop_now = true; });
+                break;
+            case SIGQUIT:
+                request([&] { stop_graceful = true; });
+                break;
+            case SIGUSR1:
+                request([&] { kill_children = true; });
+                break;
+            case SIGUSR2:
+                request([&] { paused = true; });
+                break;
+            case SIGCONT:
+                request([&] { paused = false; });
+                break;
+            default:
+                break;
         }
     }
 
@@ -121,17 +133,23 @@ void validate_queues(const std::vector<std::string>& queues) {
     for (const auto& q : queues) {
         if (q.empty()) throw ConfigurationError("retools: a worker queue name is empty");
         if (q.find_first_of(":,\n") != std::string::npos)
-            throw ConfigurationError(fmt::format("retools: worker queue name '{}' contains ':', ',' or a newline", q));
+            throw ConfigurationError(
+                fmt::format("retools: worker queue name '{}' contains ':', ',' or a newline", q));
     }
 }
 
 std::string_view status_text(JobStatus s) {
     switch (s) {
-        case JobStatus::succeeded: return "ok";
-        case JobStatus::failed: return "failed";
-        case JobStatus::retry: return "failed, retry scheduled";
-        case JobStatus::aborted: return "aborted";
-        case JobStatus::requeue: return "interrupted, requeued";
+        case JobStatus::succeeded:
+            return "ok";
+        case JobStatus::failed:
+            return "failed";
+        case JobStatus::retry:
+            return "failed, retry scheduled";
+        case JobStatus::aborted:
+            return "aborted";
+        case JobStatus::requeue:
+            return "interrupted, requeued";
     }
     return "?";
 }
@@ -140,10 +158,12 @@ std::string_view status_text(JobStatus s) {
 
 Worker::Worker(std::vector<std::string> queues, WorkerOptions options) {
     validate_queues(queues);
-    if (options.concurrency == 0) throw ConfigurationError("retools: WorkerOptions::concurrency must be at least 1");
+    if (options.concurrency == 0)
+        throw ConfigurationError("retools: WorkerOptions::concurrency must be at least 1");
     if (options.prefetch_window.count() < 0)
-        throw ConfigurationError(fmt::format("retools: WorkerOptions::prefetch_window must not be negative, got {} ms",
-                                             options.prefetch_window.count()));
+        throw ConfigurationError(
+            fmt::format("retools: WorkerOptions::prefetch_window must not be negative, got {} ms",
+                        options.prefetch_window.count()));
     state_ = std::make_unique<State>(std::move(queues), std::move(options));
     state_->current_id();  // computed now, so id() from other threads only reads it
 }
@@ -152,8 +172,12 @@ Worker::~Worker() = default;
 Worker::Worker(Worker&&) noexcept = default;
 Worker& Worker::operator=(Worker&&) noexcept = default;
 
-const std::string& Worker::id() const noexcept { return state_->current_id(); }
-const std::vector<std::string>& Worker::queues() const noexcept { return state_->queues; }
+const std::string& Worker::id() const noexcept {
+    return state_->current_id();
+}
+const std::vector<std::string>& Worker::queues() const noexcept {
+    return state_->queues;
+}
 std::string Worker::queue_names() const {
     std::string names;
     for (const auto& q : state_->queues) {
@@ -162,19 +186,37 @@ std::string Worker::queue_names() const {
     }
     return names;
 }
-const Connection& Worker::connection() const noexcept { return state_->conn; }
-JobRegistry& Worker::registry() noexcept { return state_->registry; }
-void Worker::register_job(std::string name, JobFunction fn) { state_->registry.register_job(std::move(name), std::move(fn)); }
-void Worker::register_prerun(std::string name, PrerunHandler fn) { state_->registry.register_prerun(std::move(name), std::move(fn)); }
-void Worker::register_postrun(std::string name, PostrunHandler fn) { state_->registry.register_postrun(std::move(name), std::move(fn)); }
-void Worker::register_failure(std::string name, FailureHandler fn) { state_->registry.register_failure(std::move(name), std::move(fn)); }
-void Worker::register_wrapper(std::string name, WrapperHandler fn) { state_->registry.register_wrapper(std::move(name), std::move(fn)); }
+const Connection& Worker::connection() const noexcept {
+    return state_->conn;
+}
+JobRegistry& Worker::registry() noexcept {
+    return state_->registry;
+}
+void Worker::register_job(std::string name, JobFunction fn) {
+    state_->registry.register_job(std::move(name), std::move(fn));
+}
+void Worker::register_prerun(std::string name, PrerunHandler fn) {
+    state_->registry.register_prerun(std::move(name), std::move(fn));
+}
+void Worker::register_postrun(std::string name, PostrunHandler fn) {
+    state_->registry.register_postrun(std::move(name), std::move(fn));
+}
+void Worker::register_failure(std::string name, FailureHandler fn) {
+    state_->registry.register_failure(std::move(name), std::move(fn));
+}
+void Worker::register_wrapper(std::string name, WrapperHandler fn) {
+    state_->registry.register_wrapper(std::move(name), std::move(fn));
+}
 
 void Worker::stop(bool graceful) {
     state_->request([&] { (graceful ? state_->stop_graceful : state_->stop_now) = true; });
 }
-void Worker::pause() { state_->request([&] { state_->paused = true; }); }
-void Worker::resume() { state_->request([&] { state_->paused = false; }); }
+void Worker::pause() {
+    state_->request([&] { state_->paused = true; });
+}
+void Worker::resume() {
+    state_->request([&] { state_->paused = false; });
+}
 
 void Worker::register_worker() const {
     const std::string& wid = id();
@@ -195,7 +237,9 @@ void Worker::unregister_worker(std::string_view worker_id) const {
     for (const Reply& r : state_->conn.transaction(p)) r.check();
 }
 
-std::size_t Worker::prune_dead_workers() const { return detail::prune_dead_workers(state_->conn); }
+std::size_t Worker::prune_dead_workers() const {
+    return detail::prune_dead_workers(state_->conn);
+}
 
 Worker Worker::from_id(std::string_view worker_id, const Connection& conn) {
     if (conn.command("SISMEMBER", keys::workers, worker_id).as_integer() != 1)
@@ -311,22 +355,31 @@ WorkSummary Worker::work(WorkOptions options) {
             for (auto& d : done) {
                 --in_flight;
                 auto& o = d.outcome;
-                if (o.status == JobStatus::failed && killed_for_stop && (o.killed_by == SIGTERM || o.killed_by == SIGKILL))
+                if (o.status == JobStatus::failed && killed_for_stop &&
+                    (o.killed_by == SIGTERM || o.killed_by == SIGKILL))
                     o.status = JobStatus::requeue;  // stopped by us, not failed: run it again later
                 avg_seconds = avg_seconds < 0 ? o.seconds : 0.8 * avg_seconds + 0.2 * o.seconds;
                 switch (o.status) {
-                    case JobStatus::succeeded: ++summary.succeeded; break;
+                    case JobStatus::succeeded:
+                        ++summary.succeeded;
+                        break;
                     case JobStatus::failed:
-                    case JobStatus::retry: ++summary.failed; break;
-                    case JobStatus::aborted: ++summary.aborted; break;
-                    case JobStatus::requeue: ++summary.requeued; break;
+                    case JobStatus::retry:
+                        ++summary.failed;
+                        break;
+                    case JobStatus::aborted:
+                        ++summary.aborted;
+                        break;
+                    case JobStatus::requeue:
+                        ++summary.requeued;
+                        break;
                 }
                 bool bad = o.status == JobStatus::failed || o.status == JobStatus::retry;
                 if (s.logs(WorkerLog::jobs) || (bad && s.logs(WorkerLog::failures)))
                     fmt::print(stderr, "retools-worker: job {} {} queue={} {:.3f}ms {}{}{}\n",
                                o.job_id.empty() ? "-" : o.job_id, o.job_name.empty() ? "-" : o.job_name,
-                               d.job.queue(), o.seconds * 1000, status_text(o.status), o.error.empty() ? "" : ": ",
-                               o.error);
+                               d.job.queue(), o.seconds * 1000, status_text(o.status),
+                               o.error.empty() ? "" : ": ", o.error);
                 batch.add(std::move(d), wid, now);
             }
             done.clear();
@@ -353,11 +406,13 @@ WorkSummary Worker::work(WorkOptions options) {
                 // A fetch whose reply was lost may have moved jobs to our processing
                 // list that we never saw; with nothing in flight, all there is such.
                 try {
-                    if (std::size_t n = detail::requeue_processing(s.conn, wid, false); n && s.logs(WorkerLog::failures))
-                        fmt::print(stderr, "retools-worker: {}: requeued {} job(s) taken during a Redis error\n", wid, n);
+                    if (std::size_t n = detail::requeue_processing(s.conn, wid, false);
+                        n && s.logs(WorkerLog::failures))
+                        fmt::print(stderr,
+                                   "retools-worker: {}: requeued {} job(s) taken during a Redis error\n", wid,
+                                   n);
                     resync = false;
-                } catch (const Error&) {
-                }
+                } catch (const Error&) {}
             }
 
             std::size_t got = 0;
@@ -371,7 +426,8 @@ WorkSummary Worker::work(WorkOptions options) {
                     resync = true;
                     if (s.logs(WorkerLog::failures))
                         fmt::print(stderr, "retools-worker: {}: Redis error, retrying: {}\n", wid, e.what());
-                    if (stopping && in_flight == 0 && failures_in_a_row > 3) break;  // leave the rest to recovery
+                    if (stopping && in_flight == 0 && failures_in_a_row > 3)
+                        break;  // leave the rest to recovery
                     std::unique_lock lock(s.mutex);
                     s.cv.wait_for(lock, std::chrono::milliseconds(std::min(100 * failures_in_a_row, 2000)),
                                   [&] { return s.control != control; });
@@ -407,7 +463,10 @@ WorkSummary Worker::work(WorkOptions options) {
             std::size_t lo = 1, hi = std::max<std::size_t>(in_flight, 1);
             while (lo < hi) {
                 std::size_t mid = lo + (hi - lo) / 2;
-                if (enough(mid)) hi = mid; else lo = mid + 1;
+                if (enough(mid))
+                    hi = mid;
+                else
+                    lo = mid + 1;
             }
             s.wake_after = lo;
             s.cv.wait_until(lock, wake_at, [&] {

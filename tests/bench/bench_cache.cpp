@@ -10,13 +10,12 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "core/clock.hpp"
+#include <retools/cache.hpp>
 #include <retools/detail/python_repr.hpp>
 
+#include "core/clock.hpp"
 #include "raw.hpp"
 #include "rows.hpp"
-
-#include <retools/cache.hpp>
 
 namespace bench {
 namespace {
@@ -28,7 +27,8 @@ constexpr std::string_view kNamespace = "bench.load_things";
 // What the cached functions return for ("bunny", 10), as stored: a string is
 // stored as its bytes; a list of strings as JSON (the default codec).
 const std::string kValue = "bunny bunny bunny bunny bunny bunny bunny bunny bunny bunny ";
-const std::string kJsonValue = R"(["bunny","bunny","bunny","bunny","bunny","bunny","bunny","bunny","bunny","bunny"])";
+const std::string kJsonValue =
+    R"(["bunny","bunny","bunny","bunny","bunny","bunny","bunny","bunny","bunny","bunny"])";
 constexpr std::string_view kJsonNamespace = "bench.load_list";
 
 std::string value_key(std::string_view key, std::string_view ns = kNamespace) {
@@ -54,17 +54,18 @@ Run raw_hit_stats(const Env& env, std::size_t count) {
     raw_store(raw, "bunny 10");
     std::string vkey = value_key("bunny 10");
     return {time_it([&] {
-        for (std::size_t i = 0; i < count; ++i) {
-            std::string hkey = hit_key(retools::detail::local_date(), "bunny 10");
-            raw.cmd("MULTI");
-            raw.cmd("HGETALL", vkey);
-            raw.cmd("GET", hkey);
-            raw.cmd("INCR", hkey);
-            raw.cmd("EXEC");
-            auto exec = raw.read(5);
-            if (exec->element[0]->elements != 4) throw std::runtime_error("floor: no cached value");
-        }
-    }), {}};
+                for (std::size_t i = 0; i < count; ++i) {
+                    std::string hkey = hit_key(retools::detail::local_date(), "bunny 10");
+                    raw.cmd("MULTI");
+                    raw.cmd("HGETALL", vkey);
+                    raw.cmd("GET", hkey);
+                    raw.cmd("INCR", hkey);
+                    raw.cmd("EXEC");
+                    auto exec = raw.read(5);
+                    if (exec->element[0]->elements != 4) throw std::runtime_error("floor: no cached value");
+                }
+            }),
+            {}};
 }
 
 // Hit without statistics: HGETALL.
@@ -73,11 +74,12 @@ Run raw_hit_nostats(const Env& env, std::size_t count) {
     raw_store(raw, "bunny 10");
     std::string vkey = value_key("bunny 10");
     return {time_it([&] {
-        for (std::size_t i = 0; i < count; ++i) {
-            raw.cmd("HGETALL", vkey);
-            if (raw.read()->elements != 4) throw std::runtime_error("floor: no cached value");
-        }
-    }), {}};
+                for (std::size_t i = 0; i < count; ++i) {
+                    raw.cmd("HGETALL", vkey);
+                    if (raw.read()->elements != 4) throw std::runtime_error("floor: no cached value");
+                }
+            }),
+            {}};
 }
 
 // Hit without statistics of a JSON value: HGETALL, then the same decoding
@@ -87,18 +89,22 @@ Run raw_hit_json(const Env& env, std::size_t count) {
     raw_store(raw, "bunny 10", kJsonNamespace, kJsonValue);
     std::string vkey = value_key("bunny 10", kJsonNamespace);
     std::size_t total = 0;
-    Run run{time_it([&] {
-        for (std::size_t i = 0; i < count; ++i) {
-            raw.cmd("HGETALL", vkey);
-            auto reply = raw.read();
-            if (reply->elements != 4) throw std::runtime_error("floor: no cached value");
-            const redisReply* v = std::string_view(reply->element[0]->str, reply->element[0]->len) == "value"
-                                      ? reply->element[1]
-                                      : reply->element[3];
-            auto list = nlohmann::json::parse(std::string_view(v->str, v->len)).get<std::vector<std::string>>();
-            total += list.size();
-        }
-    }), {}};
+    Run run{
+        time_it([&] {
+            for (std::size_t i = 0; i < count; ++i) {
+                raw.cmd("HGETALL", vkey);
+                auto reply = raw.read();
+                if (reply->elements != 4) throw std::runtime_error("floor: no cached value");
+                const redisReply* v =
+                    std::string_view(reply->element[0]->str, reply->element[0]->len) == "value"
+                        ? reply->element[1]
+                        : reply->element[3];
+                auto list =
+                    nlohmann::json::parse(std::string_view(v->str, v->len)).get<std::vector<std::string>>();
+                total += list.size();
+            }
+        }),
+        {}};
     if (total != count * 10) throw std::runtime_error("floor: bad decoded value");
     return run;
 }
@@ -112,42 +118,45 @@ Run raw_miss(const Env& env, std::size_t count) {
     auto sha_reply = raw.read();
     std::string sha(sha_reply->str, sha_reply->len);
     return {time_it([&] {
-        for (std::size_t i = 0; i < count; ++i) {
-            std::string key = fmt::format("bunny {}", i);
-            std::string date = retools::detail::local_date();
-            std::string vkey = value_key(key), hkey = hit_key(date, key);
-            raw.cmd("MULTI");
-            raw.cmd("HGETALL", vkey);
-            raw.cmd("GET", hkey);
-            raw.cmd("INCR", hkey);
-            raw.cmd("EXEC");
-            raw.read(5);
-            std::string lock_key = fmt::format("retools:lock:{}:{}:{}", kRegion, kNamespace, key);
-            std::string token = fmt::format("{:032x}", i);
-            raw.cmd("SET", lock_key, token, "NX", "PX", "3600000");
-            raw.read();
-            raw.cmd("HGETALL", vkey);
-            raw.read();
-            std::string value = kValue;  // the regenerated value
-            raw.cmd("MULTI");
-            raw.cmd("HSET", vkey, "created", retools::detail::python_repr(retools::detail::unix_now()), "value", value);
-            raw.cmd("EXPIRE", vkey, "604800");
-            raw.cmd("SADD", "retools:regions", kRegion);
-            raw.cmd("SADD", fmt::format("retools:{}:namespaces", kRegion), kNamespace);
-            raw.cmd("SADD", fmt::format("retools:{}:{}:keys", kRegion, kNamespace), key);
-            raw.cmd("GETSET", hkey, "0");
-            raw.cmd("EXEC");
-            auto exec = raw.read(8);
-            long long new_hits = std::stoll(std::string(exec->element[5]->str, exec->element[5]->len));
-            raw.cmd("EVALSHA", sha, "1", lock_key, token);
-            raw.read();
-            raw.cmd("MULTI");
-            raw.cmd("INCRBY", hkey, "0");
-            raw.cmd("INCRBY", miss_key(date, key), std::to_string(new_hits));
-            raw.cmd("EXEC");
-            raw.read(4);
-        }
-    }), {}};
+                for (std::size_t i = 0; i < count; ++i) {
+                    std::string key = fmt::format("bunny {}", i);
+                    std::string date = retools::detail::local_date();
+                    std::string vkey = value_key(key), hkey = hit_key(date, key);
+                    raw.cmd("MULTI");
+                    raw.cmd("HGETALL", vkey);
+                    raw.cmd("GET", hkey);
+                    raw.cmd("INCR", hkey);
+                    raw.cmd("EXEC");
+                    raw.read(5);
+                    std::string lock_key = fmt::format("retools:lock:{}:{}:{}", kRegion, kNamespace, key);
+                    std::string token = fmt::format("{:032x}", i);
+                    raw.cmd("SET", lock_key, token, "NX", "PX", "3600000");
+                    raw.read();
+                    raw.cmd("HGETALL", vkey);
+                    raw.read();
+                    std::string value = kValue;  // the regenerated value
+                    raw.cmd("MULTI");
+                    raw.cmd("HSET", vkey, "created",
+                            retools::detail::python_repr(retools::detail::unix_now()), "value", value);
+                    raw.cmd("EXPIRE", vkey, "604800");
+                    raw.cmd("SADD", "retools:regions", kRegion);
+                    raw.cmd("SADD", fmt::format("retools:{}:namespaces", kRegion), kNamespace);
+                    raw.cmd("SADD", fmt::format("retools:{}:{}:keys", kRegion, kNamespace), key);
+                    raw.cmd("GETSET", hkey, "0");
+                    raw.cmd("EXEC");
+                    auto exec = raw.read(8);
+                    long long new_hits =
+                        std::stoll(std::string(exec->element[5]->str, exec->element[5]->len));
+                    raw.cmd("EVALSHA", sha, "1", lock_key, token);
+                    raw.read();
+                    raw.cmd("MULTI");
+                    raw.cmd("INCRBY", hkey, "0");
+                    raw.cmd("INCRBY", miss_key(date, key), std::to_string(new_hits));
+                    raw.cmd("EXEC");
+                    raw.read(4);
+                }
+            }),
+            {}};
 }
 
 std::string load_things(const std::string& term, int limit) {
@@ -195,8 +204,9 @@ Run retools_miss(const Env&, std::size_t count) {
                                             return load_things(term, static_cast<int>(i % 10 + 1));
                                         });
     return {time_it([&] {
-        for (std::size_t i = 0; i < count; ++i) cached("bunny", i);
-    }), {}};
+                for (std::size_t i = 0; i < count; ++i) cached("bunny", i);
+            }),
+            {}};
 }
 
 }  // namespace
@@ -205,14 +215,30 @@ void add_cache_rows(const Env& env, std::vector<Row>& rows) {
     std::size_t n = env.counts.ops;
     RunFn hit_stats = retools_hit<true>, hit_nostats = retools_hit<false>, hit_json = retools_hit_json,
           miss = retools_miss;
-    rows.push_back({.id = "cache_hit_stats", .label = "Cache: fresh hit, statistics on", .count = n,
-                    .retools = hit_stats, .floor = raw_hit_stats, .floor_target = 0.9});
-    rows.push_back({.id = "cache_hit_nostats", .label = "Cache: fresh hit, statistics off", .count = n,
-                    .retools = hit_nostats, .floor = raw_hit_nostats, .floor_target = 0.9});
-    rows.push_back({.id = "cache_hit_json", .label = "Cache: fresh hit, statistics off, JSON list of 10 strings",
-                    .count = n, .retools = hit_json, .floor = raw_hit_json, .floor_target = 0.9});
-    rows.push_back({.id = "cache_miss", .label = "Cache: miss + regenerate (statistics on)", .count = n / 2,
-                    .retools = miss, .floor = raw_miss, .floor_target = 0.9});
+    rows.push_back({.id = "cache_hit_stats",
+                    .label = "Cache: fresh hit, statistics on",
+                    .count = n,
+                    .retools = hit_stats,
+                    .floor = raw_hit_stats,
+                    .floor_target = 0.9});
+    rows.push_back({.id = "cache_hit_nostats",
+                    .label = "Cache: fresh hit, statistics off",
+                    .count = n,
+                    .retools = hit_nostats,
+                    .floor = raw_hit_nostats,
+                    .floor_target = 0.9});
+    rows.push_back({.id = "cache_hit_json",
+                    .label = "Cache: fresh hit, statistics off, JSON list of 10 strings",
+                    .count = n,
+                    .retools = hit_json,
+                    .floor = raw_hit_json,
+                    .floor_target = 0.9});
+    rows.push_back({.id = "cache_miss",
+                    .label = "Cache: miss + regenerate (statistics on)",
+                    .count = n / 2,
+                    .retools = miss,
+                    .floor = raw_miss,
+                    .floor_target = 0.9});
 }
 
 }  // namespace bench

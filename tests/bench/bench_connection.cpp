@@ -17,8 +17,9 @@ constexpr std::size_t kPipelineDepth = 100;
 Run conn_get(const Env& env, std::size_t count) {
     env.conn.command("SET", "bench:conn:key", "value");
     return {time_it([&] {
-        for (std::size_t i = 0; i < count; ++i) env.conn.command("GET", "bench:conn:key");
-    }), {}};
+                for (std::size_t i = 0; i < count; ++i) env.conn.command("GET", "bench:conn:key");
+            }),
+            {}};
 }
 
 Run raw_get(const Env& env, std::size_t count) {
@@ -26,41 +27,49 @@ Run raw_get(const Env& env, std::size_t count) {
     raw.cmd("SET", "bench:conn:key", "value");
     raw.read();
     return {time_it([&] {
-        for (std::size_t i = 0; i < count; ++i) {
-            raw.cmd("GET", "bench:conn:key");
-            raw.read();
-        }
-    }), {}};
+                for (std::size_t i = 0; i < count; ++i) {
+                    raw.cmd("GET", "bench:conn:key");
+                    raw.read();
+                }
+            }),
+            {}};
 }
 
 Run conn_pipeline(const Env& env, std::size_t count) {
     retools::Pipeline p;
     return {time_it([&] {
-        for (std::size_t done = 0; done < count; done += kPipelineDepth) {
-            p.clear();
-            for (std::size_t i = 0; i < kPipelineDepth; ++i) p.command("SET", "bench:conn:key", "value");
-            env.conn.execute(p);
-        }
-    }), {}};
+                for (std::size_t done = 0; done < count; done += kPipelineDepth) {
+                    p.clear();
+                    for (std::size_t i = 0; i < kPipelineDepth; ++i)
+                        p.command("SET", "bench:conn:key", "value");
+                    env.conn.execute(p);
+                }
+            }),
+            {}};
 }
 
 Run raw_pipeline(const Env& env, std::size_t count) {
     RawConnection raw(env);
     return {time_it([&] {
-        for (std::size_t done = 0; done < count; done += kPipelineDepth) {
-            for (std::size_t i = 0; i < kPipelineDepth; ++i) raw.cmd("SET", "bench:conn:key", "value");
-            raw.read(kPipelineDepth);
-        }
-    }), {}};
+                for (std::size_t done = 0; done < count; done += kPipelineDepth) {
+                    for (std::size_t i = 0; i < kPipelineDepth; ++i)
+                        raw.cmd("SET", "bench:conn:key", "value");
+                    raw.read(kPipelineDepth);
+                }
+            }),
+            {}};
 }
 
 RunFn conn_threads(std::size_t threads) {
     return [threads](const Env& env, std::size_t count) {
         env.conn.command("SET", "bench:conn:key", "value");
         retools::Connection shared = env.conn;  // all threads share one pool
-        return Run{run_threads(threads, count, [&](std::size_t, std::size_t ops) {
-            for (std::size_t i = 0; i < ops; ++i) shared.command("GET", "bench:conn:key");
-        }), {}};
+        return Run{run_threads(threads, count,
+                               [&](std::size_t, std::size_t ops) {
+                                   for (std::size_t i = 0; i < ops; ++i)
+                                       shared.command("GET", "bench:conn:key");
+                               }),
+                   {}};
     };
 }
 
@@ -70,13 +79,15 @@ RunFn raw_threads(std::size_t threads) {
         for (std::size_t t = 0; t < threads; ++t) raws.push_back(std::make_unique<RawConnection>(env));
         raws[0]->cmd("SET", "bench:conn:key", "value");
         raws[0]->read();
-        return Run{run_threads(threads, count, [&](std::size_t t, std::size_t ops) {
-            RawConnection& raw = *raws[t];
-            for (std::size_t i = 0; i < ops; ++i) {
-                raw.cmd("GET", "bench:conn:key");
-                raw.read();
-            }
-        }), {}};
+        return Run{run_threads(threads, count,
+                               [&](std::size_t t, std::size_t ops) {
+                                   RawConnection& raw = *raws[t];
+                                   for (std::size_t i = 0; i < ops; ++i) {
+                                       raw.cmd("GET", "bench:conn:key");
+                                       raw.read();
+                                   }
+                               }),
+                   {}};
     };
 }
 
@@ -84,15 +95,26 @@ RunFn raw_threads(std::size_t threads) {
 
 void add_connection_rows(const Env& env, std::vector<Row>& rows) {
     std::size_t n = env.counts.ops;
-    rows.push_back({.id = "conn_get", .label = "Connection: one command (GET)", .count = n,
-                    .retools = conn_get, .floor = raw_get, .floor_target = 0.9});
-    rows.push_back({.id = "conn_pipeline", .label = "Connection: pipeline of 100 SET", .unit = "commands/s",
-                    .count = (n / kPipelineDepth + 1) * kPipelineDepth * 5, .retools = conn_pipeline,
-                    .floor = raw_pipeline, .floor_target = 0.9});
+    rows.push_back({.id = "conn_get",
+                    .label = "Connection: one command (GET)",
+                    .count = n,
+                    .retools = conn_get,
+                    .floor = raw_get,
+                    .floor_target = 0.9});
+    rows.push_back({.id = "conn_pipeline",
+                    .label = "Connection: pipeline of 100 SET",
+                    .unit = "commands/s",
+                    .count = (n / kPipelineDepth + 1) * kPipelineDepth * 5,
+                    .retools = conn_pipeline,
+                    .floor = raw_pipeline,
+                    .floor_target = 0.9});
     for (std::size_t threads : {1, 4, 16})
         rows.push_back({.id = "conn_threads_" + std::to_string(threads),
-                        .label = fmt::format("Connection: GET, {} thread{} sharing one pool", threads, threads > 1 ? "s" : ""),
-                        .count = n * 2, .retools = conn_threads(threads), .floor = raw_threads(threads),
+                        .label = fmt::format("Connection: GET, {} thread{} sharing one pool", threads,
+                                             threads > 1 ? "s" : ""),
+                        .count = n * 2,
+                        .retools = conn_threads(threads),
+                        .floor = raw_threads(threads),
                         .floor_target = 0.8});
 }
 

@@ -7,10 +7,10 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <retools/queue.hpp>
+
 #include "raw.hpp"
 #include "rows.hpp"
-
-#include <retools/queue.hpp>
 
 namespace bench {
 namespace {
@@ -21,13 +21,14 @@ Run raw_enqueue_one(const Env& env, std::size_t count) {
     RawConnection raw(env);
     std::string p;
     return {time_it([&] {
-        for (std::size_t i = 0; i < count; ++i) {
-            noop_payload(p);
-            raw.cmd("RPUSH", "retools:queue:main", p);
-            raw.cmd("SADD", "retools:queues", "main");
-            raw.read(2);
-        }
-    }), {}};
+                for (std::size_t i = 0; i < count; ++i) {
+                    noop_payload(p);
+                    raw.cmd("RPUSH", "retools:queue:main", p);
+                    raw.cmd("SADD", "retools:queues", "main");
+                    raw.read(2);
+                }
+            }),
+            {}};
 }
 
 Run raw_enqueue_batch(const Env& env, std::size_t count) {
@@ -35,41 +36,52 @@ Run raw_enqueue_batch(const Env& env, std::size_t count) {
     std::vector<std::string> payloads(kBatch);
     std::vector<std::string_view> argv;
     return {time_it([&] {
-        for (std::size_t done = 0; done < count; done += kBatch) {
-            argv.assign({"RPUSH", "retools:queue:main"});
-            for (std::size_t i = 0; i < kBatch; ++i) {
-                noop_payload(payloads[i]);
-                argv.push_back(payloads[i]);
-            }
-            raw.append(argv);
-            raw.cmd("SADD", "retools:queues", "main");
-            raw.read(2);
-        }
-    }), {}};
+                for (std::size_t done = 0; done < count; done += kBatch) {
+                    argv.assign({"RPUSH", "retools:queue:main"});
+                    for (std::size_t i = 0; i < kBatch; ++i) {
+                        noop_payload(payloads[i]);
+                        argv.push_back(payloads[i]);
+                    }
+                    raw.append(argv);
+                    raw.cmd("SADD", "retools:queues", "main");
+                    raw.read(2);
+                }
+            }),
+            {}};
 }
 
 Run retools_enqueue_one(const Env& env, std::size_t count) {
     retools::QueueManager qm{env.conn};
     return {time_it([&] {
-        for (std::size_t i = 0; i < count; ++i) qm.enqueue(kNoopJob);
-    }), {}};
+                for (std::size_t i = 0; i < count; ++i) qm.enqueue(kNoopJob);
+            }),
+            {}};
 }
 
 Run retools_enqueue_batch(const Env& env, std::size_t count) {
     retools::QueueManager qm{env.conn};
     std::vector<nlohmann::json> kwargs(kBatch);  // nulls: no kwargs, like the one-job row
     return {time_it([&] {
-        for (std::size_t done = 0; done < count; done += kBatch) qm.enqueue_many(kNoopJob, kwargs);
-    }), {}};
+                for (std::size_t done = 0; done < count; done += kBatch) qm.enqueue_many(kNoopJob, kwargs);
+            }),
+            {}};
 }
 
 }  // namespace
 
 void add_queue_rows(const Env& env, std::vector<Row>& rows) {
-    rows.push_back({.id = "enqueue_one", .label = "Queue: enqueue one job", .count = env.counts.ops,
-                    .retools = retools_enqueue_one, .floor = raw_enqueue_one, .floor_target = 0.9});
-    rows.push_back({.id = "enqueue_batch", .label = "Queue: enqueue batches of 1,000", .unit = "jobs/s",
-                    .count = env.counts.batches * kBatch, .retools = retools_enqueue_batch, .floor = raw_enqueue_batch,
+    rows.push_back({.id = "enqueue_one",
+                    .label = "Queue: enqueue one job",
+                    .count = env.counts.ops,
+                    .retools = retools_enqueue_one,
+                    .floor = raw_enqueue_one,
+                    .floor_target = 0.9});
+    rows.push_back({.id = "enqueue_batch",
+                    .label = "Queue: enqueue batches of 1,000",
+                    .unit = "jobs/s",
+                    .count = env.counts.batches * kBatch,
+                    .retools = retools_enqueue_batch,
+                    .floor = raw_enqueue_batch,
                     .floor_target = 0.9});
 }
 

@@ -7,10 +7,10 @@
 
 #include <fmt/format.h>
 
+#include <retools/worker.hpp>
+
 #include "raw.hpp"
 #include "rows.hpp"
-
-#include <retools/worker.hpp>
 
 namespace bench {
 namespace {
@@ -48,7 +48,8 @@ retools::WorkSummary drain_queue(const Env& env, std::size_t threads, bool fork)
                             .concurrency = threads,
                             .handle_signals = false,
                             .log = retools::WorkerLog::failures}};
-    worker.register_job(std::string(kNoopJob), [](const nlohmann::json&) -> nlohmann::json { return nullptr; });
+    worker.register_job(std::string(kNoopJob),
+                        [](const nlohmann::json&) -> nlohmann::json { return nullptr; });
     return worker.work({.interval = 100ms, .burst = true});
 }
 
@@ -63,34 +64,38 @@ void check_drained(const Env& env, const retools::WorkSummary& summary, std::siz
 RunFn drain(std::size_t threads, bool fork) {
     return [threads, fork](const Env& env, std::size_t count) {
         fill_queue(env, count);
-        return in_child([&] {
-            retools::WorkSummary summary;
-            Run run{time_it([&] { summary = drain_queue(env, threads, fork); }), {}};
-            check_drained(env, summary, count);
-            run.metrics.emplace_back("peak RSS MB", peak_rss_mb());
-            return run;
-        }, std::chrono::seconds(900));
+        return in_child(
+            [&] {
+                retools::WorkSummary summary;
+                Run run{time_it([&] { summary = drain_queue(env, threads, fork); }), {}};
+                check_drained(env, summary, count);
+                run.metrics.emplace_back("peak RSS MB", peak_rss_mb());
+                return run;
+            },
+            std::chrono::seconds(900));
     };
 }
 
 // RSS after `jobs` jobs, then after `rss_jobs` jobs in all, in one worker process.
 Run rss_growth(const Env& env, std::size_t total) {
     const std::size_t first = env.counts.jobs;
-    return in_child([&] {
-        fill_queue(env, first);
-        retools::WorkSummary summary;
-        Run run{time_it([&] { summary = drain_queue(env, 16, false); }), {}};
-        check_drained(env, summary, first);
-        double after_first = rss_mb();
-        fill_queue(env, total - first);
-        run.seconds += time_it([&] { summary = drain_queue(env, 16, false); });
-        check_drained(env, summary, total - first);
-        double after_all = rss_mb();
-        run.metrics = {{fmt::format("RSS MB after {}", first), after_first},
-                       {fmt::format("RSS MB after {}", total), after_all},
-                       {"RSS growth %", (after_all - after_first) / after_first * 100}};
-        return run;
-    }, std::chrono::seconds(900));
+    return in_child(
+        [&] {
+            fill_queue(env, first);
+            retools::WorkSummary summary;
+            Run run{time_it([&] { summary = drain_queue(env, 16, false); }), {}};
+            check_drained(env, summary, first);
+            double after_first = rss_mb();
+            fill_queue(env, total - first);
+            run.seconds += time_it([&] { summary = drain_queue(env, 16, false); });
+            check_drained(env, summary, total - first);
+            double after_all = rss_mb();
+            run.metrics = {{fmt::format("RSS MB after {}", first), after_first},
+                           {fmt::format("RSS MB after {}", total), after_all},
+                           {"RSS growth %", (after_all - after_first) / after_first * 100}};
+            return run;
+        },
+        std::chrono::seconds(900));
 }
 
 }  // namespace
@@ -100,12 +105,20 @@ void add_worker_rows(const Env& env, std::vector<Row>& rows) {
         rows.push_back({.id = fmt::format("worker_thread_{}", threads),
                         .label = fmt::format("Worker: drain no-op jobs, thread mode, {} thread{}", threads,
                                              threads > 1 ? "s" : ""),
-                        .unit = "jobs/s", .count = env.counts.jobs, .retools = drain(threads, false)});
-    rows.push_back({.id = "worker_fork", .label = "Worker: drain no-op jobs, fork per job", .unit = "jobs/s",
-                    .count = env.counts.fork_jobs, .retools = drain(1, true)});
-    rows.push_back({.id = "worker_rss", .label = fmt::format("Worker: {} jobs, 16 threads (RSS check)",
-                                                             env.counts.rss_jobs),
-                    .unit = "jobs/s", .count = env.counts.rss_jobs, .retools = rss_growth, .once = true});
+                        .unit = "jobs/s",
+                        .count = env.counts.jobs,
+                        .retools = drain(threads, false)});
+    rows.push_back({.id = "worker_fork",
+                    .label = "Worker: drain no-op jobs, fork per job",
+                    .unit = "jobs/s",
+                    .count = env.counts.fork_jobs,
+                    .retools = drain(1, true)});
+    rows.push_back({.id = "worker_rss",
+                    .label = fmt::format("Worker: {} jobs, 16 threads (RSS check)", env.counts.rss_jobs),
+                    .unit = "jobs/s",
+                    .count = env.counts.rss_jobs,
+                    .retools = rss_growth,
+                    .once = true});
 }
 
 }  // namespace bench

@@ -165,17 +165,21 @@ void run_variant(const Env& env, const Row& row, const char* column, const RunFn
         // forked child is not counted here).
         round_trips = env.conn.round_trips() - round_trips;
         if (column == std::string_view(kRetools) && round_trips > 0)
-            run.metrics.emplace_back("round trips/op", static_cast<double>(round_trips) / static_cast<double>(row.count));
+            run.metrics.emplace_back("round trips/op",
+                                     static_cast<double>(round_trips) / static_cast<double>(row.count));
         record(cell, row.count, run);
         fmt::print(stderr, "  {:<34} {:<8} {:>12} {}\n", row.label, column,
-                   run.seconds > 0 ? format_rate(static_cast<double>(row.count) / run.seconds) : "-", row.unit);
+                   run.seconds > 0 ? format_rate(static_cast<double>(row.count) / run.seconds) : "-",
+                   row.unit);
     } catch (const std::exception& e) {
         cell.problem = fmt::format("failed: {}", e.what());
         fmt::print(stderr, "  {:<34} {:<8} FAILED: {}\n", row.label, column, e.what());
     }
 }
 
-std::string read_all(const std::string& path) { return retools::test::read_file(path); }
+std::string read_all(const std::string& path) {
+    return retools::test::read_file(path);
+}
 
 void run_peer(const Env& env, const Peer& peer, Results& results) {
     auto note_problem = [&](const std::string& why) {
@@ -185,10 +189,10 @@ void run_peer(const Env& env, const Peer& peer, Results& results) {
     std::string out_file = fmt::format("/tmp/retools-bench-peer-{}-{}.out", ::getpid(), peer.db);
     std::vector<std::string> argv = peer.command;
     std::string url = fmt::format("redis://{}:{}/{}", env.host, env.port, peer.db);
-    for (std::string a : {std::string("--url"), url, std::string("--ops"), std::to_string(env.counts.ops),
-                          std::string("--batches"), std::to_string(env.counts.batches), std::string("--jobs"),
-                          std::to_string(env.counts.jobs), std::string("--fork-jobs"),
-                          std::to_string(env.counts.fork_jobs)})
+    for (std::string a :
+         {std::string("--url"), url, std::string("--ops"), std::to_string(env.counts.ops),
+          std::string("--batches"), std::to_string(env.counts.batches), std::string("--jobs"),
+          std::to_string(env.counts.jobs), std::string("--fork-jobs"), std::to_string(env.counts.fork_jobs)})
         argv.push_back(a);
     fmt::print(stderr, "  peer {} ...\n", peer.name);
     int code;
@@ -219,7 +223,8 @@ void run_peer(const Env& env, const Peer& peer, Results& results) {
         Cell& cell = results.cells[id][peer.name];
         Run run{seconds, {}};
         if (j.contains("metrics"))
-            for (auto& [name, value] : j["metrics"].items()) run.metrics.emplace_back(name, value.get<double>());
+            for (auto& [name, value] : j["metrics"].items())
+                run.metrics.emplace_back(name, value.get<double>());
         record(cell, count, run);
         any = true;
         fmt::print(stderr, "  {:<34} {:<8} {:>12}\n", id, peer.name,
@@ -299,7 +304,8 @@ std::string machine() {
     utsname u{};
     ::uname(&u);
     std::string cpu = first_line_of("/proc/cpuinfo", "model name");
-    double mem_gb = std::strtod(first_line_of("/proc/meminfo", "MemTotal").c_str(), nullptr) / 1024.0 / 1024.0;
+    double mem_gb =
+        std::strtod(first_line_of("/proc/meminfo", "MemTotal").c_str(), nullptr) / 1024.0 / 1024.0;
     std::string redis = command_output("redis-server --version 2>/dev/null");
     auto v = redis.find("v=");
     if (v != std::string::npos) redis = redis.substr(v + 2, redis.find(' ', v) - v - 2);
@@ -326,8 +332,9 @@ std::string notes(const Results& results, const Row& row) {
     for (auto& [column, cell] : r->second)
         for (auto& [name, values] : cell.metrics)
             if (!values.empty())
-                parts.push_back(fmt::format(fmt::runtime(median_of(values) < 10 ? "{} {}: {:.2f}" : "{} {}: {:.1f}"),
-                                            column, name, median_of(values)));
+                parts.push_back(
+                    fmt::format(fmt::runtime(median_of(values) < 10 ? "{} {}: {:.2f}" : "{} {}: {:.1f}"),
+                                column, name, median_of(values)));
     if (row.once) parts.push_back("single run");
     std::string out;
     for (auto& p : parts) out += (out.empty() ? "" : "; ") + p;
@@ -336,18 +343,20 @@ std::string notes(const Results& results, const Row& row) {
 
 }  // namespace
 
-std::string render_markdown(const Results& results, const std::vector<Target>& targets, const std::string& title) {
+std::string render_markdown(const Results& results, const std::vector<Target>& targets,
+                            const std::string& title) {
     std::string md;
     auto now = std::time(nullptr);
     char date[64];
     std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
     const Counts& c = results.counts;
     md += fmt::format("### {}\n\n", title);
-    md += fmt::format("Run {} on {}. Medians of {} alternating rounds ({} for peers); rates per second (higher is better). "
-                      "Counts per run: {} calls per single-call/threaded row, {} × 1,000 jobs per batch row, "
-                      "{} jobs per threaded worker drain, {} jobs per fork-per-job drain.\n\n",
-                      date, machine(), c.rounds, std::min(c.rounds, c.peer_rounds), format_rate(static_cast<double>(c.ops)), c.batches,
-                      format_rate(static_cast<double>(c.jobs)), format_rate(static_cast<double>(c.fork_jobs)));
+    md += fmt::format(
+        "Run {} on {}. Medians of {} alternating rounds ({} for peers); rates per second (higher is better). "
+        "Counts per run: {} calls per single-call/threaded row, {} × 1,000 jobs per batch row, "
+        "{} jobs per threaded worker drain, {} jobs per fork-per-job drain.\n\n",
+        date, machine(), c.rounds, std::min(c.rounds, c.peer_rounds), format_rate(static_cast<double>(c.ops)),
+        c.batches, format_rate(static_cast<double>(c.jobs)), format_rate(static_cast<double>(c.fork_jobs)));
     md += "| operation | unit | retools | floor | ×floor |";
     for (auto& p : results.peers) md += fmt::format(" {} |", p.name);
     md += " ×best peer | notes |\n|---|---|--:|--:|--:|";
@@ -364,14 +373,15 @@ std::string render_markdown(const Results& results, const std::vector<Target>& t
         std::optional<double> best_peer;
         for (auto& p : results.peers)
             if (auto v = results.rate(row.id, p.name); v && (!best_peer || *v > *best_peer)) best_peer = v;
-        md += fmt::format("| {} | {} | {} | {} | {} |", row.label, row.unit, cell_text(results, row, kRetools),
-                          cell_text(results, row, kFloor), ratio);
+        md += fmt::format("| {} | {} | {} | {} | {} |", row.label, row.unit,
+                          cell_text(results, row, kRetools), cell_text(results, row, kFloor), ratio);
         for (auto& p : results.peers) md += fmt::format(" {} |", cell_text(results, row, p.name));
         md += fmt::format(" {} | {} |\n", ours && best_peer ? fmt::format("{:.1f}", *ours / *best_peer) : "",
                           notes(results, row));
     }
-    md += "\n*floor*: raw hiredis on one connection (or as many connections as threads) sending exactly the "
-          "round trips the operation needs. ⚠: below its target ratio.\n";
+    md +=
+        "\n*floor*: raw hiredis on one connection (or as many connections as threads) sending exactly the "
+        "round trips the operation needs. ⚠: below its target ratio.\n";
     if (!results.peer_problem.empty()) {
         md += "\nPeers not (fully) measured:\n\n";
         for (auto& [peer, why] : results.peer_problem) md += fmt::format("- {}: {}\n", peer, why);
@@ -380,9 +390,9 @@ std::string render_markdown(const Results& results, const std::vector<Target>& t
         md += "\n| target | measured | |\n|---|--:|---|\n";
         for (auto& t : targets) {
             auto v = t.measured ? t.measured() : std::nullopt;
-            std::string verdict = !v ? "not measured"
+            std::string verdict = !v                                                        ? "not measured"
                                   : (t.at_most > 0 ? (*v < t.at_most) : (*v >= t.at_least)) ? "met"
-                                                                                             : "**missed**";
+                                                                                            : "**missed**";
             md += fmt::format("| {} | {} | {} |\n", t.text, v ? fmt::format(fmt::runtime(t.format), *v) : "—",
                               verdict);
         }

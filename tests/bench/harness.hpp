@@ -54,9 +54,9 @@ struct Row {
     std::string unit = "ops/s";
     std::size_t count = 0;  // operations (or jobs) per run
     RunFn retools;
-    RunFn floor;               // empty: no floor for this row
-    double floor_target = 0;   // the retools/floor ratio to reach; 0: none
-    bool once = false;         // too slow to repeat: run in the first round only
+    RunFn floor;              // empty: no floor for this row
+    double floor_target = 0;  // the retools/floor ratio to reach; 0: none
+    bool once = false;        // too slow to repeat: run in the first round only
 };
 
 /// A program measuring the same operations with another library.
@@ -120,7 +120,7 @@ struct Results {
     std::vector<Peer> peers;
     Counts counts;
     std::map<std::string, std::map<std::string, Cell>> cells;  // row id -> column -> cell
-    std::map<std::string, std::string> peer_problem;             // peer -> why missing/failed
+    std::map<std::string, std::string> peer_problem;           // peer -> why missing/failed
     std::optional<double> rate(const std::string& row, const std::string& column) const;
     std::optional<double> metric(const std::string& row, const std::string& column,
                                  const std::string& name) const;

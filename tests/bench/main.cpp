@@ -27,10 +27,11 @@ namespace {
 
 [[noreturn]] void usage(const std::string& why) {
     (why.empty() ? std::cout : std::cerr)
-              << (why.empty() ? "" : "retools-bench: " + why + "\n")
-              << "usage: retools-bench [--smoke] [--rounds N] [--peer-rounds N] [--ops N] [--batches N] [--jobs N] "
-                 "[--fork-jobs N] [--rss-jobs N] [--only SUBSTRING] [--no-peers] [--no-floor] [--no-retools] [--url URL] "
-                 "[--markdown FILE] [--peers-dir DIR]\n";
+        << (why.empty() ? "" : "retools-bench: " + why + "\n")
+        << "usage: retools-bench [--smoke] [--rounds N] [--peer-rounds N] [--ops N] [--batches N] [--jobs N] "
+           "[--fork-jobs N] [--rss-jobs N] [--only SUBSTRING] [--no-peers] [--no-floor] [--no-retools] "
+           "[--url URL] "
+           "[--markdown FILE] [--peers-dir DIR]\n";
     std::exit(why.empty() ? 0 : 2);
 }
 
@@ -59,22 +60,43 @@ int main(int argc, char** argv) {
             usage("");
         } else if (a == "--smoke") {
             smoke = true;
-            counts = {.ops = 200, .batches = 2, .jobs = 500, .fork_jobs = 50, .rss_jobs = 1000, .rounds = 1, .peer_rounds = 1};
-        } else if (a == "--rounds") counts.rounds = static_cast<int>(number(value(), "--rounds"));
-        else if (a == "--peer-rounds") counts.peer_rounds = static_cast<int>(number(value(), "--peer-rounds"));
-        else if (a == "--ops") counts.ops = number(value(), "--ops");
-        else if (a == "--batches") counts.batches = number(value(), "--batches");
-        else if (a == "--jobs") counts.jobs = number(value(), "--jobs");
-        else if (a == "--fork-jobs") counts.fork_jobs = number(value(), "--fork-jobs");
-        else if (a == "--rss-jobs") counts.rss_jobs = number(value(), "--rss-jobs");
-        else if (a == "--only") only = value();
-        else if (a == "--no-peers") peers_on = false;
-        else if (a == "--no-floor") no_floor = true;  // for profiling one side
-        else if (a == "--no-retools") no_retools = true;
-        else if (a == "--url") url = value();
-        else if (a == "--markdown") markdown_path = value();
-        else if (a == "--peers-dir") peers_dir = value();
-        else usage("unknown argument " + a);
+            counts = {.ops = 200,
+                      .batches = 2,
+                      .jobs = 500,
+                      .fork_jobs = 50,
+                      .rss_jobs = 1000,
+                      .rounds = 1,
+                      .peer_rounds = 1};
+        } else if (a == "--rounds")
+            counts.rounds = static_cast<int>(number(value(), "--rounds"));
+        else if (a == "--peer-rounds")
+            counts.peer_rounds = static_cast<int>(number(value(), "--peer-rounds"));
+        else if (a == "--ops")
+            counts.ops = number(value(), "--ops");
+        else if (a == "--batches")
+            counts.batches = number(value(), "--batches");
+        else if (a == "--jobs")
+            counts.jobs = number(value(), "--jobs");
+        else if (a == "--fork-jobs")
+            counts.fork_jobs = number(value(), "--fork-jobs");
+        else if (a == "--rss-jobs")
+            counts.rss_jobs = number(value(), "--rss-jobs");
+        else if (a == "--only")
+            only = value();
+        else if (a == "--no-peers")
+            peers_on = false;
+        else if (a == "--no-floor")
+            no_floor = true;  // for profiling one side
+        else if (a == "--no-retools")
+            no_retools = true;
+        else if (a == "--url")
+            url = value();
+        else if (a == "--markdown")
+            markdown_path = value();
+        else if (a == "--peers-dir")
+            peers_dir = value();
+        else
+            usage("unknown argument " + a);
     }
     if (counts.rss_jobs <= counts.jobs) usage("--rss-jobs must be larger than --jobs");
 
@@ -86,8 +108,11 @@ int main(int argc, char** argv) {
     auto options = retools::ConnectionOptions::from_url(url);
     if (options.db != 0) usage("--url must name database 0 (peers use databases 1 to 4)");
     ::setenv("REDIS_URL", url.c_str(), 1);
-    bench::Env env{.conn = retools::Connection{options}, .host = options.host, .port = options.port,
-                   .url = url, .counts = counts};
+    bench::Env env{.conn = retools::Connection{options},
+                   .host = options.host,
+                   .port = options.port,
+                   .url = url,
+                   .counts = counts};
     retools::global_connection() = env.conn;
     fmt::print(stderr, "retools-bench: redis-server at {}{}\n", url, smoke ? " (smoke counts)" : "");
 
@@ -110,9 +135,15 @@ int main(int argc, char** argv) {
         std::string python = py && *py ? py : "/usr/bin/python3";  // Debian's, which sees python3-* packages
         peers = {
             {"redis-py", "python3-redis", {python, peers_dir + "/redis_py_lock.py"}, 1, {"lock_cycle"}},
-            {"dogpile.cache", "python3-dogpile.cache", {python, peers_dir + "/dogpile_cache.py"}, 2,
+            {"dogpile.cache",
+             "python3-dogpile.cache",
+             {python, peers_dir + "/dogpile_cache.py"},
+             2,
              {"cache_hit_nostats", "cache_hit_json"}},
-            {"rq", "python3-rq", {python, peers_dir + "/rq_bench.py"}, 3,
+            {"rq",
+             "python3-rq",
+             {python, peers_dir + "/rq_bench.py"},
+             3,
              {"enqueue_one", "enqueue_batch", "worker_thread_1", "worker_fork"}},
             {"sidekiq", "ruby-sidekiq", {"ruby", peers_dir + "/sidekiq_bench.rb"}, 4, {"worker_thread_16"}},
         };
@@ -148,17 +179,18 @@ int main(int argc, char** argv) {
     targets.push_back({"batch enqueue ≥ 200,000 jobs/s",
                        [&results]() { return results.rate("enqueue_batch", "retools"); }, 200000, 0,
                        "{:.0f} jobs/s"});
-    targets.push_back({fmt::format("worker RSS after {} vs {} jobs differs < 10%", counts.rss_jobs, counts.jobs),
-                       [&results]() -> std::optional<double> {
-                           auto growth = results.metric("worker_rss", "retools", "RSS growth %");
-                           if (!growth) return std::nullopt;
-                           return std::abs(*growth);
-                       },
-                       0, 10, "{:.1f} %"});
+    targets.push_back(
+        {fmt::format("worker RSS after {} vs {} jobs differs < 10%", counts.rss_jobs, counts.jobs),
+         [&results]() -> std::optional<double> {
+             auto growth = results.metric("worker_rss", "retools", "RSS growth %");
+             if (!growth) return std::nullopt;
+             return std::abs(*growth);
+         },
+         0, 10, "{:.1f} %"});
     std::erase_if(targets, [&](const bench::Target& t) { return !only.empty() && !t.measured(); });
 
-    std::string md = bench::render_markdown(results, targets, smoke ? "retools benchmarks (smoke counts)"
-                                                                   : "retools benchmarks");
+    std::string md = bench::render_markdown(
+        results, targets, smoke ? "retools benchmarks (smoke counts)" : "retools benchmarks");
     std::cout << md << std::flush;
     if (!markdown_path.empty()) {
         std::ofstream out(markdown_path);

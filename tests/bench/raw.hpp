@@ -2,8 +2,6 @@
 // The floor: one raw hiredis connection, no pool, no Reply wrapper. Each
 // floor benchmark sends exactly the round trips its operation needs.
 
-#include <hiredis/hiredis.h>
-
 #include <array>
 #include <charconv>
 #include <cstddef>
@@ -15,6 +13,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <hiredis/hiredis.h>
 
 #include "harness.hpp"
 
@@ -57,9 +56,11 @@ public:
             pending_.clear();
         }
         void* raw = nullptr;
-        if (redisGetReply(c_, &raw) != REDIS_OK) throw std::runtime_error(fmt::format("raw hiredis: {}", c_->errstr));
+        if (redisGetReply(c_, &raw) != REDIS_OK)
+            throw std::runtime_error(fmt::format("raw hiredis: {}", c_->errstr));
         RawReply reply(static_cast<redisReply*>(raw));
-        if (reply->type == REDIS_REPLY_ERROR) throw std::runtime_error(fmt::format("raw hiredis: {}", reply->str));
+        if (reply->type == REDIS_REPLY_ERROR)
+            throw std::runtime_error(fmt::format("raw hiredis: {}", reply->str));
         return reply;
     }
     /// Reads `n` replies and returns the last.
@@ -98,7 +99,7 @@ inline constexpr std::string_view kNoopJob = "bench.jobs:noop";
 /// fresh random id per job.
 inline void noop_payload(std::string& out) {
     thread_local std::mt19937_64 engine{std::random_device{}()};
-    std::uint64_t hi = (engine() & ~0xF000ull) | 0x4000ull;                       // version 4
+    std::uint64_t hi = (engine() & ~0xF000ull) | 0x4000ull;                         // version 4
     std::uint64_t lo = (engine() & 0x3FFFFFFFFFFFFFFFull) | 0x8000000000000000ull;  // variant 10
     char id[33];
     fmt::format_to(id, "{:016x}{:016x}", hi, lo);

@@ -1,7 +1,5 @@
 // Cache regions against a real Redis: layout, statistics, dogpile prevention,
 // invalidation, codecs and round trips.
-#include <gtest/gtest.h>
-
 #include <atomic>
 #include <barrier>
 #include <chrono>
@@ -12,12 +10,13 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 
 #include <retools/cache.hpp>
-#include "core/clock.hpp"
 #include <retools/errors.hpp>
 #include <retools/lock.hpp>
 
+#include "core/clock.hpp"
 #include "redis_test.hpp"
 
 using namespace std::chrono_literals;
@@ -29,7 +28,9 @@ namespace rt = retools::test;
 
 namespace {
 
-double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+double seconds_since(Clock::time_point start) {
+    return std::chrono::duration<double>(Clock::now() - start).count();
+}
 
 template <class Pred>
 bool eventually(Pred pred, std::chrono::milliseconds within = 5s) {
@@ -82,11 +83,14 @@ protected:
         CacheRegion::enabled = true;
         CacheRegion::statistics = true;
         // A short first_value_wait bounds how long a broken lock could stall a failing test.
-        CacheRegion::add_region("short_term", {.expires = 60s, .redis_expiration = 3600s, .first_value_wait = 5s});
+        CacheRegion::add_region("short_term",
+                                {.expires = 60s, .redis_expiration = 3600s, .first_value_wait = 5s});
         today = retools::detail::local_date();
     }
 
-    std::string get(const std::string& key) { return conn.command("GET", key).as_optional_string().value_or("<nil>"); }
+    std::string get(const std::string& key) {
+        return conn.command("GET", key).as_optional_string().value_or("<nil>");
+    }
     std::string hget(const std::string& key, const char* field) {
         return conn.command("HGET", key, field).as_optional_string().value_or("<nil>");
     }
@@ -116,10 +120,11 @@ protected:
 
 TEST_F(CacheTest, RawLayoutAfterAMissAndAHit) {
     int calls = 0;
-    auto search = retools::cache_region("short_term", "myapp.search", [&](const std::string& term, int limit) {
-        ++calls;
-        return fmt::format("{} results for {}", limit, term);
-    });
+    auto search =
+        retools::cache_region("short_term", "myapp.search", [&](const std::string& term, int limit) {
+            ++calls;
+            return fmt::format("{} results for {}", limit, term);
+        });
     const double before = retools::detail::unix_now();
     EXPECT_EQ(search("bunny", 10), "10 results for bunny");
     const double after = retools::detail::unix_now();
@@ -129,7 +134,8 @@ TEST_F(CacheTest, RawLayoutAfterAMissAndAHit) {
     const std::string hit_key = "retools:hits:" + today + ":short_term:myapp.search:bunny 10";
     const std::string miss_key = "retools:misses:" + today + ":short_term:myapp.search:bunny 10";
     EXPECT_EQ(all_keys(), (std::set<std::string>{value_key, hit_key, miss_key, "retools:regions",
-                                                 "retools:short_term:namespaces", "retools:short_term:myapp.search:keys"}));
+                                                 "retools:short_term:namespaces",
+                                                 "retools:short_term:myapp.search:keys"}));
     EXPECT_EQ(conn.command("TYPE", value_key).as_string(), "hash");
     EXPECT_EQ(conn.command("HLEN", value_key).as_integer(), 2);
     EXPECT_EQ(hget(value_key, "value"), "10 results for bunny");
@@ -189,7 +195,7 @@ TEST_F(CacheTest, KeysRenderArgumentsLikePythonStr) {
 
 TEST_F(CacheTest, HitAndMissCountersFollowTheOriginalsArithmetic) {
     auto f = retools::cache_region("short_term", "stats", [](int x) { return x * 2; });
-    EXPECT_EQ(f(1), 2);  // miss
+    EXPECT_EQ(f(1), 2);                              // miss
     for (int i = 0; i < 3; ++i) EXPECT_EQ(f(1), 2);  // 3 hits
     EXPECT_EQ(hits("short_term", "stats", "1"), "3");
     EXPECT_EQ(misses("short_term", "stats", "1"), "1");
@@ -216,9 +222,8 @@ TEST_F(CacheTest, StaleValueServedWhileAnotherCallerRegeneratesAndItsHitsBecomeM
     version = 1;
 
     std::thread regenerating([&] { EXPECT_EQ(f(1), 1); });
-    ASSERT_TRUE(eventually([&] {
-        return conn.command("EXISTS", "retools:lock:short_term:slow:1").as_integer() == 1;
-    }));
+    ASSERT_TRUE(eventually(
+        [&] { return conn.command("EXISTS", "retools:lock:short_term:slow:1").as_integer() == 1; }));
     for (int i = 0; i < 5; ++i) {
         auto start = Clock::now();
         EXPECT_EQ(f(1), 0);  // the stale value, at once (waiting would have given 1)
@@ -329,7 +334,8 @@ TEST_F(CacheTest, RegionSettingsAreValidated) {
 TEST_F(CacheTest, RegionRegistryIsSafeToReadWhileItChanges) {
     std::atomic<bool> stop{false};
     std::thread writer([&] {
-        for (int i = 0; !stop; ++i) CacheRegion::add_region(fmt::format("churn{}", i % 8), std::chrono::seconds(i % 50 + 1));
+        for (int i = 0; !stop; ++i)
+            CacheRegion::add_region(fmt::format("churn{}", i % 8), std::chrono::seconds(i % 50 + 1));
     });
     std::vector<std::thread> readers;
     for (int t = 0; t < 4; ++t)
@@ -357,7 +363,8 @@ TEST_F(CacheTest, RegionWithItsOwnConnection) {
     EXPECT_EQ(db1.command("HGET", "retools:db1_region:ns:4", "value").as_string(), "4");
     EXPECT_EQ(f.stats().total.misses, 1);
     retools::invalidate_region("db1_region");
-    EXPECT_LT(db1.command("HGET", "retools:db1_region:ns:4", "created").as_double(), retools::detail::unix_now() - 3600);
+    EXPECT_LT(db1.command("HGET", "retools:db1_region:ns:4", "created").as_double(),
+              retools::detail::unix_now() - 3600);
     db1.command("FLUSHDB");
 }
 
@@ -385,8 +392,8 @@ TEST_F(CacheTest, KeepsSignaturesOfLambdasFunctionPointersAndMembers) {
     EXPECT_EQ(name(c, "id-", 1), "id-6");
     EXPECT_EQ(smembers("retools:short_term:myapp.Repo.name:keys"), std::set<std::string>{"id- 1"});
 
-    auto generic = retools::cache_region<std::vector<int>(int, int)>(
-        "short_term", "generic", [](auto from, auto to) {
+    auto generic =
+        retools::cache_region<std::vector<int>(int, int)>("short_term", "generic", [](auto from, auto to) {
             std::vector<int> out;
             for (auto i = from; i < to; ++i) out.push_back(i);
             return out;
@@ -406,7 +413,8 @@ TEST_F(CacheTest, NamespaceArgsMatchThePythonDecorator) {
                                    {.namespace_args = {"load_things"}});
     EXPECT_EQ(f.namespace_name(), ns);
     f(1);
-    EXPECT_EQ(smembers("retools:short_term:namespaces"), std::set<std::string>{"myapp.search.load.load_things"});
+    EXPECT_EQ(smembers("retools:short_term:namespaces"),
+              std::set<std::string>{"myapp.search.load.load_things"});
 }
 
 TEST_F(CacheTest, ExceptionsPropagateReleaseTheLockAndStoreNothing) {
@@ -457,7 +465,11 @@ TEST_F(CacheTest, CorruptValueIsRegenerated) {
     EXPECT_EQ(calls, 3);
 
     // regenerate = false serves any decodable stored value, and regenerates an undecodable one.
-    auto g = retools::cache_region("short_term", "json", [&](int) { ++calls; return std::vector<int>{1}; },
+    auto g = retools::cache_region("short_term", "json",
+                                   [&](int) {
+                                       ++calls;
+                                       return std::vector<int>{1};
+                                   },
                                    {.regenerate = false});
     conn.command("HSET", "retools:short_term:json:2", "value", "{{{");
     EXPECT_EQ(g(2), (std::vector<int>{1}));
@@ -466,7 +478,8 @@ TEST_F(CacheTest, CorruptValueIsRegenerated) {
 
 TEST_F(CacheTest, RegenerateFalseServesStaleValues) {
     int calls = 0;
-    auto f = retools::cache_region("short_term", "keep", [&](int x) { return x + ++calls; }, {.regenerate = false});
+    auto f = retools::cache_region("short_term", "keep", [&](int x) { return x + ++calls; },
+                                   {.regenerate = false});
     EXPECT_EQ(f(1), 2);
     retools::invalidate_function(f, 1);
     EXPECT_EQ(f(1), 2);  // stale, served anyway
@@ -475,13 +488,15 @@ TEST_F(CacheTest, RegenerateFalseServesStaleValues) {
 
 TEST_F(CacheTest, LowLevelLoad) {
     EXPECT_EQ(CacheRegion::load("short_term", "raw", "k", false), std::nullopt);  // the original's NoneMarker
-    EXPECT_EQ(CacheRegion::load("short_term", "raw", "k"), std::nullopt);         // no callable: nothing to do
+    EXPECT_EQ(CacheRegion::load("short_term", "raw", "k"), std::nullopt);  // no callable: nothing to do
     EXPECT_EQ(CacheRegion::load("short_term", "raw", "k", true, [] { return std::string("v1"); }), "v1");
     EXPECT_EQ(CacheRegion::load("short_term", "raw", "k", true, [] { return std::string("v2"); }), "v1");
     retools::CacheKey keys{"short_term", "raw", "k"};
     conn.command("HSET", keys.redis_key, "created", 1.0);
     EXPECT_EQ(CacheRegion::load("short_term", "raw", "k", false), "v1");  // stale, not regenerated
-    EXPECT_EQ(CacheRegion::load("short_term", "raw", "k", true, [] { return std::string("v3"); }, false), "v3");
+    EXPECT_EQ(CacheRegion::load(
+                  "short_term", "raw", "k", true, [] { return std::string("v3"); }, false),
+              "v3");
     // As in the original, the two "nothing stored" answers counted as hits
     // (2, kept through the regeneration), then one hit and one stale read; the
     // last call, without statistics, counted nothing.
@@ -493,7 +508,10 @@ TEST_F(CacheTest, LowLevelLoad) {
 
 TEST_F(CacheTest, InvalidateOneKey) {
     int calls = 0;
-    auto f = retools::cache_region("short_term", "inv", [&](const std::string& s) { ++calls; return s; });
+    auto f = retools::cache_region("short_term", "inv", [&](const std::string& s) {
+        ++calls;
+        return s;
+    });
     f("a");
     f("b");
     const double b_created = created("retools:short_term:inv:b");
@@ -512,8 +530,14 @@ TEST_F(CacheTest, InvalidateOneKey) {
 
 TEST_F(CacheTest, InvalidateAFunction) {
     int calls = 0;
-    auto f = retools::cache_region("short_term", "invf", [&](int x) { ++calls; return x; });
-    auto other = retools::cache_region("short_term", "other", [&](int x) { ++calls; return x; });
+    auto f = retools::cache_region("short_term", "invf", [&](int x) {
+        ++calls;
+        return x;
+    });
+    auto other = retools::cache_region("short_term", "other", [&](int x) {
+        ++calls;
+        return x;
+    });
     f(1);
     f(2);
     other(1);
@@ -539,9 +563,18 @@ TEST_F(CacheTest, InvalidateAFunction) {
 TEST_F(CacheTest, InvalidateARegionPrunesKeysWhoseHashExpired) {
     CacheRegion::add_region("long_term", 7200s);
     int calls = 0;
-    auto f = retools::cache_region("short_term", "r.f", [&](int x) { ++calls; return x; });
-    auto g = retools::cache_region("short_term", "r.g", [&] { ++calls; return 0; });
-    auto h = retools::cache_region("long_term", "r.h", [&](int x) { ++calls; return x; });
+    auto f = retools::cache_region("short_term", "r.f", [&](int x) {
+        ++calls;
+        return x;
+    });
+    auto g = retools::cache_region("short_term", "r.g", [&] {
+        ++calls;
+        return 0;
+    });
+    auto h = retools::cache_region("long_term", "r.h", [&](int x) {
+        ++calls;
+        return x;
+    });
     f(1);
     f(2);
     g();
@@ -551,7 +584,8 @@ TEST_F(CacheTest, InvalidateARegionPrunesKeysWhoseHashExpired) {
     retools::invalidate_region("short_term");
     // Longest expires of all regions (7200 s) plus an hour.
     double longest = 0;
-    for (const auto& name : CacheRegion::region_names()) longest = std::max(longest, retools::detail::to_seconds(CacheRegion::region(name)->expires));
+    for (const auto& name : CacheRegion::region_names())
+        longest = std::max(longest, retools::detail::to_seconds(CacheRegion::region(name)->expires));
     EXPECT_NEAR(created("retools:short_term:r.f:1"), now - longest - 3600, 2.0);
     EXPECT_NEAR(created("retools:short_term:r.g:"), now - longest - 3600, 2.0);
     EXPECT_GT(created("retools:long_term:r.h:1"), now - 5);  // other region untouched
@@ -635,9 +669,13 @@ TEST_F(CacheTest, ProcessesShareTheDogpileLock) {
 
 TEST_F(CacheTest, WaitingForAFirstValueIsBounded) {
     CacheRegion::add_region("wait", {.expires = 60s, .first_value_wait = 300ms});
-    retools::Lock held{"retools:lock:wait:ns:1", {.expires = 10s, .timeout = 0s}};  // another caller regenerating
+    retools::Lock held{"retools:lock:wait:ns:1",
+                       {.expires = 10s, .timeout = 0s}};  // another caller regenerating
     int calls = 0;
-    auto f = retools::cache_region("wait", "ns", [&](int x) { ++calls; return x; });
+    auto f = retools::cache_region("wait", "ns", [&](int x) {
+        ++calls;
+        return x;
+    });
     auto start = Clock::now();
     try {
         f(1);
@@ -656,7 +694,10 @@ TEST_F(CacheTest, WaitingForAFirstValueIsBounded) {
 TEST_F(CacheTest, WaiterReadsTheValueTheLockHolderStored) {
     CacheRegion::add_region("handoff", {.expires = 60s, .first_value_wait = 5s});
     int calls = 0;
-    auto f = retools::cache_region("handoff", "ns", [&](int x) { ++calls; return x; });
+    auto f = retools::cache_region("handoff", "ns", [&](int x) {
+        ++calls;
+        return x;
+    });
     retools::Lock held{"retools:lock:handoff:ns:1", {.expires = 10s, .timeout = 0s}};
     std::thread other([&] {
         std::this_thread::sleep_for(200ms);

@@ -1,16 +1,15 @@
 // Cache against bad region settings, keys of the wrong type, data other
 // writers garbled, and a dead server.
-#include <gtest/gtest.h>
-
 #include <chrono>
 #include <string>
 
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 
 #include <retools/cache.hpp>
-#include "core/clock.hpp"
 #include <retools/errors.hpp>
 
+#include "core/clock.hpp"
 #include "redis_server.hpp"
 #include "redis_test.hpp"
 
@@ -24,7 +23,8 @@ protected:
         rt::RedisTest::SetUp();
         CacheRegion::enabled = true;
         CacheRegion::statistics = true;
-        CacheRegion::add_region("faults", {.expires = 60s, .redis_expiration = 3600s, .first_value_wait = 2s});
+        CacheRegion::add_region("faults",
+                                {.expires = 60s, .redis_expiration = 3600s, .first_value_wait = 2s});
     }
     std::string hits_key(int n) {
         return fmt::format("retools:hits:{}:faults:ns:{}", retools::detail::local_date(), n);
@@ -43,7 +43,10 @@ TEST_F(CacheFaultsTest, RejectsAnEmptyRegionName) {
 
 TEST_F(CacheFaultsTest, ValueKeyOfTheWrongTypeThrowsNamingItAndIsLeftAlone) {
     int calls = 0;
-    auto f = retools::cache_region("faults", "ns", [&](int n) { ++calls; return n; });
+    auto f = retools::cache_region("faults", "ns", [&](int n) {
+        ++calls;
+        return n;
+    });
     conn.command("SET", "retools:faults:ns:1", "someone else's string");
     for (bool statistics : {true, false}) {
         CacheRegion::statistics = statistics;
@@ -60,18 +63,25 @@ TEST_F(CacheFaultsTest, ValueKeyOfTheWrongTypeThrowsNamingItAndIsLeftAlone) {
 
 TEST_F(CacheFaultsTest, NonNumericCreatedCountsAsStale) {
     int calls = 0;
-    auto f = retools::cache_region("faults", "ns", [&](int n) { ++calls; return n * 10; });
+    auto f = retools::cache_region("faults", "ns", [&](int n) {
+        ++calls;
+        return n * 10;
+    });
     conn.command("HSET", "retools:faults:ns:2", "value", "999", "created", "yesterday");
     EXPECT_EQ(f(2), 20);
     EXPECT_EQ(calls, 1);
-    EXPECT_NEAR(conn.command("HGET", "retools:faults:ns:2", "created").as_double(), retools::detail::unix_now(), 60);
+    EXPECT_NEAR(conn.command("HGET", "retools:faults:ns:2", "created").as_double(),
+                retools::detail::unix_now(), 60);
     EXPECT_EQ(f(2), 20);
     EXPECT_EQ(calls, 1);
 }
 
 TEST_F(CacheFaultsTest, GarbledHitCountersDoNotBreakCalls) {
     int calls = 0;
-    auto f = retools::cache_region("faults", "ns", [&](int n) { ++calls; return n; });
+    auto f = retools::cache_region("faults", "ns", [&](int n) {
+        ++calls;
+        return n;
+    });
     conn.command("SET", hits_key(3), "not a number");
     EXPECT_EQ(f(3), 3);
     EXPECT_EQ(f(3), 3);
@@ -103,7 +113,10 @@ TEST(CacheDeadServer, CallsThrowConnectionError) {
     retools::Connection c{options};
     CacheRegion::add_region("faults_dead", {.expires = 60s, .connection = c});
     int calls = 0;
-    auto f = retools::cache_region("faults_dead", "ns", [&](int n) { ++calls; return n; });
+    auto f = retools::cache_region("faults_dead", "ns", [&](int n) {
+        ++calls;
+        return n;
+    });
     EXPECT_EQ(f(1), 1);
     server.kill();
     auto start = std::chrono::steady_clock::now();
@@ -116,7 +129,10 @@ TEST(CacheDeadServer, CallsThrowConnectionError) {
 
 TEST_F(CacheFaultsTest, InvalidationSkipsAValueKeyOfTheWrongTypeAndDoesTheRest) {
     int calls = 0;
-    auto f = retools::cache_region("faults", "ns", [&](int n) { ++calls; return n; });
+    auto f = retools::cache_region("faults", "ns", [&](int n) {
+        ++calls;
+        return n;
+    });
     EXPECT_EQ(f(5), 5);
     EXPECT_EQ(f(6), 6);
     conn.command("DEL", "retools:faults:ns:5");

@@ -1,14 +1,13 @@
-#include <gtest/gtest.h>
-
 #include <atomic>
 #include <thread>
 
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 
 #include <retools/connection.hpp>
+#include <retools/detail/python_repr.hpp>
 #include <retools/errors.hpp>
 #include <retools/script.hpp>
-#include <retools/detail/python_repr.hpp>
 
 #include "redis_test.hpp"
 
@@ -226,8 +225,7 @@ TEST(ConnectionFaults, CommandTimeoutRaisesWithinTimeout) {
     std::thread sleeper([&] {
         try {
             Connection(server.options()).command("DEBUG", "SLEEP", 2);
-        } catch (...) {
-        }
+        } catch (...) {}
     });
     std::this_thread::sleep_for(50ms);
     start = std::chrono::steady_clock::now();
@@ -269,8 +267,7 @@ TEST(ConnectionFaults, RestartWhileIdleIsTransparentOnNextCall) {
     // The pooled socket is dead; the first call notices and raises, the next reconnects.
     try {
         c.command("PING");
-    } catch (const retools::ConnectionError&) {
-    }
+    } catch (const retools::ConnectionError&) {}
     EXPECT_EQ(c.command("PING").view(), "PONG");
 }
 
@@ -283,7 +280,8 @@ TEST(ConnectionAuth, PasswordAndAclUser) {
     EXPECT_EQ(authed.command("PING").view(), "PONG");
     authed.command("ACL", "SETUSER", "alice", "on", ">alice-pw", "~*", "+@all");
 
-    Connection alice{ConnectionOptions::from_url(fmt::format("redis://alice:alice-pw@127.0.0.1:{}/0", server.port()))};
+    Connection alice{
+        ConnectionOptions::from_url(fmt::format("redis://alice:alice-pw@127.0.0.1:{}/0", server.port()))};
     EXPECT_EQ(alice.command("ACL", "WHOAMI").as_string(), "alice");
 }
 

@@ -1,10 +1,10 @@
 // The programs in examples/ are what users copy from: each must build, run to
 // completion against a real server, pass its own checks and leave no keys behind.
-#include <gtest/gtest.h>
-
 #include <signal.h>
 
 #include <string>
+
+#include <gtest/gtest.h>
 
 #include "redis_test.hpp"
 
@@ -57,11 +57,17 @@ protected:
 
 }  // namespace
 
-TEST_F(Examples, CacheBasics) { expect_passes("cache_basics"); }
+TEST_F(Examples, CacheBasics) {
+    expect_passes("cache_basics");
+}
 
-TEST_F(Examples, LockAndLimiter) { expect_passes("lock_and_limiter"); }
+TEST_F(Examples, LockAndLimiter) {
+    expect_passes("lock_and_limiter");
+}
 
-TEST_F(Examples, JobQueue) { expect_passes("job_queue"); }
+TEST_F(Examples, JobQueue) {
+    expect_passes("job_queue");
+}
 
 // job_library.cpp loaded into retools-worker, job_client.cpp enqueuing to it:
 // exactly the commands the examples' comments give.
@@ -70,8 +76,9 @@ TEST_F(Examples, JobLibraryLoadedByRetoolsWorker) {
     GTEST_SKIP() << "retools-worker not built (RETOOLS_BUILD_TOOLS=OFF)";
 #else
     std::string log = output_path("retools-worker");
-    auto worker = rt::ChildProcess::spawn({RETOOLS_WORKER_PROGRAM, "-b", "--load", RETOOLS_EXAMPLE_JOB_LIBRARY, "examples_lib"},
-                                          {{"REDIS_URL", rt::redis_url()}}, log);
+    auto worker = rt::ChildProcess::spawn(
+        {RETOOLS_WORKER_PROGRAM, "-b", "--load", RETOOLS_EXAMPLE_JOB_LIBRARY, "examples_lib"},
+        {{"REDIS_URL", rt::redis_url()}}, log);
     EXPECT_EQ(run("job_client"), 0) << output << "\nworker log:\n" << rt::read_file(log);
     EXPECT_NE(output.find("job_client: all checks passed"), std::string::npos) << output;
     EXPECT_EQ(output.find("FAIL"), std::string::npos) << output;
@@ -79,7 +86,8 @@ TEST_F(Examples, JobLibraryLoadedByRetoolsWorker) {
     worker.signal(SIGTERM);
     EXPECT_EQ(worker.exit_code(5s), 0) << rt::read_file(log);
     std::string worker_log = rt::read_file(log);
-    EXPECT_NE(worker_log.find("examples.jobs:word_count queue=examples_lib"), std::string::npos) << worker_log;
+    EXPECT_NE(worker_log.find("examples.jobs:word_count queue=examples_lib"), std::string::npos)
+        << worker_log;
     EXPECT_NE(worker_log.find("failed: std::runtime_error: rejected: demo"), std::string::npos) << worker_log;
     EXPECT_EQ(leftover_keys(), std::vector<std::string>{}) << worker_log;  // the worker unregistered too
 #endif

@@ -1,5 +1,3 @@
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -8,11 +6,12 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 
-#include "core/clock.hpp"
 #include <retools/errors.hpp>
 #include <retools/limiter.hpp>
 
+#include "core/clock.hpp"
 #include "redis_test.hpp"
 
 using namespace std::chrono_literals;
@@ -59,7 +58,8 @@ TEST_F(LimiterTest, SortedSetHoldsMemberAndExpiryScore) {
 
     Limiter custom{{.limit = 1, .prefix = "my-operation", .expiration = 2s}};
     ASSERT_TRUE(custom.acquire_limit("x"));
-    EXPECT_NEAR(conn.command("ZSCORE", "my-operation", "x").as_double(), retools::detail::unix_now() + 2.0, 0.5);
+    EXPECT_NEAR(conn.command("ZSCORE", "my-operation", "x").as_double(), retools::detail::unix_now() + 2.0,
+                0.5);
 }
 
 TEST_F(LimiterTest, AcquireIsOneRoundTrip) {
@@ -100,8 +100,7 @@ TEST_F(LimiterTest, ConcurrentCallersNeverExceedTheLimit) {
                     ++acquired;
                     int now_inside = ++inside;
                     int seen = most.load();
-                    while (now_inside > seen && !most.compare_exchange_weak(seen, now_inside)) {
-                    }
+                    while (now_inside > seen && !most.compare_exchange_weak(seen, now_inside)) {}
                     if (limiter.holders() > limit) ++zcard_over;
                     std::this_thread::sleep_for(1ms);
                     --inside;
@@ -165,8 +164,7 @@ TEST_F(LimiterTest, SlotGuardReleasesOnException) {
         EXPECT_EQ(slot->key(), "guarded");
         EXPECT_FALSE(limiter.acquire("intruder").has_value());
         throw std::runtime_error("work failed");
-    } catch (const std::runtime_error&) {
-    }
+    } catch (const std::runtime_error&) {}
     EXPECT_TRUE(conn.command("ZSCORE", "retools_limiter", "guarded").is_nil());
     auto slot = limiter.acquire("next");
     ASSERT_TRUE(slot);

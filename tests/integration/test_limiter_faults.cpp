@@ -1,8 +1,8 @@
 // Limiter against a sorted set of the wrong type and a dead server.
-#include <gtest/gtest.h>
-
 #include <chrono>
 #include <string>
+
+#include <gtest/gtest.h>
 
 #include <retools/errors.hpp>
 #include <retools/limiter.hpp>
@@ -24,7 +24,8 @@ TEST_F(LimiterFaultsTest, SortedSetOfTheWrongTypeThrowsNamingItAndIsLeftAlone) {
             call();
             ADD_FAILURE() << what << ": expected ReplyError";
         } catch (const retools::ReplyError& e) {
-            EXPECT_NE(std::string(e.what()).find("lim:faults"), std::string::npos) << what << ": " << e.what();
+            EXPECT_NE(std::string(e.what()).find("lim:faults"), std::string::npos)
+                << what << ": " << e.what();
         }
     };
     expect_named([&] { (void)limiter.acquire_limit("k"); }, "acquire_limit");

@@ -1,5 +1,3 @@
-#include <gtest/gtest.h>
-
 #include <signal.h>
 
 #include <atomic>
@@ -11,11 +9,12 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 
+#include <retools/detail/random_token.hpp>
 #include <retools/errors.hpp>
 #include <retools/lock.hpp>
 #include <retools/script.hpp>
-#include <retools/detail/random_token.hpp>
 
 #include "redis_test.hpp"
 
@@ -33,7 +32,9 @@ double seconds_since(Clock::time_point start) {
     return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-bool is_token(const std::string& s) { return std::regex_match(s, std::regex("[0-9a-f]{32}")); }
+bool is_token(const std::string& s) {
+    return std::regex_match(s, std::regex("[0-9a-f]{32}"));
+}
 
 // Python retools' scripts, to stand in for a Python process on the same key.
 constexpr const char* python_acquire =
@@ -323,7 +324,7 @@ TEST_F(LockTest, ExtendOnALostLockThrowsLockLost) {
 TEST_F(LockTest, ExtendKeepsTheLockPastItsExpiry) {
     Lock lock{"rt:lock:ext", {.expires = 300ms}};
     std::this_thread::sleep_for(200ms);
-    lock.extend();  // back to 300 ms
+    lock.extend();                       // back to 300 ms
     std::this_thread::sleep_for(200ms);  // 400 ms after acquiring
     EXPECT_TRUE(lock.owns_lock());
     lock.extend(2s);

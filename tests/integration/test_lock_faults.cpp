@@ -1,8 +1,8 @@
 // Lock against bad input, keys of the wrong type and a dead server.
-#include <gtest/gtest.h>
-
 #include <chrono>
 #include <string>
+
+#include <gtest/gtest.h>
 
 #include <retools/errors.hpp>
 #include <retools/lock.hpp>

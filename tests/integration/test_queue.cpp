@@ -1,16 +1,16 @@
 // QueueManager against a real Redis: payloads, keys, batches, failed jobs,
 // scheduled jobs and results.
-#include <gtest/gtest.h>
-
 #include <chrono>
 #include <set>
 #include <string>
 #include <thread>
 
+#include <gtest/gtest.h>
+
 #include <retools/errors.hpp>
 #include <retools/queue.hpp>
-#include "queue/keys.hpp"
 
+#include "queue/keys.hpp"
 #include "redis_test.hpp"
 
 using namespace std::chrono_literals;
@@ -47,18 +47,20 @@ TEST_F(Queue, EnqueueWritesTheOriginalsPayloadAndKeys) {
     qm.subscriber("job_failure", "myapp.jobs:save_error");
     qm.subscriber("job_postrun", "myapp.jobs:important", "myapp.jobs:notify");
     auto before = conn.round_trips();
-    std::string id = qm.enqueue("myapp.jobs:important", {{"somearg", "fred"}},
-                                {.metadata = {{"created", 1732492345.5}}});
+    std::string id =
+        qm.enqueue("myapp.jobs:important", {{"somearg", "fred"}}, {.metadata = {{"created", 1732492345.5}}});
     EXPECT_EQ(conn.round_trips() - before, 1u);  // RPUSH + SADD in one pipeline
     EXPECT_TRUE(is_uuid4_hex(id)) << id;
 
     auto entries = list("retools:queue:main");
     ASSERT_EQ(entries.size(), 1u);
     // Exactly the text Python's json.dumps writes for the same job.
-    EXPECT_EQ(entries[0], R"({"job_id": ")" + id +
-                              R"(", "job": "myapp.jobs:important", "kwargs": {"somearg": "fred"}, )"
-                              R"("events": {"job_failure": ["myapp.jobs:save_error"], "job_postrun": ["myapp.jobs:notify"]}, )"
-                              R"("metadata": {"created": 1732492345.5}, "state": {}})");
+    EXPECT_EQ(
+        entries[0],
+        R"({"job_id": ")" + id +
+            R"(", "job": "myapp.jobs:important", "kwargs": {"somearg": "fred"}, )"
+            R"("events": {"job_failure": ["myapp.jobs:save_error"], "job_postrun": ["myapp.jobs:notify"]}, )"
+            R"("metadata": {"created": 1732492345.5}, "state": {}})");
     // Every field, with the types a Python worker expects.
     json payload = json::parse(entries[0]);
     std::set<std::string> fields;
@@ -81,8 +83,9 @@ TEST_F(Queue, EnqueueWritesTheOriginalsPayloadAndKeys) {
 
 TEST_F(Queue, ReadsAPayloadWrittenByPython) {
     // What Python retools 0.4 pushes for qm.enqueue('myapp.jobs:important', somearg='fred').
-    const std::string python = R"({"job_id": "0f1e2d3c4b5a69788796a5b4c3d2e1f0", "job": "myapp.jobs:important", )"
-                               R"("kwargs": {"somearg": "fred"}, "events": {}, "metadata": {}, "state": {}})";
+    const std::string python =
+        R"({"job_id": "0f1e2d3c4b5a69788796a5b4c3d2e1f0", "job": "myapp.jobs:important", )"
+        R"("kwargs": {"somearg": "fred"}, "events": {}, "metadata": {}, "state": {}})";
     conn.command("RPUSH", "retools:queue:main", python);
     conn.command("SADD", "retools:queues", "main");
     QueueManager qm;
@@ -98,9 +101,9 @@ TEST_F(Queue, ReadsAPayloadWrittenByPython) {
 TEST_F(Queue, QueueSelection) {
     QueueManager qm{conn, "default"};
     qm.set_queue_for_job("myapp.jobs:report", "low");
-    qm.enqueue("myapp.jobs:report");                                  // configured queue
-    qm.enqueue("myapp.jobs:report", {}, {.queue_name = "high"});      // explicit wins
-    qm.enqueue("myapp.jobs:other");                                   // manager's default
+    qm.enqueue("myapp.jobs:report");                              // configured queue
+    qm.enqueue("myapp.jobs:report", {}, {.queue_name = "high"});  // explicit wins
+    qm.enqueue("myapp.jobs:other");                               // manager's default
     EXPECT_EQ(list("retools:queue:low").size(), 1u);
     EXPECT_EQ(list("retools:queue:high").size(), 1u);
     EXPECT_EQ(list("retools:queue:default").size(), 1u);
@@ -342,7 +345,8 @@ TEST_F(Queue, MalformedDelayedEntryGoesToTheFailedList) {
 
 TEST_F(Queue, RetryLaterCountsRetriesAndKeepsState) {
     QueueManager qm;
-    std::string id = qm.enqueue("m:flaky", {{"n", 1}}, {.metadata = {{"retries", 2}, {"retry_backoff", 0.1}}});
+    std::string id =
+        qm.enqueue("m:flaky", {{"n", 1}}, {.metadata = {{"retries", 2}, {"retry_backoff", 0.1}}});
     Job job = qm.get_job(id);
     conn.command("DEL", "retools:queue:main");  // as if a worker had taken it
     job.state()["note"] = "kept";
@@ -373,9 +377,13 @@ TEST_F(Queue, FailedJobsCanBeListedRetriedAndCleared) {
     std::string id = qm.enqueue("m:f", {{"n", 1}});
     std::string payload = list("retools:queue:main")[0];
     conn.command("DEL", "retools:queue:main");
-    qm.record_failure({.payload = payload, .queue = "main", .error = "ValueError: boom", .worker = "h:1:main"});
-    qm.record_failure({.payload = bad_payload, .queue = "high", .error = "payload is not JSON",
-                       .worker = "h:1:main", .failed_at = 1732492345.25});
+    qm.record_failure(
+        {.payload = payload, .queue = "main", .error = "ValueError: boom", .worker = "h:1:main"});
+    qm.record_failure({.payload = bad_payload,
+                       .queue = "high",
+                       .error = "payload is not JSON",
+                       .worker = "h:1:main",
+                       .failed_at = 1732492345.25});
     EXPECT_EQ(qm.failed_count(), 2u);
 
     // Raw layout of an entry.
@@ -423,7 +431,8 @@ TEST_F(Queue, FailedEntriesKeepNonAsciiPayloadsVerbatim) {
     std::string payload = list("retools:queue:main")[0];
     conn.command("DEL", "retools:queue:main");
     // A payload written by another producer, with raw UTF-8 and odd spacing.
-    const std::string foreign = "{\"job_id\":\"x1\",\"job\":\"m:f\",\"kwargs\":{\"s\":\"\xc3\xa9\"},\"events\":{},\"state\":{}}";
+    const std::string foreign =
+        "{\"job_id\":\"x1\",\"job\":\"m:f\",\"kwargs\":{\"s\":\"\xc3\xa9\"},\"events\":{},\"state\":{}}";
     qm.record_failure({.payload = payload, .queue = "main", .error = "e", .worker = "w"});
     qm.record_failure({.payload = foreign, .queue = "main", .error = "e", .worker = "w"});
     EXPECT_EQ(qm.retry_all_failed(), 2u);
@@ -444,7 +453,8 @@ TEST_F(Queue, StoredResultsAreReadAndExpire) {
     ASSERT_TRUE(r);
     EXPECT_TRUE(r->ok);
     EXPECT_EQ(r->value, (json{{"sum", 3}}));
-    EXPECT_EQ(conn.command("LINDEX", "retools:result:abc", 0).as_string(), R"({"status": "ok", "result": {"sum": 3}})");
+    EXPECT_EQ(conn.command("LINDEX", "retools:result:abc", 0).as_string(),
+              R"({"status": "ok", "result": {"sum": 3}})");
     EXPECT_GT(conn.command("TTL", "retools:result:abc").as_integer(), 50);
     qm.store_result("abc", {.ok = false, .error = "boom"}, 1s);  // replaces
     EXPECT_EQ(conn.command("LLEN", "retools:result:abc").as_integer(), 1);
@@ -508,7 +518,8 @@ TEST_F(Queue, WaitForResultTimesOut) {
 
 TEST_F(Queue, FailedEntryOfANonUtf8PayloadIsStillRecorded) {
     QueueManager qm;
-    qm.record_failure({.payload = "bad \xff bytes", .queue = "main", .error = "not JSON \xfe", .worker = "w"});
+    qm.record_failure(
+        {.payload = "bad \xff bytes", .queue = "main", .error = "not JSON \xfe", .worker = "w"});
     auto failed = qm.failed_jobs();
     ASSERT_EQ(failed.size(), 1u);
     EXPECT_EQ(failed[0].payload, "bad \xef\xbf\xbd bytes");  // U+FFFD in place of the invalid byte
@@ -516,7 +527,8 @@ TEST_F(Queue, FailedEntryOfANonUtf8PayloadIsStillRecorded) {
 }
 
 TEST_F(Queue, JobEnqueueValidatesItsQueue) {
-    Job job = Job::from_payload(R"({"job_id": "a", "job": "m:f", "kwargs": {}, "events": {}, "state": {}})", "a:b");
+    Job job =
+        Job::from_payload(R"({"job_id": "a", "job": "m:f", "kwargs": {}, "events": {}, "state": {}})", "a:b");
     EXPECT_THROW(job.enqueue(), retools::ConfigurationError);
     EXPECT_EQ(conn.command("DBSIZE").as_integer(), 0);
 }
@@ -526,7 +538,8 @@ TEST_F(Queue, RetryAndFailureComposeIntoOneTransaction) {
     // list and schedule the retry (or file the failure) in one MULTI/EXEC.
     QueueManager qm;
     std::string id = qm.enqueue("m:f", {}, {.metadata = {{"retries", 1}}});
-    std::string payload = conn.command("LMOVE", "retools:queue:main", "retools:processing:w1", "LEFT", "RIGHT").as_string();
+    std::string payload =
+        conn.command("LMOVE", "retools:queue:main", "retools:processing:w1", "LEFT", "RIGHT").as_string();
     Job job = Job::from_payload(payload, "main");
     retools::Pipeline p;
     p.command("LREM", "retools:processing:w1", 1, payload);
@@ -539,7 +552,8 @@ TEST_F(Queue, RetryAndFailureComposeIntoOneTransaction) {
     EXPECT_EQ(qm.scheduled_jobs()[0].job.retries_done(), 1);
 
     retools::Pipeline f;
-    retools::detail::add_record_failure(f, {.payload = payload, .queue = "main", .error = "boom", .worker = "w1"});
+    retools::detail::add_record_failure(
+        f, {.payload = payload, .queue = "main", .error = "boom", .worker = "w1"});
     conn.transaction(f);
     ASSERT_EQ(qm.failed_count(), 1u);
     EXPECT_EQ(qm.failed_jobs()[0].payload, payload);
@@ -583,9 +597,12 @@ TEST_F(Queue, ConfigurationAfterEnqueuingAppliesToLaterJobs) {
     EXPECT_EQ(list("retools:queue:main").size(), 3u);
     auto entries = list("retools:queue:other");
     ASSERT_EQ(entries.size(), 4u);
-    EXPECT_EQ(entries[0], R"({"job_id": ")" + id + R"(", "job": "myapp.jobs:a", "kwargs": {}, )"
-                          R"("events": {"job_failure": ["myapp.jobs:on_failure"], "job_prerun": ["myapp.jobs:before"]}, )"
-                          R"("metadata": {}, "state": {}})");
+    EXPECT_EQ(
+        entries[0],
+        R"({"job_id": ")" + id +
+            R"(", "job": "myapp.jobs:a", "kwargs": {}, )"
+            R"("events": {"job_failure": ["myapp.jobs:on_failure"], "job_prerun": ["myapp.jobs:before"]}, )"
+            R"("metadata": {}, "state": {}})");
     for (const auto& entry : entries)
         EXPECT_EQ(json::parse(entry)["events"], json::parse(R"({"job_failure": ["myapp.jobs:on_failure"],
                                                                 "job_prerun": ["myapp.jobs:before"]})"));

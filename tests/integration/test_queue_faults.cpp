@@ -1,12 +1,12 @@
 // Queue data written wrong by others: typed errors, and no job lost.
-#include <gtest/gtest.h>
-
 #include <chrono>
 
-#include "queue/keys.hpp"
+#include <gtest/gtest.h>
+
 #include <retools/errors.hpp>
 #include <retools/queue.hpp>
 
+#include "queue/keys.hpp"
 #include "redis_server.hpp"
 #include "redis_test.hpp"
 
@@ -20,8 +20,8 @@ class QueueFaultsTest : public rt::RedisTest {};
 TEST_F(QueueFaultsTest, DueJobWhoseQueueKeyIsNotAListIsFiledIntact) {
     QueueManager qm{conn};
     conn.command("HSET", keys::queue("q"), "field", "value");  // someone else's hash
-    std::string id = qm.enqueue_at(std::chrono::system_clock::now() - 1s, "tests.jobs:x", {{"a", 1}},
-                                   {.queue_name = "q"});
+    std::string id =
+        qm.enqueue_at(std::chrono::system_clock::now() - 1s, "tests.jobs:x", {{"a", 1}}, {.queue_name = "q"});
     std::string payload = qm.scheduled_jobs().at(0).job.payload();
     try {
         qm.promote_due_jobs();
@@ -72,8 +72,7 @@ TEST_F(QueueFaultsTest, RetryingIntoAQueueKeyThatIsNotAListKeepsTheFailedEntry) 
     }
     try {
         (void)qm.retry_all_failed();
-    } catch (const retools::Error&) {
-    }
+    } catch (const retools::Error&) {}
     EXPECT_EQ(conn.command("LLEN", keys::queue("good")).as_integer(), 1);
     auto left = qm.failed_jobs();
     ASSERT_EQ(left.size(), 1u);

@@ -1,5 +1,3 @@
-#include <gtest/gtest.h>
-
 #include <signal.h>
 #include <unistd.h>
 
@@ -9,12 +7,13 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 
-#include "core/clock.hpp"
-#include "queue/keys.hpp"
 #include <retools/queue.hpp>
 #include <retools/worker.hpp>
 
+#include "core/clock.hpp"
+#include "queue/keys.hpp"
 #include "redis_test.hpp"
 
 using namespace std::chrono_literals;
@@ -85,7 +84,8 @@ TEST_F(WorkerTest, RejectsBadQueueNamesAndConcurrency) {
 
 TEST_F(WorkerTest, RegistryRejectsEmptyNamesAndFunctions) {
     Worker w{{"main"}, quiet()};
-    EXPECT_THROW(w.register_job("", [](const json&) -> json { return nullptr; }), retools::ConfigurationError);
+    EXPECT_THROW(w.register_job("", [](const json&) -> json { return nullptr; }),
+                 retools::ConfigurationError);
     EXPECT_THROW(w.register_job("a:b", nullptr), retools::ConfigurationError);
     EXPECT_THROW(w.register_prerun("", [](Job&) {}), retools::ConfigurationError);
 }
@@ -107,16 +107,16 @@ TEST_F(WorkerTest, RunsEnqueuedJobsAndCleansUp) {
     EXPECT_EQ(conn.command("LLEN", keys::failed).as_integer(), 0);
     // Clean shutdown: no registry keys left.
     EXPECT_EQ(conn.command("SCARD", keys::workers).as_integer(), 0);
-    EXPECT_EQ(conn.command("EXISTS", keys::worker(w.id()), keys::worker_started(w.id()), keys::worker_queues(w.id()))
+    EXPECT_EQ(conn.command("EXISTS", keys::worker(w.id()), keys::worker_started(w.id()),
+                           keys::worker_queues(w.id()))
                   .as_integer(),
               0);
 }
 
 TEST_F(WorkerTest, RunsAPayloadWrittenByPythonRetools) {
     // What Python's QueueManager.enqueue writes (json.dumps, default separators).
-    std::string payload =
-        R"({"job_id": "0f8fad5bd9cb469fa16570867728950e", "job": "tests.jobs:record", )"
-        R"("kwargs": {"tag": "caf\u00e9"}, "events": {}, "metadata": {}, "state": {}})";
+    std::string payload = R"({"job_id": "0f8fad5bd9cb469fa16570867728950e", "job": "tests.jobs:record", )"
+                          R"("kwargs": {"tag": "caf\u00e9"}, "events": {}, "metadata": {}, "state": {}})";
     conn.command("RPUSH", keys::queue("main"), payload);
     Worker w{{"main"}, quiet()};
     w.register_job("tests.jobs:record", recorder(conn));
@@ -126,20 +126,25 @@ TEST_F(WorkerTest, RunsAPayloadWrittenByPythonRetools) {
 
 TEST_F(WorkerTest, TakesQueuesInPriorityOrder) {
     QueueManager qm{conn};
-    for (int i = 0; i < 3; ++i) qm.enqueue("tests.jobs:record", {{"tag", fmt::format("low{}", i)}}, {.queue_name = "low"});
-    for (int i = 0; i < 2; ++i) qm.enqueue("tests.jobs:record", {{"tag", fmt::format("mid{}", i)}}, {.queue_name = "mid"});
+    for (int i = 0; i < 3; ++i)
+        qm.enqueue("tests.jobs:record", {{"tag", fmt::format("low{}", i)}}, {.queue_name = "low"});
+    for (int i = 0; i < 2; ++i)
+        qm.enqueue("tests.jobs:record", {{"tag", fmt::format("mid{}", i)}}, {.queue_name = "mid"});
     qm.enqueue("tests.jobs:record", {{"tag", "high0"}}, {.queue_name = "high"});
     for (auto window : {0ms, 10ms}) {  // one job per round trip, and batches
         conn.command("DEL", "out");
         if (window == 10ms) {
-            for (int i = 0; i < 3; ++i) qm.enqueue("tests.jobs:record", {{"tag", fmt::format("low{}", i)}}, {.queue_name = "low"});
-            for (int i = 0; i < 2; ++i) qm.enqueue("tests.jobs:record", {{"tag", fmt::format("mid{}", i)}}, {.queue_name = "mid"});
+            for (int i = 0; i < 3; ++i)
+                qm.enqueue("tests.jobs:record", {{"tag", fmt::format("low{}", i)}}, {.queue_name = "low"});
+            for (int i = 0; i < 2; ++i)
+                qm.enqueue("tests.jobs:record", {{"tag", fmt::format("mid{}", i)}}, {.queue_name = "mid"});
             qm.enqueue("tests.jobs:record", {{"tag", "high0"}}, {.queue_name = "high"});
         }
         Worker w{{"high", "mid", "low"}, quiet({.prefetch_window = window})};
         w.register_job("tests.jobs:record", recorder(conn));
         EXPECT_EQ(w.work({.burst = true}).succeeded, 6u);
-        EXPECT_EQ(records(conn, "out"), json({"high0", "mid0", "mid1", "low0", "low1", "low2"})) << window.count();
+        EXPECT_EQ(records(conn, "out"), json({"high0", "mid0", "mid1", "low0", "low1", "low2"}))
+            << window.count();
     }
 }
 
@@ -174,7 +179,10 @@ TEST_F(WorkerTest, BlockingModeWakesWithinMillisecondsAndHonoursPriority) {
     QueueManager qm{conn};
     double t0 = retools::detail::unix_now();
     qm.enqueue("tests.jobs:stamp", {{"tag", "first"}}, {.queue_name = "low"});
-    ASSERT_TRUE(wait_until([&] { std::lock_guard lock(m); return seen.size() == 1; }));
+    ASSERT_TRUE(wait_until([&] {
+        std::lock_guard lock(m);
+        return seen.size() == 1;
+    }));
     double latency = seen[0].second - t0;
     EXPECT_LT(latency, 0.050) << "wake-up took " << latency * 1000 << " ms";
 
@@ -184,7 +192,10 @@ TEST_F(WorkerTest, BlockingModeWakesWithinMillisecondsAndHonoursPriority) {
     p.command("RPUSH", keys::queue("low"), qm.make_payload("1", "tests.jobs:stamp", {{"tag", "low"}}));
     p.command("RPUSH", keys::queue("high"), qm.make_payload("2", "tests.jobs:stamp", {{"tag", "high"}}));
     conn.transaction(p);
-    ASSERT_TRUE(wait_until([&] { std::lock_guard lock(m); return seen.size() == 3; }));
+    ASSERT_TRUE(wait_until([&] {
+        std::lock_guard lock(m);
+        return seen.size() == 3;
+    }));
     EXPECT_EQ(seen[1].first, "high");
     EXPECT_EQ(seen[2].first, "low");
 
@@ -254,10 +265,18 @@ TEST_F(WorkerTest, FiresEventsInOrderWithTheirArguments) {
     auto summary = w.work({.burst = true});
     EXPECT_EQ(summary.succeeded, 1u);
     EXPECT_EQ(summary.failed, 1u);
-    std::vector<std::string> expected = {
-        "pre " + ok_id, "outer in tests.jobs:add", "inner in", "job", "inner out", "outer out 5",
-        "post " + ok_id + " 5",
-        "pre " + bad_id, "outer in tests.jobs:boom", "inner in", "job", "fail " + bad_id + " boom"};
+    std::vector<std::string> expected = {"pre " + ok_id,
+                                         "outer in tests.jobs:add",
+                                         "inner in",
+                                         "job",
+                                         "inner out",
+                                         "outer out 5",
+                                         "post " + ok_id + " 5",
+                                         "pre " + bad_id,
+                                         "outer in tests.jobs:boom",
+                                         "inner in",
+                                         "job",
+                                         "fail " + bad_id + " boom"};
     EXPECT_EQ(log, expected);
     EXPECT_EQ(retools::current_job(), nullptr);
 }
@@ -328,7 +347,8 @@ TEST_F(WorkerTest, FailuresLandInTheFailedListVerbatimAndTheWorkerCarriesOn) {
     EXPECT_NE(errors[2].find("unknown job 'tests.jobs:nobody'"), std::string::npos) << errors[2];
     EXPECT_NE(errors[3].find("kaboom"), std::string::npos) << errors[3];
     EXPECT_NE(errors[3].find("runtime_error"), std::string::npos) << errors[3];
-    EXPECT_NE(errors[4].find("unknown job_prerun handler 'tests.ev:missing'"), std::string::npos) << errors[4];
+    EXPECT_NE(errors[4].find("unknown job_prerun handler 'tests.ev:missing'"), std::string::npos)
+        << errors[4];
     EXPECT_EQ(conn.command("EXISTS", keys::processing(w.id())).as_integer(), 0);
 }
 
@@ -371,7 +391,8 @@ TEST_F(WorkerTest, StoresResultsWhenAsked) {
     std::string bad = qm.enqueue("tests.jobs:boom", json::object(), {.metadata = {{"result_ttl", 60}}});
     std::string none = qm.enqueue("tests.jobs:add", {{"a", 1}, {"b", 1}});
     Worker w{{"main"}, quiet()};
-    w.register_job("tests.jobs:add", [](const json& kw) -> json { return kw["a"].get<int>() + kw["b"].get<int>(); });
+    w.register_job("tests.jobs:add",
+                   [](const json& kw) -> json { return kw["a"].get<int>() + kw["b"].get<int>(); });
     w.register_job("tests.jobs:boom", [](const json&) -> json { throw std::runtime_error("nope"); });
     w.work({.burst = true});
     // What QueueManager reads back.
@@ -400,8 +421,7 @@ TEST_F(WorkerTest, ThreadModeRunsJobsConcurrently) {
     w.register_job("tests.jobs:nap", [&](const json&) -> json {
         int now = ++running;
         int p = peak.load();
-        while (now > p && !peak.compare_exchange_weak(p, now)) {
-        }
+        while (now > p && !peak.compare_exchange_weak(p, now)) {}
         std::this_thread::sleep_for(200ms);
         --running;
         return nullptr;
@@ -522,7 +542,8 @@ TEST_F(WorkerTest, RegistryKeysWhileWorking) {
     w.stop();
     t.join();
     EXPECT_EQ(conn.command("SCARD", keys::workers).as_integer(), 0);
-    EXPECT_EQ(conn.command("EXISTS", keys::worker_started(w.id()), keys::worker_queues(w.id())).as_integer(), 0);
+    EXPECT_EQ(conn.command("EXISTS", keys::worker_started(w.id()), keys::worker_queues(w.id())).as_integer(),
+              0);
 }
 
 TEST_F(WorkerTest, PrunesDeadWorkersOfThisHostAndRequeuesTheirJobs) {
@@ -544,8 +565,10 @@ TEST_F(WorkerTest, PrunesDeadWorkersOfThisHostAndRequeuesTheirJobs) {
 
     Worker w{{"main"}, quiet()};
     EXPECT_EQ(w.prune_dead_workers(), 2u);
-    EXPECT_EQ(Worker::get_worker_ids(conn), std::vector<std::string>{other_host});  // other hosts are left alone
-    EXPECT_EQ(conn.command("EXISTS", keys::worker_started(dead_id), keys::processing(dead_id)).as_integer(), 0);
+    EXPECT_EQ(Worker::get_worker_ids(conn),
+              std::vector<std::string>{other_host});  // other hosts are left alone
+    EXPECT_EQ(conn.command("EXISTS", keys::worker_started(dead_id), keys::processing(dead_id)).as_integer(),
+              0);
     // Back at the head, in their original order.
     auto q = conn.command("LRANGE", keys::queue("main"), 0, -1).as_array();
     ASSERT_EQ(q.size(), 3u);
@@ -586,7 +609,8 @@ TEST_F(WorkerTest, SigkilledWorkerLosesNothing) {
     child.signal(SIGKILL);
     EXPECT_EQ(child.exit_code(), -SIGKILL);
     EXPECT_EQ(conn.command("LLEN", keys::queue("main")).as_integer() +
-                  conn.command("LLEN", keys::processing(fmt::format("{}:{}:main", host(), child.pid()))).as_integer(),
+                  conn.command("LLEN", keys::processing(fmt::format("{}:{}:main", host(), child.pid())))
+                      .as_integer(),
               2);
 
     Worker w{{"main"}, quiet()};

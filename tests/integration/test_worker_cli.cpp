@@ -1,16 +1,15 @@
 // The retools-worker program with a dlopen'ed job library (tests/jobs/sample_jobs.cpp).
-#include <gtest/gtest.h>
-
 #include <signal.h>
 
 #include <chrono>
 #include <thread>
 
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 
-#include "queue/keys.hpp"
 #include <retools/queue.hpp>
 
+#include "queue/keys.hpp"
 #include "redis_test.hpp"
 
 using namespace std::chrono_literals;
@@ -25,7 +24,8 @@ using rt::wait_until;
 class WorkerCli : public rt::RedisTest {
 protected:
     rt::ChildProcess start(std::vector<std::string> args) {
-        args.insert(args.begin(), {RETOOLS_WORKER_PROGRAM, "--url", rt::redis_url(), "--load", RETOOLS_SAMPLE_JOBS});
+        args.insert(args.begin(),
+                    {RETOOLS_WORKER_PROGRAM, "--url", rt::redis_url(), "--load", RETOOLS_SAMPLE_JOBS});
         return rt::ChildProcess::spawn(args, {}, log_file);
     }
     std::vector<std::string> list(const std::string& key) {
@@ -33,7 +33,8 @@ protected:
         for (const auto& r : conn.command("LRANGE", key, 0, -1).as_array()) out.push_back(r.as_string());
         return out;
     }
-    std::string log_file = fmt::format("{}/worker-cli-{}.log", RETOOLS_BINARY_DIR, ::testing::UnitTest::GetInstance()->random_seed());
+    std::string log_file = fmt::format("{}/worker-cli-{}.log", RETOOLS_BINARY_DIR,
+                                       ::testing::UnitTest::GetInstance()->random_seed());
     retools::QueueManager qm{conn};
 };
 
@@ -41,7 +42,8 @@ protected:
 
 TEST_F(WorkerCli, RunsJobsFromALoadedLibraryAndLogsEachOne) {
     qm.subscriber("job_postrun", "sample.jobs:after");
-    std::string id1 = qm.enqueue("sample.jobs:record", {{"out", "results"}, {"tag", "one"}}, {.queue_name = "low"});
+    std::string id1 =
+        qm.enqueue("sample.jobs:record", {{"out", "results"}, {"tag", "one"}}, {.queue_name = "low"});
     auto worker = start({"-b", "--interval", "5", "high,low"});
     ASSERT_TRUE(wait_until([&] { return list("results").size() == 1; })) << rt::read_file(log_file);
     // Registered while running, with the original's keys.
@@ -51,10 +53,12 @@ TEST_F(WorkerCli, RunsJobsFromALoadedLibraryAndLogsEachOne) {
     EXPECT_NE(wid.find(fmt::format(":{}:high,low", worker.pid())), std::string::npos) << wid;
     EXPECT_EQ(conn.command("GET", keys::worker_queues(wid)).as_string(), "high,low");
 
-    std::string id2 = qm.enqueue("sample.jobs:record", {{"out", "results"}, {"tag", "two"}}, {.queue_name = "high"});
+    std::string id2 =
+        qm.enqueue("sample.jobs:record", {{"out", "results"}, {"tag", "two"}}, {.queue_name = "high"});
     qm.enqueue("sample.jobs:missing", json::object(), {.queue_name = "low"});
-    ASSERT_TRUE(wait_until([&] { return list("results").size() == 2 && conn.command("LLEN", keys::failed).as_integer() == 1; }))
-        << rt::read_file(log_file);
+    ASSERT_TRUE(wait_until([&] {
+        return list("results").size() == 2 && conn.command("LLEN", keys::failed).as_integer() == 1;
+    })) << rt::read_file(log_file);
     EXPECT_EQ(list("results"), (std::vector<std::string>{"one", "two"}));
     EXPECT_EQ(list("sample:postrun"), (std::vector<std::string>{id1 + " \"one\"", id2 + " \"two\""}));
 
@@ -93,11 +97,14 @@ TEST_F(WorkerCli, RejectsBadArguments) {
     auto no_queues = rt::ChildProcess::spawn({RETOOLS_WORKER_PROGRAM}, {}, log_file);
     EXPECT_EQ(no_queues.exit_code(3s), 2);
     EXPECT_NE(rt::read_file(log_file).find("no queues"), std::string::npos);
-    auto bad_lib = rt::ChildProcess::spawn({RETOOLS_WORKER_PROGRAM, "--load", "/nonexistent/libjobs.so", "main"}, {}, log_file);
+    auto bad_lib = rt::ChildProcess::spawn(
+        {RETOOLS_WORKER_PROGRAM, "--load", "/nonexistent/libjobs.so", "main"}, {}, log_file);
     EXPECT_EQ(bad_lib.exit_code(3s), 2);
     EXPECT_NE(rt::read_file(log_file).find("cannot load /nonexistent/libjobs.so"), std::string::npos);
-    auto bad_queue = rt::ChildProcess::spawn({RETOOLS_WORKER_PROGRAM, "--url", rt::redis_url(), "a:b"}, {}, log_file);
+    auto bad_queue =
+        rt::ChildProcess::spawn({RETOOLS_WORKER_PROGRAM, "--url", rt::redis_url(), "a:b"}, {}, log_file);
     EXPECT_EQ(bad_queue.exit_code(3s), 2);
-    auto bad_number = rt::ChildProcess::spawn({RETOOLS_WORKER_PROGRAM, "--concurrency", "many", "main"}, {}, log_file);
+    auto bad_number =
+        rt::ChildProcess::spawn({RETOOLS_WORKER_PROGRAM, "--concurrency", "many", "main"}, {}, log_file);
     EXPECT_EQ(bad_number.exit_code(3s), 2);
 }

@@ -1,18 +1,18 @@
 // Worker against keys of the wrong type: the worker reports and retries, and
 // no job is lost once the key is fixed.
-#include <gtest/gtest.h>
+#include <sys/resource.h>
 
 #include <atomic>
 #include <chrono>
 #include <stdexcept>
 #include <thread>
 
-#include <sys/resource.h>
+#include <gtest/gtest.h>
 
-#include "queue/keys.hpp"
 #include <retools/queue.hpp>
 #include <retools/worker.hpp>
 
+#include "queue/keys.hpp"
 #include "redis_server.hpp"
 #include "redis_test.hpp"
 #include "wait.hpp"
@@ -105,7 +105,8 @@ TEST_F(WorkerFaultsTest, DueJobForAQueueKeyThatIsNotAListIsFiledIntact) {
 TEST_F(WorkerFaultsTest, OrphanedJobsWhoseQueueKeyIsNotAListAreFiledIntact) {
     const std::string orphan = keys::processing("gone-host:1:main");  // no such registered worker
     conn.command("HSET", keys::queue("bad"), "f", "v");
-    conn.command("RPUSH", orphan, "no newline: unreadable", "bad\n{\"job\": \"x\"}", "main\n{\"job\": \"y\"}");
+    conn.command("RPUSH", orphan, "no newline: unreadable", "bad\n{\"job\": \"x\"}",
+                 "main\n{\"job\": \"y\"}");
     try {
         (void)Worker::requeue_orphans(conn);
     } catch (const retools::Error&) {
@@ -152,7 +153,8 @@ TEST(WorkerDeadServer, BacksOffWithoutSpinning) {
         });
         QueueManager{c}.enqueue("tests.jobs:wait");
         std::thread t([&] { w.work({.interval = 20ms, .blocking = blocking}); });
-        ASSERT_TRUE(rt::wait_until([&] { return c.command("LLEN", keys::processing(w.id())).as_integer() == 1; }));
+        ASSERT_TRUE(
+            rt::wait_until([&] { return c.command("LLEN", keys::processing(w.id())).as_integer() == 1; }));
         server.kill();
         release = true;  // the job finishes while Redis is gone: its bookkeeping must wait
         auto before = cpu_time();

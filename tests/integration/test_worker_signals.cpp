@@ -1,6 +1,4 @@
 // Real signals to real worker processes (forked from the test).
-#include <gtest/gtest.h>
-
 #include <signal.h>
 #include <unistd.h>
 
@@ -8,11 +6,12 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 
-#include "queue/keys.hpp"
 #include <retools/queue.hpp>
 #include <retools/worker.hpp>
 
+#include "queue/keys.hpp"
 #include "redis_test.hpp"
 
 using namespace std::chrono_literals;
@@ -32,8 +31,9 @@ rt::ChildProcess start_worker(retools::ExecutionMode mode, bool blocking = true,
     return rt::ChildProcess::fork([=] {
         if (own_group) ::setpgid(0, 0);  // like a worker started from a shell
         retools::global_connection() = retools::Connection{rt::redis_url()};
-        Worker w{{"main"}, {.mode = mode, .prefetch_window = std::chrono::milliseconds(0),
-                            .log = retools::WorkerLog::none}};
+        Worker w{
+            {"main"},
+            {.mode = mode, .prefetch_window = std::chrono::milliseconds(0), .log = retools::WorkerLog::none}};
         w.register_job("sig.jobs:slow", [](const json& kw) -> json {
             auto c = retools::global_connection();
             c.command("RPUSH", "started", kw.at("tag").get<std::string>());
@@ -76,9 +76,9 @@ TEST_F(WorkerSignals, QuitFinishesTheRunningJobThenStops) {
     ASSERT_TRUE(wait_until([&] { return len("started") == 1; }));
     worker.signal(SIGQUIT);
     expect_clean_shutdown(worker);
-    EXPECT_EQ(len("done"), 1);                 // "a" finished
-    EXPECT_EQ(len("started"), 1);              // "b" never started
-    EXPECT_EQ(len(keys::queue("main")), 1);    // and is still queued
+    EXPECT_EQ(len("done"), 1);               // "a" finished
+    EXPECT_EQ(len("started"), 1);            // "b" never started
+    EXPECT_EQ(len(keys::queue("main")), 1);  // and is still queued
 }
 
 TEST_F(WorkerSignals, TermKillsTheForkedChildAndRequeuesItsJob) {

@@ -20,7 +20,7 @@ pid_t fork_tied_to_parent() {
     pid_t pid = ::fork();
     if (pid < 0) throw std::runtime_error("fork failed");
     if (pid == 0) {
-        ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the test process
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);       // never outlive the test process
         if (::getppid() != parent) ::_exit(127);  // the parent died before prctl
     }
     return pid;

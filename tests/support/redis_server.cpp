@@ -1,5 +1,4 @@
 #include "redis_server.hpp"
-#include "process.hpp"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -17,6 +16,8 @@
 #include <fmt/format.h>
 
 #include <retools/errors.hpp>
+
+#include "process.hpp"
 
 namespace retools::test {
 
@@ -39,16 +40,17 @@ int free_port() {
 
 bool wait_until_ready(int port, std::chrono::milliseconds within) {
     auto deadline = std::chrono::steady_clock::now() + within;
-    Connection probe{ConnectionOptions{.port = port, .connect_timeout = std::chrono::milliseconds(200),
-                                       .command_timeout = std::chrono::milliseconds(500), .pool_size = 1}};
+    Connection probe{ConnectionOptions{.port = port,
+                                       .connect_timeout = std::chrono::milliseconds(200),
+                                       .command_timeout = std::chrono::milliseconds(500),
+                                       .pool_size = 1}};
     while (std::chrono::steady_clock::now() < deadline) {
         try {
             probe.command("PING");
             return true;
         } catch (const ReplyError&) {
             return true;  // answering NOAUTH still means it is up
-        } catch (const Error&) {
-        }
+        } catch (const Error&) {}
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     return false;
@@ -71,23 +73,37 @@ RedisServer::RedisServer(ServerOptions options) : options_(std::move(options)) {
 RedisServer::~RedisServer() {
     try {
         stop();
-    } catch (...) {
-    }
+    } catch (...) {}
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
 }
 
-std::string RedisServer::url() const { return fmt::format("redis://127.0.0.1:{}/0", port_); }
+std::string RedisServer::url() const {
+    return fmt::format("redis://127.0.0.1:{}/0", port_);
+}
 
-ConnectionOptions RedisServer::options() const { return ConnectionOptions{.port = port_}; }
+ConnectionOptions RedisServer::options() const {
+    return ConnectionOptions{.port = port_};
+}
 
 void RedisServer::launch(int port) {
-    std::vector<std::string> args{"redis-server",    "--port",       std::to_string(port),
-                                  "--bind",          "127.0.0.1",    "--save",
-                                  "",                "--appendonly", "no",
-                                  "--daemonize",     "no",           "--dir",
-                                  dir_,              "--logfile",    dir_ + "/redis.log",
-                                  "--enable-debug-command", "local"};
+    std::vector<std::string> args{"redis-server",
+                                  "--port",
+                                  std::to_string(port),
+                                  "--bind",
+                                  "127.0.0.1",
+                                  "--save",
+                                  "",
+                                  "--appendonly",
+                                  "no",
+                                  "--daemonize",
+                                  "no",
+                                  "--dir",
+                                  dir_,
+                                  "--logfile",
+                                  dir_ + "/redis.log",
+                                  "--enable-debug-command",
+                                  "local"};
     args.insert(args.end(), options_.args.begin(), options_.args.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
@@ -107,8 +123,10 @@ void RedisServer::launch(int port) {
     while (std::chrono::steady_clock::now() < deadline) {
         if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {  // could not bind, or not installed
             pid_ = -1;
-            throw std::runtime_error(fmt::format("redis-server exited at start-up on port {} (see {}/redis.log; "
-                                                 "is redis-server installed?)", port, dir_));
+            throw std::runtime_error(
+                fmt::format("redis-server exited at start-up on port {} (see {}/redis.log; "
+                            "is redis-server installed?)",
+                            port, dir_));
         }
         if (wait_until_ready(port, std::chrono::milliseconds(100))) return;
     }

@@ -19,14 +19,18 @@ void RedisEnvironment::SetUp() {
     ::setenv("REDIS_URL", g_url.c_str(), 1);
 }
 
-void RedisEnvironment::TearDown() { g_server.reset(); }
+void RedisEnvironment::TearDown() {
+    g_server.reset();
+}
 
 const std::string& redis_url() {
     if (g_url.empty()) throw std::logic_error("the Redis test environment is not set up");
     return g_url;
 }
 
-ConnectionOptions redis_options() { return ConnectionOptions::from_url(redis_url()); }
+ConnectionOptions redis_options() {
+    return ConnectionOptions::from_url(redis_url());
+}
 
 void RedisTest::SetUp() {
     conn.command("FLUSHDB");

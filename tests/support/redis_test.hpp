@@ -2,9 +2,9 @@
 // The suite's Redis: REDIS_URL when set, else a private redis-server that this
 // test process starts on a free loopback port and stops at exit.
 
-#include <gtest/gtest.h>
-
 #include <string>
+
+#include <gtest/gtest.h>
 
 #include <retools/connection.hpp>
 

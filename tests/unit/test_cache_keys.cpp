@@ -1,6 +1,4 @@
 // Cache key names, Python str() rendering and codecs: no server round trip.
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -13,12 +11,14 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 
 #include <retools/cache.hpp>
 #include <retools/codec.hpp>
+#include <retools/detail/python_str.hpp>
+
 #include "cache/keys.hpp"
 #include "core/clock.hpp"
-#include <retools/detail/python_str.hpp>
 
 using retools::detail::python_joined;
 using retools::detail::python_str;
@@ -45,7 +45,9 @@ struct Point {
     int y = 0;
     friend bool operator==(const Point&, const Point&) = default;
 };
-void to_json(nlohmann::json& j, const Point& p) { j = {{"x", p.x}, {"y", p.y}}; }
+void to_json(nlohmann::json& j, const Point& p) {
+    j = {{"x", p.x}, {"y", p.y}};
+}
 void from_json(const nlohmann::json& j, Point& p) {
     j.at("x").get_to(p.x);
     j.at("y").get_to(p.y);
@@ -175,12 +177,14 @@ TEST(PythonStr, ArgumentsJoinedBySingleSpaces) {
 
 TEST(FunctionNamespace, MatchesTheOriginalsFuncNamespace) {
     EXPECT_EQ(retools::function_namespace("myapp.search", "load"), "myapp.search.load.");
-    EXPECT_EQ(retools::function_namespace("myapp.search", "load", "load_things"), "myapp.search.load.load_things");
+    EXPECT_EQ(retools::function_namespace("myapp.search", "load", "load_things"),
+              "myapp.search.load.load_things");
     EXPECT_EQ(retools::function_namespace("m", "f", "a", 2, true), "m.f.a 2 True");
 }
 
 TEST(CachedFunctionKey, NamespaceArgsAndKeysWithoutAServer) {
-    auto f = retools::cache_region("r", "myapp.search.load", [](const std::string& s, int n) { return s + std::to_string(n); },
+    auto f = retools::cache_region("r", "myapp.search.load",
+                                   [](const std::string& s, int n) { return s + std::to_string(n); },
                                    {.namespace_args = {"load_things", "v2"}});
     EXPECT_EQ(f.namespace_name(), "myapp.search.load.load_things v2");
     EXPECT_EQ(f.region(), "r");
@@ -208,7 +212,8 @@ TEST(Codec, StringsAreRawBytes) {
 TEST(Codec, ArithmeticAsText) {
     EXPECT_EQ(retools::Codec<int>::encode(-42), "-42");
     EXPECT_EQ(round_trip(-42), -42);
-    EXPECT_EQ(round_trip(std::numeric_limits<std::uint64_t>::max()), std::numeric_limits<std::uint64_t>::max());
+    EXPECT_EQ(round_trip(std::numeric_limits<std::uint64_t>::max()),
+              std::numeric_limits<std::uint64_t>::max());
     EXPECT_EQ(retools::Codec<double>::encode(0.1), "0.1");
     EXPECT_EQ(round_trip(0.1), 0.1);
     EXPECT_EQ(round_trip(std::numeric_limits<double>::infinity()), std::numeric_limits<double>::infinity());

@@ -1,7 +1,7 @@
 // Connection options and URL parsing, and Python float text: no server needed.
-#include <gtest/gtest.h>
-
 #include <string>
+
+#include <gtest/gtest.h>
 
 #include <retools/connection.hpp>
 #include <retools/detail/python_repr.hpp>
@@ -86,4 +86,3 @@ TEST(PythonRepr, WritesFloatsLikePython) {
     EXPECT_EQ(python_repr(-1.0 / 0.0), "-inf");
     EXPECT_EQ(python_repr(0.0 / 0.0), "nan");
 }
-

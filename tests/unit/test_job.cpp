@@ -1,18 +1,19 @@
 // Job payload parsing and serialization, without a server.
-#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <set>
 #include <string>
-#include <sys/wait.h>
-#include <unistd.h>
+
+#include <gtest/gtest.h>
 
 #include <retools/errors.hpp>
 #include <retools/job.hpp>
 #include <retools/queue.hpp>
 
+using nlohmann::json;
 using retools::Job;
 using retools::QueueError;
-using nlohmann::json;
 
 namespace {
 
@@ -76,10 +77,12 @@ TEST(JobPayload, WritesNumbersLikePython) {
 }
 
 TEST(JobPayload, MissingMetadataAndNullStateDefaultToEmptyObjects) {
-    Job job = Job::from_payload(R"({"job_id": "a", "job": "m:f", "kwargs": {}, "events": {}, "state": null})", "q");
+    Job job =
+        Job::from_payload(R"({"job_id": "a", "job": "m:f", "kwargs": {}, "events": {}, "state": null})", "q");
     EXPECT_EQ(job.metadata(), json::object());
     EXPECT_EQ(job.state(), json::object());
-    EXPECT_EQ(job.to_json(), R"({"job_id": "a", "job": "m:f", "kwargs": {}, "events": {}, "metadata": {}, "state": {}})");
+    EXPECT_EQ(job.to_json(),
+              R"({"job_id": "a", "job": "m:f", "kwargs": {}, "events": {}, "metadata": {}, "state": {}})");
 }
 
 TEST(JobPayload, RejectsMalformedPayloadsNamingTheProblem) {
@@ -88,28 +91,37 @@ TEST(JobPayload, RejectsMalformedPayloadsNamingTheProblem) {
     EXPECT_NE(parse_error("[1, 2]").find("not an object"), std::string::npos);
     const std::string ok_rest = R"("kwargs": {}, "events": {}, "metadata": {}, "state": {})";
     EXPECT_NE(parse_error(R"({"job": "m:f", )" + ok_rest + "}").find("\"job_id\""), std::string::npos);
-    EXPECT_NE(parse_error(R"({"job_id": 5, "job": "m:f", )" + ok_rest + "}").find("\"job_id\""), std::string::npos);
+    EXPECT_NE(parse_error(R"({"job_id": 5, "job": "m:f", )" + ok_rest + "}").find("\"job_id\""),
+              std::string::npos);
     EXPECT_NE(parse_error(R"({"job_id": "a", )" + ok_rest + "}").find("\"job\""), std::string::npos);
-    EXPECT_NE(parse_error(R"({"job_id": "a", "job": "", )" + ok_rest + "}").find("\"job\""), std::string::npos);
-    EXPECT_NE(parse_error(R"({"job_id": "a", "job": "m:f", "kwargs": [1], "events": {}, "state": {}})").find("\"kwargs\""),
+    EXPECT_NE(parse_error(R"({"job_id": "a", "job": "", )" + ok_rest + "}").find("\"job\""),
+              std::string::npos);
+    EXPECT_NE(parse_error(R"({"job_id": "a", "job": "m:f", "kwargs": [1], "events": {}, "state": {}})")
+                  .find("\"kwargs\""),
               std::string::npos);
     EXPECT_NE(parse_error(R"({"job_id": "a", "job": "m:f", "events": {}, "state": {}})").find("\"kwargs\""),
               std::string::npos);
     EXPECT_NE(parse_error(R"({"job_id": "a", "job": "m:f", "kwargs": {}, "state": {}})").find("\"events\""),
               std::string::npos);
-    EXPECT_NE(parse_error(R"({"job_id": "a", "job": "m:f", "kwargs": {}, "events": {"job_prerun": "x"}, "state": {}})")
-                  .find("job_prerun"),
-              std::string::npos);
-    EXPECT_NE(parse_error(R"({"job_id": "a", "job": "m:f", "kwargs": {}, "events": {"job_prerun": [1]}, "state": {}})")
-                  .find("job_prerun"),
-              std::string::npos);
-    EXPECT_NE(parse_error(R"({"job_id": "a", "job": "m:f", "kwargs": {}, "events": {}, "metadata": 3, "state": {}})")
+    EXPECT_NE(
+        parse_error(
+            R"({"job_id": "a", "job": "m:f", "kwargs": {}, "events": {"job_prerun": "x"}, "state": {}})")
+            .find("job_prerun"),
+        std::string::npos);
+    EXPECT_NE(
+        parse_error(
+            R"({"job_id": "a", "job": "m:f", "kwargs": {}, "events": {"job_prerun": [1]}, "state": {}})")
+            .find("job_prerun"),
+        std::string::npos);
+    EXPECT_NE(parse_error(
+                  R"({"job_id": "a", "job": "m:f", "kwargs": {}, "events": {}, "metadata": 3, "state": {}})")
                   .find("\"metadata\""),
               std::string::npos);
     EXPECT_NE(parse_error(R"({"job_id": "a", "job": "m:f", "kwargs": {}, "events": {}})").find("\"state\""),
               std::string::npos);
     // The original's own test once used "state": "" — a string is rejected, not guessed at.
-    EXPECT_NE(parse_error(R"({"job_id": "a", "job": "m:f", "kwargs": {}, "events": {}, "state": ""})").find("\"state\""),
+    EXPECT_NE(parse_error(R"({"job_id": "a", "job": "m:f", "kwargs": {}, "events": {}, "state": ""})")
+                  .find("\"state\""),
               std::string::npos);
 }
 
@@ -155,7 +167,7 @@ TEST(JobIds, AreUuid4HexAndUniqueAcrossFork) {
     std::string id = retools::detail::uuid4_hex();
     ASSERT_EQ(id.size(), 32u);
     EXPECT_EQ(id.find_first_not_of("0123456789abcdef"), std::string::npos);
-    EXPECT_EQ(id[12], '4');                                    // version
+    EXPECT_EQ(id[12], '4');                                          // version
     EXPECT_NE(std::string("89ab").find(id[16]), std::string::npos);  // variant
     std::set<std::string> seen;
     for (int i = 0; i < 10000; ++i) seen.insert(retools::detail::uuid4_hex());

@@ -19,8 +19,7 @@ template <class T>
 concept StringLike = std::is_convertible_v<const T&, std::string_view>;
 
 template <class T>
-concept IntegerArg = std::integral<std::remove_cvref_t<T>> &&
-                     !std::same_as<std::remove_cvref_t<T>, bool> &&
+concept IntegerArg = std::integral<std::remove_cvref_t<T>> && !std::same_as<std::remove_cvref_t<T>, bool> &&
                      !std::same_as<std::remove_cvref_t<T>, char>;
 
 template <class T>
@@ -31,8 +30,8 @@ concept ScalarArg = StringLike<T> || IntegerArg<T> || FloatArg<T>;
 
 /// A range of scalars expands to one argument per element (`SADD key members...`).
 template <class T>
-concept RangeArg = !StringLike<T> && std::ranges::input_range<const T&> &&
-                   ScalarArg<std::ranges::range_value_t<const T&>>;
+concept RangeArg =
+    !StringLike<T> && std::ranges::input_range<const T&> && ScalarArg<std::ranges::range_value_t<const T&>>;
 
 template <class T>
 concept CommandArg = ScalarArg<T> || RangeArg<T>;

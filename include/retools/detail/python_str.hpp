@@ -35,15 +35,19 @@
 namespace retools::detail {
 
 template <class T>
-concept PyStringLike = std::is_convertible_v<const T&, std::string_view> && !std::is_same_v<T, std::nullptr_t>;
+concept PyStringLike =
+    std::is_convertible_v<const T&, std::string_view> && !std::is_same_v<T, std::nullptr_t>;
 
 // A range whose elements are not the range itself (std::filesystem::path is).
 template <class T>
 concept PyRange = std::ranges::input_range<const T&> &&
-                  !std::is_same_v<std::remove_cvref_t<std::ranges::range_value_t<const T&>>, T>;
+    !std::is_same_v<std::remove_cvref_t<std::ranges::range_value_t<const T&>>, T>;
 
 template <class T>
-concept PyTupleLike = requires { std::tuple_size<T>::value; } && !std::ranges::range<T>;
+concept PyTupleLike = requires {
+    std::tuple_size<T>::value;
+}
+&&!std::ranges::range<T>;
 
 template <class T>
 struct is_optional : std::false_type {};
@@ -83,7 +87,8 @@ concept PythonStr = python_renderable<std::remove_cvref_t<T>>();
 /// for backslash, the quote, control characters and C1 controls. Other
 /// non-ASCII text is kept as is (Python 3 prints printable characters).
 inline void append_python_string_repr(std::string& out, std::string_view s) {
-    const char quote = (s.find('\'') != std::string_view::npos && s.find('"') == std::string_view::npos) ? '"' : '\'';
+    const char quote =
+        (s.find('\'') != std::string_view::npos && s.find('"') == std::string_view::npos) ? '"' : '\'';
     auto hex = [&out](unsigned value) {
         constexpr char digits[] = "0123456789abcdef";
         out += "\\x";
