@@ -3,8 +3,14 @@
 # As root it runs apt-get; otherwise it prints the exact command to run.
 set -euo pipefail
 
-packages=(cmake ninja-build g++ pkg-config libhiredis-dev libfmt-dev nlohmann-json3-dev
-          libgtest-dev libgmock-dev libbenchmark-dev redis-server)
+# Build: compiler, CMake, libraries. Tests: redis-server (also Sentinel), redis-cli
+# (Cluster set-up), openssl (test certificates), python3 with redis-py (the
+# cross-language checks), chromium (the dashboard in a real browser), clang
+# with libFuzzer (fuzz targets).
+packages=(cmake ninja-build g++ pkg-config libhiredis-dev libfmt-dev nlohmann-json3-dev libssl-dev
+          libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev
+          redis-server redis-tools openssl python3 python3-redis chromium
+          clang libfuzzer-14-dev libclang-rt-14-dev)
 packages+=("$@")  # extra packages a caller needs (e.g. benchmark peers)
 
 missing=()
