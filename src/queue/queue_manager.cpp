@@ -1,5 +1,4 @@
 #include <algorithm>
-#include <ranges>
 #include <set>
 
 #include <fmt/format.h>
@@ -7,6 +6,7 @@
 #include <retools/errors.hpp>
 #include <retools/queue.hpp>
 
+#include "queue/indexed_range.hpp"
 #include "queue/keys.hpp"
 
 namespace retools {
@@ -319,7 +319,7 @@ std::vector<std::string> QueueManager::enqueue_batch(std::span<const JobSpec> jo
             if (it == requested_keys.end()) it = requested_keys.emplace(queue, keys::queue(queue)).first;
             key = it->second;
         }
-        s.pipeline.command("RPUSH", key, std::views::iota(begin, end) | std::views::transform(payload_of));
+        s.pipeline.command("RPUSH", key, detail::IndexedRange(begin, end, payload_of));
         begin = end;
     }
     s.pipeline.command("SADD", keys::queues, names);
@@ -359,7 +359,7 @@ std::vector<std::string> QueueManager::enqueue_many(std::string_view job_name,
     constexpr std::size_t chunk = 10000;
     for (std::size_t at = 0; at < kwargs_list.size(); at += chunk) {
         std::size_t end = std::min(at + chunk, kwargs_list.size());
-        s.pipeline.command("RPUSH", key, std::views::iota(at, end) | std::views::transform(payload_of));
+        s.pipeline.command("RPUSH", key, detail::IndexedRange(at, end, payload_of));
     }
     s.pipeline.command("SADD", keys::queues, queue);
     auto replies = conn_.execute(s.pipeline);
