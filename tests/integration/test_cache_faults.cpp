@@ -10,6 +10,7 @@
 #include <retools/errors.hpp>
 
 #include "core/clock.hpp"
+#include "expect.hpp"
 #include "redis_server.hpp"
 #include "redis_test.hpp"
 
@@ -32,12 +33,8 @@ protected:
 };
 
 TEST_F(CacheFaultsTest, RejectsAnEmptyRegionName) {
-    try {
-        CacheRegion::add_region("", std::chrono::milliseconds{1000});
-        ADD_FAILURE() << "expected CacheConfigurationError";
-    } catch (const retools::CacheConfigurationError& e) {
-        EXPECT_NE(std::string(e.what()).find("region name"), std::string::npos) << e.what();
-    }
+    EXPECT_THROW_MSG(CacheRegion::add_region("", std::chrono::milliseconds{1000}),
+                     retools::CacheConfigurationError, "region name");
     EXPECT_FALSE(CacheRegion::has_region(""));
 }
 
@@ -50,12 +47,7 @@ TEST_F(CacheFaultsTest, ValueKeyOfTheWrongTypeThrowsNamingItAndIsLeftAlone) {
     conn.command("SET", "retools:faults:ns:1", "someone else's string");
     for (bool statistics : {true, false}) {
         CacheRegion::statistics = statistics;
-        try {
-            (void)f(1);
-            ADD_FAILURE() << "expected ReplyError";
-        } catch (const retools::ReplyError& e) {
-            EXPECT_NE(std::string(e.what()).find("retools:faults:ns:1"), std::string::npos) << e.what();
-        }
+        EXPECT_THROW_MSG((void)f(1), retools::ReplyError, "retools:faults:ns:1");
     }
     EXPECT_EQ(calls, 0);
     EXPECT_EQ(conn.command("GET", "retools:faults:ns:1").as_string(), "someone else's string");
@@ -95,12 +87,7 @@ TEST_F(CacheFaultsTest, GarbledHitCountersDoNotBreakCalls) {
 TEST_F(CacheFaultsTest, RegionsSetOfTheWrongTypeThrowsNamingItAndFreesTheLock) {
     conn.command("SET", "retools:regions", "x");
     auto f = retools::cache_region("faults", "ns", [](int n) { return n; });
-    try {
-        (void)f(4);
-        ADD_FAILURE() << "expected ReplyError";
-    } catch (const retools::ReplyError& e) {
-        EXPECT_NE(std::string(e.what()).find("retools:regions"), std::string::npos) << e.what();
-    }
+    EXPECT_THROW_MSG((void)f(4), retools::ReplyError, "retools:regions");
     EXPECT_EQ(conn.command("EXISTS", "retools:lock:faults:ns:4").as_integer(), 0);
     EXPECT_EQ(conn.command("GET", "retools:regions").as_string(), "x");
 }
@@ -150,10 +137,5 @@ TEST_F(CacheFaultsTest, StatisticsNameAKeySetOfTheWrongType) {
     EXPECT_EQ(f(7), 7);
     conn.command("DEL", "retools:faults:ns:keys");
     conn.command("SET", "retools:faults:ns:keys", "x");
-    try {
-        (void)retools::region_stats("faults");
-        ADD_FAILURE() << "expected ReplyError";
-    } catch (const retools::ReplyError& e) {
-        EXPECT_NE(std::string(e.what()).find("retools:faults:ns:keys"), std::string::npos) << e.what();
-    }
+    EXPECT_THROW_MSG((void)retools::region_stats("faults"), retools::ReplyError, "retools:faults:ns:keys");
 }

@@ -7,6 +7,7 @@
 #include <retools/errors.hpp>
 #include <retools/lock.hpp>
 
+#include "expect.hpp"
 #include "redis_server.hpp"
 #include "redis_test.hpp"
 
@@ -18,22 +19,12 @@ namespace rt = retools::test;
 class LockFaultsTest : public rt::RedisTest {};
 
 TEST_F(LockFaultsTest, RejectsAnEmptyKey) {
-    try {
-        Lock lock{"", std::defer_lock};
-        ADD_FAILURE() << "expected ConfigurationError";
-    } catch (const retools::ConfigurationError& e) {
-        EXPECT_NE(std::string(e.what()).find("key"), std::string::npos) << e.what();
-    }
+    EXPECT_THROW_MSG((Lock{"", std::defer_lock}), retools::ConfigurationError, "key");
 }
 
 TEST_F(LockFaultsTest, KeyHoldingAHashIsNeverTakenAndIsLeftAlone) {
     conn.command("HSET", "lf:hash", "f", "v");
-    try {
-        Lock lock{"lf:hash", {.timeout = 30ms}};
-        ADD_FAILURE() << "expected LockTimeout";
-    } catch (const retools::LockTimeout& e) {
-        EXPECT_NE(std::string(e.what()).find("lf:hash"), std::string::npos) << e.what();
-    }
+    EXPECT_THROW_MSG((Lock{"lf:hash", {.timeout = 30ms}}), retools::LockTimeout, "lf:hash");
     EXPECT_EQ(conn.command("HGET", "lf:hash", "f").as_string(), "v");
 }
 
@@ -42,12 +33,7 @@ TEST_F(LockFaultsTest, ReleasingAKeyThatBecameAHashNamesItAndTheDestructorDoesNo
         Lock lock{"lf:k", {.timeout = 0ms}};
         conn.command("DEL", "lf:k");
         conn.command("HSET", "lf:k", "f", "v");
-        try {
-            (void)lock.release();
-            ADD_FAILURE() << "expected ReplyError";
-        } catch (const retools::ReplyError& e) {
-            EXPECT_NE(std::string(e.what()).find("lf:k"), std::string::npos) << e.what();
-        }
+        EXPECT_THROW_MSG((void)lock.release(), retools::ReplyError, "lf:k");
         EXPECT_FALSE(lock.held());
     }
     {

@@ -10,6 +10,7 @@
 #include <retools/errors.hpp>
 #include <retools/queue.hpp>
 
+#include "expect.hpp"
 #include "queue/keys.hpp"
 #include "redis_test.hpp"
 
@@ -147,12 +148,7 @@ TEST_F(Queue, GetJobReadsWithoutRemovingAndThrowsForUnknownIds) {
     }
     EXPECT_THROW(qm.get_job("nope"), retools::QueueError);
     // get_jobs names the malformed entry.
-    try {
-        qm.get_jobs();
-        FAIL() << "expected QueueError";
-    } catch (const retools::QueueError& e) {
-        EXPECT_NE(std::string(e.what()).find("entry 1"), std::string::npos) << e.what();
-    }
+    ASSERT_THROW_MSG(qm.get_jobs(), retools::QueueError, "entry 1");
     auto others = qm.get_jobs("other");
     ASSERT_EQ(others.size(), 1u);
     EXPECT_EQ(others[0].id(), b);
@@ -241,19 +237,9 @@ TEST_F(Queue, MixedBatchIsOneRoundTripAndKeepsOrderPerQueue) {
     // One bad job: nothing is sent, and the error names it.
     std::vector<retools::JobSpec> bad{{"m:a"}, {"m:a", {}, {.queue_name = "x:y"}}};
     conn.command("FLUSHDB");
-    try {
-        qm.enqueue_batch(bad);
-        FAIL() << "expected ConfigurationError";
-    } catch (const retools::ConfigurationError& e) {
-        EXPECT_NE(std::string(e.what()).find("#1"), std::string::npos) << e.what();
-    }
+    ASSERT_THROW_MSG(qm.enqueue_batch(bad), retools::ConfigurationError, "#1");
     std::vector<retools::JobSpec> nan{{"m:a"}, {"m:a"}, {"m:a", {{"x", std::nan("")}}}};
-    try {
-        qm.enqueue_batch(nan);
-        FAIL() << "expected QueueError";
-    } catch (const retools::QueueError& e) {
-        EXPECT_NE(std::string(e.what()).find("#2"), std::string::npos) << e.what();
-    }
+    ASSERT_THROW_MSG(qm.enqueue_batch(nan), retools::QueueError, "#2");
     EXPECT_EQ(conn.command("DBSIZE").as_integer(), 0);
 }
 

@@ -6,6 +6,7 @@
 #include <retools/errors.hpp>
 #include <retools/queue.hpp>
 
+#include "expect.hpp"
 #include "queue/keys.hpp"
 #include "redis_server.hpp"
 #include "redis_test.hpp"
@@ -40,12 +41,7 @@ TEST_F(QueueFaultsTest, PromotionStopsWithANamedErrorWhenTheFailedListIsNotAList
     QueueManager qm{conn};
     conn.command("SET", keys::failed, "not a list");
     conn.command("ZADD", keys::delayed, 1, "not json");  // due, malformed: would be filed
-    try {
-        qm.promote_due_jobs();
-        ADD_FAILURE() << "expected an error";
-    } catch (const retools::ReplyError& e) {
-        EXPECT_NE(std::string(e.what()).find(keys::failed), std::string::npos) << e.what();
-    }
+    EXPECT_THROW_MSG(qm.promote_due_jobs(), retools::ReplyError, keys::failed);
     EXPECT_EQ(conn.command("ZCARD", keys::delayed).as_integer(), 1);  // kept
 }
 
@@ -56,12 +52,7 @@ TEST_F(QueueFaultsTest, RetryingIntoAQueueKeyThatIsNotAListKeepsTheFailedEntry) 
     conn.command("HSET", keys::queue("bad"), "f", "v");
     auto failed = qm.failed_jobs();
     ASSERT_EQ(failed.size(), 2u);
-    try {
-        (void)qm.retry_failed(failed[0]);
-        ADD_FAILURE() << "expected ReplyError";
-    } catch (const retools::ReplyError& e) {
-        EXPECT_NE(std::string(e.what()).find(keys::queue("bad")), std::string::npos) << e.what();
-    }
+    EXPECT_THROW_MSG((void)qm.retry_failed(failed[0]), retools::ReplyError, keys::queue("bad"));
     EXPECT_EQ(qm.failed_count(), 2u);  // still there, nothing pushed anywhere
 
     // retry_all moves what it can and keeps the rest, each exactly once.
@@ -83,14 +74,7 @@ TEST_F(QueueFaultsTest, RetryingIntoAQueueKeyThatIsNotAListKeepsTheFailedEntry) 
 TEST_F(QueueFaultsTest, EnqueueIntoAQueueKeyThatIsNotAListThrowsNamingIt) {
     QueueManager qm{conn};
     conn.command("HSET", keys::queue("q"), "f", "v");
-    auto expect_named = [&](auto&& call) {
-        try {
-            call();
-            ADD_FAILURE() << "expected ReplyError";
-        } catch (const retools::ReplyError& e) {
-            EXPECT_NE(std::string(e.what()).find(keys::queue("q")), std::string::npos) << e.what();
-        }
-    };
+    auto expect_named = [&](auto&& call) { EXPECT_THROW_MSG(call(), retools::ReplyError, keys::queue("q")); };
     expect_named([&] { qm.enqueue("tests.jobs:x", {{"a", 1}}, {.queue_name = "q"}); });
     retools::JobSpec specs[] = {{.job_name = "tests.jobs:x", .options = {.queue_name = "ok"}},
                                 {.job_name = "tests.jobs:x", .options = {.queue_name = "q"}}};

@@ -12,6 +12,7 @@
 #include <retools/queue.hpp>
 #include <retools/worker.hpp>
 
+#include "expect.hpp"
 #include "queue/keys.hpp"
 #include "redis_server.hpp"
 #include "redis_test.hpp"
@@ -44,12 +45,7 @@ protected:
 TEST_F(WorkerFaultsTest, RejectsANegativePrefetchWindowNamingIt) {
     WorkerOptions o = quiet();
     o.prefetch_window = -1ms;
-    try {
-        Worker w{{"main"}, o};
-        ADD_FAILURE() << "expected ConfigurationError";
-    } catch (const retools::ConfigurationError& e) {
-        EXPECT_NE(std::string(e.what()).find("prefetch_window"), std::string::npos) << e.what();
-    }
+    EXPECT_THROW_MSG((Worker{{"main"}, o}), retools::ConfigurationError, "prefetch_window");
 }
 
 TEST_F(WorkerFaultsTest, FailedJobIsKeptWhileTheFailedListIsNotAList) {
