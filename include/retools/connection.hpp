@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -13,6 +14,40 @@
 #include <retools/reply.hpp>
 
 namespace retools {
+
+/// One server address: a host name or IP address (IPv6 without brackets) and a TCP port.
+struct Endpoint {
+    /// Host name or address.
+    std::string host = "127.0.0.1";
+    /// TCP port.
+    int port = 6379;
+
+    friend bool operator==(const Endpoint&, const Endpoint&) = default;
+};
+
+/// TLS settings (`rediss://`). An aggregate: every field is optional. Without
+/// `ca_file` and `ca_path` the system's trusted certificates are used.
+///
+/// ```cpp
+/// retools::ConnectionOptions o{.host = "redis.example", .port = 6380,
+///                              .tls = retools::TlsOptions{.ca_file = "/etc/redis/ca.pem"}};
+/// ```
+struct TlsOptions {
+    /// PEM file of the certificate authorities to trust; empty: the system's.
+    std::string ca_file;
+    /// Directory of hashed CA certificates (`openssl rehash`); empty: none.
+    std::string ca_path;
+    /// PEM client certificate for mutual TLS; empty: none. Needs `key_file`.
+    std::string cert_file;
+    /// PEM private key of `cert_file`; empty: none.
+    std::string key_file;
+    /// Name sent as SNI and checked against the server's certificate; empty:
+    /// the host connected to (an IP address is checked as an address).
+    std::string server_name;
+    /// Verify the server's certificate chain and name (default true). Turning
+    /// it off makes the connection encrypted but not authenticated.
+    bool verify = true;
+};
 
 /// Where and how to connect. An aggregate: use designated initializers.
 ///
@@ -40,10 +75,18 @@ struct ConnectionOptions {
     /// Most connections open at once; threads beyond it wait for a free one
     /// (at most command_timeout). Connections open lazily. Must be >= 1.
     std::size_t pool_size = 16;
+    /// TLS for TCP connections (not for `path`); nullopt: plain text.
+    std::optional<TlsOptions> tls;
+    /// A pooled connection idle longer than this is closed instead of reused;
+    /// 0 (the default) keeps idle connections open. Whatever this is, an idle
+    /// connection the server closed is noticed and replaced before reuse.
+    std::chrono::milliseconds max_idle{0};
 
-    /// Parses `redis://[user[:password]@]host[:port][/db]` or
-    /// `unix:///path/to/sock[?db=N]`. Throws ConfigurationError naming the bad
-    /// part (the password is never part of the message).
+    /// Parses `redis://[user[:password]@]host[:port][/db]`,
+    /// `rediss://...` (TLS; query parameters `ca_file`, `ca_path`, `cert_file`,
+    /// `key_file`, `server_name`, `verify=no`) or `unix:///path/to/sock[?db=N]`.
+    /// Throws ConfigurationError naming the bad part; nothing of the user name
+    /// or password is ever part of the message.
     static ConnectionOptions from_url(std::string_view url);
 
     /// The address for messages: `127.0.0.1:6379/0` or `unix:/path/sock/0` (no credentials).
@@ -54,7 +97,8 @@ class Connection;
 
 namespace detail {
 /// Throws ReplyError for the error reply `reply` to command number `index` in
-/// `buffer`, naming the command and the key(s) it acted on.
+/// `buffer`, naming the command and the key(s) it acted on. Here because the
+/// command templates below need it; defined with the other error translations.
 [[noreturn]] void throw_command_error(const Reply& reply, const CommandBuffer& buffer, std::size_t index = 0);
 }  // namespace detail
 
@@ -81,12 +125,6 @@ public:
 private:
     detail::CommandBuffer buffer_;
 };
-
-namespace detail {
-/// Throws (as throw_command_error) for the first error reply among the
-/// replies to `pipeline`'s commands, as Connection::execute returns them.
-void check_replies(const std::vector<Reply>& replies, const Pipeline& pipeline);
-}  // namespace detail
 
 /// A pool of connections to one Redis server. Cheap to copy: copies share the
 /// pool. Every member is safe to call from many threads at once. After
@@ -162,10 +200,9 @@ public:
     /// Closes idle connections; in-use ones close when returned.
     void reset() const;
 
-    struct Shared;  // internal
-
 private:
-    std::shared_ptr<Shared> shared_;
+    struct Impl;  // the pool and transport, in src/core/connection_impl.hpp
+    std::shared_ptr<Impl> impl_;
 };
 
 /// The process-wide default connection, used by every component that is not

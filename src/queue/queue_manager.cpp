@@ -7,6 +7,7 @@
 #include <retools/errors.hpp>
 #include <retools/queue.hpp>
 
+#include "core/errors.hpp"
 #include "queue/keys.hpp"
 
 namespace retools {
