@@ -49,6 +49,31 @@ struct TlsOptions {
     bool verify = true;
 };
 
+/// Redis Sentinel: the data nodes are found through the sentinels (and found
+/// again after a failover). The other ConnectionOptions fields (user,
+/// password, db, tls, timeouts, pool) apply to the data nodes;
+/// ConnectionOptions::host, port and path are ignored. See docs/sentinel.md.
+///
+/// ```cpp
+/// retools::Connection conn{retools::ConnectionOptions{
+///     .sentinel = retools::SentinelOptions{.master = "mymaster",
+///                                          .sentinels = {{"10.0.0.1", 26379}, {"10.0.0.2", 26379}}}}};
+/// ```
+struct SentinelOptions {
+    /// The master's name, as in the sentinels' `sentinel monitor <name> ...`. Required.
+    std::string master;
+    /// The sentinels, asked in this order; the first that answers names the
+    /// master. At least one.
+    std::vector<Endpoint> sentinels;
+    /// ACL user name for the sentinels (`AUTH user password`); empty: the default user.
+    std::string username;
+    /// Password of the sentinels (`requirepass` in sentinel.conf); empty: no AUTH.
+    std::string password;
+    /// TLS to the sentinels; nullopt (the default): plain text. The data nodes
+    /// use ConnectionOptions::tls.
+    std::optional<TlsOptions> tls;
+};
+
 /// Where and how to connect. An aggregate: use designated initializers.
 ///
 /// ```cpp
@@ -81,10 +106,16 @@ struct ConnectionOptions {
     /// 0 (the default) keeps idle connections open. Whatever this is, an idle
     /// connection the server closed is noticed and replaced before reuse.
     std::chrono::milliseconds max_idle{0};
+    /// Find the master through Redis Sentinel (then host, port and path are
+    /// ignored); nullopt (the default): connect to host/port or path.
+    std::optional<SentinelOptions> sentinel;
 
     /// Parses `redis://[user[:password]@]host[:port][/db]`,
     /// `rediss://...` (TLS; query parameters `ca_file`, `ca_path`, `cert_file`,
-    /// `key_file`, `server_name`, `verify=no`) or `unix:///path/to/sock[?db=N]`.
+    /// `key_file`, `server_name`, `verify=no`), `unix:///path/to/sock[?db=N]` or
+    /// `redis-sentinel://[user[:password]@]host:port[,host:port...][/db]?master=NAME`
+    /// (the password is the data nodes'; `sentinel_password=` and
+    /// `sentinel_username=` are the sentinels'; `@` and `&` in query values as %40 and %26).
     /// Throws ConfigurationError naming the bad part; nothing of the user name
     /// or password is ever part of the message.
     static ConnectionOptions from_url(std::string_view url);
@@ -140,6 +171,13 @@ private:
 /// Errors: `ConnectionError` (unreachable, hung up; `TimeoutError` when a
 /// timeout elapsed) — the broken connection is dropped and the next call opens
 /// a fresh one; `ReplyError` for a server error reply.
+///
+/// With ConnectionOptions::sentinel, a failover is followed inside the same
+/// Connection: a call that fails because of it raises ConnectionError once,
+/// and the next call goes to the new master. A call is sent again by the pool
+/// only when that cannot run it twice: no byte of it had been sent, the server
+/// refused it unexecuted (`READONLY`, `LOADING`, `MASTERDOWN`), or every
+/// command of it only reads (GET, HGETALL, LRANGE, ...). See docs/sentinel.md.
 class Connection {
 public:
     /// `redis://127.0.0.1:6379/0`.
@@ -196,6 +234,10 @@ public:
 
     /// Connections currently open in this process (idle or in use).
     std::size_t open_connections() const noexcept;
+
+    /// With ConnectionOptions::sentinel: how often this process's pool saw the
+    /// master move to another address (a failover); 0 otherwise.
+    std::uint64_t master_switches() const noexcept;
 
     /// Closes idle connections; in-use ones close when returned.
     void reset() const;

@@ -23,7 +23,7 @@ std::unique_ptr<const detail::TlsContext> make_tls(const ConnectionOptions& opti
 }  // namespace
 
 Connection::Impl::Impl(ConnectionOptions o)
-    : options(std::move(o)), tls(make_tls(options)), pool(new Pool(getpid())) {}
+    : options(std::move(o)), tls(make_tls(options)), pool(make_pool(getpid())) {}
 
 Connection::Impl::~Impl() {
     Pool* p = pool.load();
@@ -34,14 +34,36 @@ Connection::Impl::Pool& Connection::Impl::current_pool() {
     Pool* p = pool.load(std::memory_order_acquire);
     pid_t me = getpid();
     if (p->pid == me) return *p;
-    auto* fresh = new Pool(me);
+    auto* fresh = make_pool(me);
     if (pool.compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) return *fresh;
     delete fresh;  // another thread of this child won
     return *p;
 }
 
-std::unique_ptr<detail::Link> Connection::Impl::dial() const {
-    return detail::Link::open(options, tls.get());
+Connection::Impl::Pool* Connection::Impl::make_pool(pid_t owner) const {
+    auto p = std::make_unique<Pool>(owner);
+    if (options.sentinel) p->sentinel = std::make_unique<detail::SentinelMonitor>(options, tls.get());
+    return p.release();
+}
+
+std::unique_ptr<detail::Link> Connection::Impl::dial(Pool& owner) const {
+    if (!owner.sentinel) return detail::Link::open(options, tls.get());
+    // While a failover is under way this waits for it, as long as a call may take.
+    auto wait =
+        options.command_timeout.count() > 0 ? options.command_timeout : std::chrono::milliseconds(60000);
+    auto master = owner.sentinel->master(wait);
+    ConnectionOptions node = options;
+    node.sentinel.reset();
+    node.host = master.address.host;
+    node.port = master.address.port;
+    try {
+        auto link = detail::Link::open(node, tls.get());
+        link->generation = master.generation;
+        return link;
+    } catch (const ConnectionError&) {
+        owner.sentinel->suspect(master.generation);
+        throw;
+    }
 }
 
 bool Connection::Impl::still_good(detail::Link& link) const {
@@ -74,13 +96,15 @@ Connection::Impl::Lease::Lease(Impl& impl) : impl_(impl), pool_(impl.current_poo
             link_ = std::move(pool_.idle.back());
             pool_.idle.pop_back();
         }
-        if (impl_.still_good(*link_)) return;
+        // In Sentinel mode a link opened before a failover may lead to the old master.
+        const bool current = !pool_.sentinel || link_->generation == pool_.sentinel->generation();
+        if (current && impl_.still_good(*link_)) return;
         link_.reset();  // closed by the server: replace it
         std::lock_guard lock(pool_.mutex);
         --pool_.open;
     }
     try {
-        link_ = impl_.dial();
+        link_ = impl_.dial(pool_);
     } catch (...) {
         std::lock_guard lock(pool_.mutex);
         --pool_.open;
@@ -126,6 +150,7 @@ Connection::Connection(ConnectionOptions options) {
         throw ConfigurationError("ConnectionOptions timeouts must not be negative");
     if (options.max_idle.count() < 0)
         throw ConfigurationError("ConnectionOptions.max_idle must not be negative");
+    if (options.sentinel) detail::validate_sentinel(options);
     if (options.tls && !options.path.empty())
         throw ConfigurationError("ConnectionOptions.tls is not supported over a Unix socket (path)");
     impl_ = std::make_shared<Impl>(std::move(options));
@@ -139,6 +164,11 @@ const ConnectionOptions& Connection::options() const noexcept {
 
 std::uint64_t Connection::round_trips() const noexcept {
     return impl_->round_trips.load(std::memory_order_relaxed);
+}
+
+std::uint64_t Connection::master_switches() const noexcept {
+    Impl::Pool& pool = impl_->current_pool();
+    return pool.sentinel ? pool.sentinel->switches() : 0;
 }
 
 std::size_t Connection::open_connections() const noexcept {
@@ -158,56 +188,129 @@ void Connection::reset() const {
     pool.available.notify_all();
 }
 
+// Runs `attempt` on a leased link. In Sentinel mode a failure that shows a
+// failover (a broken link, a READONLY / LOADING / MASTERDOWN refusal, which
+// `refusal` picks out of the result) makes the monitor ask the sentinels
+// again, and the call is made once more, on the new master, only when that
+// cannot run it twice: nothing had been sent (the link could not be opened),
+// the node refused it unexecuted, or `request` only reads. Otherwise the
+// caller gets one ConnectionError and the next call goes to the new master.
+template <class Attempt, class Refusal>
+auto Connection::Impl::with_failover(std::string_view request, Attempt&& attempt, Refusal&& refusal) {
+    Pool& mine = current_pool();
+    if (!mine.sentinel) {
+        Lease lease(*this);
+        return attempt(lease.link());
+    }
+    for (int round = 0;; ++round) {
+        const bool last = round > 0;
+        std::optional<Lease> lease;
+        try {
+            lease.emplace(*this);
+        } catch (const ConnectionError&) {
+            if (last) throw;
+            continue;  // nothing was sent
+        }
+        const std::uint64_t generation = lease->link().generation;
+        try {
+            auto result = attempt(lease->link());
+            const Reply* refused = refusal(result);
+            if (refused == nullptr) return result;
+            mine.sentinel->suspect(generation);
+            if (last)
+                detail::throw_connection_error(
+                    lease->link().server(), "failing over",
+                    fmt::format("{} (after asking the sentinels again)", refused->error_message()));
+        } catch (const ConnectionError&) {
+            mine.sentinel->suspect(generation);
+            if (last || !detail::read_only_request(request)) throw;
+        }
+    }
+}
+
+namespace {
+
+const Reply* refused_reply(const Reply& reply) {
+    return detail::failover_reply(reply) ? &reply : nullptr;
+}
+
+const Reply* refused_replies(const std::vector<Reply>& replies) {
+    for (const Reply& r : replies)
+        if (detail::failover_reply(r)) return &r;
+    return nullptr;
+}
+
+}  // namespace
+
 Reply Connection::execute_one(const detail::CommandBuffer& buffer, std::chrono::milliseconds block) const {
     auto timeout = impl_->options.command_timeout;
     if (timeout.count() > 0 && block.count() > 0) timeout += block;  // the server holds the reply that long
-    Impl::Lease lease(*impl_);
-    impl_->round_trips.fetch_add(1, std::memory_order_relaxed);
-    detail::Deadline deadline = detail::deadline_after(timeout);
     std::string_view request = buffer.data();
-    lease.link().send({&request, 1}, 1, deadline, timeout.count());
-    return lease.link().receive(deadline, timeout.count());
+    return impl_->with_failover(
+        request,
+        [&](detail::Link& link) {
+            impl_->round_trips.fetch_add(1, std::memory_order_relaxed);
+            detail::Deadline deadline = detail::deadline_after(timeout);
+            link.send({&request, 1}, 1, deadline, timeout.count());
+            return link.receive(deadline, timeout.count());
+        },
+        refused_reply);
 }
 
 std::vector<Reply> Connection::execute(const Pipeline& pipeline) const {
     const auto& buffer = pipeline.buffer();
     if (buffer.empty()) return {};
     auto timeout = impl_->options.command_timeout;
-    Impl::Lease lease(*impl_);
-    impl_->round_trips.fetch_add(1, std::memory_order_relaxed);
-    detail::Deadline deadline = detail::deadline_after(timeout);
     std::string_view request = buffer.data();
-    lease.link().send({&request, 1}, buffer.commands(), deadline, timeout.count());
-    std::vector<Reply> replies;
-    replies.reserve(buffer.commands());
-    for (std::size_t i = 0; i < buffer.commands(); ++i)
-        replies.push_back(lease.link().receive(deadline, timeout.count()));
-    return replies;
+    return impl_->with_failover(
+        request,
+        [&](detail::Link& link) {
+            impl_->round_trips.fetch_add(1, std::memory_order_relaxed);
+            detail::Deadline deadline = detail::deadline_after(timeout);
+            link.send({&request, 1}, buffer.commands(), deadline, timeout.count());
+            std::vector<Reply> replies;
+            replies.reserve(buffer.commands());
+            for (std::size_t i = 0; i < buffer.commands(); ++i)
+                replies.push_back(link.receive(deadline, timeout.count()));
+            return replies;
+        },
+        refused_replies);
 }
 
 std::vector<Reply> Connection::transaction(const Pipeline& pipeline) const {
     const auto& buffer = pipeline.buffer();
     if (buffer.empty()) return {};
     auto timeout = impl_->options.command_timeout;
-    Reply exec;
-    {
-        Impl::Lease lease(*impl_);
-        impl_->round_trips.fetch_add(1, std::memory_order_relaxed);
-        detail::Deadline deadline = detail::deadline_after(timeout);
-        const std::string_view parts[] = {kMulti, buffer.data(), kExec};
-        detail::Link& link = lease.link();
-        link.send(parts, buffer.commands() + 2, deadline, timeout.count());
-        // Every reply is read before anything throws, so the link stays reusable.
-        Reply multi = link.receive(deadline, timeout.count());  // +OK
+    struct Replies {
+        Reply multi;
         std::optional<Reply> rejected;
-        for (std::size_t i = 0; i < buffer.commands(); ++i) {
-            Reply queued = link.receive(deadline, timeout.count());
-            if (queued.is_error() && !rejected) rejected = queued;
-        }
-        exec = link.receive(deadline, timeout.count());
-        multi.check();
-        if (rejected) rejected->check();
-    }
+        Reply exec;
+    };
+    Replies r = impl_->with_failover(
+        buffer.data(),
+        [&](detail::Link& link) {
+            impl_->round_trips.fetch_add(1, std::memory_order_relaxed);
+            detail::Deadline deadline = detail::deadline_after(timeout);
+            const std::string_view parts[] = {kMulti, buffer.data(), kExec};
+            link.send(parts, buffer.commands() + 2, deadline, timeout.count());
+            // Every reply is read before anything throws, so the link stays reusable.
+            Replies out;
+            out.multi = link.receive(deadline, timeout.count());  // +OK
+            for (std::size_t i = 0; i < buffer.commands(); ++i) {
+                Reply queued = link.receive(deadline, timeout.count());
+                if (queued.is_error() && !out.rejected) out.rejected = queued;
+            }
+            out.exec = link.receive(deadline, timeout.count());
+            return out;
+        },
+        [](const Replies& out) -> const Reply* {
+            if (detail::failover_reply(out.multi)) return &out.multi;
+            if (out.rejected && detail::failover_reply(*out.rejected)) return &*out.rejected;
+            return refused_reply(out.exec);
+        });
+    r.multi.check();
+    if (r.rejected) r.rejected->check();
+    Reply& exec = r.exec;
     exec.check();
     if (exec.is_nil()) detail::throw_reply_error("transaction aborted: a watched key changed");
     return exec.as_array();

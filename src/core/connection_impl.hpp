@@ -10,11 +10,13 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <retools/connection.hpp>
 
 #include "core/link.hpp"
+#include "core/sentinel.hpp"
 #include "core/tls.hpp"
 
 namespace retools {
@@ -29,6 +31,8 @@ struct Connection::Impl {
         std::condition_variable available;
         std::vector<std::unique_ptr<detail::Link>> idle;  // most recently used last
         std::size_t open = 0;
+        // Sentinel mode: where the master is now (one per process, like the links).
+        std::unique_ptr<detail::SentinelMonitor> sentinel;
     };
 
     // Borrows one Link for one round trip. An idle link the server closed (or
@@ -54,8 +58,13 @@ struct Connection::Impl {
     Impl& operator=(const Impl&) = delete;
 
     Pool& current_pool();
-    /// A new link to the server, handshake done.
-    std::unique_ptr<detail::Link> dial() const;
+    Pool* make_pool(pid_t owner) const;
+    /// A new link to the server (in Sentinel mode, the master of `pool`), handshake done.
+    std::unique_ptr<detail::Link> dial(Pool& owner) const;
+    /// Runs `attempt(link)` on a leased link; in Sentinel mode, follows a
+    /// failover and sends again when safe (see connection.cpp).
+    template <class Attempt, class Refusal>
+    auto with_failover(std::string_view request, Attempt&& attempt, Refusal&& refusal);
     /// Whether a pooled idle link may serve another round trip.
     bool still_good(detail::Link& link) const;
 

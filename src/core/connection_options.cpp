@@ -5,6 +5,8 @@
 #include <retools/connection.hpp>
 #include <retools/errors.hpp>
 
+#include "core/sentinel.hpp"
+
 namespace retools {
 namespace {
 
@@ -58,6 +60,7 @@ void parse_query(std::string_view query, ConnectionOptions& options) {
 }  // namespace
 
 ConnectionOptions ConnectionOptions::from_url(std::string_view url) {
+    if (url.starts_with("redis-sentinel://")) return detail::parse_sentinel_url(url);
     ConnectionOptions options;
     auto scheme_end = url.find("://");
     if (scheme_end == std::string_view::npos)
@@ -119,6 +122,7 @@ ConnectionOptions ConnectionOptions::from_url(std::string_view url) {
 }
 
 std::string ConnectionOptions::describe() const {
+    if (sentinel) return detail::describe_sentinel(*this);
     if (!path.empty()) return fmt::format("unix:{}/{}", path, db);
     if (host.find(':') != std::string::npos) return fmt::format("[{}]:{}/{}", host, port, db);
     return fmt::format("{}:{}/{}", host, port, db);

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
@@ -52,6 +53,9 @@ public:
 
     /// When the link was last returned to a pool.
     SteadyClock::time_point idle_since{};
+    /// Sentinel mode: the master generation the link was opened under
+    /// (SentinelMonitor::generation()); a link of an older one is not reused.
+    std::uint64_t generation = 0;
 
 private:
     std::unique_ptr<Transport> transport_;

@@ -1,5 +1,6 @@
 #include "core/sentinel.hpp"
 
+#include <cctype>
 #include <charconv>
 #include <span>
 #include <sstream>
@@ -59,7 +60,83 @@ std::vector<std::string> words(const std::string& s) {
     return out;
 }
 
+bool iequals(std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i)
+        if (std::toupper(static_cast<unsigned char>(a[i])) != std::toupper(static_cast<unsigned char>(b[i])))
+            return false;
+    return true;
+}
+
+// Commands that never write: sending one again cannot change data.
+constexpr std::string_view kReadOnly[] = {
+    "GET",       "MGET",       "EXISTS", "TTL",        "PTTL",          "TYPE",      "STRLEN",
+    "GETRANGE",  "HGET",       "HMGET",  "HGETALL",    "HEXISTS",       "HLEN",      "HKEYS",
+    "HVALS",     "HSTRLEN",    "LRANGE", "LLEN",       "LINDEX",        "LPOS",      "SMEMBERS",
+    "SISMEMBER", "SMISMEMBER", "SCARD",  "ZRANGE",     "ZRANGEBYSCORE", "ZREVRANGE", "ZREVRANGEBYSCORE",
+    "ZSCORE",    "ZMSCORE",    "ZCARD",  "ZCOUNT",     "ZRANK",         "ZREVRANK",  "SCAN",
+    "SSCAN",     "HSCAN",      "ZSCAN",  "KEYS",       "DBSIZE",        "PING",      "ECHO",
+    "ROLE",      "INFO",       "TIME",   "EXPIRETIME", "PEXPIRETIME"};
+
+bool read_only_command(std::string_view name) {
+    for (auto r : kReadOnly)
+        if (iequals(name, r)) return true;
+    return false;
+}
+
 }  // namespace
+
+bool read_only_request(std::string_view resp) {
+    auto number = [&](char marker) -> long long {
+        if (resp.empty() || resp.front() != marker) return -1;
+        auto end = resp.find("\r\n");
+        if (end == std::string_view::npos) return -1;
+        long long n = -1;
+        std::from_chars(resp.data() + 1, resp.data() + end, n);
+        resp.remove_prefix(end + 2);
+        return n;
+    };
+    bool any = false;
+    while (!resp.empty()) {
+        long long count = number('*');
+        if (count <= 0) return false;
+        for (long long i = 0; i < count; ++i) {
+            long long len = number('$');
+            if (len < 0 || resp.size() < static_cast<std::size_t>(len) + 2) return false;
+            if (i == 0 && !read_only_command(resp.substr(0, static_cast<std::size_t>(len)))) return false;
+            resp.remove_prefix(static_cast<std::size_t>(len) + 2);
+        }
+        any = true;
+    }
+    return any;
+}
+
+bool failover_reply(const Reply& reply) {
+    if (!reply.is_error()) return false;
+    std::string_view m = reply.error_message();
+    return m.starts_with("READONLY") || m.starts_with("LOADING") || m.starts_with("MASTERDOWN");
+}
+
+void validate_sentinel(const ConnectionOptions& options) {
+    const SentinelOptions& s = *options.sentinel;
+    if (s.master.empty())
+        throw ConfigurationError("SentinelOptions.master is empty (the name the sentinels monitor)");
+    if (s.sentinels.empty()) throw ConfigurationError("SentinelOptions.sentinels is empty");
+    for (const Endpoint& e : s.sentinels) {
+        if (e.host.empty()) throw ConfigurationError("SentinelOptions.sentinels has an empty host");
+        if (e.port <= 0 || e.port > 65535)
+            throw ConfigurationError(fmt::format(
+                "SentinelOptions.sentinels: port {} of {:?} is not from 1 to 65535", e.port, e.host));
+    }
+    if (!options.path.empty())
+        throw ConfigurationError("ConnectionOptions.sentinel and ConnectionOptions.path cannot both be set");
+}
+
+std::string describe_sentinel(const ConnectionOptions& options) {
+    std::string list;
+    for (const Endpoint& e : options.sentinel->sentinels) list += (list.empty() ? "" : ",") + text(e);
+    return fmt::format("master {:?} via sentinels {}/{}", options.sentinel->master, list, options.db);
+}
 
 struct SentinelMonitor::Found {
     std::optional<Endpoint> address;
@@ -88,7 +165,8 @@ ConnectionOptions SentinelMonitor::sentinel_options(const Endpoint& sentinel) co
     o.user = sentinel_.username;
     o.password = sentinel_.password;
     o.connect_timeout = options_.connect_timeout;
-    o.command_timeout = options_.connect_timeout.count() > 0 ? options_.connect_timeout : options_.command_timeout;
+    o.command_timeout =
+        options_.connect_timeout.count() > 0 ? options_.connect_timeout : options_.command_timeout;
     o.pool_size = 1;
     o.tls = sentinel_.tls;
     return o;
@@ -130,9 +208,11 @@ SentinelMonitor::Found SentinelMonitor::discover() {
             continue;
         }
         std::optional<int> port;
-        if (r.is_array() && r.size() == 2 && r[0].is_string() && r[1].is_string()) port = parse_port(r[1].view());
+        if (r.is_array() && r.size() == 2 && r[0].is_string() && r[1].is_string())
+            port = parse_port(r[1].view());
         if (!port) {
-            node_problem = fmt::format("sentinel {} does not monitor a master named {:?}", text(s), sentinel_.master);
+            node_problem =
+                fmt::format("sentinel {} does not monitor a master named {:?}", text(s), sentinel_.master);
             continue;
         }
         Endpoint node{r[0].as_string(), *port};
@@ -142,8 +222,8 @@ SentinelMonitor::Found SentinelMonitor::discover() {
                 found.address = node;
                 return found;
             }
-            node_problem = fmt::format("sentinel {} names {} as master {:?}, but it answers ROLE with {:?}", text(s),
-                                       text(node), sentinel_.master, role);
+            node_problem = fmt::format("sentinel {} names {} as master {:?}, but it answers ROLE with {:?}",
+                                       text(s), text(node), sentinel_.master, role);
         } catch (const Error& e) {
             node_problem = fmt::format("sentinel {} names {} as master {:?}, but: {}", text(s), text(node),
                                        sentinel_.master, e.what());
@@ -152,11 +232,13 @@ SentinelMonitor::Found SentinelMonitor::discover() {
     std::string tried;
     for (const auto& u : unreachable) tried += (tried.empty() ? "" : ", ") + u;
     if (!found.any_sentinel)
-        found.problem = fmt::format("no sentinel of {:?} answered ({}; last error: {})", sentinel_.master,
-                                    tried.empty() ? std::string("no sentinels configured") : tried, last_error);
+        found.problem =
+            fmt::format("no sentinel of {:?} answered ({}; last error: {})", sentinel_.master,
+                        tried.empty() ? std::string("no sentinels configured") : tried, last_error);
     else
-        found.problem = unreachable.empty() ? node_problem
-                                            : fmt::format("{} (sentinels not answering: {})", node_problem, tried);
+        found.problem = unreachable.empty()
+                            ? node_problem
+                            : fmt::format("{} (sentinels not answering: {})", node_problem, tried);
     return found;
 }
 
@@ -192,8 +274,7 @@ SentinelMonitor::Master SentinelMonitor::master(std::chrono::milliseconds wait) 
         }
         if (known_ && !stale_) return {*known_, generation_.load(std::memory_order_acquire)};
         if (discovering_ || now < retry_after_) {
-            if (now >= deadline)
-                throw ConnectionError(problem.empty() ? last_problem_ : problem);
+            if (now >= deadline) throw ConnectionError(problem.empty() ? last_problem_ : problem);
             changed_.wait_until(lock, discovering_ ? deadline : std::min(deadline, retry_after_));
             continue;
         }
@@ -233,12 +314,14 @@ void SentinelMonitor::suspect(std::uint64_t generation) {
 void SentinelMonitor::start_watcher_locked() {
     if (watching_ || stop_) return;
     watching_ = true;
-    for (std::size_t i = 0; i < sentinel_.sentinels.size(); ++i) watchers_.emplace_back([this, i] { watch(i); });
+    for (std::size_t i = 0; i < sentinel_.sentinels.size(); ++i)
+        watchers_.emplace_back([this, i] { watch(i); });
 }
 
 void SentinelMonitor::watch(std::size_t index) {
     const ConnectionOptions so = sentinel_options(sentinel_.sentinels[index]);
-    const auto timeout = so.command_timeout.count() > 0 ? so.command_timeout : std::chrono::milliseconds(2000);
+    const auto timeout =
+        so.command_timeout.count() > 0 ? so.command_timeout : std::chrono::milliseconds(2000);
     bool subscribed_before = false;
     for (;;) {
         {
@@ -255,7 +338,8 @@ void SentinelMonitor::watch(std::size_t index) {
             // Pushed messages are replies nobody asked for: owe the link plenty.
             constexpr std::size_t owed = std::size_t{1} << 40;
             link->send({&request, 1}, owed, deadline_after(timeout), timeout.count());
-            for (std::size_t i = 0; i < kChannels; ++i) link->receive(deadline_after(timeout), timeout.count());
+            for (std::size_t i = 0; i < kChannels; ++i)
+                link->receive(deadline_after(timeout), timeout.count());
             if (subscribed_before) {
                 // Events may have been missed while unsubscribed.
                 std::lock_guard lock(mutex_);

@@ -23,6 +23,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -32,6 +33,20 @@ namespace retools::detail {
 
 class TlsContext;
 class Link;
+
+/// ConnectionOptions::from_url for `redis-sentinel://` URLs.
+ConnectionOptions parse_sentinel_url(std::string_view url);
+/// ConnectionOptions::describe() with a sentinel: `master "mymaster" via 10.0.0.1:26379,10.0.0.2:26379/0`.
+std::string describe_sentinel(const ConnectionOptions& options);
+/// Checks SentinelOptions when a Connection is made; throws ConfigurationError.
+void validate_sentinel(const ConnectionOptions& options);
+
+/// True when every command of the RESP `request` only reads (GET, HGETALL,
+/// LRANGE ...): sending it again cannot change anything.
+bool read_only_request(std::string_view request);
+/// An error reply by which a node says it did not run the command because
+/// it is not (or not yet) a usable master: READONLY, LOADING, MASTERDOWN.
+bool failover_reply(const Reply& reply);
 
 class SentinelMonitor {
 public:

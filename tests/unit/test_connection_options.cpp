@@ -86,3 +86,103 @@ TEST(PythonRepr, WritesFloatsLikePython) {
     EXPECT_EQ(python_repr(-1.0 / 0.0), "-inf");
     EXPECT_EQ(python_repr(0.0 / 0.0), "nan");
 }
+
+// ---- redis-sentinel:// ------------------------------------------------------------
+
+namespace {
+// The message of the ConfigurationError that parsing `url` throws ("" if none).
+std::string sentinel_url_error(const std::string& url) {
+    try {
+        ConnectionOptions::from_url(url);
+    } catch (const retools::ConfigurationError& e) {
+        return e.what();
+    }
+    return "";
+}
+}  // namespace
+
+TEST(SentinelUrl, ParsesHostsMasterDbAndBothPasswords) {
+    auto o = ConnectionOptions::from_url(
+        "redis-sentinel://alice:data%40pw@10.0.0.1:26379,sentinel-b:26380,[::1]:26381/2"
+        "?master=mymaster&sentinel_password=sent%26pw&sentinel_username=watcher");
+    ASSERT_TRUE(o.sentinel.has_value());
+    EXPECT_EQ(o.sentinel->master, "mymaster");
+    ASSERT_EQ(o.sentinel->sentinels.size(), 3u);
+    EXPECT_EQ(o.sentinel->sentinels[0], (retools::Endpoint{"10.0.0.1", 26379}));
+    EXPECT_EQ(o.sentinel->sentinels[1], (retools::Endpoint{"sentinel-b", 26380}));
+    EXPECT_EQ(o.sentinel->sentinels[2], (retools::Endpoint{"::1", 26381}));
+    EXPECT_EQ(o.user, "alice");        // the data nodes'
+    EXPECT_EQ(o.password, "data@pw");  // the data nodes'
+    EXPECT_EQ(o.sentinel->password, "sent&pw");
+    EXPECT_EQ(o.sentinel->username, "watcher");
+    EXPECT_EQ(o.db, 2);
+    EXPECT_FALSE(o.sentinel->tls.has_value());
+    EXPECT_EQ(o.describe(),
+              "master \"mymaster\" via sentinels 10.0.0.1:26379,sentinel-b:26380,[::1]:26381/2");
+}
+
+TEST(SentinelUrl, MinimalUrlAndAConnectionFromIt) {
+    auto o = ConnectionOptions::from_url("redis-sentinel://127.0.0.1:26379?master=m");
+    ASSERT_TRUE(o.sentinel.has_value());
+    EXPECT_EQ(o.db, 0);
+    EXPECT_TRUE(o.password.empty());
+    EXPECT_TRUE(o.sentinel->password.empty());
+    Connection conn{"redis-sentinel://127.0.0.1:26379/1?master=m"};  // connects lazily
+    EXPECT_EQ(conn.options().sentinel->master, "m");
+    EXPECT_EQ(conn.master_switches(), 0u);
+}
+
+TEST(SentinelUrl, MissingMasterIsNamed) {
+    EXPECT_NE(sentinel_url_error("redis-sentinel://127.0.0.1:26379").find("missing master=NAME"),
+              std::string::npos);
+    EXPECT_NE(sentinel_url_error("redis-sentinel://127.0.0.1:26379/0?master=").find("missing master=NAME"),
+              std::string::npos);
+}
+
+TEST(SentinelUrl, BadHostListsNameThePart) {
+    EXPECT_NE(sentinel_url_error("redis-sentinel://?master=m").find("no sentinels"), std::string::npos);
+    EXPECT_NE(
+        sentinel_url_error("redis-sentinel://10.0.0.1?master=m").find("sentinel \"10.0.0.1\" has no port"),
+        std::string::npos);
+    EXPECT_NE(sentinel_url_error("redis-sentinel://10.0.0.1:26379,,10.0.0.2:1?master=m").find("empty entry"),
+              std::string::npos);
+    EXPECT_NE(sentinel_url_error("redis-sentinel://10.0.0.1:abc?master=m")
+                  .find("port of sentinel \"10.0.0.1:abc\""),
+              std::string::npos);
+    EXPECT_NE(sentinel_url_error("redis-sentinel://:26379?master=m").find("has no host"), std::string::npos);
+    EXPECT_NE(sentinel_url_error("redis-sentinel://h:1/x?master=m").find("database \"x\""),
+              std::string::npos);
+    EXPECT_NE(sentinel_url_error("redis-sentinel://h:1?master=m&colour=red")
+                  .find("unknown query parameter \"colour\""),
+              std::string::npos);
+}
+
+TEST(SentinelUrl, ErrorsNeverQuoteAPassword) {
+    // A password with '/', ':' and '?' (base64 and friends), and a bad host list after it.
+    for (const char* url : {"redis-sentinel://default:se/cr:et?x@10.0.0.1?master=m",
+                            "redis-sentinel://user:se/cr%zzet@10.0.0.1:1?master=m",
+                            "redis-sentinel://:se/cr?et@h:1?master=m&sentinel_password=%zzse/cr?et",
+                            "redis-sentinel://:se/cr?et@h:1"}) {
+        std::string what = sentinel_url_error(url);
+        EXPECT_FALSE(what.empty()) << url;
+        EXPECT_EQ(what.find("se/cr"), std::string::npos) << what;
+        EXPECT_EQ(what.find("cr?et"), std::string::npos) << what;
+    }
+    auto o = ConnectionOptions::from_url("redis-sentinel://:se/cr?et@h:1?master=m");
+    EXPECT_EQ(o.password, "se/cr?et");
+}
+
+TEST(SentinelOptions, ValidatedWhenAConnectionIsMade) {
+    using retools::SentinelOptions;
+    EXPECT_THROW(Connection(ConnectionOptions{.sentinel = SentinelOptions{.sentinels = {{"h", 1}}}}),
+                 retools::ConfigurationError);
+    EXPECT_THROW(Connection(ConnectionOptions{.sentinel = SentinelOptions{.master = "m"}}),
+                 retools::ConfigurationError);
+    EXPECT_THROW(
+        Connection(ConnectionOptions{.sentinel = SentinelOptions{.master = "m", .sentinels = {{"h", 0}}}}),
+        retools::ConfigurationError);
+    EXPECT_THROW(
+        Connection(ConnectionOptions{.path = "/tmp/x.sock",
+                                     .sentinel = SentinelOptions{.master = "m", .sentinels = {{"h", 1}}}}),
+        retools::ConfigurationError);
+}
