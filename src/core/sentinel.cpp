@@ -141,6 +141,7 @@ std::string describe_sentinel(const ConnectionOptions& options) {
 struct SentinelMonitor::Found {
     std::optional<Endpoint> address;
     bool any_sentinel = false;  // at least one sentinel answered
+    bool unknown = false;       // every sentinel that answered does not know the master
     std::string problem;
 };
 
@@ -190,6 +191,7 @@ SentinelMonitor::Found SentinelMonitor::discover() {
     std::vector<std::string> unreachable;
     std::string last_error;
     std::string node_problem;
+    std::size_t answered = 0, unknown = 0;
     for (const Endpoint& s : sentinel_.sentinels) {
         Reply r;
         try {
@@ -202,6 +204,7 @@ SentinelMonitor::Found SentinelMonitor::discover() {
             continue;
         }
         found.any_sentinel = true;
+        ++answered;
         if (r.is_error()) {
             node_problem = fmt::format("sentinel {} refused SENTINEL get-master-addr-by-name: {}", text(s),
                                        r.error_message());
@@ -211,6 +214,7 @@ SentinelMonitor::Found SentinelMonitor::discover() {
         if (r.is_array() && r.size() == 2 && r[0].is_string() && r[1].is_string())
             port = parse_port(r[1].view());
         if (!port) {
+            ++unknown;
             node_problem =
                 fmt::format("sentinel {} does not monitor a master named {:?}", text(s), sentinel_.master);
             continue;
@@ -229,6 +233,7 @@ SentinelMonitor::Found SentinelMonitor::discover() {
                                        sentinel_.master, e.what());
         }
     }
+    found.unknown = answered > 0 && unknown == answered;
     std::string tried;
     for (const auto& u : unreachable) tried += (tried.empty() ? "" : ", ") + u;
     if (!found.any_sentinel)
@@ -299,9 +304,10 @@ SentinelMonitor::Master SentinelMonitor::master(std::chrono::milliseconds wait) 
         }
         problem = found.problem;
         last_problem_ = found.problem;
-        // No sentinel at all: say so now. A named master that is down or not
+        // No sentinel, or none knows the master: say so now. A named master that is down or not
         // (yet) a master: a failover is probably under way, so look again.
-        if (!found.any_sentinel || Clock::now() + kRetryPause >= deadline) throw ConnectionError(problem);
+        if (!found.any_sentinel || found.unknown || Clock::now() + kRetryPause >= deadline)
+            throw ConnectionError(problem);
         retry_after_ = Clock::now() + kRetryPause;
     }
 }
