@@ -112,7 +112,7 @@ private:
         auto cached =
             retools::cache_region("sentinel_test", "tests.sentinel.double", [](int k) { return 2 * k; });
         for (long i = 0; !stop_; ++i) {
-            const int kind = static_cast<int>(i % 3);
+            const int kind = static_cast<int>(i % 4);
             std::string token = fmt::format("t{}-{}", t, i);
             try {
                 if (kind == 0) {
@@ -121,10 +121,13 @@ private:
                 } else if (kind == 1) {
                     retools::Lock lock{fmt::format("sentinel-lock-{}", t),
                                        {.expires = 2s, .timeout = 8s, .connection = conn_}};
-                } else {
+                } else if (kind == 2) {
                     qm_.enqueue("sentinel.count", {{"token", token}});
                     std::lock_guard lock(mutex_);
                     enqueued_.insert(token);
+                } else {
+                    conn_.command("INCR", "sentinel:writes");
+                    ++writes_;
                 }
                 std::lock_guard lock(mutex_);
                 outcomes_.emplace_back(Clock::now(), true);
@@ -132,11 +135,8 @@ private:
             } catch (const std::exception& e) {
                 std::lock_guard lock(mutex_);
                 outcomes_.emplace_back(Clock::now(), false);
-                errors_.push_back(fmt::format("{}: {}",
-                                              kind == 0   ? "cache"
-                                              : kind == 1 ? "lock"
-                                                          : "enqueue",
-                                              e.what()));
+                const char* names[] = {"cache", "lock", "enqueue", "INCR"};
+                errors_.push_back(fmt::format("{}: {}", names[kind], e.what()));
             }
             std::this_thread::sleep_for(1ms);
         }
@@ -148,6 +148,11 @@ private:
     std::thread worker_thread_;
     std::vector<std::thread> threads_;
     std::atomic<bool> stop_{false};
+
+public:
+    std::atomic<long long> writes_{0};  // INCRs acknowledged
+
+private:
     mutable std::mutex mutex_;
     std::vector<std::pair<Clock::time_point, bool>> outcomes_;
     std::vector<std::pair<Clock::time_point, int>> kinds_;
@@ -187,9 +192,15 @@ void check_after_failover(Load& load, SentinelSet& set, int promoted, std::size_
     EXPECT_LE(load.lost(), max_lost);
     EXPECT_LE(load.duplicates(), max_duplicates);
     EXPECT_EQ(direct.command("LLEN", "retools:failed").as_integer(), 0);
+    // Every acknowledged INCR reached the new master (a failed one may have run too).
+    long long counted = std::stoll(direct.command("GET", "sentinel:writes").as_string());
+    EXPECT_GE(counted + static_cast<long long>(max_lost), load.writes_.load())
+        << "acknowledged writes were lost";
+    EXPECT_LE(counted, load.writes_.load() + static_cast<long long>(all.failed));
+    EXPECT_GT(kinds[3], 0u) << "no INCR succeeded after the switch";
     std::cerr << "  " << all.ok << " ok, " << all.failed << " failed; " << load.enqueued() << " enqueued, "
               << load.processed() << " run, " << load.lost() << " lost, " << load.duplicates()
-              << " run twice\n";
+              << " run twice; " << load.writes_.load() << " INCRs acknowledged, " << counted << " counted\n";
     (void)set;
 }
 
