@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <iterator>
 
@@ -43,6 +44,15 @@ std::string percent_decode(std::string_view text, std::string_view what) {
     return out;
 }
 
+// Names are quoted in messages only when they look like names: a mangled URL
+// could carry a password anywhere.
+bool plausible_name(std::string_view name) {
+    return name.size() <= 32 && std::all_of(name.begin(), name.end(), [](char c) {
+               return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '+' || c == '-' ||
+                      c == '.';
+           });
+}
+
 bool parse_flag(std::string_view value, std::string_view name) {
     if (value == "yes" || value == "true" || value == "1" || value == "on") return true;
     if (value == "no" || value == "false" || value == "0" || value == "off") return false;
@@ -64,6 +74,10 @@ void parse_query(std::string_view query, ConnectionOptions& options) {
             options.db = parse_number(raw, "database", 0, 1 << 20);
             continue;
         }
+        if (!plausible_name(name))
+            bad_url(
+                "unknown query parameter (supported: db, ca_file, ca_path, cert_file, key_file, "
+                "server_name, verify)");
         if (std::find(std::begin(kTlsNames), std::end(kTlsNames), name) == std::end(kTlsNames))
             bad_url(
                 fmt::format("unknown query parameter {:?} (supported: db, ca_file, ca_path, cert_file, "
@@ -111,8 +125,12 @@ ConnectionOptions ConnectionOptions::from_url(std::string_view url) {
         parse_query(query, options);
         return options;
     }
-    if (scheme != "redis" && scheme != "rediss")
-        bad_url(fmt::format("unsupported scheme {:?} (supported: redis, rediss, unix)", scheme));
+    if (scheme != "redis" && scheme != "rediss") {
+        // Quoted only when it looks like a scheme: a mangled URL could carry a password here.
+        if (plausible_name(scheme))
+            bad_url(fmt::format("unsupported scheme {:?} (supported: redis, rediss, unix)", scheme));
+        bad_url("unsupported scheme (supported: redis, rediss, unix)");
+    }
     if (scheme == "rediss") options.tls = TlsOptions{};
 
     // The user-info part first: up to the last '@', whatever it holds (a
