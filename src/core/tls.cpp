@@ -259,13 +259,26 @@ TlsSession::~TlsSession() {
 
 void TlsSession::fail(int result, std::string_view during) {
     int error = SSL_get_error(ssl_, result);
-    if (error == SSL_ERROR_ZERO_RETURN)
-        throw_connection_error(server_, during, "the server closed the connection");
+    int saved = errno;
+    if (error == SSL_ERROR_SYSCALL && (saved == EPIPE || saved == ECONNRESET) && !reading_alert_) {
+        // A server that refuses the client after the handshake sends an alert,
+        // then closes: the alert says why, so read it before giving up.
+        reading_alert_ = true;
+        char byte;
+        ERR_clear_error();
+        int n = SSL_read(ssl_, &byte, 1);
+        if (n <= 0 && SSL_get_error(ssl_, n) == SSL_ERROR_SSL) fail(n, during);
+        reading_alert_ = false;
+    }
+    const char* closed = answered_
+                             ? "the server closed the connection"
+                             : "the server closed the TLS connection before answering (does it require a "
+                               "client certificate? set TlsOptions.cert_file and key_file)";
+    if (error == SSL_ERROR_ZERO_RETURN) throw_connection_error(server_, during, closed);
     if (error == SSL_ERROR_SYSCALL) {
-        int saved = errno;
         ERR_clear_error();
         if (saved == 0 || saved == EPIPE || saved == ECONNRESET)
-            throw_connection_error(server_, during, "the server closed the connection");
+            throw_connection_error(server_, during, closed);
         throw_system_error(server_, during, saved);
     }
     std::string why = explain(ERR_peek_last_error());
@@ -280,6 +293,7 @@ std::size_t TlsSession::read(char* buffer, std::size_t capacity, Want& want) {
     int n = SSL_read(ssl_, buffer, static_cast<int>(std::min<std::size_t>(capacity, INT_MAX)));
     if (n > 0) {
         want = Want::nothing;
+        answered_ = true;
         return static_cast<std::size_t>(n);
     }
     int error = SSL_get_error(ssl_, n);

@@ -65,6 +65,8 @@ private:
 
     ssl_st* ssl_ = nullptr;
     std::string server_;
+    bool answered_ = false;  // application data has been received
+    bool reading_alert_ = false;
 };
 
 }  // namespace retools::detail

@@ -211,15 +211,14 @@ std::size_t Transport::read(char* buffer, std::size_t capacity, Deadline deadlin
             received_any_ = true;
             return static_cast<std::size_t>(n);
         }
-        if (n == 0) {
+        if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
+        if (n == 0 || errno == ECONNRESET) {
             if (!received_any_)
                 throw_connection_error(server_, "reading a reply",
                                        "the server closed the connection before answering (if it is a TLS "
                                        "port, use rediss:// or ConnectionOptions.tls)");
             throw_connection_error(server_, "reading a reply", kClosed);
         }
-        if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
-        if (errno == ECONNRESET) throw_connection_error(server_, "reading a reply", kClosed);
         throw_system_error(server_, "reading a reply", errno);
     }
 }

@@ -1,11 +1,14 @@
 // Connection options and URL parsing, and Python float text: no server needed.
 #include <string>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <retools/connection.hpp>
 #include <retools/detail/python_repr.hpp>
 #include <retools/errors.hpp>
+
+#include "../support/expect.hpp"
 
 using retools::Connection;
 using retools::ConnectionOptions;
@@ -69,6 +72,109 @@ TEST(ConnectionOptions, RejectsInvalidOptions) {
     EXPECT_THROW(Connection(ConnectionOptions{.pool_size = 0}), retools::ConfigurationError);
     EXPECT_THROW(Connection(ConnectionOptions{.port = 0}), retools::ConfigurationError);
     EXPECT_THROW(Connection(ConnectionOptions{.db = -1}), retools::ConfigurationError);
+}
+
+TEST(ConnectionOptions, PasswordWithSlashAndQuestionMarkParses) {
+    auto o = ConnectionOptions::from_url("redis://default:se/cr?et@host:6379/0");
+    EXPECT_EQ(o.user, "default");
+    EXPECT_EQ(o.password, "se/cr?et");
+    EXPECT_EQ(o.host, "host");
+    EXPECT_EQ(o.port, 6379);
+    EXPECT_EQ(o.db, 0);
+    // Base64 passwords hold '/', '+' and '='; the last '@' ends the user info.
+    auto b = ConnectionOptions::from_url("rediss://:ab/c+d=@e@cache.example:6380/2?verify=no");
+    EXPECT_EQ(b.password, "ab/c+d=@e");
+    EXPECT_EQ(b.host, "cache.example");
+    EXPECT_EQ(b.port, 6380);
+    EXPECT_EQ(b.db, 2);
+    ASSERT_TRUE(b.tls);
+    EXPECT_FALSE(b.tls->verify);
+}
+
+namespace {
+std::string url_error(std::string_view url) {
+    try {
+        ConnectionOptions::from_url(url);
+    } catch (const retools::ConfigurationError& e) {
+        return e.what();
+    }
+    return "no error";
+}
+}  // namespace
+
+TEST(ConnectionOptions, UrlErrorsNeverQuoteTheUserInfo) {
+    // Every bad part after the user info, with passwords that look like URL parts.
+    const char* secrets[] = {"se/cr?et", "p:4ss", "99999", "x%zz", "[::1", "db=3&x"};
+    for (const char* secret : secrets) {
+        for (const char* tail : {"host:port/0", "host:70000", "host/x", "host:", "/0", "host?dbx=1", "[::1/0",
+                                 "host?ca_file=/a"}) {
+            std::string url = fmt::format("redis://alice:{}@{}", secret, tail);
+            std::string m = url_error(url);
+            EXPECT_NE(m, "no error") << url;
+            EXPECT_EQ(m.find(secret), std::string::npos) << url << " -> " << m;
+            EXPECT_EQ(m.find("alice"), std::string::npos) << url << " -> " << m;
+        }
+    }
+    // A broken escape in the password is reported without quoting any of it.
+    std::string m = url_error("redis://bob:hun%zzter2@host/0");
+    EXPECT_NE(m.find("password"), std::string::npos) << m;
+    EXPECT_EQ(m.find("hun"), std::string::npos) << m;
+    EXPECT_EQ(m.find("ter2"), std::string::npos) << m;
+}
+
+TEST(ConnectionOptions, ParsesTlsUrls) {
+    auto plain = ConnectionOptions::from_url("redis://localhost");
+    EXPECT_FALSE(plain.tls);
+    auto o = ConnectionOptions::from_url(
+        "rediss://u:p@redis.example:6380/1?ca_file=/etc/ca.pem&ca_path=/etc/certs&cert_file=/c%40t.pem"
+        "&key_file=/k.pem&server_name=redis.internal");
+    ASSERT_TRUE(o.tls);
+    EXPECT_EQ(o.host, "redis.example");
+    EXPECT_EQ(o.port, 6380);
+    EXPECT_EQ(o.db, 1);
+    EXPECT_EQ(o.user, "u");
+    EXPECT_EQ(o.password, "p");
+    EXPECT_EQ(o.tls->ca_file, "/etc/ca.pem");
+    EXPECT_EQ(o.tls->ca_path, "/etc/certs");
+    EXPECT_EQ(o.tls->cert_file, "/c@t.pem");
+    EXPECT_EQ(o.tls->key_file, "/k.pem");
+    EXPECT_EQ(o.tls->server_name, "redis.internal");
+    EXPECT_TRUE(o.tls->verify);
+    auto d = ConnectionOptions::from_url("rediss://[::1]");
+    ASSERT_TRUE(d.tls);
+    EXPECT_EQ(d.host, "::1");
+    EXPECT_EQ(d.port, 6379);
+    EXPECT_TRUE(d.tls->ca_file.empty());
+}
+
+TEST(ConnectionOptions, RejectsBadTlsParameters) {
+    EXPECT_THROW_MSG(ConnectionOptions::from_url("redis://h?ca_file=/ca.pem"), retools::ConfigurationError,
+                     "rediss://");
+    EXPECT_THROW_MSG(ConnectionOptions::from_url("rediss://h?verify=maybe"), retools::ConfigurationError,
+                     "verify");
+    EXPECT_THROW_MSG(ConnectionOptions::from_url("rediss://h?ca_file="), retools::ConfigurationError,
+                     "ca_file");
+    EXPECT_THROW_MSG(ConnectionOptions::from_url("rediss://h?sni=x"), retools::ConfigurationError, "sni");
+    EXPECT_THROW_MSG(ConnectionOptions::from_url("redis://::1:6379"), retools::ConfigurationError,
+                     "brackets");
+}
+
+TEST(ConnectionOptions, TlsOptionsAreCheckedWhenTheConnectionIsMade) {
+    EXPECT_THROW_MSG(Connection(ConnectionOptions{.tls = retools::TlsOptions{.ca_file = "/no/such/ca.pem"}}),
+                     retools::ConfigurationError, "/no/such/ca.pem");
+    EXPECT_THROW_MSG(Connection(ConnectionOptions{.tls = retools::TlsOptions{.ca_path = "/no/such/dir"}}),
+                     retools::ConfigurationError, "ca_path");
+    EXPECT_THROW_MSG(Connection(ConnectionOptions{.tls = retools::TlsOptions{.cert_file = "/c.pem"}}),
+                     retools::ConfigurationError, "together");
+    EXPECT_THROW_MSG(Connection(ConnectionOptions{.path = "/tmp/redis.sock", .tls = retools::TlsOptions{}}),
+                     retools::ConfigurationError, "Unix socket");
+    EXPECT_THROW_MSG(Connection(ConnectionOptions{.max_idle = std::chrono::milliseconds(-1)}),
+                     retools::ConfigurationError, "max_idle");
+}
+
+TEST(Endpoint, ComparesByHostAndPort) {
+    EXPECT_EQ((retools::Endpoint{"a", 1}), (retools::Endpoint{"a", 1}));
+    EXPECT_NE((retools::Endpoint{"a", 1}), (retools::Endpoint{"a", 2}));
 }
 
 TEST(PythonRepr, WritesFloatsLikePython) {
@@ -140,21 +246,18 @@ TEST(SentinelUrl, MissingMasterIsNamed) {
 }
 
 TEST(SentinelUrl, BadHostListsNameThePart) {
-    EXPECT_NE(sentinel_url_error("redis-sentinel://?master=m").find("no sentinels"), std::string::npos);
-    EXPECT_NE(
-        sentinel_url_error("redis-sentinel://10.0.0.1?master=m").find("sentinel \"10.0.0.1\" has no port"),
-        std::string::npos);
-    EXPECT_NE(sentinel_url_error("redis-sentinel://10.0.0.1:26379,,10.0.0.2:1?master=m").find("empty entry"),
-              std::string::npos);
-    EXPECT_NE(sentinel_url_error("redis-sentinel://10.0.0.1:abc?master=m")
-                  .find("port of sentinel \"10.0.0.1:abc\""),
-              std::string::npos);
-    EXPECT_NE(sentinel_url_error("redis-sentinel://:26379?master=m").find("has no host"), std::string::npos);
-    EXPECT_NE(sentinel_url_error("redis-sentinel://h:1/x?master=m").find("database \"x\""),
-              std::string::npos);
-    EXPECT_NE(sentinel_url_error("redis-sentinel://h:1?master=m&colour=red")
-                  .find("unknown query parameter \"colour\""),
-              std::string::npos);
+    auto has = [](const std::string& url, const std::string& part) {
+        std::string what = sentinel_url_error(url);
+        EXPECT_NE(what.find(part), std::string::npos) << url << " -> " << what;
+    };
+    has("redis-sentinel://?master=m", "no sentinels");
+    has("redis-sentinel://10.0.0.1?master=m", "sentinel 1 of the list has no port");
+    has("redis-sentinel://10.0.0.1:26379,,10.0.0.2:1?master=m", "sentinel 2 of the list is empty");
+    has("redis-sentinel://10.0.0.1:abc?master=m", "the port of sentinel 1 of the list is not a number");
+    has("redis-sentinel://h:1,:26379?master=m", "sentinel 2 of the list has no host");
+    has("redis-sentinel://h:1,[::1?master=m", "sentinel 2 of the list has an unterminated '['");
+    has("redis-sentinel://h:1/x?master=m", "the database is not a number");
+    has("redis-sentinel://h:1?master=m&colour=red", "unknown query parameter \"colour\"");
 }
 
 TEST(SentinelUrl, ErrorsNeverQuoteAPassword) {
