@@ -68,7 +68,8 @@ Endpoint parse_endpoint(std::string_view item, std::size_t n) {
             bad_url(fmt::format("sentinel {} of the list has an unterminated '['", n));
         host = item.substr(1, close - 1);
         std::string_view after = item.substr(close + 1);
-        if (after.empty() || after.front() != ':') bad_url(fmt::format("sentinel {} of the list has no port", n));
+        if (after.empty() || after.front() != ':')
+            bad_url(fmt::format("sentinel {} of the list has no port", n));
         port = after.substr(1);
     } else {
         auto colon = item.rfind(':');
@@ -95,7 +96,8 @@ ConnectionOptions parse_sentinel_url(std::string_view url) {
         rest = rest.substr(at + 1);
         auto colon = userinfo.find(':');
         options.user = percent_decode(userinfo.substr(0, colon), "user name");
-        if (colon != std::string_view::npos) options.password = percent_decode(userinfo.substr(colon + 1), "password");
+        if (colon != std::string_view::npos)
+            options.password = percent_decode(userinfo.substr(colon + 1), "password");
     }
 
     std::string_view query;
