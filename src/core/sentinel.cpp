@@ -279,7 +279,13 @@ SentinelMonitor::Master SentinelMonitor::master(std::chrono::milliseconds wait) 
         }
         if (known_ && !stale_) return {*known_, generation_.load(std::memory_order_acquire)};
         if (discovering_ || now < retry_after_) {
-            if (now >= deadline) throw ConnectionError(problem.empty() ? last_problem_ : problem);
+            if (now >= deadline) {
+                if (problem.empty()) problem = last_problem_;
+                if (problem.empty())
+                    problem = fmt::format("Redis Sentinel: still looking for master {:?} after {} ms",
+                                          sentinel_.master, wait.count());
+                throw ConnectionError(problem);
+            }
             changed_.wait_until(lock, discovering_ ? deadline : std::min(deadline, retry_after_));
             continue;
         }

@@ -1,5 +1,6 @@
 // Connection options and URL parsing, and Python float text: no server needed.
 #include <string>
+#include <tuple>
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -7,6 +8,8 @@
 #include <retools/connection.hpp>
 #include <retools/detail/python_repr.hpp>
 #include <retools/errors.hpp>
+
+#include "core/sentinel.hpp"
 
 #include "../support/expect.hpp"
 
@@ -288,4 +291,20 @@ TEST(SentinelOptions, ValidatedWhenAConnectionIsMade) {
         Connection(ConnectionOptions{.path = "/tmp/x.sock",
                                      .sentinel = SentinelOptions{.master = "m", .sentinels = {{"h", 1}}}}),
         retools::ConfigurationError);
+}
+
+// What the pool may send again after a failover (white box: core/sentinel.hpp).
+TEST(SentinelRetry, OnlyRequestsThatOnlyReadCountAsRepeatable) {
+    auto read_only = [](auto... commands) {
+        retools::detail::CommandBuffer buffer;
+        (std::apply([&](const auto&... args) { buffer.add(args...); }, commands), ...);
+        return retools::detail::read_only_request(buffer.data());
+    };
+    EXPECT_TRUE(read_only(std::tuple{"GET", "k"}));
+    EXPECT_TRUE(read_only(std::tuple{"get", "k"}, std::tuple{"HGETALL", "h"}, std::tuple{"LRANGE", "q", 0, -1}));
+    EXPECT_FALSE(read_only(std::tuple{"INCR", "k"}));
+    EXPECT_FALSE(read_only(std::tuple{"GET", "k"}, std::tuple{"SET", "k", "v"}));
+    EXPECT_FALSE(read_only(std::tuple{"EVALSHA", "0123", 0}));
+    EXPECT_FALSE(retools::detail::read_only_request(""));
+    EXPECT_FALSE(retools::detail::read_only_request("*1\r\n$3\r\nGE"));  // cut short
 }
