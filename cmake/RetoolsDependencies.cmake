@@ -2,6 +2,8 @@
 find_package(Threads REQUIRED)
 find_package(fmt REQUIRED)
 find_package(nlohmann_json 3.9 REQUIRED)
+# TLS (rediss://): the library owns its transport, as Debian's hiredis 0.14 has no TLS.
+find_package(OpenSSL REQUIRED)
 
 # Debian's hiredis 0.14 ships no CMake config, only pkg-config; newer ones ship both.
 find_package(hiredis QUIET CONFIG)

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -13,6 +14,65 @@
 #include <retools/reply.hpp>
 
 namespace retools {
+
+/// One server address: a host name or IP address (IPv6 without brackets) and a TCP port.
+struct Endpoint {
+    /// Host name or address.
+    std::string host = "127.0.0.1";
+    /// TCP port.
+    int port = 6379;
+
+    friend bool operator==(const Endpoint&, const Endpoint&) = default;
+};
+
+/// TLS settings (`rediss://`). An aggregate: every field is optional. Without
+/// `ca_file` and `ca_path` the system's trusted certificates are used.
+///
+/// ```cpp
+/// retools::ConnectionOptions o{.host = "redis.example", .port = 6380,
+///                              .tls = retools::TlsOptions{.ca_file = "/etc/redis/ca.pem"}};
+/// ```
+struct TlsOptions {
+    /// PEM file of the certificate authorities to trust; empty: the system's.
+    std::string ca_file;
+    /// Directory of hashed CA certificates (`openssl rehash`); empty: none.
+    std::string ca_path;
+    /// PEM client certificate for mutual TLS; empty: none. Needs `key_file`.
+    std::string cert_file;
+    /// PEM private key of `cert_file`; empty: none.
+    std::string key_file;
+    /// Name sent as SNI and checked against the server's certificate; empty:
+    /// the host connected to (an IP address is checked as an address).
+    std::string server_name;
+    /// Verify the server's certificate chain and name (default true). Turning
+    /// it off makes the connection encrypted but not authenticated.
+    bool verify = true;
+};
+
+/// Redis Sentinel: the data nodes are found through the sentinels (and found
+/// again after a failover). The other ConnectionOptions fields (user,
+/// password, db, tls, timeouts, pool) apply to the data nodes;
+/// ConnectionOptions::host, port and path are ignored. See docs/sentinel.md.
+///
+/// ```cpp
+/// retools::Connection conn{retools::ConnectionOptions{
+///     .sentinel = retools::SentinelOptions{.master = "mymaster",
+///                                          .sentinels = {{"10.0.0.1", 26379}, {"10.0.0.2", 26379}}}}};
+/// ```
+struct SentinelOptions {
+    /// The master's name, as in the sentinels' `sentinel monitor <name> ...`. Required.
+    std::string master;
+    /// The sentinels, asked in this order; the first that answers names the
+    /// master. At least one.
+    std::vector<Endpoint> sentinels;
+    /// ACL user name for the sentinels (`AUTH user password`); empty: the default user.
+    std::string username;
+    /// Password of the sentinels (`requirepass` in sentinel.conf); empty: no AUTH.
+    std::string password;
+    /// TLS to the sentinels; nullopt (the default): plain text. The data nodes
+    /// use ConnectionOptions::tls.
+    std::optional<TlsOptions> tls;
+};
 
 /// Where and how to connect. An aggregate: use designated initializers.
 ///
@@ -40,10 +100,24 @@ struct ConnectionOptions {
     /// Most connections open at once; threads beyond it wait for a free one
     /// (at most command_timeout). Connections open lazily. Must be >= 1.
     std::size_t pool_size = 16;
+    /// TLS for TCP connections (not for `path`); nullopt: plain text.
+    std::optional<TlsOptions> tls;
+    /// A pooled connection idle longer than this is closed instead of reused;
+    /// 0 (the default) keeps idle connections open. Whatever this is, an idle
+    /// connection the server closed is noticed and replaced before reuse.
+    std::chrono::milliseconds max_idle{0};
+    /// Find the master through Redis Sentinel (then host, port and path are
+    /// ignored); nullopt (the default): connect to host/port or path.
+    std::optional<SentinelOptions> sentinel;
 
-    /// Parses `redis://[user[:password]@]host[:port][/db]` or
-    /// `unix:///path/to/sock[?db=N]`. Throws ConfigurationError naming the bad
-    /// part (the password is never part of the message).
+    /// Parses `redis://[user[:password]@]host[:port][/db]`,
+    /// `rediss://...` (TLS; query parameters `ca_file`, `ca_path`, `cert_file`,
+    /// `key_file`, `server_name`, `verify=no`), `unix:///path/to/sock[?db=N]` or
+    /// `redis-sentinel://[user[:password]@]host:port[,host:port...][/db]?master=NAME`
+    /// (the password is the data nodes'; `sentinel_password=` and
+    /// `sentinel_username=` are the sentinels'; `@` and `&` in query values as %40 and %26).
+    /// Throws ConfigurationError naming the bad part; nothing of the user name
+    /// or password is ever part of the message.
     static ConnectionOptions from_url(std::string_view url);
 
     /// The address for messages: `127.0.0.1:6379/0` or `unix:/path/sock/0` (no credentials).
@@ -54,7 +128,8 @@ class Connection;
 
 namespace detail {
 /// Throws ReplyError for the error reply `reply` to command number `index` in
-/// `buffer`, naming the command and the key(s) it acted on.
+/// `buffer`, naming the command and the key(s) it acted on. Here because the
+/// command templates below need it; defined with the other error translations.
 [[noreturn]] void throw_command_error(const Reply& reply, const CommandBuffer& buffer, std::size_t index = 0);
 }  // namespace detail
 
@@ -82,12 +157,6 @@ private:
     detail::CommandBuffer buffer_;
 };
 
-namespace detail {
-/// Throws (as throw_command_error) for the first error reply among the
-/// replies to `pipeline`'s commands, as Connection::execute returns them.
-void check_replies(const std::vector<Reply>& replies, const Pipeline& pipeline);
-}  // namespace detail
-
 /// A pool of connections to one Redis server. Cheap to copy: copies share the
 /// pool. Every member is safe to call from many threads at once. After
 /// `fork()`, the child never touches the parent's sockets; it opens its own on
@@ -102,6 +171,13 @@ void check_replies(const std::vector<Reply>& replies, const Pipeline& pipeline);
 /// Errors: `ConnectionError` (unreachable, hung up; `TimeoutError` when a
 /// timeout elapsed) — the broken connection is dropped and the next call opens
 /// a fresh one; `ReplyError` for a server error reply.
+///
+/// With ConnectionOptions::sentinel, a failover is followed inside the same
+/// Connection: a call that fails because of it raises ConnectionError once,
+/// and the next call goes to the new master. A call is sent again by the pool
+/// only when that cannot run it twice: no byte of it had been sent, the server
+/// refused it unexecuted (`READONLY`, `LOADING`, `MASTERDOWN`), or every
+/// command of it only reads (GET, HGETALL, LRANGE, ...). See docs/sentinel.md.
 class Connection {
 public:
     /// `redis://127.0.0.1:6379/0`.
@@ -159,13 +235,16 @@ public:
     /// Connections currently open in this process (idle or in use).
     std::size_t open_connections() const noexcept;
 
+    /// With ConnectionOptions::sentinel: how often this process's pool saw the
+    /// master move to another address (a failover); 0 otherwise.
+    std::uint64_t master_switches() const noexcept;
+
     /// Closes idle connections; in-use ones close when returned.
     void reset() const;
 
-    struct Shared;  // internal
-
 private:
-    std::shared_ptr<Shared> shared_;
+    struct Impl;  // the pool and transport, in src/core/connection_impl.hpp
+    std::shared_ptr<Impl> impl_;
 };
 
 /// The process-wide default connection, used by every component that is not

@@ -18,46 +18,75 @@
 
 namespace retools {
 
+/// The base of every exception retools throws. Catch it to handle any
+/// retools failure in one place; `what()` names the thing involved (server,
+/// key, command, option, file) and never a password.
 class Error : public std::runtime_error {
 public:
     using std::runtime_error::runtime_error;
 };
 
+/// The server could not be reached or the conversation broke: connection
+/// refused, a host name that does not resolve, the server hung up, a protocol
+/// error, or a TLS failure (untrusted or expired certificate, wrong server
+/// name, a plain-text server on a TLS URL or the reverse; the message says
+/// which). The broken connection is dropped; the next call opens a fresh one.
+/// Recover by retrying later, but only calls that are safe to run twice: a
+/// command that failed while its reply was awaited may have run.
 class ConnectionError : public Error {
 public:
     using Error::Error;
 };
 
+/// ConnectionOptions::connect_timeout or command_timeout elapsed (or every
+/// pooled connection stayed busy that long). As for ConnectionError: the
+/// command may have run; retry only what is safe to repeat, perhaps with a
+/// longer timeout.
 class TimeoutError : public ConnectionError {
 public:
     using ConnectionError::ConnectionError;
 };
 
+/// The server refused AUTH: wrong password or user name, or a disabled ACL
+/// user. Retrying does not help; fix the credentials.
 class AuthenticationError : public ConnectionError {
 public:
     using ConnectionError::ConnectionError;
 };
 
+/// The server answered a command with an error reply (WRONGTYPE, an error
+/// raised by a script, OOM...), or a reply had another type than the accessor
+/// used. The message starts with the command and its key. The connection
+/// stays usable; the command is not retried, since running it again would
+/// fail the same way.
 class ReplyError : public Error {
 public:
     using Error::Error;
 };
 
+/// Bad options, URL or TLS files (thrown when a Connection or component is
+/// made, or when the server refuses SELECT of the configured database). A
+/// programming or deployment mistake: do not retry, fix the configuration.
 class ConfigurationError : public Error {
 public:
     using Error::Error;
 };
 
+/// An unknown cache region or bad region settings. Fix the region set-up.
 class CacheConfigurationError : public ConfigurationError {
 public:
     using ConfigurationError::ConfigurationError;
 };
 
+/// A bad job payload, an unknown job name or invalid kwargs. The job is not
+/// enqueued (or, in a worker, is moved aside byte-exact); fix the caller.
 class QueueError : public Error {
 public:
     using Error::Error;
 };
 
+/// A Lock could not be acquired within LockOptions::timeout: another holder
+/// kept it. Retry later, or give up the work that needed the lock.
 class LockTimeout : public Error {
 public:
     using Error::Error;
@@ -65,12 +94,15 @@ public:
 
 /// Thrown by Lock::extend() when the lock is no longer this holder's: it
 /// expired (and another owner may have taken it). The critical section was
-/// not protected for its whole duration.
+/// not protected for its whole duration: undo or re-check its effects, then
+/// acquire the lock again if the work must go on.
 class LockLost : public Error {
 public:
     using Error::Error;
 };
 
+/// Thrown by a job_prerun handler (or a job) to skip the job quietly: it is
+/// counted as aborted, not failed. Not an error to recover from.
 class AbortJob : public Error {
 public:
     AbortJob() : Error("job aborted") {}

@@ -1,9 +1,14 @@
+#include <algorithm>
+#include <cctype>
 #include <charconv>
+#include <iterator>
 
 #include <fmt/format.h>
 
 #include <retools/connection.hpp>
 #include <retools/errors.hpp>
+
+#include "core/sentinel.hpp"
 
 namespace retools {
 namespace {
@@ -12,15 +17,16 @@ namespace {
     throw ConfigurationError(fmt::format("invalid Redis URL: {}", what));
 }
 
+// Numbers are not quoted: a mistyped URL may have put part of a password here.
 int parse_number(std::string_view text, std::string_view what, int min, int max) {
     int value = 0;
     auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
     if (text.empty() || ec != std::errc{} || end != text.data() + text.size() || value < min || value > max)
-        bad_url(fmt::format("{} {:?} is not a number from {} to {}", what, text, min, max));
+        bad_url(fmt::format("the {} is not a number from {} to {}", what, min, max));
     return value;
 }
 
-// %XX escapes in user names and passwords (a password may contain '@' or ':').
+// %XX escapes (a password may contain '@' or ':'). Messages never quote `text`.
 std::string percent_decode(std::string_view text, std::string_view what) {
     std::string out;
     out.reserve(text.size());
@@ -40,58 +46,116 @@ std::string percent_decode(std::string_view text, std::string_view what) {
     return out;
 }
 
+// Names are quoted in messages only when they look like names: a mangled URL
+// could carry a password anywhere.
+bool plausible_name(std::string_view name) {
+    return name.size() <= 32 && std::all_of(name.begin(), name.end(), [](char c) {
+               return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '+' || c == '-' ||
+                      c == '.';
+           });
+}
+
+bool parse_flag(std::string_view value, std::string_view name) {
+    if (value == "yes" || value == "true" || value == "1" || value == "on") return true;
+    if (value == "no" || value == "false" || value == "0" || value == "off") return false;
+    bad_url(fmt::format("query parameter {:?} must be yes or no", name));
+}
+
 void parse_query(std::string_view query, ConnectionOptions& options) {
+    static constexpr std::string_view kTlsNames[] = {"ca_file",  "ca_path",     "cert_file",
+                                                     "key_file", "server_name", "verify"};
     while (!query.empty()) {
         auto amp = query.find('&');
         std::string_view pair = query.substr(0, amp);
         query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+        if (pair.empty()) continue;
         auto eq = pair.find('=');
         std::string_view name = pair.substr(0, eq);
-        std::string_view value = eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
-        if (name == "db")
-            options.db = parse_number(value, "database", 0, 1 << 20);
+        std::string_view raw = eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+        if (name == "db") {
+            options.db = parse_number(raw, "database", 0, 1 << 20);
+            continue;
+        }
+        if (!plausible_name(name))
+            bad_url(
+                "unknown query parameter (supported: db, ca_file, ca_path, cert_file, key_file, "
+                "server_name, verify)");
+        if (std::find(std::begin(kTlsNames), std::end(kTlsNames), name) == std::end(kTlsNames))
+            bad_url(
+                fmt::format("unknown query parameter {:?} (supported: db, ca_file, ca_path, cert_file, "
+                            "key_file, server_name, verify)",
+                            name));
+        if (!options.tls) bad_url(fmt::format("query parameter {:?} needs a rediss:// (TLS) URL", name));
+        std::string value = percent_decode(raw, fmt::format("query parameter {:?}", name));
+        TlsOptions& tls = *options.tls;
+        if (name == "verify")
+            tls.verify = parse_flag(value, name);
+        else if (value.empty())
+            bad_url(fmt::format("query parameter {:?} is empty", name));
+        else if (name == "ca_file")
+            tls.ca_file = value;
+        else if (name == "ca_path")
+            tls.ca_path = value;
+        else if (name == "cert_file")
+            tls.cert_file = value;
+        else if (name == "key_file")
+            tls.key_file = value;
         else
-            bad_url(fmt::format("unknown query parameter {:?} (supported: db)", name));
+            tls.server_name = value;
     }
 }
 
 }  // namespace
 
 ConnectionOptions ConnectionOptions::from_url(std::string_view url) {
+    if (url.starts_with("redis-sentinel://")) return detail::parse_sentinel_url(url);
     ConnectionOptions options;
     auto scheme_end = url.find("://");
     if (scheme_end == std::string_view::npos)
-        bad_url("missing scheme (expected redis://host:port/db or unix:///path)");
+        bad_url("missing scheme (expected redis://host:port/db, rediss://host:port/db or unix:///path)");
     std::string_view scheme = url.substr(0, scheme_end);
     std::string_view rest = url.substr(scheme_end + 3);
 
-    std::string_view query;
-    if (auto q = rest.find('?'); q != std::string_view::npos) {
-        query = rest.substr(q + 1);
-        rest = rest.substr(0, q);
-    }
-
     if (scheme == "unix") {
+        std::string_view query;
+        if (auto q = rest.find('?'); q != std::string_view::npos) {
+            query = rest.substr(q + 1);
+            rest = rest.substr(0, q);
+        }
         if (rest.empty() || rest.front() != '/')
             bad_url("unix socket path must be absolute (unix:///path/to/sock)");
         options.path = std::string(rest);
         parse_query(query, options);
         return options;
     }
-    if (scheme != "redis") bad_url(fmt::format("unsupported scheme {:?} (supported: redis, unix)", scheme));
+    if (scheme != "redis" && scheme != "rediss") {
+        // Quoted only when it looks like a scheme: a mangled URL could carry a password here.
+        if (plausible_name(scheme))
+            bad_url(fmt::format("unsupported scheme {:?} (supported: redis, rediss, unix)", scheme));
+        bad_url("unsupported scheme (supported: redis, rediss, unix)");
+    }
+    if (scheme == "rediss") options.tls = TlsOptions{};
 
-    std::string_view authority = rest.substr(0, rest.find('/'));
-    std::string_view path =
-        authority.size() < rest.size() ? rest.substr(authority.size() + 1) : std::string_view{};
-
-    if (auto at = authority.rfind('@'); at != std::string_view::npos) {
-        std::string_view userinfo = authority.substr(0, at);
-        authority = authority.substr(at + 1);
+    // The user-info part first: up to the last '@', whatever it holds (a
+    // password may contain '/', '?' or ':'). Nothing of it is ever quoted.
+    // Query values spell '@' as %40.
+    if (auto at = rest.rfind('@'); at != std::string_view::npos) {
+        std::string_view userinfo = rest.substr(0, at);
+        rest = rest.substr(at + 1);
         auto colon = userinfo.find(':');
         options.user = percent_decode(userinfo.substr(0, colon), "user name");
         if (colon != std::string_view::npos)
             options.password = percent_decode(userinfo.substr(colon + 1), "password");
     }
+
+    std::string_view query;
+    if (auto q = rest.find('?'); q != std::string_view::npos) {
+        query = rest.substr(q + 1);
+        rest = rest.substr(0, q);
+    }
+    std::string_view authority = rest.substr(0, rest.find('/'));
+    std::string_view path =
+        authority.size() < rest.size() ? rest.substr(authority.size() + 1) : std::string_view{};
 
     std::string_view host = authority;
     std::string_view port;
@@ -109,6 +173,8 @@ ConnectionOptions ConnectionOptions::from_url(std::string_view url) {
         host = authority.substr(0, colon);
         port = authority.substr(colon + 1);
         if (port.empty()) bad_url("empty port");
+        if (host.find(':') != std::string_view::npos)
+            bad_url("an IPv6 host must be in brackets ([::1]:6379)");
     }
     if (host.empty()) bad_url("missing host");
     options.host = std::string(host);
@@ -119,6 +185,7 @@ ConnectionOptions ConnectionOptions::from_url(std::string_view url) {
 }
 
 std::string ConnectionOptions::describe() const {
+    if (sentinel) return detail::describe_sentinel(*this);
     if (!path.empty()) return fmt::format("unix:{}/{}", path, db);
     if (host.find(':') != std::string::npos) return fmt::format("[{}]:{}/{}", host, port, db);
     return fmt::format("{}:{}/{}", host, port, db);

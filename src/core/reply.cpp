@@ -8,6 +8,8 @@
 #include <retools/errors.hpp>
 #include <retools/reply.hpp>
 
+#include "core/errors.hpp"
+
 namespace retools {
 
 Reply Reply::adopt(redisReply* reply) {
@@ -54,13 +56,13 @@ std::string_view to_string(Reply::Type type) noexcept {
 }
 
 const Reply& Reply::check() const {
-    if (is_error()) throw ReplyError(std::string(error_message()));
+    if (is_error()) detail::throw_reply_error(*this);
     return *this;
 }
 
 void Reply::type_mismatch(std::string_view wanted) const {
     check();
-    throw ReplyError(fmt::format("expected {} reply, got {}", wanted, to_string(type())));
+    detail::throw_reply_type_error(wanted, to_string(type()));
 }
 
 long long Reply::as_integer() const {
@@ -91,7 +93,7 @@ double Reply::as_double() const {
     // from_chars rejects the spellings Redis and Python use for infinities.
     if (text == "inf" || text == "+inf" || text == "Infinity") return INFINITY;
     if (text == "-inf" || text == "-Infinity") return -INFINITY;
-    throw ReplyError(fmt::format("expected a number, got {:?}", text));
+    detail::throw_reply_error(fmt::format("expected a number, got {:?}", text));
 }
 
 std::vector<Reply> Reply::as_array() const {
@@ -110,7 +112,8 @@ std::size_t Reply::size() const {
 }
 
 Reply Reply::operator[](std::size_t i) const {
-    if (i >= size()) throw ReplyError(fmt::format("reply index {} out of range (size {})", i, size()));
+    if (i >= size())
+        detail::throw_reply_error(fmt::format("reply index {} out of range (size {})", i, size()));
     return Reply{root_, node_->element[i]};
 }
 

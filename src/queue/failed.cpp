@@ -9,6 +9,7 @@
 #include <retools/script.hpp>
 
 #include "core/clock.hpp"
+#include "core/errors.hpp"
 #include "queue/keys.hpp"
 
 namespace retools {

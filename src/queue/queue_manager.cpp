@@ -6,6 +6,7 @@
 #include <retools/errors.hpp>
 #include <retools/queue.hpp>
 
+#include "core/errors.hpp"
 #include "queue/indexed_range.hpp"
 #include "queue/keys.hpp"
 

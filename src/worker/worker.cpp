@@ -314,6 +314,10 @@ WorkSummary Worker::work(WorkOptions options) {
         bool resync = false;        // a fetch failed: its jobs may sit unseen in our processing list
         bool queues_empty = false;  // the last fetch found nothing more to take
         int failures_in_a_row = 0;
+        // A Sentinel failover may have lost the acknowledgement of finished jobs
+        // (sent to the old master after its replica detached): their entries
+        // then sit in our processing list on the new master. Resync after each.
+        std::uint64_t master_switches = s.conn.master_switches();
 
         auto prefetch = [&]() -> std::size_t {
             if (fork_mode || opt.prefetch_window.count() == 0) return 0;
@@ -402,6 +406,10 @@ WorkSummary Worker::work(WorkOptions options) {
                 if (options.max_jobs) want = std::min(want, options.max_jobs - taken_total);
             }
 
+            if (std::uint64_t sw = s.conn.master_switches(); sw != master_switches) {
+                master_switches = sw;
+                resync = true;
+            }
             if (resync && in_flight == 0 && batch.empty()) {
                 // A fetch whose reply was lost may have moved jobs to our processing
                 // list that we never saw; with nothing in flight, all there is such.

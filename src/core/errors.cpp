@@ -1,0 +1,116 @@
+#include "core/errors.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <string>
+
+#include <fmt/format.h>
+
+#include <retools/errors.hpp>
+
+namespace retools::detail {
+
+void throw_connection_error(std::string_view server, std::string_view during, std::string_view why) {
+    throw ConnectionError(fmt::format("Redis {} failed while {}: {}", server, during, why));
+}
+
+void throw_timeout_error(std::string_view server, std::string_view during, long long timeout_ms,
+                         std::string_view hint) {
+    throw TimeoutError(fmt::format("Redis {} timed out while {} (no answer within {} ms){}{}", server, during,
+                                   timeout_ms, hint.empty() ? "" : ": ", hint));
+}
+
+void throw_system_error(std::string_view server, std::string_view during, int error) {
+    std::string why = std::strerror(error);
+    if (error == ETIMEDOUT)
+        throw TimeoutError(fmt::format("Redis {} timed out while {} ({})", server, during, why));
+    throw_connection_error(server, during, why);
+}
+
+void throw_handshake_error(std::string_view server, std::string_view step, bool authentication,
+                           const Reply& reply) {
+    std::string message = fmt::format("Redis {}: {} failed: {}", server, step, reply.error_message());
+    if (authentication) throw AuthenticationError(message);
+    throw ConfigurationError(message);
+}
+
+void throw_reply_error(const Reply& reply) {
+    throw ReplyError(std::string(reply.error_message()));
+}
+
+void throw_reply_type_error(std::string_view wanted, std::string_view got) {
+    throw ReplyError(fmt::format("expected {} reply, got {}", wanted, got));
+}
+
+void throw_reply_error(std::string_view message) {
+    throw ReplyError(std::string(message));
+}
+
+namespace {
+
+// The first `limit` arguments of command number `index` in a RESP buffer.
+std::vector<std::string_view> leading_args(std::string_view resp, std::size_t index, std::size_t limit) {
+    std::vector<std::string_view> args;
+    auto number = [&](char marker) -> long long {
+        if (resp.empty() || resp.front() != marker) return -1;
+        auto end = resp.find("\r\n");
+        if (end == std::string_view::npos) return -1;
+        long long n = -1;
+        std::from_chars(resp.data() + 1, resp.data() + end, n);
+        resp.remove_prefix(end + 2);
+        return n;
+    };
+    for (std::size_t command = 0; command <= index; ++command) {
+        long long count = number('*');
+        for (long long i = 0; i < count; ++i) {
+            long long len = number('$');
+            if (len < 0 || resp.size() < static_cast<std::size_t>(len) + 2) return args;
+            if (command == index && args.size() < limit)
+                args.push_back(resp.substr(0, static_cast<std::size_t>(len)));
+            resp.remove_prefix(static_cast<std::size_t>(len) + 2);
+        }
+    }
+    return args;
+}
+
+std::string_view shortened(std::string_view arg) {
+    return arg.substr(0, 200);
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+               return std::toupper(static_cast<unsigned char>(x)) ==
+                      std::toupper(static_cast<unsigned char>(y));
+           });
+}
+
+}  // namespace
+
+void throw_command_error(const Reply& reply, const CommandBuffer& buffer, std::size_t index) {
+    auto args = leading_args(buffer.data(), index, 8);
+    std::string what;
+    if (!args.empty() && (args[0] == "EVALSHA" || args[0] == "EVAL")) {
+        // Name the keys the script was given, not its hash or source.
+        long long keys = 0;
+        if (args.size() > 2) std::from_chars(args[2].data(), args[2].data() + args[2].size(), keys);
+        what = "script";
+        for (long long k = 0; k < keys && 3 + static_cast<std::size_t>(k) < args.size(); ++k)
+            what.append(k == 0 ? " on " : ", ").append(shortened(args[3 + static_cast<std::size_t>(k)]));
+    } else if (!args.empty() && (iequals(args[0], "AUTH") || iequals(args[0], "HELLO"))) {
+        what = std::string(args[0]);  // the next argument may be a password
+    } else {
+        for (std::size_t i = 0; i < args.size() && i < 2; ++i)
+            what.append(i ? " " : "").append(shortened(args[i]));
+    }
+    throw ReplyError(fmt::format("{}: {}", what, reply.error_message()));
+}
+
+void check_replies(const std::vector<Reply>& replies, const Pipeline& pipeline) {
+    for (std::size_t i = 0; i < replies.size(); ++i)
+        if (replies[i].is_error()) throw_command_error(replies[i], pipeline.buffer(), i);
+}
+
+}  // namespace retools::detail

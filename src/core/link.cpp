@@ -1,0 +1,101 @@
+#include "core/link.hpp"
+
+#include <new>
+
+#include <fmt/format.h>
+#include <hiredis/hiredis.h>
+
+#include <retools/detail/command_buffer.hpp>
+
+#include "core/errors.hpp"
+
+namespace retools::detail {
+namespace {
+
+// Sends a handshake command on a fresh link; a server error becomes the step's failure.
+void handshake(Link& link, const ConnectionOptions& options, std::string_view step, bool authentication,
+               const CommandBuffer& buffer) {
+    Reply reply = link.call(buffer.data(), options.command_timeout);
+    if (reply.is_error()) throw_handshake_error(link.server(), step, authentication, reply);
+}
+
+}  // namespace
+
+std::unique_ptr<Link> Link::open(const ConnectionOptions& options, const TlsContext* tls) {
+    auto link = std::make_unique<Link>(Transport::open(options, tls, options.describe()));
+    if (!options.password.empty()) {
+        CommandBuffer auth;
+        if (options.user.empty()) {
+            auth.add("AUTH", options.password);
+            handshake(*link, options, "AUTH", true, auth);
+        } else {
+            auth.add("AUTH", options.user, options.password);
+            handshake(*link, options, fmt::format("AUTH as user {:?}", options.user), true, auth);
+        }
+    }
+    if (options.db != 0) {
+        CommandBuffer select;
+        select.add("SELECT", options.db);
+        handshake(*link, options, fmt::format("SELECT {}", options.db), false, select);
+    }
+    if (tls != nullptr && options.password.empty() && options.db == 0) {
+        // TLS 1.3 servers check the client certificate after the client's
+        // handshake ends: a round trip makes a refusal show now. Its reply (an
+        // error such as NOAUTH included) does not matter.
+        link->call("*1\r\n$4\r\nPING\r\n", options.command_timeout);
+    }
+    return link;
+}
+
+Link::Link(std::unique_ptr<Transport> transport)
+    : transport_(std::move(transport)), reader_(redisReaderCreate()) {
+    if (reader_ == nullptr) throw std::bad_alloc();
+}
+
+Link::~Link() {
+    redisReaderFree(reader_);
+}
+
+void Link::send(std::span<const std::string_view> parts, std::size_t replies, Deadline deadline,
+                long long timeout_ms) {
+    try {
+        transport_->write(parts, deadline, timeout_ms);
+    } catch (...) {
+        broken_ = true;
+        throw;
+    }
+    owed_ += replies;
+}
+
+Reply Link::receive(Deadline deadline, long long timeout_ms) {
+    try {
+        for (;;) {
+            void* raw = nullptr;
+            if (redisReaderGetReply(reader_, &raw) != REDIS_OK)
+                throw_connection_error(
+                    server(), "reading a reply",
+                    fmt::format("protocol error: {}{}", reader_->errstr,
+                                transport_->is_tls() ? ""
+                                                     : " (if the server speaks TLS on this port, use "
+                                                       "rediss:// or ConnectionOptions.tls)"));
+            if (raw != nullptr) {
+                --owed_;
+                return Reply::adopt(static_cast<redisReply*>(raw));
+            }
+            char buffer[16 * 1024];
+            std::size_t n = transport_->read(buffer, sizeof buffer, deadline, timeout_ms);
+            if (redisReaderFeed(reader_, buffer, n) != REDIS_OK) throw std::bad_alloc();
+        }
+    } catch (...) {
+        broken_ = true;
+        throw;
+    }
+}
+
+Reply Link::call(std::string_view resp, std::chrono::milliseconds timeout) {
+    Deadline deadline = deadline_after(timeout);
+    send({&resp, 1}, 1, deadline, timeout.count());
+    return receive(deadline, timeout.count());
+}
+
+}  // namespace retools::detail
