@@ -137,9 +137,14 @@ private:
 /// std::string v = conn.command("GET", "greeting").as_string();
 /// ```
 ///
-/// Errors: `ConnectionError` (unreachable, hung up; `TimeoutError` when a
-/// timeout elapsed) — the broken connection is dropped and the next call opens
-/// a fresh one; `ReplyError` for a server error reply.
+/// A pooled connection that the server closed while it was idle (a restart,
+/// `CLIENT KILL`, the server's `timeout`) is noticed and replaced before it is
+/// used, so a restart costs at most the command in flight.
+///
+/// Errors: `ConnectionError` (unreachable, hung up, a TLS failure;
+/// `TimeoutError` when a timeout elapsed) — the broken connection is dropped
+/// and the next call opens a fresh one; nothing is ever re-sent by retools;
+/// `ReplyError` for a server error reply.
 class Connection {
 public:
     /// `redis://127.0.0.1:6379/0`.
