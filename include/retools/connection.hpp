@@ -168,9 +168,14 @@ private:
 /// std::string v = conn.command("GET", "greeting").as_string();
 /// ```
 ///
-/// Errors: `ConnectionError` (unreachable, hung up; `TimeoutError` when a
-/// timeout elapsed) — the broken connection is dropped and the next call opens
-/// a fresh one; `ReplyError` for a server error reply.
+/// A pooled connection that the server closed while it was idle (a restart,
+/// `CLIENT KILL`, the server's `timeout`) is noticed and replaced before it is
+/// used, so a restart costs at most the command in flight.
+///
+/// Errors: `ConnectionError` (unreachable, hung up, a TLS failure;
+/// `TimeoutError` when a timeout elapsed) — the broken connection is dropped
+/// and the next call opens a fresh one; nothing is re-sent by retools (except
+/// with Sentinel, below); `ReplyError` for a server error reply.
 ///
 /// With ConnectionOptions::sentinel, a failover is followed inside the same
 /// Connection: a call that fails because of it raises ConnectionError once,

@@ -69,7 +69,9 @@ std::unique_ptr<detail::Link> Connection::Impl::dial(Pool& owner) const {
 bool Connection::Impl::still_good(detail::Link& link) const {
     if (options.max_idle.count() > 0 && detail::SteadyClock::now() - link.idle_since > options.max_idle)
         return false;
-    return link.idle_and_open();  // a restart, CLIENT KILL or server timeout closed it meanwhile
+    // A restart, CLIENT KILL or the server's timeout may have closed it while
+    // it was idle, however briefly: one non-blocking poll tells.
+    return link.idle_and_open();
 }
 
 Connection::Impl::Lease::Lease(Impl& impl) : impl_(impl), pool_(impl.current_pool()) {
@@ -118,7 +120,7 @@ Connection::Impl::Lease::~Lease() {
     {
         std::lock_guard lock(pool_.mutex);
         if (link_ && link_->reusable()) {
-            link_->idle_since = detail::SteadyClock::now();
+            if (impl_.options.max_idle.count() > 0) link_->idle_since = detail::SteadyClock::now();
             pool_.idle.push_back(std::move(link_));
         } else {
             closing = std::move(link_);

@@ -51,7 +51,7 @@ public:
     bool idle_and_open() { return transport_->idle_and_open(); }
     const std::string& server() const noexcept { return transport_->server(); }
 
-    /// When the link was last returned to a pool.
+    /// When the link was last returned to a pool (kept only when max_idle is set).
     SteadyClock::time_point idle_since{};
     /// Sentinel mode: the master generation the link was opened under
     /// (SentinelMonitor::generation()); a link of an older one is not reused.

@@ -227,13 +227,13 @@ TlsSession::TlsSession(const TlsContext& context, int fd, const std::string& hos
             if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE) {
                 if (!wait_for(fd, error == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline))
                     throw_timeout_error(
-                        server_, "the TLS handshake", timeout_ms,
+                        server_, "negotiating TLS", timeout_ms,
                         "no TLS answer; is it a plain-text server? (use redis://, not rediss://)");
                 continue;
             }
             long verified = SSL_get_verify_result(ssl_);
             if (options.verify && verified != X509_V_OK)
-                throw_connection_error(server_, "the TLS handshake",
+                throw_connection_error(server_, "negotiating TLS",
                                        "certificate verification failed: " + verify_failure(verified, name));
             unsigned long last = ERR_peek_last_error();
             std::string why = explain(last);
@@ -245,7 +245,7 @@ TlsSession::TlsSession(const TlsContext& context, int fd, const std::string& hos
             if (why.empty() && error == SSL_ERROR_SYSCALL && errno != 0) why = std::strerror(errno);
             if (why.empty()) why = "TLS error";
             if (!detail.empty()) why += fmt::format(" ({})", detail);
-            throw_connection_error(server_, "the TLS handshake", why);
+            throw_connection_error(server_, "negotiating TLS", why);
         }
     } catch (...) {
         SSL_free(ssl_);

@@ -162,15 +162,22 @@ void Transport::write(std::span<const std::string_view> parts, Deadline deadline
         return;
     }
     // Plain: one sendmsg for all parts; MSG_NOSIGNAL turns a hung-up peer into EPIPE.
-    std::vector<iovec> iov;
-    iov.reserve(parts.size());
+    // The parts' iovecs; on the stack for the usual one to three parts.
+    iovec small[4];
+    std::vector<iovec> large;
+    iovec* iov = small;
+    if (parts.size() > std::size(small)) {
+        large.resize(parts.size());
+        iov = large.data();
+    }
+    std::size_t count = 0;
     for (auto part : parts)
-        if (!part.empty()) iov.push_back({const_cast<char*>(part.data()), part.size()});
+        if (!part.empty()) iov[count++] = {const_cast<char*>(part.data()), part.size()};
     std::size_t first = 0;
-    while (first < iov.size()) {
+    while (first < count) {
         msghdr message{};
-        message.msg_iov = iov.data() + first;
-        message.msg_iovlen = std::min<std::size_t>(iov.size() - first, IOV_MAX);
+        message.msg_iov = iov + first;
+        message.msg_iovlen = std::min<std::size_t>(count - first, IOV_MAX);
         ssize_t n = ::sendmsg(fd_, &message, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR) continue;
@@ -184,7 +191,7 @@ void Transport::write(std::span<const std::string_view> parts, Deadline deadline
             throw_system_error(server_, "sending a command", errno);
         }
         auto done = static_cast<std::size_t>(n);
-        while (first < iov.size() && done >= iov[first].iov_len) done -= iov[first++].iov_len;
+        while (first < count && done >= iov[first].iov_len) done -= iov[first++].iov_len;
         if (done > 0) {
             iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + done;
             iov[first].iov_len -= done;

@@ -197,6 +197,18 @@ Run retools_hit(const Env&, std::size_t count) {
     return {seconds, {}};
 }
 
+// A hit with statistics over TLS: the region's own Connection on the TLS port.
+Run retools_hit_tls(const Env& env, std::size_t count) {
+    retools::Connection tls{env.tls_url};
+    retools::CacheRegion::add_region("bench_tls", {.expires = 3600s, .connection = tls});
+    auto cached = retools::cache_region("bench_tls", std::string(kNamespace), load_things);
+    cached("bunny", 10);
+    return {time_it([&] {
+                for (std::size_t i = 0; i < count; ++i) cached("bunny", 10);
+            }),
+            {}};
+}
+
 Run retools_miss(const Env&, std::size_t count) {
     retools::CacheRegion::add_region(std::string(kRegion), 3600s);
     auto cached = retools::cache_region(std::string(kRegion), std::string(kNamespace),
@@ -233,6 +245,13 @@ void add_cache_rows(const Env& env, std::vector<Row>& rows) {
                     .retools = hit_json,
                     .floor = raw_hit_json,
                     .floor_target = 0.9});
+    if (!env.tls_url.empty())
+        rows.push_back({.id = "cache_hit_tls",
+                        .label = "Cache: fresh hit, statistics on, over TLS, floor plain TCP",
+                        .count = n,
+                        .retools = retools_hit_tls,
+                        .floor = raw_hit_stats,
+                        .floor_target = 0.8});
     rows.push_back({.id = "cache_miss",
                     .label = "Cache: miss + regenerate (statistics on)",
                     .count = n / 2,

@@ -60,6 +60,16 @@ Run raw_pipeline(const Env& env, std::size_t count) {
             {}};
 }
 
+// GET over TLS: a fresh pool on the server's TLS port (handshake before the clock starts).
+Run conn_get_tls(const Env& env, std::size_t count) {
+    retools::Connection tls{env.tls_url};
+    tls.command("SET", "bench:conn:key", "value");
+    return {time_it([&] {
+                for (std::size_t i = 0; i < count; ++i) tls.command("GET", "bench:conn:key");
+            }),
+            {}};
+}
+
 RunFn conn_threads(std::size_t threads) {
     return [threads](const Env& env, std::size_t count) {
         env.conn.command("SET", "bench:conn:key", "value");
@@ -108,6 +118,13 @@ void add_connection_rows(const Env& env, std::vector<Row>& rows) {
                     .retools = conn_pipeline,
                     .floor = raw_pipeline,
                     .floor_target = 0.9});
+    if (!env.tls_url.empty())
+        rows.push_back({.id = "conn_get_tls",
+                        .label = "Connection: one command (GET) over TLS, floor plain TCP",
+                        .count = n,
+                        .retools = conn_get_tls,
+                        .floor = raw_get,
+                        .floor_target = 0.8});
     for (std::size_t threads : {1, 4, 16})
         rows.push_back({.id = "conn_threads_" + std::to_string(threads),
                         .label = fmt::format("Connection: GET, {} thread{} sharing one pool", threads,

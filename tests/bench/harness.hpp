@@ -36,6 +36,7 @@ struct Env {
     int port = 0;
     std::string url;  // redis://host:port/0
     Counts counts;
+    std::string tls_url;  // rediss:// to the same server's TLS port; empty: none (an external --url)
 };
 
 /// One timed run.

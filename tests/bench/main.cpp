@@ -22,6 +22,7 @@
 #include "harness.hpp"
 #include "redis_server.hpp"
 #include "rows.hpp"
+#include "tls_server.hpp"
 
 namespace {
 
@@ -100,10 +101,19 @@ int main(int argc, char** argv) {
     }
     if (counts.rss_jobs <= counts.jobs) usage("--rss-jobs must be larger than --jobs");
 
+    std::unique_ptr<retools::test::TestCertificates> certs;
     std::unique_ptr<retools::test::RedisServer> server;
+    std::string tls_url;
     if (url.empty()) {
-        server = std::make_unique<retools::test::RedisServer>();
+        // The private server also listens on a TLS port (certificates made now) for the TLS rows.
+        certs = std::make_unique<retools::test::TestCertificates>();
+        int tls_port = retools::test::free_port();
+        server = std::make_unique<retools::test::RedisServer>(retools::test::ServerOptions{
+            .args = {"--tls-port", std::to_string(tls_port), "--tls-cert-file", certs->server_cert,
+                     "--tls-key-file", certs->server_key, "--tls-ca-cert-file", certs->ca_cert,
+                     "--tls-auth-clients", "no"}});
         url = server->url();
+        tls_url = fmt::format("rediss://127.0.0.1:{}/0?ca_file={}", tls_port, certs->ca_cert);
     }
     auto options = retools::ConnectionOptions::from_url(url);
     if (options.db != 0) usage("--url must name database 0 (peers use databases 1 to 4)");
@@ -112,7 +122,8 @@ int main(int argc, char** argv) {
                    .host = options.host,
                    .port = options.port,
                    .url = url,
-                   .counts = counts};
+                   .counts = counts,
+                   .tls_url = tls_url};
     retools::global_connection() = env.conn;
     fmt::print(stderr, "retools-bench: redis-server at {}{}\n", url, smoke ? " (smoke counts)" : "");
 
