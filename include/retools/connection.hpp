@@ -174,7 +174,8 @@ private:
 ///
 /// Errors: `ConnectionError` (unreachable, hung up, a TLS failure;
 /// `TimeoutError` when a timeout elapsed) — the broken connection is dropped
-/// and the next call opens a fresh one; `ReplyError` for a server error reply.
+/// and the next call opens a fresh one; nothing is re-sent by retools (except
+/// with Sentinel, below); `ReplyError` for a server error reply.
 ///
 /// With ConnectionOptions::sentinel, a failover is followed inside the same
 /// Connection: a call that fails because of it raises ConnectionError once,
