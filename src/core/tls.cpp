@@ -149,6 +149,8 @@ TlsContext::TlsContext(const TlsOptions& options) : options_(options) {
         SSL_CTX_set_min_proto_version(ctx_, TLS1_2_VERSION);
         // A peer that vanishes without close_notify is an ordinary hang-up here.
         SSL_CTX_set_options(ctx_, SSL_OP_IGNORE_UNEXPECTED_EOF);
+        // Read whole socket buffers, not a record header then its body: one recv per reply.
+        SSL_CTX_set_read_ahead(ctx_, 1);
         SSL_CTX_set_verify(ctx_, options.verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
         if (!options.ca_file.empty() &&
             SSL_CTX_load_verify_locations(ctx_, options.ca_file.c_str(), nullptr) != 1)
@@ -321,17 +323,18 @@ std::size_t TlsSession::write(std::string_view data, Want& want) {
 }
 
 bool TlsSession::pending() const {
-    return SSL_pending(ssl_) > 0;
+    return SSL_has_pending(ssl_) == 1;
 }
 
 bool TlsSession::idle_and_open() {
-    if (SSL_pending(ssl_) > 0) return false;  // a reply nobody asked for
-    pollfd p{socket_of(SSL_get_rbio(ssl_)), POLLIN, 0};
-    int ready = ::poll(&p, 1, 0);
-    if (ready == 0) return true;
-    if (ready < 0) return errno == EINTR;
-    // Readable: a post-handshake message (a TLS 1.3 session ticket) is fine;
-    // application data, a close_notify or an error are not.
+    if (SSL_has_pending(ssl_) != 1) {
+        pollfd p{socket_of(SSL_get_rbio(ssl_)), POLLIN, 0};
+        int ready = ::poll(&p, 1, 0);
+        if (ready == 0) return true;
+        if (ready < 0) return errno == EINTR;
+    }
+    // Bytes buffered or readable: a post-handshake message (a TLS 1.3 session
+    // ticket) is fine; application data, a close_notify or an error are not.
     ERR_clear_error();
     char byte;
     int n = SSL_read(ssl_, &byte, 1);

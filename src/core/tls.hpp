@@ -55,7 +55,7 @@ public:
     std::size_t read(char* buffer, std::size_t capacity, Want& want);
     /// Bytes written (> 0), or 0 with `want` set.
     std::size_t write(std::string_view data, Want& want);
-    /// Decrypted bytes already buffered (no socket read needed).
+    /// Bytes already read from the socket, decrypted or not (no wait needed).
     bool pending() const;
     /// Non-blocking: false when the peer closed the session or sent data.
     bool idle_and_open();
