@@ -15,6 +15,7 @@
 #include <retools/cache.hpp>
 #include <retools/errors.hpp>
 #include <retools/lock.hpp>
+#include <retools/pickle.hpp>
 
 #include "core/clock.hpp"
 #include "redis_test.hpp"
@@ -27,6 +28,12 @@ using Clock = std::chrono::steady_clock;
 namespace rt = retools::test;
 
 namespace {
+
+// What a pickle region stores for `value` (regions store pickle by default).
+template <class T>
+std::string pickled(const T& value) {
+    return retools::pickle::dumps(value);
+}
 
 double seconds_since(Clock::time_point start) {
     return std::chrono::duration<double>(Clock::now() - start).count();
@@ -138,7 +145,7 @@ TEST_F(CacheTest, RawLayoutAfterAMissAndAHit) {
                                                  "retools:short_term:myapp.search:keys"}));
     EXPECT_EQ(conn.command("TYPE", value_key).as_string(), "hash");
     EXPECT_EQ(conn.command("HLEN", value_key).as_integer(), 2);
-    EXPECT_EQ(hget(value_key, "value"), "10 results for bunny");
+    EXPECT_EQ(hget(value_key, "value"), pickled("10 results for bunny"));
     const double stored_at = created(value_key);
     EXPECT_GE(stored_at, before - 0.001);
     EXPECT_LE(stored_at, after + 0.001);
@@ -173,8 +180,8 @@ TEST_F(CacheTest, TwoArgumentSetsMakeTwoKeys) {
     EXPECT_EQ(f(1, "x"), "1-x");
     EXPECT_EQ(calls, 2);
     EXPECT_EQ(smembers("retools:short_term:ns:keys"), (std::set<std::string>{"1 x", "2 y z"}));
-    EXPECT_EQ(hget("retools:short_term:ns:1 x", "value"), "1-x");
-    EXPECT_EQ(hget("retools:short_term:ns:2 y z", "value"), "2-y z");
+    EXPECT_EQ(hget("retools:short_term:ns:1 x", "value"), pickled("1-x"));
+    EXPECT_EQ(hget("retools:short_term:ns:2 y z", "value"), pickled("2-y z"));
 }
 
 TEST_F(CacheTest, KeysRenderArgumentsLikePythonStr) {
@@ -188,7 +195,7 @@ TEST_F(CacheTest, KeysRenderArgumentsLikePythonStr) {
     EXPECT_EQ(smembers("retools:short_term:ns:keys"),
               (std::set<std::string>{"True 1.0 None -3", "False 0.1 7 10000000000"}));
     EXPECT_EQ(smembers("retools:short_term:noargs:keys"), std::set<std::string>{""});
-    EXPECT_EQ(hget("retools:short_term:noargs:", "value"), "5");
+    EXPECT_EQ(hget("retools:short_term:noargs:", "value"), pickled(5));
 }
 
 // ---- statistics ----
@@ -360,7 +367,7 @@ TEST_F(CacheTest, RegionWithItsOwnConnection) {
     auto f = retools::cache_region("db1_region", "ns", [](int x) { return x; });
     EXPECT_EQ(f(4), 4);
     EXPECT_EQ(conn.command("DBSIZE").as_integer(), 0);
-    EXPECT_EQ(db1.command("HGET", "retools:db1_region:ns:4", "value").as_string(), "4");
+    EXPECT_EQ(db1.command("HGET", "retools:db1_region:ns:4", "value").as_string(), pickled(4));
     EXPECT_EQ(f.stats().total.misses, 1);
     retools::invalidate_region("db1_region");
     EXPECT_LT(db1.command("HGET", "retools:db1_region:ns:4", "created").as_double(),
@@ -399,7 +406,7 @@ TEST_F(CacheTest, KeepsSignaturesOfLambdasFunctionPointersAndMembers) {
             return out;
         });
     EXPECT_EQ(generic(1, 4), (std::vector<int>{1, 2, 3}));
-    EXPECT_EQ(hget("retools:short_term:generic:1 4", "value"), "[1,2,3]");
+    EXPECT_EQ(hget("retools:short_term:generic:1 4", "value"), pickled(std::vector<int>{1, 2, 3}));
     EXPECT_EQ(generic(1, 4), (std::vector<int>{1, 2, 3}));
 
     std::function<std::string(std::string)> wrapped = [](std::string s) { return s + "!"; };
@@ -440,7 +447,7 @@ TEST_F(CacheTest, ExceptionsPropagateReleaseTheLockAndStoreNothing) {
     fail = true;
     EXPECT_THROW(f(1), BoomError);
     EXPECT_EQ(created("retools:short_term:boom:1"), old_created);
-    EXPECT_EQ(hget("retools:short_term:boom:1", "value"), "1");
+    EXPECT_EQ(hget("retools:short_term:boom:1", "value"), pickled(1));
     EXPECT_EQ(conn.command("EXISTS", "retools:lock:short_term:boom:1").as_integer(), 0);
     EXPECT_EQ(calls, 3);
 }
@@ -454,13 +461,17 @@ TEST_F(CacheTest, CorruptValueIsRegenerated) {
         return std::vector<int>(static_cast<std::size_t>(n), 7);
     });
     EXPECT_EQ(f(2), (std::vector<int>{7, 7}));
-    conn.command("HSET", "retools:short_term:json:2", "value", "not json{");  // still fresh, but unreadable
+    conn.command("HSET", "retools:short_term:json:2", "value",
+                 "not a pickle{");  // still fresh, but unreadable
     EXPECT_EQ(f(2), (std::vector<int>{7, 7}));
     EXPECT_EQ(calls, 2);
-    EXPECT_EQ(hget("retools:short_term:json:2", "value"), "[7,7]");
+    EXPECT_EQ(hget("retools:short_term:json:2", "value"), pickled(std::vector<int>{7, 7}));
 
-    // A value a Python service pickled is a miss for C++, not an error.
-    conn.command("HSET", "retools:short_term:json:2", "value", "(lp0\nI7\naI7\na.");
+    // A list a Python service pickled (protocol 0) is a hit; a value of another type is a miss, not an error.
+    conn.command("HSET", "retools:short_term:json:2", "value", "(lp0\nI8\naI8\na.");
+    EXPECT_EQ(f(2), (std::vector<int>{8, 8}));
+    EXPECT_EQ(calls, 2);
+    conn.command("HSET", "retools:short_term:json:2", "value", "(dp0\nVa\np1\nI1\ns.");
     EXPECT_EQ(f(2), (std::vector<int>{7, 7}));
     EXPECT_EQ(calls, 3);
 
@@ -518,7 +529,7 @@ TEST_F(CacheTest, InvalidateOneKey) {
     const double now = retools::detail::unix_now();
     retools::invalidate_function(f, "a");
     EXPECT_NEAR(created("retools:short_term:inv:a"), now - 60 - 3600, 2.0);
-    EXPECT_EQ(hget("retools:short_term:inv:a", "value"), "a");  // never deleted
+    EXPECT_EQ(hget("retools:short_term:inv:a", "value"), pickled("a"));  // never deleted
     EXPECT_EQ(created("retools:short_term:inv:b"), b_created);
     f("a");
     f("b");
@@ -701,7 +712,8 @@ TEST_F(CacheTest, WaiterReadsTheValueTheLockHolderStored) {
     retools::Lock held{"retools:lock:handoff:ns:1", {.expires = 10s, .timeout = 0s}};
     std::thread other([&] {
         std::this_thread::sleep_for(200ms);
-        conn.command("HSET", "retools:handoff:ns:1", "created", retools::detail::unix_now(), "value", "99");
+        conn.command("HSET", "retools:handoff:ns:1", "created", retools::detail::unix_now(), "value",
+                     pickled(99));
         held.unlock();
     });
     EXPECT_EQ(f(1), 99);
