@@ -3,6 +3,8 @@
 // writer emits round-trips here and, when /usr/bin/python3 exists, in Python;
 // every refused opcode, truncation, oversized length and deep nesting is a
 // miss with a reason.
+#include <unistd.h>
+
 #include <array>
 #include <cmath>
 #include <cstdio>
