@@ -49,7 +49,7 @@ struct CacheRegionOptions {
     /// (A stale value is always served at once instead of waiting.)
     std::chrono::milliseconds first_value_wait{60000};
     /// Redis to use; nullopt (default) means `global_connection()` at call time.
-    std::optional<Connection> connection;
+    std::optional<Connection> connection{};
     /// How values are stored: ValueFormat::pickle (default), shared with
     /// Python retools; ValueFormat::native for the C++-only Codec<T> encoding.
     /// A stored value in the other format (or of another type) is a miss.
