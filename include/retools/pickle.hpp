@@ -381,6 +381,10 @@ bool read(const Value& v, T& out, std::string& why) {
         if (v.kind() != K::str && v.kind() != K::bytes) return fail(why, "str", v);
         out = v.text();
         return true;
+    } else if constexpr (StringLike<T>) {
+        static_assert(sizeof(T) == 0,
+                      "retools::pickle::read: read text into a std::string, not a view or pointer");
+        return false;
     } else if constexpr (std::is_same_v<T, char>) {
         if ((v.kind() != K::str && v.kind() != K::bytes) || v.text().size() != 1)
             return fail(why, "a str of one byte", v);
