@@ -1,6 +1,11 @@
 // Cache key names, Python str() rendering and codecs: no server round trip.
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <limits>
 #include <list>
 #include <map>
@@ -17,6 +22,7 @@
 #include <retools/codec.hpp>
 #include <retools/detail/python_str.hpp>
 
+#include "../support/expect.hpp"
 #include "cache/keys.hpp"
 #include "core/clock.hpp"
 
@@ -140,7 +146,8 @@ TEST(PythonStr, ListsAndTuplesUseReprOfElements) {
     EXPECT_EQ(python_str(std::vector<int>{}), "[]");
     EXPECT_EQ(python_str(std::vector<std::string>{"a", "b"}), "['a', 'b']");
     EXPECT_EQ(python_str(std::list<double>{1.0, 0.5}), "[1.0, 0.5]");
-    EXPECT_EQ(python_str(std::set<int>{3, 1}), "[1, 3]");
+    EXPECT_EQ(python_str(std::set<int>{3, 1}), "{1, 3}");
+    EXPECT_EQ(python_str(std::set<int>{}), "set()");
     EXPECT_EQ(python_str(std::vector<std::optional<bool>>{true, std::nullopt}), "[True, None]");
     EXPECT_EQ(python_str(std::vector<std::vector<int>>{{1, 2}, {}}), "[[1, 2], []]");
     EXPECT_EQ(python_str(std::make_tuple(1, std::string("a"))), "(1, 'a')");
@@ -160,6 +167,74 @@ TEST(PythonStr, StringReprQuotingAndEscapes) {
     EXPECT_EQ(python_str(V{"h\xc3\xa9llo"}), "['h\xc3\xa9llo']");
     EXPECT_EQ(python_str(V{"nb\xc2\xa0sp"}), "['nb\\xa0sp']");
     EXPECT_EQ(python_str(std::vector<char>{'a', '\''}), "['a', \"'\"]");
+}
+
+TEST(PythonStr, StringReprEscapesWhatPythonDoesNotPrint) {
+    using V = std::vector<std::string>;
+    EXPECT_EQ(python_str(V{"\u200b"}), "['\\u200b']");                // zero width space (Cf)
+    EXPECT_EQ(python_str(V{"a\u200db"}), "['a\\u200db']");            // zero width joiner
+    EXPECT_EQ(python_str(V{"\u2028"}), "['\\u2028']");                // line separator (Zl)
+    EXPECT_EQ(python_str(V{"\ufeff"}), "['\\ufeff']");                // byte order mark
+    EXPECT_EQ(python_str(V{"\ue000"}), "['\\ue000']");                // private use
+    EXPECT_EQ(python_str(V{"\U000f0000"}), "['\\U000f0000']");        // private use, plane 15
+    EXPECT_EQ(python_str(V{"\U000e0001"}), "['\\U000e0001']");        // language tag
+    EXPECT_EQ(python_str(V{"\xcd\xb8"}), "['\\u0378']");              // unassigned
+    EXPECT_EQ(python_str(V{"\U0001f600"}), "['\U0001f600']");         // printable: kept
+    EXPECT_EQ(python_str(V{"\xc2\x85"}), "['\\x85']");                // C1 control
+    EXPECT_EQ(python_str(V{"\xff"}), "['\\udcff']");                  // not UTF-8
+    EXPECT_EQ(python_str(std::optional<std::string>("a'b")), "a'b");  // str() of a str: as is
+    EXPECT_EQ(python_str(std::make_tuple(std::optional<std::string>("\u2028"))), "('\\u2028',)");
+}
+
+TEST(PythonStr, MapsRenderAsDicts) {
+    EXPECT_EQ(python_str(std::map<int, std::string>{{1, "a"}, {2, "b'"}}), "{1: 'a', 2: \"b'\"}");
+    EXPECT_EQ(python_str(std::map<std::string, std::vector<int>>{{"k", {1, 2}}}), "{'k': [1, 2]}");
+    EXPECT_EQ(python_str(std::map<int, int>{}), "{}");
+    EXPECT_EQ(python_joined(std::map<std::string, bool>{{"x", true}}, 1), "{'x': True} 1");
+}
+
+TEST(PythonStr, NullCharPointerIsAClearError) {
+    const char* null = nullptr;
+    EXPECT_THROW_MSG(python_str(null), retools::ConfigurationError, "null const char*");
+    EXPECT_THROW_MSG(python_joined(1, null), retools::ConfigurationError, "null const char*");
+    char* mutable_null = nullptr;
+    EXPECT_THROW(python_str(mutable_null), retools::ConfigurationError);
+    EXPECT_EQ(python_str("text"), "text");
+}
+
+// Every code point from U+0080 on, inside a list, against Python's own repr().
+TEST(PythonStr, ReprMatchesPythonForEveryCodePoint) {
+    const char* python = "/usr/bin/python3";
+    if (!std::filesystem::exists(python)) GTEST_SKIP() << "no " << python << ": the Python check is skipped";
+    std::vector<std::string> all;
+    for (std::uint32_t cp = 0x80; cp < 0x110000; ++cp) {
+        std::string s;
+        if (cp < 0x800) {
+            s += static_cast<char>(0xc0 | (cp >> 6));
+        } else if (cp < 0x10000) {
+            s += static_cast<char>(0xe0 | (cp >> 12));
+            s += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+        } else {
+            s += static_cast<char>(0xf0 | (cp >> 18));
+            s += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
+            s += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+        }
+        s += static_cast<char>(0x80 | (cp & 0x3f));
+        all.push_back(std::move(s));
+    }
+    const auto file = std::filesystem::temp_directory_path() / ("retools_repr_" + std::to_string(::getpid()));
+    std::ofstream(file, std::ios::binary) << python_str(all);
+    const std::string command =
+        std::string(python) +
+        " -c \"import sys; got = open(sys.argv[1], 'rb').read().decode('utf-8', "
+        "'surrogatepass'); want = repr([chr(c) for c in range(0x80, 0x110000)]); "
+        "ok = got == want; "
+        "ok or print([(a, b) for a, b in zip(got.split(', '), want.split(', ')) if a != b][:5]); "
+        "sys.exit(0 if ok else 1)\" " +
+        file.string();
+    const int status = std::system(command.c_str());
+    std::filesystem::remove(file);
+    EXPECT_EQ(status, 0);
 }
 
 TEST(PythonStr, FmtFormattableTypes) {

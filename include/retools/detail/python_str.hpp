@@ -12,7 +12,9 @@
 //   nullptr, std::nullopt              None
 //   std::optional<T>                   the value, or None
 //   std::tuple / std::pair             (1, 'a') ; one element: (1,)
-//   ranges (vector, list, set ...)     [1, 'a', None]   (elements as Python's repr)
+//   map, unordered_map                 {1: 'a', 2: 'b'}  (keys and values as Python's repr)
+//   set, unordered_set                 {1, 2} ; empty: set()
+//   other ranges (vector, list ...)    [1, 'a', None]   (elements as Python's repr)
 //   anything fmt can format            fmt::format("{}", value)
 
 #include <charconv>
@@ -31,6 +33,7 @@
 #include <fmt/format.h>
 
 #include <retools/detail/python_repr.hpp>
+#include <retools/errors.hpp>
 
 namespace retools::detail {
 
@@ -48,6 +51,16 @@ concept PyTupleLike = requires {
     std::tuple_size<T>::value;
 }
 &&!std::ranges::range<T>;
+
+template <class T>
+concept PyMap = PyRange<T> && requires {
+    typename T::key_type;
+    typename T::mapped_type;
+};
+template <class T>
+concept PySet = PyRange<T> && !PyMap<T> && requires {
+    typename T::key_type;
+};
 
 template <class T>
 struct is_optional : std::false_type {};
@@ -72,6 +85,9 @@ constexpr bool python_renderable() {
         return python_renderable<typename T::value_type>();
     } else if constexpr (PyTupleLike<T>) {
         return python_renderable_tuple<T>(std::make_index_sequence<std::tuple_size_v<T>>{});
+    } else if constexpr (PyMap<T>) {
+        return python_renderable<std::remove_cvref_t<typename T::key_type>>() &&
+               python_renderable<std::remove_cvref_t<typename T::mapped_type>>();
     } else if constexpr (PyRange<T>) {
         return python_renderable<std::remove_cvref_t<std::ranges::range_value_t<const T&>>>();
     } else {
@@ -82,48 +98,14 @@ constexpr bool python_renderable() {
 template <class T>
 concept PythonStr = python_renderable<std::remove_cvref_t<T>>();
 
-/// Python's repr() of a string, for strings inside lists and tuples: single
-/// quotes unless the text holds a single quote and no double quote; escapes
-/// for backslash, the quote, control characters and C1 controls. Other
-/// non-ASCII text is kept as is (Python 3 prints printable characters).
-inline void append_python_string_repr(std::string& out, std::string_view s) {
-    const char quote =
-        (s.find('\'') != std::string_view::npos && s.find('"') == std::string_view::npos) ? '"' : '\'';
-    auto hex = [&out](unsigned value) {
-        constexpr char digits[] = "0123456789abcdef";
-        out += "\\x";
-        out += digits[(value >> 4) & 0xf];
-        out += digits[value & 0xf];
-    };
-    out += quote;
-    for (std::size_t i = 0; i < s.size(); ++i) {
-        const auto c = static_cast<unsigned char>(s[i]);
-        if (c == static_cast<unsigned char>(quote) || c == '\\') {
-            out += '\\';
-            out += static_cast<char>(c);
-        } else if (c == '\n') {
-            out += "\\n";
-        } else if (c == '\r') {
-            out += "\\r";
-        } else if (c == '\t') {
-            out += "\\t";
-        } else if (c < 0x20 || c == 0x7f) {
-            hex(c);
-        } else if (c == 0xc2 && i + 1 < s.size()) {
-            // U+0080..U+00BF: C1 controls, no-break space and soft hyphen are escaped.
-            const auto next = static_cast<unsigned char>(s[i + 1]);
-            if ((next >= 0x80 && next <= 0xa0) || next == 0xad) {
-                hex(next);
-                ++i;
-            } else {
-                out += static_cast<char>(c);
-            }
-        } else {
-            out += static_cast<char>(c);
-        }
-    }
-    out += quote;
-}
+/// Python 3's repr() of a string, for strings inside lists, tuples, dicts and
+/// sets: single quotes unless the text holds a single quote and no double
+/// quote; `\\`, the quote, `\\n`, `\\r`, `\\t` escaped, and every code point
+/// Python does not print (controls, format characters such as U+200B and
+/// U+FEFF, separators such as U+2028, private use, unassigned; Unicode 14 as
+/// in Python 3.11) as `\\xhh`, `\\uhhhh` or `\\Uhhhhhhhh`. A byte that is not
+/// UTF-8 shows as Python shows a str decoded with surrogateescape (`\\udcff`).
+void append_python_string_repr(std::string& out, std::string_view s);
 
 /// repr() of a float: the shortest text that reads back as the same float.
 inline std::string python_repr(float value) {
@@ -160,6 +142,12 @@ void append_python(std::string& out, const T& value, bool repr) {
         else
             out += value;
     } else if constexpr (PyStringLike<T>) {
+        if constexpr (std::is_pointer_v<T>) {
+            if (value == nullptr)
+                throw ConfigurationError(
+                    "retools: a null const char* has no Python str(); pass a string or std::nullopt for "
+                    "None");
+        }
         if (repr)
             append_python_string_repr(out, std::string_view(value));
         else
@@ -181,6 +169,30 @@ void append_python(std::string& out, const T& value, bool repr) {
             out += "None";
     } else if constexpr (PyTupleLike<T>) {
         append_python_tuple(out, value, std::make_index_sequence<std::tuple_size_v<T>>{});
+    } else if constexpr (PyMap<T>) {
+        out += '{';
+        bool first = true;
+        for (const auto& [k, v] : value) {
+            if (!first) out += ", ";
+            first = false;
+            append_python(out, k, true);
+            out += ": ";
+            append_python(out, v, true);
+        }
+        out += '}';
+    } else if constexpr (PySet<T>) {
+        if (std::ranges::empty(value)) {
+            out += "set()";
+            return;
+        }
+        out += '{';
+        bool first = true;
+        for (const auto& element : value) {
+            if (!first) out += ", ";
+            first = false;
+            append_python(out, element, true);
+        }
+        out += '}';
     } else if constexpr (PyRange<T>) {
         out += '[';
         bool first = true;
