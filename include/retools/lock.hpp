@@ -59,10 +59,12 @@ enum class ReleaseResult {
 /// `SET NX PX` round trip, release one compare-and-delete round trip, both as
 /// scripts sent with EVALSHA.
 ///
-/// Two extra keys beside it, which Python retools never reads: `<key>:fence`
-/// (the last fencing token, see fencing_token()) and `<key>:signal` (a list
-/// the release pushes to, for at most 1 s, so that a waiter blocked on it with
-/// `BLPOP` wakes at once instead of at its next retry). A waiting Lock blocks
+/// Extra keys beside it, which Python retools never reads: `<key>:fence`
+/// (the last fencing token, see fencing_token(); expires a day after the last
+/// acquisition) and, only while someone waits, `<key>:waiting` (a mark) and
+/// `<key>:signal` (a list the release pushes to, kept 1 s, so that a waiter
+/// blocked on it with `BLPOP` wakes at once instead of at its next retry). A
+/// waiting Lock blocks
 /// on a connection of its own (one socket per Lock object that has waited,
 /// opened on its first wait and kept until it is destroyed), never on one of
 /// the pool's, so waiters cannot starve the pool. See docs/lock-advanced.md.
@@ -183,8 +185,8 @@ private:
 
     bool acquire_within(std::chrono::milliseconds budget);
     // One acquire round trip: true when taken; else `retry_in` is the key's
-    // remaining TTL (zero when it has none or it is unknown).
-    bool attempt(std::chrono::milliseconds& retry_in);
+    // remaining TTL (zero when it has none). `will_wait`: mark `<key>:waiting`.
+    bool attempt(std::chrono::milliseconds& retry_in, bool will_wait);
     // Blocks on `<key>:signal` for at most `slice` (a release wakes it).
     void wait_for_release(std::chrono::milliseconds slice);
     void forget() noexcept;

@@ -5,40 +5,14 @@
 
 #include <retools/detail/random_token.hpp>
 #include <retools/limiter.hpp>
-#include <retools/script.hpp>
 
 #include "lock/backoff.hpp"
+#include "lock/scripts.hpp"
 
 namespace retools {
 namespace {
 
 using std::chrono::milliseconds;
-
-// Python retools checks ZCARD, then ZADDs: two callers can both see room.
-// Here the check and the add are one script, with the original's rule: the
-// caller is added (or its expiry refreshed) only while fewer than `limit`
-// members remain, whether or not it is one of them. Times come from the
-// server's clock (TIME), so a client with a skewed clock cannot evict live
-// holders; scores stay float Unix seconds, as Python writes them.
-// KEYS[1] = the set; ARGV[1] = member, ARGV[2] = limit, ARGV[3] = expiration
-// in ms, ARGV[4] = "1" to drop expired holders when the set is full (Python's
-// retry=True). Returns 1 when added, 0 when the set is full.
-const Script& acquire_script() {
-    static const Script script{R"lua(
-if redis.replicate_commands then redis.replicate_commands() end  -- TIME before writes, Redis < 5
-local set, limit = KEYS[1], tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-if redis.call('ZCARD', set) >= limit then
-  if ARGV[4] ~= '1' then return 0 end
-  redis.call('ZREMRANGEBYSCORE', set, '-inf', string.format('%.17g', now))
-  if redis.call('ZCARD', set) >= limit then return 0 end
-end
-redis.call('ZADD', set, string.format('%.17g', now + tonumber(ARGV[3]) / 1000), ARGV[1])
-return 1
-)lua"};
-    return script;
-}
 
 void validate(const LimiterOptions& o) {
     if (o.limit == 0) throw ConfigurationError("Limiter: limit must be at least 1, got 0");
@@ -110,8 +84,8 @@ bool Limiter::acquire_limit(std::string_view key, std::optional<milliseconds> ex
         throw ConfigurationError(
             fmt::format("Limiter '{}': expiration of '{}' must be at least 1 ms, got {} ms", options_.prefix,
                         key, ttl.count()));
-    auto reply =
-        acquire_script()(conn_, {options_.prefix}, key, options_.limit, ttl.count(), retry ? "1" : "0");
+    auto reply = detail::limiter_acquire_script()(conn_, {options_.prefix}, key, options_.limit, ttl.count(),
+                                                  retry ? "1" : "0");
     return reply.as_integer() == 1;
 }
 

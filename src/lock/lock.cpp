@@ -115,9 +115,11 @@ bool Lock::acquire_within(milliseconds budget) {
     forget();  // a lock inherited over fork() is the parent's, not ours
     const auto deadline = steady_clock::now() + to_budget_ms(static_cast<double>(budget.count()));
     detail::Backoff backoff{first_retry_delay, options_.max_retry_delay};
+    // Whether this caller may wait at all (then it marks `<key>:waiting`).
+    const bool may_wait = budget > milliseconds{0};
     for (;;) {
         milliseconds ttl{0};
-        if (attempt(ttl)) return true;
+        if (attempt(ttl, may_wait)) return true;
         const auto now = steady_clock::now();
         if (now >= deadline) return false;
         // A retools holder's release wakes the wait at once. The backoff delay
@@ -130,11 +132,14 @@ bool Lock::acquire_within(milliseconds budget) {
     }
 }
 
-bool Lock::attempt(milliseconds& retry_in) {
+bool Lock::attempt(milliseconds& retry_in, bool will_wait) {
     std::string token = detail::random_token();
     const milliseconds fence_ttl = std::max(min_fence_ttl, options_.expires * 2);
-    Reply reply = detail::lock_acquire_script()(conn_, {key_, key_ + ":fence"}, token,
-                                                options_.expires.count(), fence_ttl.count());
+    // Outlives the longest gap between two attempts of this waiter.
+    const milliseconds mark_ttl = will_wait ? options_.max_retry_delay + milliseconds{1000} : milliseconds{0};
+    Reply reply =
+        detail::lock_acquire_script()(conn_, {key_, key_ + ":fence", key_ + ":waiting"}, token,
+                                      options_.expires.count(), fence_ttl.count(), mark_ttl.count());
     if (reply[0].as_integer() != 1) {
         retry_in = milliseconds{std::max(reply[1].as_integer(), 0LL)};
         return false;
@@ -194,7 +199,7 @@ ReleaseResult Lock::release() {
     }
     std::string token = token_;
     forget();  // stop renewing before deleting, so no renewal follows the release
-    Reply reply = detail::lock_release_script()(conn_, {key_, key_ + ":signal"}, token,
+    Reply reply = detail::lock_release_script()(conn_, {key_, key_ + ":signal", key_ + ":waiting"}, token,
                                                 detail::lock_signal_ttl.count());
     return reply.as_integer() == 1 ? ReleaseResult::released : ReleaseResult::lost;
 }

@@ -1,5 +1,5 @@
 #pragma once
-// The Lua scripts of the lock, shared by Lock and its renewal thread.
+// The Lua scripts of the lock and the limiter (one place, so the benchmark floor runs the same ones).
 
 #include <chrono>
 
@@ -17,5 +17,8 @@ const Script& lock_acquire_script();
 const Script& lock_release_script();
 /// Compare-and-renew.
 const Script& lock_extend_script();
+
+/// The limiter's atomic count-prune-add, timed by the server's clock.
+const Script& limiter_acquire_script();
 
 }  // namespace retools::detail

@@ -591,24 +591,39 @@ TEST_F(LockTest, WaiterWakesWhenAHoldersKeyExpires) {
     // not at its next backoff tick.
     conn.command("SET", "rt:lock:expiring", "0123456789abcdef0123456789abcdef", "PX", 1500);
     auto start = Clock::now();
-    Lock waiter{"rt:lock:expiring", {.timeout = 5s}};
+    // Backoff up to 5 s: polling alone would be late by about half a second.
+    Lock waiter{"rt:lock:expiring", {.timeout = 8s, .max_retry_delay = 5s}};
     double waited = seconds_since(start);
     EXPECT_GE(waited, 1.45);
-    EXPECT_LT(waited, 1.6);
+    EXPECT_LT(waited, 1.75);
 }
 
-TEST_F(LockTest, ReleaseLeavesAShortLivedSignal) {
-    {
-        Lock lock{"rt:lock:signal"};
-        EXPECT_EQ(conn.command("EXISTS", "rt:lock:signal:signal").as_integer(), 0);
-    }
-    EXPECT_EQ(conn.command("TYPE", "rt:lock:signal:signal").view(), "list");
-    EXPECT_EQ(conn.command("LLEN", "rt:lock:signal:signal").as_integer(), 1);
-    auto pttl = conn.command("PTTL", "rt:lock:signal:signal").as_integer();
+TEST_F(LockTest, OnlyAReleaseWithWaitersLeavesAShortLivedSignal) {
+    const std::string key = "rt:lock:signal";
+    { Lock lock{key}; }  // nobody waited: the release writes nothing else
+    EXPECT_EQ(conn.command("EXISTS", key + ":signal", key + ":waiting").as_integer(), 0);
+
+    Lock holder{key};
+    Lock prober{key, {.timeout = 0s}, std::defer_lock};
+    EXPECT_FALSE(prober.try_lock());  // one attempt: no mark, it will not wait
+    EXPECT_EQ(conn.command("EXISTS", key + ":waiting").as_integer(), 0);
+    std::thread waiter{[&] {
+        Lock lock{key, {.timeout = 5s}};  // released below
+    }};
+    ASSERT_TRUE(rt::wait_until([&] { return conn.command("EXISTS", key + ":waiting").as_integer() == 1; }));
+    auto mark_ttl = conn.command("PTTL", key + ":waiting").as_integer();
+    EXPECT_GT(mark_ttl, 0);
+    EXPECT_LE(mark_ttl, 2000);  // max_retry_delay + 1 s
+    holder.unlock();
+    waiter.join();
+    // The waiter took the wake-up; its own release (the mark still lives) left one more.
+    EXPECT_EQ(conn.command("TYPE", key + ":signal").view(), "list");
+    EXPECT_EQ(conn.command("LLEN", key + ":signal").as_integer(), 1);
+    auto pttl = conn.command("PTTL", key + ":signal").as_integer();
     EXPECT_GT(pttl, 0);
     EXPECT_LE(pttl, 1000);
-    { Lock again{"rt:lock:signal"}; }
-    EXPECT_EQ(conn.command("LLEN", "rt:lock:signal:signal").as_integer(), 1);  // never piles up
+    { Lock again{key}; }
+    EXPECT_EQ(conn.command("LLEN", key + ":signal").as_integer(), 1);  // never piles up
 }
 
 // ---- fencing tokens ----
