@@ -18,6 +18,9 @@
 
 #include <retools/codec.hpp>
 #include <retools/connection.hpp>
+#include <retools/detail/cache_load.hpp>
+#include <retools/detail/cache_value.hpp>
+#include <retools/detail/callable_traits.hpp>
 #include <retools/detail/python_str.hpp>
 #include <retools/errors.hpp>
 
@@ -27,11 +30,15 @@ namespace retools {
 ///
 /// ```cpp
 /// retools::CacheRegion::add_region("short_term", {.expires = 60s, .first_value_wait = 5s});
+/// retools::CacheRegion::add_region("cpp_only", {.expires = 60s, .value_format =
+/// retools::ValueFormat::native});
 /// ```
 struct CacheRegionOptions {
     /// How long a stored value stays fresh; also the TTL of the regeneration
-    /// lock, as in the original. 0 means never fresh: every call regenerates.
-    /// Must not be negative.
+    /// lock, as in the original, which the caller computing a value renews
+    /// every `expires / 3` while its function runs (from 30 ms up), so a
+    /// function slower than `expires` is still computed once. 0 means never
+    /// fresh: every call regenerates. Must not be negative.
     std::chrono::milliseconds expires{0};
     /// TTL of the value hash in Redis (the original's `redis_expiration`);
     /// default one week. Must be at least 1 s.
@@ -43,6 +50,10 @@ struct CacheRegionOptions {
     std::chrono::milliseconds first_value_wait{60000};
     /// Redis to use; nullopt (default) means `global_connection()` at call time.
     std::optional<Connection> connection;
+    /// How values are stored: ValueFormat::pickle (default), shared with
+    /// Python retools; ValueFormat::native for the C++-only Codec<T> encoding.
+    /// A stored value in the other format (or of another type) is a miss.
+    ValueFormat value_format = ValueFormat::pickle;
 };
 
 /// The five Redis key names of one cached call, built exactly as the original
@@ -91,7 +102,7 @@ public:
     /// Names of every region added, sorted.
     static std::vector<std::string> region_names();
 
-    /// The original's `load`: the stored value of (region, ns, key), regenerated
+    /// The original's `load`: the stored string of (region, ns, key), regenerated
     /// with `callable` when stale or missing (one caller at a time; others get
     /// the stale value, or wait for the first value up to the region's
     /// `first_value_wait`). With `regenerate = false` (or no callable) a stored
@@ -100,6 +111,10 @@ public:
     /// wait for another caller's first value timed out). `statistics` nullopt
     /// means `CacheRegion::statistics`. Throws CacheConfigurationError for an
     /// unknown region; exceptions from `callable` propagate and nothing is stored.
+    /// Strings travel in the region's value_format: a pickled str or bytes in a
+    /// pickle region (what Python's load returns for a str), the bytes as they
+    /// are in a native region; a stored value that is not a string in that
+    /// format counts as missing.
     ///
     /// ```cpp
     /// std::optional<std::string> v = retools::CacheRegion::load(
@@ -204,107 +219,6 @@ std::string function_namespace(std::string_view module, std::string_view functio
     return ns;
 }
 
-namespace detail {
-
-template <class... T>
-struct type_list {};
-
-struct RegionSettings {
-    std::string name;
-    CacheRegionOptions options;
-    const Connection& connection() const {
-        return options.connection ? *options.connection : global_connection();
-    }
-};
-
-/// The settings of a region; throws CacheConfigurationError naming it when unknown.
-std::shared_ptr<const RegionSettings> find_region(std::string_view name);
-
-enum class Regenerate {
-    never,         ///< the original's regenerate=False: serve any stored value, else nothing
-    when_missing,  ///< serve any stored value, else generate
-    when_stale,    ///< the original's regenerate=True
-};
-
-/// What the type-erased load works on: decoding a stored value and producing a new one.
-class LoadTarget {
-public:
-    /// Decodes stored bytes into the caller's result; false when they cannot be decoded.
-    virtual bool accept(std::string_view stored) = 0;
-    /// Calls the function, keeps its result and returns it encoded.
-    virtual std::string produce() = 0;
-
-protected:
-    ~LoadTarget() = default;
-};
-
-enum class LoadOutcome {
-    stored,        ///< a stored value was accepted
-    produced,      ///< the function was called and its value stored
-    none,          ///< nothing stored, regeneration not asked for
-    lock_timeout,  ///< nothing stored and another caller held the lock too long
-};
-
-LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::string_view key,
-                       Regenerate mode, bool statistics, LoadTarget& target);
-
-void invalidate_key(std::string_view region, std::string_view ns, std::string_view key);
-void invalidate_namespace(std::string_view region, std::string_view ns);
-
-[[noreturn]] void throw_first_value_timeout(std::string_view region, std::string_view ns,
-                                            std::string_view key);
-
-// ---- signature deduction ---------------------------------------------------
-
-template <class T>
-struct callable_traits : callable_traits<decltype(&T::operator())> {
-    using self = type_list<>;  // a functor's own object is not an argument
-};
-
-#define RETOOLS_DETAIL_FN_TRAITS(NOEXCEPT)                  \
-    template <class R, class... A>                          \
-    struct callable_traits<R (*)(A...) NOEXCEPT> {          \
-        using result = R;                                   \
-        using self = type_list<>;                           \
-        using args = type_list<A...>;                       \
-    };                                                      \
-    template <class R, class C, class... A>                 \
-    struct callable_traits<R (C::*)(A...) NOEXCEPT> {       \
-        using result = R;                                   \
-        using self = type_list<C&>;                         \
-        using args = type_list<A...>;                       \
-    };                                                      \
-    template <class R, class C, class... A>                 \
-    struct callable_traits<R (C::*)(A...) const NOEXCEPT> { \
-        using result = R;                                   \
-        using self = type_list<const C&>;                   \
-        using args = type_list<A...>;                       \
-    };
-RETOOLS_DETAIL_FN_TRAITS()
-RETOOLS_DETAIL_FN_TRAITS(noexcept)
-#undef RETOOLS_DETAIL_FN_TRAITS
-
-template <class T>
-struct signature_traits;
-template <class R, class... A>
-struct signature_traits<R(A...)> {
-    using result = R;
-    using self = type_list<>;
-    using args = type_list<A...>;
-};
-
-template <class T>
-concept HasCallOperator = requires {
-    &T::operator();
-};
-
-/// Function pointers, member function pointers and functors with one non-template operator().
-template <class F>
-concept DeducibleSignature = (std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>) ||
-                             std::is_member_function_pointer_v<F> || HasCallOperator<F>;
-
-}  // namespace detail
-
 template <class F, class R, class SelfList, class ArgList>
 class CachedFunction;
 
@@ -317,6 +231,9 @@ class CachedFunction<F, R, detail::type_list<Self...>, detail::type_list<Args...
     static_assert(sizeof...(Self) <= 1);
     static_assert(!std::is_void_v<R>,
                   "retools::cache_region: a function returning void has nothing to cache");
+    static_assert(detail::Cacheable<std::remove_cvref_t<R>>,
+                  "retools::cache_region: no way to store this result type. Give it nlohmann "
+                  "to_json/from_json, or specialize retools::Codec<T> with encode/decode.");
 
 public:
     /// The wrapped function's result type, without reference or const.
@@ -351,7 +268,7 @@ public:
         auto call = [&]() -> result_type {
             return std::invoke(function_, std::forward<Self>(self)..., std::forward<Args>(args)...);
         };
-        Target<decltype(call)> target{call};
+        Target<decltype(call)> target{call, detail::value_format(*region)};
         const bool stats = statistics_.value_or(CacheRegion::statistics.load(std::memory_order_relaxed));
         auto mode = regenerate_ ? detail::Regenerate::when_stale : detail::Regenerate::when_missing;
         if (detail::cache_load(*region, namespace_, key, mode, stats, target) ==
@@ -382,23 +299,20 @@ public:
 private:
     template <class Call>
     struct Target final : detail::LoadTarget {
-        explicit Target(Call& call) : call_(call) {}
+        Target(Call& call, ValueFormat format) : call_(call), format_(format) {}
         bool accept(std::string_view stored) override {
-            try {
-                auto decoded = Codec<result_type>::decode(stored);
-                if (!decoded) return false;
-                value = std::move(*decoded);
-                return true;
-            } catch (const std::exception&) {
-                return false;  // not ours, or corrupt: regenerate
-            }
+            auto decoded = detail::decode_value<result_type>(format_, stored);
+            if (!decoded) return false;  // another format, another type, or corrupt: a miss
+            value = std::move(*decoded);
+            return true;
         }
-        std::string produce() override {
+        bool produce(std::string& bytes, std::string& why) override {
             value = call_();
-            return std::string(Codec<result_type>::encode(*value));
+            return detail::encode_value<result_type>(format_, *value, bytes, why);
         }
         std::optional<result_type> value;
         Call& call_;
+        ValueFormat format_;
     };
 
     std::string region_;

@@ -1,5 +1,7 @@
 #pragma once
-// Codec<T>: how a cached value becomes the bytes stored in Redis and back.
+// Codec<T>: how a cached value becomes the bytes stored in Redis and back in
+// a region with ValueFormat::native (regions store pickle by default: see
+// retools/pickle.hpp).
 
 #include <charconv>
 #include <cmath>
@@ -8,14 +10,30 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include <retools/detail/python_repr.hpp>
+#include <retools/errors.hpp>
 
 namespace retools {
 
-/// Turns a cached value into bytes and back. Built in:
+/// How a cache region stores values (CacheRegionOptions::value_format).
+enum class ValueFormat {
+    /// Python's pickle, as Python retools stores values: a C++ and a Python
+    /// service calling the same cached function share one value (see
+    /// retools/pickle.hpp for the mapping). A type with its own Codec<T> is
+    /// stored as Python bytes holding Codec<T>::encode(). The default.
+    pickle,
+    /// Codec<T>: raw bytes for std::string, text for numbers, JSON for the
+    /// rest. Python retools cannot read these values.
+    native,
+};
+
+/// Turns a cached value into bytes and back in a region with
+/// ValueFormat::native; in a pickle region (the default) a specialization of
+/// your own is stored as Python bytes holding what encode() returns. Built in:
 ///
 /// | T | stored as |
 /// | --- | --- |
@@ -27,7 +45,10 @@ namespace retools {
 /// | anything with nlohmann `to_json` / `from_json` (containers, maps, your structs) | JSON text |
 ///
 /// `decode` returns `std::nullopt` (or throws) when the bytes are not a T:
-/// the cache then treats the stored value as a miss and regenerates it. To
+/// the cache then treats the stored value as a miss and regenerates it.
+/// `encode` of a JSON value that JSON text cannot hold exactly (NaN or
+/// infinity, a string that is not UTF-8) throws retools::Error; the cache then
+/// returns the value without storing it. To
 /// store your own type differently, specialize:
 ///
 /// ```cpp
@@ -37,13 +58,12 @@ namespace retools {
 /// };
 /// ```
 ///
-/// The original stores `cPickle` bytes, which C++ cannot read; a value written
-/// by Python is therefore a miss for C++ (and the reverse), never an error.
+/// A value written by Python retools (a pickle) is a miss for a native
+/// region (and the reverse), never a wrong value.
 template <class T, class = void>
 struct Codec {
-    static_assert(sizeof(T) == 0,
-                  "retools::Codec<T>: no codec for this cached type. Give it nlohmann "
-                  "to_json/from_json, or specialize retools::Codec<T> with encode/decode.");
+    /// No codec: a type without one cannot be cached (cache_region() says so at compile time).
+    using retools_no_codec = void;
 };
 
 namespace detail {
@@ -58,6 +78,27 @@ concept JsonConvertible = requires(nlohmann::json& j, const T& value, T& out) {
     nlohmann::to_json(j, value);
     nlohmann::from_json(static_cast<const nlohmann::json&>(j), out);
 };
+
+/// JSON text that reads back as exactly `j`; throws retools::Error when JSON
+/// cannot hold it (NaN or infinity, which nlohmann writes as null; a string
+/// that is not UTF-8).
+inline std::string json_text(const nlohmann::json& j) {
+    // Non-finite numbers first, without recursion.
+    std::vector<const nlohmann::json*> todo{&j};
+    while (!todo.empty()) {
+        const nlohmann::json* cur = todo.back();
+        todo.pop_back();
+        if (cur->is_number_float() && !std::isfinite(cur->get<double>()))
+            throw Error("JSON cannot hold NaN or infinity");
+        if (cur->is_structured())
+            for (const auto& e : *cur) todo.push_back(&e);
+    }
+    try {
+        return j.dump();
+    } catch (const nlohmann::json::type_error& e) {
+        throw Error(std::string("JSON cannot hold this value: ") + e.what());
+    }
+}
 
 /// Parses a JSON document; nullopt when it is not valid JSON or not a T.
 template <class T>
@@ -75,12 +116,14 @@ std::optional<T> json_decode(std::string_view bytes) {
 
 template <>
 struct Codec<std::string> {
+    using retools_builtin = void;
     static std::string encode(const std::string& value) { return value; }
     static std::optional<std::string> decode(std::string_view bytes) { return std::string(bytes); }
 };
 
 template <>
 struct Codec<bool> {
+    using retools_builtin = void;
     static std::string encode(bool value) { return value ? "true" : "false"; }
     static std::optional<bool> decode(std::string_view bytes) {
         if (bytes == "true") return true;
@@ -91,6 +134,7 @@ struct Codec<bool> {
 
 template <class T>
 struct Codec<T, std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, bool>>> {
+    using retools_builtin = void;
     static std::string encode(T value) {
         char buf[24];
         auto res = std::to_chars(buf, buf + sizeof buf, value);
@@ -106,6 +150,7 @@ struct Codec<T, std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, boo
 
 template <class T>
 struct Codec<T, std::enable_if_t<std::is_floating_point_v<T>>> {
+    using retools_builtin = void;
     static std::string encode(T value) { return detail::python_repr(static_cast<double>(value)); }
     static std::optional<T> decode(std::string_view bytes) {
         if (bytes == "inf") return static_cast<T>(INFINITY);
@@ -120,7 +165,8 @@ struct Codec<T, std::enable_if_t<std::is_floating_point_v<T>>> {
 
 template <>
 struct Codec<nlohmann::json> {
-    static std::string encode(const nlohmann::json& value) { return value.dump(); }
+    using retools_builtin = void;
+    static std::string encode(const nlohmann::json& value) { return detail::json_text(value); }
     static std::optional<nlohmann::json> decode(std::string_view bytes) {
         nlohmann::json doc = nlohmann::json::parse(bytes, nullptr, false);
         if (doc.is_discarded()) return std::nullopt;
@@ -130,8 +176,9 @@ struct Codec<nlohmann::json> {
 
 template <class T>
 struct Codec<std::optional<T>, std::enable_if_t<detail::JsonConvertible<T>>> {
+    using retools_builtin = void;
     static std::string encode(const std::optional<T>& value) {
-        return value ? nlohmann::json(*value).dump() : std::string("null");
+        return value ? detail::json_text(nlohmann::json(*value)) : std::string("null");
     }
     static std::optional<std::optional<T>> decode(std::string_view bytes) {
         nlohmann::json doc = nlohmann::json::parse(bytes, nullptr, false);
@@ -154,7 +201,8 @@ template <class T>
 struct Codec<T, std::enable_if_t<!std::is_arithmetic_v<T> && !std::is_same_v<T, std::string> &&
                                  !detail::is_std_optional<T>::value && !std::is_same_v<T, nlohmann::json> &&
                                  detail::JsonConvertible<T>>> {
-    static std::string encode(const T& value) { return nlohmann::json(value).dump(); }
+    using retools_builtin = void;
+    static std::string encode(const T& value) { return detail::json_text(nlohmann::json(value)); }
     static std::optional<T> decode(std::string_view bytes) { return detail::json_decode<T>(bytes); }
 };
 
@@ -165,6 +213,12 @@ template <class T>
 concept Encodable = requires(const T& value, std::string_view bytes) {
     { Codec<T>::encode(value) } -> std::convertible_to<std::string>;
     { Codec<T>::decode(bytes) } -> std::same_as<std::optional<T>>;
+};
+
+/// A Codec<T> specialization of the user's own (not one of the built-in ones).
+template <class T>
+concept UserCodec = Encodable<T> && !requires {
+    typename Codec<T>::retools_builtin;
 };
 
 }  // namespace detail

@@ -7,6 +7,7 @@
 #include <retools/script.hpp>
 
 #include "cache/keys.hpp"
+#include "cache/registry.hpp"
 #include "core/clock.hpp"
 
 namespace retools::detail {
@@ -17,7 +18,9 @@ namespace {
 // `created`, with no TTL, forever), and a key of another type (not a cache
 // value; calls on it fail naming it) is skipped rather than aborting the
 // script half-way through the others.
-const Script backdate_script{R"lua(
+const Script& backdate_script() {
+    // KEYS = value hashes; ARGV[1] = the new `created`.
+    static const Script script{R"lua(
 local n = 0
 for i, key in ipairs(KEYS) do
   if redis.call('TYPE', key).ok == 'hash' then
@@ -27,11 +30,14 @@ for i, key in ipairs(KEYS) do
 end
 return n
 )lua"};
+    return script;
+}
 
 // KEYS[1] = a namespace's key set, KEYS[i+1] = the value hash of member ARGV[i+1]:
 // backdates existing hashes to ARGV[1] and drops members whose hash is gone
 // (a key of another type is skipped, as in backdate_script).
-const Script prune_script{R"lua(
+const Script& prune_script() {
+    static const Script script{R"lua(
 local n = 0
 for i = 2, #KEYS do
   local t = redis.call('TYPE', KEYS[i]).ok
@@ -44,6 +50,8 @@ for i = 2, #KEYS do
 end
 return n
 )lua"};
+    return script;
+}
 
 constexpr std::size_t chunk = 512;  // keys per script call
 
@@ -73,7 +81,7 @@ void backdate(const Connection& conn, std::string_view region, std::string_view 
         std::vector<std::string> value_keys;
         for (std::size_t i = start; i < std::min(keys.size(), start + chunk); ++i)
             value_keys.push_back(cache_keys::value(region, ns, keys[i]));
-        backdate_script.run(conn, value_keys, created);
+        backdate_script().run(conn, value_keys, created);
     }
 }
 
@@ -117,8 +125,8 @@ void invalidate_region(std::string_view region) {
             std::vector<std::string> script_keys{keyset};
             for (std::size_t i = start; i < end; ++i)
                 script_keys.push_back(cache_keys::value(region, ns, keys[i]));
-            prune_script.run(conn, script_keys, created,
-                             std::span<const std::string>(keys.data() + start, end - start));
+            prune_script().run(conn, script_keys, created,
+                               std::span<const std::string>(keys.data() + start, end - start));
         }
     }
 }

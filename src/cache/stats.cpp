@@ -4,6 +4,7 @@
 #include <retools/cache.hpp>
 
 #include "cache/keys.hpp"
+#include "cache/registry.hpp"
 
 namespace retools {
 namespace {

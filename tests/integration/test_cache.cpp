@@ -3,6 +3,7 @@
 #include <atomic>
 #include <barrier>
 #include <chrono>
+#include <cmath>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -15,11 +16,13 @@
 #include <retools/cache.hpp>
 #include <retools/errors.hpp>
 #include <retools/lock.hpp>
+#include <retools/pickle.hpp>
 
 #include "core/clock.hpp"
 #include "redis_test.hpp"
 
 using namespace std::chrono_literals;
+using namespace std::string_literals;
 using retools::CacheOptions;
 using retools::CacheRegion;
 using retools::Reply;
@@ -27,6 +30,12 @@ using Clock = std::chrono::steady_clock;
 namespace rt = retools::test;
 
 namespace {
+
+// What a pickle region stores for `value` (regions store pickle by default).
+template <class T>
+std::string pickled(const T& value) {
+    return retools::pickle::dumps(value);
+}
 
 double seconds_since(Clock::time_point start) {
     return std::chrono::duration<double>(Clock::now() - start).count();
@@ -140,7 +149,7 @@ TEST_F(CacheTest, RawLayoutAfterAMissAndAHit) {
                                                  "retools:short_term:myapp.search:keys", fence_key}));
     EXPECT_EQ(conn.command("TYPE", value_key).as_string(), "hash");
     EXPECT_EQ(conn.command("HLEN", value_key).as_integer(), 2);
-    EXPECT_EQ(hget(value_key, "value"), "10 results for bunny");
+    EXPECT_EQ(hget(value_key, "value"), pickled("10 results for bunny"));
     const double stored_at = created(value_key);
     EXPECT_GE(stored_at, before - 0.001);
     EXPECT_LE(stored_at, after + 0.001);
@@ -175,8 +184,8 @@ TEST_F(CacheTest, TwoArgumentSetsMakeTwoKeys) {
     EXPECT_EQ(f(1, "x"), "1-x");
     EXPECT_EQ(calls, 2);
     EXPECT_EQ(smembers("retools:short_term:ns:keys"), (std::set<std::string>{"1 x", "2 y z"}));
-    EXPECT_EQ(hget("retools:short_term:ns:1 x", "value"), "1-x");
-    EXPECT_EQ(hget("retools:short_term:ns:2 y z", "value"), "2-y z");
+    EXPECT_EQ(hget("retools:short_term:ns:1 x", "value"), pickled("1-x"));
+    EXPECT_EQ(hget("retools:short_term:ns:2 y z", "value"), pickled("2-y z"));
 }
 
 TEST_F(CacheTest, KeysRenderArgumentsLikePythonStr) {
@@ -190,7 +199,7 @@ TEST_F(CacheTest, KeysRenderArgumentsLikePythonStr) {
     EXPECT_EQ(smembers("retools:short_term:ns:keys"),
               (std::set<std::string>{"True 1.0 None -3", "False 0.1 7 10000000000"}));
     EXPECT_EQ(smembers("retools:short_term:noargs:keys"), std::set<std::string>{""});
-    EXPECT_EQ(hget("retools:short_term:noargs:", "value"), "5");
+    EXPECT_EQ(hget("retools:short_term:noargs:", "value"), pickled(5));
 }
 
 // ---- statistics ----
@@ -362,7 +371,7 @@ TEST_F(CacheTest, RegionWithItsOwnConnection) {
     auto f = retools::cache_region("db1_region", "ns", [](int x) { return x; });
     EXPECT_EQ(f(4), 4);
     EXPECT_EQ(conn.command("DBSIZE").as_integer(), 0);
-    EXPECT_EQ(db1.command("HGET", "retools:db1_region:ns:4", "value").as_string(), "4");
+    EXPECT_EQ(db1.command("HGET", "retools:db1_region:ns:4", "value").as_string(), pickled(4));
     EXPECT_EQ(f.stats().total.misses, 1);
     retools::invalidate_region("db1_region");
     EXPECT_LT(db1.command("HGET", "retools:db1_region:ns:4", "created").as_double(),
@@ -401,7 +410,7 @@ TEST_F(CacheTest, KeepsSignaturesOfLambdasFunctionPointersAndMembers) {
             return out;
         });
     EXPECT_EQ(generic(1, 4), (std::vector<int>{1, 2, 3}));
-    EXPECT_EQ(hget("retools:short_term:generic:1 4", "value"), "[1,2,3]");
+    EXPECT_EQ(hget("retools:short_term:generic:1 4", "value"), pickled(std::vector<int>{1, 2, 3}));
     EXPECT_EQ(generic(1, 4), (std::vector<int>{1, 2, 3}));
 
     std::function<std::string(std::string)> wrapped = [](std::string s) { return s + "!"; };
@@ -442,7 +451,7 @@ TEST_F(CacheTest, ExceptionsPropagateReleaseTheLockAndStoreNothing) {
     fail = true;
     EXPECT_THROW(f(1), BoomError);
     EXPECT_EQ(created("retools:short_term:boom:1"), old_created);
-    EXPECT_EQ(hget("retools:short_term:boom:1", "value"), "1");
+    EXPECT_EQ(hget("retools:short_term:boom:1", "value"), pickled(1));
     EXPECT_EQ(conn.command("EXISTS", "retools:lock:short_term:boom:1").as_integer(), 0);
     EXPECT_EQ(calls, 3);
 }
@@ -456,13 +465,17 @@ TEST_F(CacheTest, CorruptValueIsRegenerated) {
         return std::vector<int>(static_cast<std::size_t>(n), 7);
     });
     EXPECT_EQ(f(2), (std::vector<int>{7, 7}));
-    conn.command("HSET", "retools:short_term:json:2", "value", "not json{");  // still fresh, but unreadable
+    conn.command("HSET", "retools:short_term:json:2", "value",
+                 "not a pickle{");  // still fresh, but unreadable
     EXPECT_EQ(f(2), (std::vector<int>{7, 7}));
     EXPECT_EQ(calls, 2);
-    EXPECT_EQ(hget("retools:short_term:json:2", "value"), "[7,7]");
+    EXPECT_EQ(hget("retools:short_term:json:2", "value"), pickled(std::vector<int>{7, 7}));
 
-    // A value a Python service pickled is a miss for C++, not an error.
-    conn.command("HSET", "retools:short_term:json:2", "value", "(lp0\nI7\naI7\na.");
+    // A list a Python service pickled (protocol 0) is a hit; a value of another type is a miss, not an error.
+    conn.command("HSET", "retools:short_term:json:2", "value", "(lp0\nI8\naI8\na.");
+    EXPECT_EQ(f(2), (std::vector<int>{8, 8}));
+    EXPECT_EQ(calls, 2);
+    conn.command("HSET", "retools:short_term:json:2", "value", "(dp0\nVa\np1\nI1\ns.");
     EXPECT_EQ(f(2), (std::vector<int>{7, 7}));
     EXPECT_EQ(calls, 3);
 
@@ -520,7 +533,7 @@ TEST_F(CacheTest, InvalidateOneKey) {
     const double now = retools::detail::unix_now();
     retools::invalidate_function(f, "a");
     EXPECT_NEAR(created("retools:short_term:inv:a"), now - 60 - 3600, 2.0);
-    EXPECT_EQ(hget("retools:short_term:inv:a", "value"), "a");  // never deleted
+    EXPECT_EQ(hget("retools:short_term:inv:a", "value"), pickled("a"));  // never deleted
     EXPECT_EQ(created("retools:short_term:inv:b"), b_created);
     f("a");
     f("b");
@@ -703,12 +716,214 @@ TEST_F(CacheTest, WaiterReadsTheValueTheLockHolderStored) {
     retools::Lock held{"retools:lock:handoff:ns:1", {.expires = 10s, .timeout = 0s}};
     std::thread other([&] {
         std::this_thread::sleep_for(200ms);
-        conn.command("HSET", "retools:handoff:ns:1", "created", retools::detail::unix_now(), "value", "99");
+        conn.command("HSET", "retools:handoff:ns:1", "created", retools::detail::unix_now(), "value",
+                     pickled(99));
         held.unlock();
     });
     EXPECT_EQ(f(1), 99);
     other.join();
     EXPECT_EQ(calls, 0);
+}
+
+// ---- value formats ----
+
+namespace {
+struct Blob {
+    std::string data;
+};
+}  // namespace
+
+// A type with its own codec: stored as Python bytes in a pickle region.
+template <>
+struct retools::Codec<Blob> {
+    static std::string encode(const Blob& b) { return "blob:" + b.data; }
+    static std::optional<Blob> decode(std::string_view bytes) {
+        if (!bytes.starts_with("blob:")) return std::nullopt;
+        return Blob{std::string(bytes.substr(5))};
+    }
+};
+
+namespace {
+
+struct Item {
+    std::string name;
+    std::vector<double> scores;
+};
+void to_json(nlohmann::json& j, const Item& i) {
+    j = {{"name", i.name}, {"scores", i.scores}};
+}
+void from_json(const nlohmann::json& j, Item& i) {
+    j.at("name").get_to(i.name);
+    j.at("scores").get_to(i.scores);
+}
+
+}  // namespace
+
+TEST_F(CacheTest, PythonValuesAreHitsOfTheRightType) {
+    // What Python retools stored (protocol 0, as cPickle writes it) for functions C++ also caches.
+    const double now = retools::detail::unix_now();
+    conn.command("HSET", "retools:short_term:interop_mod.search.load_things:bunny 10", "created", now,
+                 "value", "Vbunny|10|py\np0\n.");
+    conn.command("HSET", "retools:short_term:interop_mod.total.:[1, 2, 3]", "created", now, "value", "I6\n.");
+    int calls = 0;
+    auto search = retools::cache_region("short_term",
+                                        retools::function_namespace("interop_mod", "search", "load_things"),
+                                        [&](const std::string& term, int limit) {
+                                            ++calls;
+                                            return fmt::format("{}|{}|cpp", term, limit);
+                                        });
+    auto total = retools::cache_region("short_term", retools::function_namespace("interop_mod", "total"),
+                                       [&](const std::vector<int>& v) {
+                                           ++calls;
+                                           long sum = 0;
+                                           for (int x : v) sum += x;
+                                           return sum;
+                                       });
+    EXPECT_EQ(search("bunny", 10), "bunny|10|py");
+    EXPECT_EQ(total(std::vector<int>{1, 2, 3}), 6);
+    EXPECT_EQ(calls, 0);
+    // What C++ stores, Python reads: a protocol-2 str.
+    EXPECT_EQ(search("fox", 10), "fox|10|cpp");
+    EXPECT_EQ(hget("retools:short_term:interop_mod.search.load_things:fox 10", "value"),
+              "\x80\x02X\x0a\x00\x00\x00"
+              "fox|10|cpp."s);
+    // A Python value of another type is a miss for this function, never a wrong value.
+    conn.command("HSET", "retools:short_term:interop_mod.search.load_things:bunny 10", "value", "I6\n.");
+    EXPECT_EQ(search("bunny", 10), "bunny|10|cpp");
+    EXPECT_EQ(calls, 2);
+}
+
+TEST_F(CacheTest, UserTextIsStoredAsDataNeverAsCode) {
+    // A std::string function caching user-supplied text: whatever the text, Python reads a str.
+    const std::string planted = "cos\nsystem\n(S'touch /tmp/pwned'\ntR.";
+    auto echo = retools::cache_region("short_term", "echo", [](const std::string& s) { return s; });
+    EXPECT_EQ(echo(planted), planted);
+    const std::string stored = hget("retools:short_term:echo:" + planted, "value");
+    auto decoded = retools::pickle::decode(stored);
+    ASSERT_TRUE(decoded) << decoded.error;
+    EXPECT_EQ(*decoded.value, retools::pickle::Value::str(planted));
+    EXPECT_EQ(stored.find("cos\nsystem"), 7u);  // inside the str's bytes, after its opcode and length
+    EXPECT_EQ(echo(planted), planted);
+    // A planted pickle that would run code is refused by the reader: a miss.
+    conn.command("HSET", "retools:short_term:echo:x", "created", retools::detail::unix_now(), "value",
+                 planted);
+    EXPECT_EQ(echo("x"), "x");
+    EXPECT_EQ(hget("retools:short_term:echo:x", "value"), pickled("x"));
+}
+
+TEST_F(CacheTest, NativeRegionKeepsTheCodecEncoding) {
+    CacheRegion::add_region("native", {.expires = 60s, .value_format = retools::ValueFormat::native});
+    CacheRegion::add_region("shared", {.expires = 60s, .value_format = retools::ValueFormat::pickle});
+    EXPECT_EQ(CacheRegion::region("short_term")->value_format, retools::ValueFormat::pickle);  // the default
+    int calls = 0;
+    auto text = retools::cache_region("native", "ns", [&](int x) {
+        ++calls;
+        return fmt::format("v{}", x);
+    });
+    auto list = retools::cache_region("native", "list", [&](int x) {
+        ++calls;
+        return std::vector<int>{x, x};
+    });
+    EXPECT_EQ(text(1), "v1");
+    EXPECT_EQ(list(2), (std::vector<int>{2, 2}));
+    EXPECT_EQ(hget("retools:native:ns:1", "value"), "v1");
+    EXPECT_EQ(hget("retools:native:list:2", "value"), "[2,2]");
+    // A std::string function never returns bytes of another encoding: a pickle is a miss.
+    conn.command("HSET", "retools:native:ns:1", "value", "Vbunny|10|py\np0\n.");
+    EXPECT_EQ(text(1), "v1");
+    conn.command("HSET", "retools:native:list:2", "value", pickled(std::vector<int>{2, 2}));
+    EXPECT_EQ(list(2), (std::vector<int>{2, 2}));
+    EXPECT_EQ(calls, 4);
+    // And a native value in a pickle region is a miss too.
+    auto shared = retools::cache_region("shared", "ns", [&](int x) {
+        ++calls;
+        return fmt::format("s{}", x);
+    });
+    conn.command("HSET", "retools:shared:ns:1", "created", retools::detail::unix_now(), "value", "raw text");
+    EXPECT_EQ(shared(1), "s1");
+    EXPECT_EQ(calls, 5);
+}
+
+TEST_F(CacheTest, LowLevelLoadUsesTheRegionsFormat) {
+    CacheRegion::add_region("native", {.expires = 60s, .value_format = retools::ValueFormat::native});
+    EXPECT_EQ(CacheRegion::load("short_term", "raw", "p", true, [] { return std::string("v\xff"); }),
+              "v\xff");
+    EXPECT_EQ(hget("retools:short_term:raw:p", "value"), pickled("v\xff"s));
+    EXPECT_EQ(CacheRegion::load("short_term", "raw", "p", false), "v\xff");
+    EXPECT_EQ(CacheRegion::load("native", "raw", "p", true, [] { return std::string("n"); }), "n");
+    EXPECT_EQ(hget("retools:native:raw:p", "value"), "n");
+    conn.command("HSET", "retools:short_term:raw:q", "created", retools::detail::unix_now(), "value",
+                 "S'py'\n.");
+    EXPECT_EQ(CacheRegion::load("short_term", "raw", "q", false), "py");
+    EXPECT_EQ(CacheRegion::load("native", "raw", "q", false), std::nullopt);
+    conn.command("HSET", "retools:native:raw:q", "created", retools::detail::unix_now(), "value", "S'py'\n.");
+    EXPECT_EQ(CacheRegion::load("native", "raw", "q", false), std::nullopt);  // a pickle is not native bytes
+}
+
+TEST_F(CacheTest, UserCodecIsStoredAsPythonBytes) {
+    int calls = 0;
+    auto f = retools::cache_region("short_term", "blob", [&](int x) {
+        ++calls;
+        return Blob{std::to_string(x)};
+    });
+    EXPECT_EQ(f(7).data, "7");
+    EXPECT_EQ(f(7).data, "7");
+    EXPECT_EQ(calls, 1);
+    auto decoded = retools::pickle::decode(hget("retools:short_term:blob:7", "value"));
+    ASSERT_TRUE(decoded) << decoded.error;
+    EXPECT_EQ(*decoded.value, retools::pickle::Value::bytes("blob:7"));
+}
+
+TEST_F(CacheTest, ValuesJsonCannotHoldNeitherThrowNorStayMissing) {
+    CacheRegion::add_region("native", {.expires = 60s, .value_format = retools::ValueFormat::native});
+    int calls = 0;
+    auto make = [&](int) {
+        ++calls;
+        return Item{"bad \xff utf-8", {NAN, 1.0}};
+    };
+    // Pickle (the default) holds both exactly.
+    auto pickled_fn = retools::cache_region("short_term", "item", make);
+    Item a = pickled_fn(1);
+    Item b = pickled_fn(1);
+    EXPECT_EQ(calls, 1);
+    EXPECT_EQ(b.name, "bad \xff utf-8");
+    EXPECT_TRUE(std::isnan(b.scores[0]));
+    // Native (JSON text): the value is returned uncached, with a reason on stderr.
+    auto native_fn = retools::cache_region("native", "item", make);
+    EXPECT_EQ(native_fn(1).name, "bad \xff utf-8");
+    EXPECT_TRUE(std::isnan(native_fn(1).scores[0]));
+    EXPECT_EQ(calls, 3);
+    EXPECT_EQ(conn.command("EXISTS", "retools:native:item:1").as_integer(), 0);
+    EXPECT_EQ(conn.command("EXISTS", "retools:lock:native:item:1").as_integer(), 0);
+    EXPECT_EQ(misses("native", "item", "1"), "2");
+    auto nan_list = retools::cache_region("native", "nan", [&] {
+        ++calls;
+        return std::vector<double>{NAN};
+    });
+    EXPECT_TRUE(std::isnan(nan_list()[0]));
+    EXPECT_EQ(conn.command("EXISTS", "retools:native:nan:").as_integer(), 0);
+}
+
+TEST_F(CacheTest, AFunctionSlowerThanExpiresIsComputedOnceByFiveThreads) {
+    CacheRegion::add_region("slow", {.expires = 300ms, .first_value_wait = 5s});
+    std::atomic<int> calls{0};
+    auto f = retools::cache_region("slow", "ns", [&](int x) {
+        calls++;
+        std::this_thread::sleep_for(1200ms);  // four times the lock's TTL
+        return x * 2;
+    });
+    std::barrier start(5);
+    std::vector<int> results(5);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 5; ++t)
+        threads.emplace_back([&, t] {
+            start.arrive_and_wait();
+            results[static_cast<std::size_t>(t)] = f(21);
+        });
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(calls, 1);
+    EXPECT_EQ(results, std::vector<int>(5, 42));
+    EXPECT_EQ(conn.command("EXISTS", "retools:lock:slow:ns:21").as_integer(), 0);
 }
 
 // ---- round trips ----

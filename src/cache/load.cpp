@@ -1,9 +1,9 @@
-// The region registry and CacheRegion::load, step by step as the original does it.
+// The load path: CacheRegion::load and cached calls, step by step as the
+// original does it (PROTOCOL.md, "Cache").
 #include <algorithm>
+#include <atomic>
 #include <charconv>
-#include <mutex>
-#include <shared_mutex>
-#include <unordered_map>
+#include <cstdio>
 
 #include <fmt/format.h>
 
@@ -11,34 +11,12 @@
 #include <retools/lock.hpp>
 
 #include "cache/keys.hpp"
+#include "cache/registry.hpp"
 #include "core/clock.hpp"
 
 namespace retools {
 namespace detail {
 namespace {
-
-struct StringHash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
-};
-
-struct Registry {
-    std::shared_mutex mutex;
-    std::unordered_map<std::string, std::shared_ptr<const RegionSettings>, StringHash, std::equal_to<>>
-        regions;
-};
-
-Registry& registry() {
-    static Registry instance;
-    return instance;
-}
-
-std::shared_ptr<const RegionSettings> lookup(std::string_view name) {
-    Registry& r = registry();
-    std::shared_lock lock(r.mutex);
-    auto it = r.regions.find(name);
-    return it == r.regions.end() ? nullptr : it->second;
-}
 
 // The fields of a value hash that load looks at (views into `reply`).
 struct StoredValue {
@@ -91,13 +69,26 @@ Pipeline& scratch_pipeline() {
     return pipeline;
 }
 
-}  // namespace
+// Renewing a lock every expires/3 makes sense from here up; below, a renewal
+// round trip every few milliseconds would cost more than it protects.
+constexpr std::chrono::milliseconds min_renewed_expires{30};
 
-std::shared_ptr<const RegionSettings> find_region(std::string_view name) {
-    auto region = lookup(name);
-    if (!region) throw CacheConfigurationError(fmt::format("Cache region not configured: {}", name));
-    return region;
+// A value the function returned but that cannot be stored exactly: say so on
+// stderr, at most once a second per process (a hot function must not flood it).
+void report_uncached(const RegionSettings& region, std::string_view ns, std::string_view key,
+                     std::string_view why) {
+    static std::atomic<long long> last_second{0};
+    const auto now = static_cast<long long>(unix_now());
+    long long last = last_second.load(std::memory_order_relaxed);
+    if (now <= last || !last_second.compare_exchange_strong(last, now)) return;
+    std::fprintf(stderr,
+                 "retools: cache region %s: %s:%s returned a value that cannot be stored (%.*s); "
+                 "returned it uncached\n",
+                 region.name.c_str(), std::string(ns).c_str(), std::string(key).c_str(),
+                 static_cast<int>(why.size()), why.data());
 }
+
+}  // namespace
 
 void throw_first_value_timeout(std::string_view region, std::string_view ns, std::string_view key) {
     throw LockTimeout(
@@ -142,7 +133,9 @@ LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::s
     if (!stored.has_value && mode == Regenerate::never) return LoadOutcome::none;
 
     // 3. Regenerate under the dogpile lock. With a (decodable) stale value,
-    // one attempt: whoever does not get the lock serves the stale value.
+    // one attempt: whoever does not get the lock serves the stale value. The
+    // lock is renewed while the function runs, so a function slower than
+    // `expires` still runs once.
     const bool have_stale = stored.has_value && target.accept(stored.value);
     const auto wait = have_stale ? std::chrono::milliseconds{0} : region.options.first_value_wait;
     Lock lock{cache_keys::lock(region.name, ns, key),
@@ -150,18 +143,36 @@ LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::s
                           .timeout = wait,
                           .connection = conn,
                           // Waiters for a first value are answering a request: notice it within 100 ms.
-                          .max_retry_delay = std::chrono::milliseconds{100}},
+                          .max_retry_delay = std::chrono::milliseconds{100},
+                          .auto_renew = region.options.expires >= min_renewed_expires},
               std::defer_lock};
     if (!lock.try_lock_for(wait)) return have_stale ? LoadOutcome::stored : LoadOutcome::lock_timeout;
 
-    // Did someone else store a fresh value meanwhile?
+    // Did someone else store a value meanwhile? A fresh one is served; so is
+    // any one when we had nothing: we waited for that caller's result, which
+    // may be older than `expires` already if its function is slow.
     Reply again = conn.command("HGETALL", value_key);
     StoredValue current = parse_hash(again);
     const double created = unix_now();
-    if (current.has_value && is_fresh(current, created, region) && target.accept(current.value))
+    if (current.has_value && (is_fresh(current, created, region) || !have_stale) &&
+        target.accept(current.value))
         return LoadOutcome::stored;
 
-    std::string bytes = target.produce();  // throws: the lock is released, nothing stored
+    std::string bytes, why;
+    if (!target.produce(bytes, why)) {  // throws: the lock is released, nothing stored
+        lock.unlock();
+        report_uncached(region, ns, key, why);
+        if (statistics) {
+            // Settle the counters as a stored miss would (step 4), with GETSET alone.
+            const long long new_hits = parse_count(conn.command("GETSET", hit_key, 0));
+            Pipeline& p = scratch_pipeline();
+            p.command("INCRBY", hit_key, existing_hits);
+            if (new_hits != existing_hits)
+                p.command("INCRBY", cache_keys::misses(day, region.name, ns, key), new_hits - existing_hits);
+            conn.execute(p);
+        }
+        return LoadOutcome::produced;
+    }
 
     long long new_hits = 0;
     {
@@ -207,77 +218,28 @@ LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::s
 
 }  // namespace detail
 
-CacheKey::CacheKey(std::string_view region, std::string_view ns, std::string_view key, std::string_view today)
-    : lock_key(detail::cache_keys::lock(region, ns, key)),
-      redis_key(detail::cache_keys::value(region, ns, key)),
-      redis_keyset(detail::cache_keys::keyset(region, ns)) {
-    const std::string day = today.empty() ? detail::today() : std::string(today);
-    redis_hit_key = detail::cache_keys::hits(day, region, ns, key);
-    redis_miss_key = detail::cache_keys::misses(day, region, ns, key);
-}
-
-void CacheRegion::add_region(std::string name, std::chrono::milliseconds expires,
-                             std::chrono::seconds redis_expiration) {
-    add_region(std::move(name), CacheRegionOptions{.expires = expires, .redis_expiration = redis_expiration});
-}
-
-void CacheRegion::add_region(std::string name, CacheRegionOptions options) {
-    if (name.empty()) throw CacheConfigurationError("cache region name must not be empty");
-    if (options.expires.count() < 0)
-        throw CacheConfigurationError(fmt::format("cache region {}: expires must not be negative", name));
-    if (options.redis_expiration.count() < 1)
-        throw CacheConfigurationError(
-            fmt::format("cache region {}: redis_expiration must be at least 1 s", name));
-    if (options.first_value_wait.count() < 0)
-        throw CacheConfigurationError(
-            fmt::format("cache region {}: first_value_wait must not be negative", name));
-    auto settings =
-        std::make_shared<const detail::RegionSettings>(detail::RegionSettings{name, std::move(options)});
-    auto& r = detail::registry();
-    std::unique_lock lock(r.mutex);
-    r.regions.insert_or_assign(std::move(name), std::move(settings));
-}
-
-bool CacheRegion::has_region(std::string_view name) {
-    return detail::lookup(name) != nullptr;
-}
-
-std::optional<CacheRegionOptions> CacheRegion::region(std::string_view name) {
-    auto settings = detail::lookup(name);
-    if (!settings) return std::nullopt;
-    return settings->options;
-}
-
-std::vector<std::string> CacheRegion::region_names() {
-    std::vector<std::string> names;
-    {
-        auto& r = detail::registry();
-        std::shared_lock lock(r.mutex);
-        for (const auto& [name, settings] : r.regions) names.push_back(name);
-    }
-    std::sort(names.begin(), names.end());
-    return names;
-}
-
 std::optional<std::string> CacheRegion::load(std::string_view region, std::string_view ns,
                                              std::string_view key, bool regenerate,
                                              const std::function<std::string()>& callable,
                                              std::optional<bool> statistics) {
     struct Bytes final : detail::LoadTarget {
-        explicit Bytes(const std::function<std::string()>& call) : call_(call) {}
+        Bytes(const std::function<std::string()>& call, ValueFormat format) : call_(call), format_(format) {}
         bool accept(std::string_view stored) override {
-            value.assign(stored);
+            auto decoded = detail::decode_value<std::string>(format_, stored);
+            if (!decoded) return false;
+            value = std::move(*decoded);
             return true;
         }
-        std::string produce() override {
+        bool produce(std::string& bytes, std::string& why) override {
             value = call_();
-            return value;
+            return detail::encode_value<std::string>(format_, value, bytes, why);
         }
         std::string value;
         const std::function<std::string()>& call_;
+        ValueFormat format_;
     };
     auto settings = detail::find_region(region);
-    Bytes target{callable};
+    Bytes target{callable, settings->options.value_format};
     auto mode = regenerate && callable ? detail::Regenerate::when_stale : detail::Regenerate::never;
     switch (detail::cache_load(*settings, ns, key, mode, statistics.value_or(CacheRegion::statistics.load()),
                                target)) {
