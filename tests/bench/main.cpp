@@ -180,6 +180,8 @@ int main(int argc, char** argv) {
                        ratio("worker_thread_16", "retools", "worker_fork", "rq"), 100});
     targets.push_back({"worker, fork mode ≥ 2× RQ forking Worker",
                        ratio("worker_fork", "retools", "worker_fork", "rq"), 2});
+    targets.push_back({"cache multi-get of 100 keys ≥ 20× 100 single hits",
+                       ratio("cache_get_many_100", "retools", "cache_hit_100_single", "retools"), 20});
     targets.push_back({"lock hand-over (process to process) p50 < 10 ms",
                        [&results]() { return results.metric("lock_handover", "retools", "p50 µs"); }, 0,
                        10000, "{:.0f} µs"});
