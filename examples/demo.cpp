@@ -108,7 +108,7 @@ void lock_demo(const retools::Connection& conn) {
                short_lived.release() == retools::ReleaseResult::lost ? "lost (nothing deleted)" : "released",
                successor.owns_lock());
     successor.unlock();
-    conn.command("DEL", key, "demo:lock-counter");
+    conn.command("DEL", key, key + ":fence", key + ":signal", key + ":waiting", "demo:lock-counter");
 }
 
 // ---- limiter ----------------------------------------------------------------

@@ -122,10 +122,15 @@ void limiter_examples(const retools::Connection& conn) {
 int main() {
     try {
         const retools::Connection& conn = retools::global_connection();  // reads REDIS_URL
-        conn.command("DEL", lock_key, limiter_key);
+        // The lock's extra keys too: its fencing counter and its wake-up list and mark.
+        auto cleanup = [&] {
+            conn.command("DEL", lock_key, lock_key + ":fence", lock_key + ":signal", lock_key + ":waiting",
+                         limiter_key);
+        };
+        cleanup();
         lock_examples(conn);
         limiter_examples(conn);
-        conn.command("DEL", lock_key, limiter_key);
+        cleanup();
     } catch (const retools::Error& e) {
         fmt::print(stderr, "lock_and_limiter: {}\n", e.what());
         return 1;

@@ -54,6 +54,20 @@ struct CacheRegionOptions {
     /// Python retools; ValueFormat::native for the C++-only Codec<T> encoding.
     /// A stored value in the other format (or of another type) is a miss.
     ValueFormat value_format = ValueFormat::pickle;
+    /// Probabilistic early refresh (XFetch; Vattani, Chierichetti and
+    /// Lowenstein, PVLDB 2015): a fresh hit is recomputed ahead of its expiry
+    /// when `now - delta * beta * ln(random) >= created + expires`, where
+    /// `delta` is how long the last computation took (stored as an extra
+    /// `delta` field of the value hash, float seconds; Python reads only
+    /// `created` and `value`). The recomputation runs on a small shared
+    /// background executor (2 threads, at most 64 queued; more are dropped)
+    /// under the dogpile lock, so at most one runs per key across processes,
+    /// and every caller, the one whose read triggered it included, gets the
+    /// stored value at once. Default 0: off. 1 is the paper's choice; larger
+    /// refreshes earlier. Needs a copyable function and copyable arguments
+    /// (it runs later, on another thread); member functions are not refreshed
+    /// early. Must not be negative.
+    double early_refresh_beta = 0;
 };
 
 /// The five Redis key names of one cached call, built exactly as the original
@@ -269,12 +283,66 @@ public:
             return std::invoke(function_, std::forward<Self>(self)..., std::forward<Args>(args)...);
         };
         Target<decltype(call)> target{call, detail::value_format(*region)};
+        if constexpr (refreshable)
+            target.refresh = [this, &args...] {
+                return make_refresher(std::tuple<std::remove_cvref_t<Args>...>(args...));
+            };
         const bool stats = statistics_.value_or(CacheRegion::statistics.load(std::memory_order_relaxed));
         auto mode = regenerate_ ? detail::Regenerate::when_stale : detail::Regenerate::when_missing;
         if (detail::cache_load(*region, namespace_, key, mode, stats, target) ==
             detail::LoadOutcome::lock_timeout)
             detail::throw_first_value_timeout(region_, namespace_, key);
         return std::move(*target.value);
+    }
+
+    /// The cached values of many calls at once, in order: one round trip reads
+    /// them all (statistics included), the missing and stale ones are computed
+    /// (on this thread, in order, each under its own dogpile lock) and stored
+    /// in one more round trip. Redis is left exactly as the same single calls
+    /// would leave it. Throws as operator() does (LockTimeout for the first
+    /// key whose value another caller computed for too long).
+    ///
+    /// ```cpp
+    /// // auto results = search.get_many({{"bunny", 10}, {"kitten", 5}});
+    /// ```
+    std::vector<result_type> get_many(
+        Self... self, const std::vector<std::tuple<std::remove_cvref_t<Args>...>>& calls) const {
+        std::vector<result_type> out;
+        out.reserve(calls.size());
+        auto region = detail::find_region(region_);
+        auto invoke = [&](const std::tuple<std::remove_cvref_t<Args>...>& c) -> result_type {
+            return std::apply([&](const auto&... a) { return std::invoke(function_, self..., a...); }, c);
+        };
+        if (!CacheRegion::enabled.load(std::memory_order_relaxed)) {
+            for (const auto& c : calls) out.push_back(invoke(c));
+            return out;
+        }
+        std::vector<std::string> keys;
+        keys.reserve(calls.size());
+        for (const auto& c : calls)
+            keys.push_back(std::apply([](const auto&... a) { return detail::python_joined(a...); }, c));
+        using Call = std::function<result_type()>;
+        std::vector<Call> producers;
+        std::vector<Target<Call>> targets;
+        producers.reserve(calls.size());
+        targets.reserve(calls.size());
+        const ValueFormat format = detail::value_format(*region);
+        for (const auto& c : calls) {
+            producers.emplace_back([&invoke, &c] { return invoke(c); });
+            targets.emplace_back(producers.back(), format);
+            if constexpr (refreshable) targets.back().refresh = [this, &c] { return make_refresher(c); };
+        }
+        std::vector<detail::LoadTarget*> pointers;
+        for (auto& t : targets) pointers.push_back(&t);
+        const bool stats = statistics_.value_or(CacheRegion::statistics.load(std::memory_order_relaxed));
+        auto mode = regenerate_ ? detail::Regenerate::when_stale : detail::Regenerate::when_missing;
+        auto outcomes = detail::cache_load_many(*region, namespace_, keys, mode, stats, pointers);
+        for (std::size_t i = 0; i < calls.size(); ++i) {
+            if (outcomes[i] == detail::LoadOutcome::lock_timeout)
+                detail::throw_first_value_timeout(region_, namespace_, keys[i]);
+            out.push_back(std::move(*targets[i].value));
+        }
+        return out;
     }
 
     /// The cache key of a call with these arguments (`"bunny 10"`).
@@ -297,6 +365,22 @@ public:
     }
 
 private:
+    // Early refresh runs the function later on another thread: it needs its
+    // own copies of the function and the arguments, and no object.
+    static constexpr bool refreshable = sizeof...(Self) == 0 && std::is_copy_constructible_v<F> &&
+                                        (std::is_copy_constructible_v<std::remove_cvref_t<Args>> && ...);
+
+    std::function<bool(std::string&, std::string&)> make_refresher(
+        std::tuple<std::remove_cvref_t<Args>...> args) const {
+        return [function = function_, args = std::move(args), format = value_format_of_region()](
+                   std::string& bytes, std::string& why) {
+            result_type value =
+                std::apply([&](const auto&... a) { return std::invoke(function, a...); }, args);
+            return detail::encode_value<result_type>(format, value, bytes, why);
+        };
+    }
+    ValueFormat value_format_of_region() const { return detail::value_format(*detail::find_region(region_)); }
+
     template <class Call>
     struct Target final : detail::LoadTarget {
         Target(Call& call, ValueFormat format) : call_(call), format_(format) {}
@@ -310,7 +394,11 @@ private:
             value = call_();
             return detail::encode_value<result_type>(format_, *value, bytes, why);
         }
+        std::function<bool(std::string&, std::string&)> refresher() const override {
+            return refresh ? refresh() : std::function<bool(std::string&, std::string&)>{};
+        }
         std::optional<result_type> value;
+        std::function<std::function<bool(std::string&, std::string&)>()> refresh;  // empty: no early refresh
         Call& call_;
         ValueFormat format_;
     };

@@ -34,7 +34,10 @@ struct LimiterOptions {
 class Limiter;
 
 /// A held Limiter slot that releases itself: returned by Limiter::acquire().
-/// Move-only; the destructor releases (`ZREM`) and never throws.
+/// Each slot is a member of its own in the sorted set, `<key>:<32 hex
+/// characters>` (see member()), so two slots for the same key are two
+/// holders: both count against the limit, and releasing one never frees the
+/// other. Move-only; the destructor releases (`ZREM`) and never throws.
 ///
 /// ```cpp
 /// if (auto slot = limiter.acquire("crawl:example.com")) {
@@ -52,8 +55,11 @@ public:
     /// slot to expire after the limiter's expiration).
     ~LimiterSlot();
 
-    /// The holder key (member of the sorted set).
+    /// The key given to Limiter::acquire().
     const std::string& key() const noexcept { return key_; }
+    /// This slot's member of the sorted set: `<key>:<32 lowercase hex characters>`,
+    /// fresh for every slot.
+    const std::string& member() const noexcept { return member_; }
     /// Whether this guard still holds its slot locally (false after release() or a move).
     bool held() const noexcept { return held_; }
     /// Releases now (one `ZREM`); no-op when already released. Throws ConnectionError.
@@ -61,11 +67,12 @@ public:
 
 private:
     friend class Limiter;
-    LimiterSlot(Connection conn, std::string prefix, std::string key) noexcept;
+    LimiterSlot(Connection conn, std::string prefix, std::string key, std::string member) noexcept;
 
     Connection conn_;
     std::string prefix_;
     std::string key_;
+    std::string member_;
     bool held_ = true;
 };
 
@@ -73,8 +80,10 @@ private:
 /// sharing its sorted set with Python retools' `Limiter`. Each acquire is one
 /// atomic script: expired holders are dropped and the caller is added only if
 /// fewer than `limit` remain, so concurrent callers never exceed the limit.
-/// Re-acquiring a key that already holds a slot refreshes its expiry and does
-/// not take a second slot. Cheap to copy; safe to share between threads.
+/// Expiry scores (float Unix seconds, as Python writes them) come from the
+/// server's clock. acquire_limit() keys are shared as in Python retools (one
+/// member per key); acquire() and acquire_for() give each holder a member of
+/// its own. Cheap to copy; safe to share between threads.
 ///
 /// ```cpp
 /// retools::Limiter limiter{{.limit = 10, .prefix = "my-operation"}};
@@ -88,10 +97,14 @@ public:
     /// Throws ConfigurationError when `limit` is 0, `prefix` empty or `expiration` < 1 ms.
     explicit Limiter(LimiterOptions options);
 
-    /// Takes a slot for `key` until released or until `expiration` (default:
-    /// the limiter's) has passed. True if taken (or already held: its expiry is
-    /// refreshed). With `retry` (the default), expired holders are dropped
-    /// first when the set is full; without, a full set is final. One round trip.
+    /// Takes a slot for `key` (the member, verbatim) until released or until
+    /// `expiration` (default: the limiter's) has passed, as Python retools'
+    /// acquire_limit: true when fewer than `limit` members were present, the
+    /// caller's own included. So re-acquiring a key that holds a slot
+    /// refreshes its expiry and takes no second slot while there is room, and
+    /// returns false when the set is full (its slot stays, with its old
+    /// expiry). With `retry` (the default), expired holders are dropped first
+    /// when the set is full; without, a full set is final. One round trip.
     [[nodiscard]] bool acquire_limit(std::string_view key,
                                      std::optional<std::chrono::milliseconds> expiration = std::nullopt,
                                      bool retry = true);
@@ -99,8 +112,10 @@ public:
     /// Frees `key`'s slot (`ZREM`); no-op when it holds none.
     void release_limit(std::string_view key);
 
-    /// acquire_limit() returning an RAII guard that releases the slot on
-    /// destruction; nullopt when the limit is reached.
+    /// Takes a slot of its own for `key` (member `<key>:<fresh token>`, see
+    /// LimiterSlot::member()) and returns an RAII guard that releases it on
+    /// destruction; nullopt when the limit is reached. Two acquire() calls
+    /// with the same key are two holders.
     [[nodiscard]] std::optional<LimiterSlot> acquire(
         std::string key, std::optional<std::chrono::milliseconds> expiration = std::nullopt);
 
@@ -116,6 +131,8 @@ public:
     const LimiterOptions& options() const noexcept { return options_; }
 
 private:
+    static std::string slot_member(std::string_view key);
+
     LimiterOptions options_;
     Connection conn_;
 };

@@ -2,7 +2,7 @@
 // Lock: a distributed mutex on one Redis key, compatible with Python retools' Lock.
 
 #include <chrono>
-#include <cmath>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -28,9 +28,12 @@ struct LockOptions {
     /// Connection to use; nullopt (the default) means global_connection() at construction.
     std::optional<Connection> connection{};
     /// Cap of the randomized exponential backoff between attempts (delays
-    /// start at 5 ms and double up to this; each sleep is uniform in [0, delay]).
-    /// Default 1 s, as in Python retools: a waiter sends about 2 commands per
-    /// second once backed off. Must be at least 1 ms (0 is rejected).
+    /// start at 5 ms and double up to this; each wait is uniform in [0, delay]).
+    /// A waiter is woken as soon as a retools holder releases, so this only
+    /// bounds how late it notices a release that sends no wake-up (a Python
+    /// retools holder, a key that expired). Default 1 s, as in Python retools:
+    /// a waiter sends about 2 attempts per second once backed off. Must be at
+    /// least 1 ms (0 is rejected).
     std::chrono::milliseconds max_retry_delay{1000};
     /// When true, a background thread renews the key's TTL to `expires` every
     /// `expires / 3` while the lock is held, so work may outlive `expires`
@@ -55,6 +58,16 @@ enum class ReleaseResult {
 /// 32 lowercase hex characters, with a TTL of `expires`. Acquire is one
 /// `SET NX PX` round trip, release one compare-and-delete round trip, both as
 /// scripts sent with EVALSHA.
+///
+/// Extra keys beside it, which Python retools never reads: `<key>:fence`
+/// (the last fencing token, see fencing_token(); expires a day after the last
+/// acquisition) and, only while someone waits, `<key>:waiting` (a mark) and
+/// `<key>:signal` (a list the release pushes to, kept 1 s, so that a waiter
+/// blocked on it with `BLPOP` wakes at once instead of at its next retry). A
+/// waiting Lock blocks
+/// on a connection of its own (one socket per Lock object that has waited,
+/// opened on its first wait and kept until it is destroyed), never on one of
+/// the pool's, so waiters cannot starve the pool. See docs/lock-advanced.md.
 ///
 /// RAII: the acquiring constructor takes the lock or throws LockTimeout; the
 /// destructor releases it, never throws, and never deletes a token that is not
@@ -150,11 +163,20 @@ public:
     const std::string& key() const noexcept { return key_; }
     /// The current acquisition's token; empty when not held.
     const std::string& token() const noexcept { return token_; }
+    /// The fencing token of the current acquisition: a number that is larger
+    /// for every acquisition of this key than for any earlier one, by any
+    /// retools process (drawn in the acquire script from `<key>:fence` and the
+    /// server's clock). Pass it with every write to the protected resource and
+    /// have the resource refuse a token lower than the highest it has seen: a
+    /// holder whose lock expired then cannot overwrite its successor's work.
+    /// 0 when not held. (A Python retools holder draws none.)
+    std::uint64_t fencing_token() const noexcept { return held() ? fence_ : 0; }
+    /// The options given at construction.
     const LockOptions& options() const noexcept { return options_; }
 
-    struct Watchdog;  // internal: the auto-renewal thread
-
 private:
+    class Watchdog;  // the auto-renewal thread (src/lock/watchdog.hpp)
+
     static std::chrono::milliseconds to_budget_ms(double ms) noexcept;
     template <class Rep, class Period>
     static std::chrono::milliseconds to_budget(const std::chrono::duration<Rep, Period>& d) noexcept {
@@ -162,14 +184,20 @@ private:
     }
 
     bool acquire_within(std::chrono::milliseconds budget);
-    bool attempt();
+    // One acquire round trip: true when taken; else `retry_in` is the key's
+    // remaining TTL (zero when it has none). `will_wait`: mark `<key>:waiting`.
+    bool attempt(std::chrono::milliseconds& retry_in, bool will_wait);
+    // Blocks on `<key>:signal` for at most `slice` (a release wakes it).
+    void wait_for_release(std::chrono::milliseconds slice);
     void forget() noexcept;
 
     std::string key_;
     LockOptions options_;
     Connection conn_;
-    std::string token_;   // empty when not held
-    long owner_pid_ = 0;  // process that acquired token_
+    std::optional<Connection> wait_conn_;  // opened on the first wait, for BLPOP only
+    std::string token_;                    // empty when not held
+    std::uint64_t fence_ = 0;              // fencing token of token_'s acquisition
+    long owner_pid_ = 0;                   // process that acquired token_
     std::unique_ptr<Watchdog> watchdog_;
 };
 

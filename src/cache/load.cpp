@@ -3,14 +3,19 @@
 #include <algorithm>
 #include <atomic>
 #include <charconv>
+#include <cmath>
 #include <cstdio>
+#include <optional>
 
 #include <fmt/format.h>
 
 #include <retools/cache.hpp>
+#include <retools/detail/random_token.hpp>
 #include <retools/lock.hpp>
+#include <retools/script.hpp>
 
 #include "cache/keys.hpp"
+#include "cache/refresh.hpp"
 #include "cache/registry.hpp"
 #include "core/clock.hpp"
 
@@ -23,6 +28,7 @@ struct StoredValue {
     bool present = false;    // the hash exists (the original's `if result`)
     bool has_value = false;  // it has a `value` field
     double created = 0;      // missing or unreadable `created` counts as very old
+    double delta = 0;        // seconds the last computation took (early refresh); 0 when unknown
     std::string_view value;
 };
 
@@ -40,6 +46,12 @@ StoredValue parse_hash(const Reply& reply) {
                 out.created = reply[i + 1].as_double();
             } catch (const ReplyError&) {
                 out.created = 0;
+            }
+        } else if (field == "delta") {
+            try {
+                out.delta = std::max(reply[i + 1].as_double(), 0.0);
+            } catch (const ReplyError&) {
+                out.delta = 0;
             }
         }
     }
@@ -59,6 +71,67 @@ long long parse_count(const Reply& reply) {
 
 bool is_fresh(const StoredValue& v, double now, const RegionSettings& region) {
     return v.present && now - v.created < to_seconds(region.options.expires);
+}
+
+// XFetch: recompute a fresh value early with a probability that grows as its
+// expiry nears, scaled by how long it takes to compute (delta) and beta.
+bool wants_early_refresh(const StoredValue& v, double now, const RegionSettings& region) {
+    const double beta = region.options.early_refresh_beta;
+    if (!(beta > 0) || !(v.delta > 0)) return false;
+    double u = static_cast<double>(random_u64() >> 11) * 0x1p-53;  // uniform in [0, 1)
+    u = std::max(u, 0x1p-53);                                      // ln(0) is -inf
+    return now - v.delta * beta * std::log(u) >= v.created + to_seconds(region.options.expires);
+}
+
+// The commands that store one produced value (the original's store
+// transaction, without the statistics), plus `delta` when early refresh is on.
+void add_store_commands(Pipeline& p, const RegionSettings& region, std::string_view ns, std::string_view key,
+                        const std::string& value_key, double created, const std::string& bytes,
+                        double delta) {
+    if (region.options.early_refresh_beta > 0)
+        p.command("HMSET", value_key, "created", created, "value", bytes, "delta", delta);
+    else
+        p.command("HMSET", value_key, "created", created, "value", bytes);
+    p.command("EXPIRE", value_key, static_cast<long long>(region.options.redis_expiration.count()));
+    p.command("SADD", cache_keys::regions, region.name);
+    p.command("SADD", cache_keys::namespaces(region.name), ns);
+    p.command("SADD", cache_keys::keyset(region.name, ns), key);
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Queues an early refresh of a value read as created at `seen_created`. It
+// runs under the dogpile lock (one attempt: whoever holds it is computing
+// already, in this process or another) and gives up when someone stored a
+// newer value meanwhile. It changes no statistics: no caller waited for it.
+void schedule_early_refresh(const RegionSettings& region, std::string_view ns, std::string_view key,
+                            double seen_created, std::function<bool(std::string&, std::string&)> produce) {
+    if (!produce) return;
+    std::string lock_key = cache_keys::lock(region.name, ns, key);
+    auto task = [settings = region, ns = std::string(ns), key = std::string(key), lock_key, seen_created,
+                 produce = std::move(produce)]() {
+        const Connection& conn = settings.connection();
+        Lock lock{lock_key,
+                  LockOptions{.expires = std::max(settings.options.expires, std::chrono::milliseconds{1}),
+                              .timeout = std::chrono::milliseconds{0},
+                              .connection = conn,
+                              .auto_renew = settings.options.expires >= std::chrono::milliseconds{30}},
+                  std::defer_lock};
+        if (!lock.try_lock()) return;
+        const std::string value_key = cache_keys::value(settings.name, ns, key);
+        StoredValue current = parse_hash(conn.command("HGETALL", value_key));
+        if (current.present && current.created > seen_created) return;  // refreshed by someone else
+        std::string bytes, why;
+        const auto start = std::chrono::steady_clock::now();
+        if (!produce(bytes, why)) return;
+        const double delta = seconds_since(start);
+        Pipeline p;
+        add_store_commands(p, settings, ns, key, value_key, unix_now(), bytes, delta);
+        conn.transaction(p);
+    };
+    (void)submit_refresh(lock_key, std::move(task));
 }
 
 // One pipeline per thread, reused so the hot path does not allocate its
@@ -127,7 +200,11 @@ LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::s
     // 2. Fresh, or any age when not regenerating: serve it (if it decodes).
     const double now = unix_now();
     if (stored.has_value && (mode != Regenerate::when_stale || is_fresh(stored, now, region))) {
-        if (target.accept(stored.value)) return LoadOutcome::stored;
+        if (target.accept(stored.value)) {
+            if (mode == Regenerate::when_stale && wants_early_refresh(stored, now, region))
+                schedule_early_refresh(region, ns, key, stored.created, target.refresher());
+            return LoadOutcome::stored;
+        }
         stored.has_value = false;  // written by another codec, or corrupt: a miss
     }
     if (!stored.has_value && mode == Regenerate::never) return LoadOutcome::none;
@@ -159,7 +236,10 @@ LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::s
         return LoadOutcome::stored;
 
     std::string bytes, why;
-    if (!target.produce(bytes, why)) {  // throws: the lock is released, nothing stored
+    const auto started = std::chrono::steady_clock::now();
+    const bool storable = target.produce(bytes, why);  // throws: the lock is released, nothing stored
+    const double delta = seconds_since(started);
+    if (!storable) {
         lock.unlock();
         report_uncached(region, ns, key, why);
         if (statistics) {
@@ -181,11 +261,7 @@ LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::s
         const std::string keyset_key = cache_keys::keyset(region.name, ns);
         const std::string_view stored_keys[] = {value_key, value_key, cache_keys::regions, namespaces_key,
                                                 keyset_key};
-        p.command("HMSET", value_key, "created", created, "value", bytes);
-        p.command("EXPIRE", value_key, static_cast<long long>(region.options.redis_expiration.count()));
-        p.command("SADD", cache_keys::regions, region.name);
-        p.command("SADD", namespaces_key, ns);
-        p.command("SADD", keyset_key, key);
+        add_store_commands(p, region, ns, key, value_key, created, bytes, delta);
         if (statistics) p.command("GETSET", hit_key, 0);
         std::vector<Reply> replies = conn.transaction(p);
         for (std::size_t i = 0; i < 5; ++i) {  // the value and its tracking sets
@@ -216,6 +292,157 @@ LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::s
     return LoadOutcome::produced;
 }
 
+namespace {
+
+// Settles the statistics of every produced key as step 4 does for one, in the
+// store's round trip. KEYS = hit key 1, miss key 1, hit key 2, ...; ARGV[i] =
+// the hits key i had before this call read it.
+const Script& settle_many_script() {
+    static const Script script{R"lua(
+for i = 1, #ARGV do
+  local hit, miss, existing = KEYS[2 * i - 1], KEYS[2 * i], tonumber(ARGV[i])
+  local new_hits = tonumber(redis.call('GETSET', hit, 0)) or 0
+  redis.call('INCRBY', hit, existing)
+  if new_hits ~= existing then redis.call('INCRBY', miss, new_hits - existing) end
+end
+return 1
+)lua"};
+    return script;
+}
+
+}  // namespace
+
+std::vector<LoadOutcome> cache_load_many(const RegionSettings& region, std::string_view ns,
+                                         const std::vector<std::string>& keys, Regenerate mode,
+                                         bool statistics, const std::vector<LoadTarget*>& targets) {
+    const std::size_t n = keys.size();
+    std::vector<LoadOutcome> outcomes(n, LoadOutcome::none);
+    if (n == 0) return outcomes;
+    const Connection& conn = region.connection();
+    const std::string day = statistics ? today() : std::string();
+    std::vector<std::string> value_keys(n), hit_keys(statistics ? n : 0);
+    for (std::size_t i = 0; i < n; ++i) {
+        value_keys[i] = cache_keys::value(region.name, ns, keys[i]);
+        if (statistics) hit_keys[i] = cache_keys::hits(day, region.name, ns, keys[i]);
+    }
+
+    // 1. Read every value, and count a hit for each, in one round trip.
+    std::vector<Reply> replies;
+    {
+        Pipeline p;
+        for (std::size_t i = 0; i < n; ++i) {
+            p.command("HGETALL", value_keys[i]);
+            if (statistics) p.command("GET", hit_keys[i]).command("INCR", hit_keys[i]);
+        }
+        replies = statistics ? conn.transaction(p) : conn.execute(p);
+    }
+    const std::size_t stride = statistics ? 3 : 1;
+    std::vector<long long> existing_hits(n, 0);
+    std::vector<bool> have_stale(n, false);
+    std::vector<std::size_t> todo;
+    const double now = unix_now();
+    for (std::size_t i = 0; i < n; ++i) {
+        const Reply& hash = replies.at(i * stride);
+        if (hash.is_error())
+            throw ReplyError(fmt::format("cache region {}: HGETALL {}: {}", region.name, value_keys[i],
+                                         hash.error_message()));
+        if (statistics) existing_hits[i] = parse_count(replies.at(i * stride + 1));
+        StoredValue stored = parse_hash(hash);
+        // 2. Fresh, or any age when not regenerating: served.
+        if (stored.has_value && (mode != Regenerate::when_stale || is_fresh(stored, now, region))) {
+            if (targets[i]->accept(stored.value)) {
+                outcomes[i] = LoadOutcome::stored;
+                if (mode == Regenerate::when_stale && wants_early_refresh(stored, now, region))
+                    schedule_early_refresh(region, ns, keys[i], stored.created, targets[i]->refresher());
+                continue;
+            }
+            stored.has_value = false;
+        }
+        if (!stored.has_value && mode == Regenerate::never) continue;
+        have_stale[i] = stored.has_value && targets[i]->accept(stored.value);
+        todo.push_back(i);
+    }
+    if (todo.empty()) return outcomes;
+
+    // 3. Each key to regenerate under its own dogpile lock, as a single call
+    // takes it. (Not renewed: hold times are the batch's computations.)
+    std::vector<std::optional<Lock>> locks(n);
+    std::vector<std::size_t> produce;
+    for (std::size_t i : todo) {
+        const auto wait = have_stale[i] ? std::chrono::milliseconds{0} : region.options.first_value_wait;
+        Lock lock{cache_keys::lock(region.name, ns, keys[i]),
+                  LockOptions{.expires = std::max(region.options.expires, std::chrono::milliseconds{1}),
+                              .timeout = wait,
+                              .connection = conn,
+                              .max_retry_delay = std::chrono::milliseconds{100}},
+                  std::defer_lock};
+        if (!lock.try_lock()) {
+            if (have_stale[i]) {
+                outcomes[i] = LoadOutcome::stored;  // someone is regenerating: serve the stale value
+                continue;
+            }
+            if (!lock.try_lock_for(wait)) {
+                outcomes[i] = LoadOutcome::lock_timeout;
+                continue;
+            }
+            // We waited for another caller: take its result.
+            StoredValue current = parse_hash(conn.command("HGETALL", value_keys[i]));
+            if (current.has_value && targets[i]->accept(current.value)) {
+                outcomes[i] = LoadOutcome::stored;
+                continue;
+            }
+        }
+        locks[i].emplace(std::move(lock));
+        produce.push_back(i);
+    }
+
+    // 4. Produce them in order (the function is called as N single calls
+    // would call it: on this thread, one at a time). An exception propagates;
+    // the locks are released and nothing is stored.
+    std::vector<std::string> bytes(n), why(n);
+    std::vector<double> deltas(n, 0);
+    std::vector<bool> storable(n, false);
+    for (std::size_t i : produce) {
+        const auto started = std::chrono::steady_clock::now();
+        storable[i] = targets[i]->produce(bytes[i], why[i]);
+        deltas[i] = seconds_since(started);
+        outcomes[i] = LoadOutcome::produced;
+    }
+    if (produce.empty()) return outcomes;
+
+    // 5. Store them all, and settle their statistics, in one round trip.
+    {
+        Pipeline p;
+        const double created = unix_now();
+        std::vector<std::size_t> stored_at;  // index of each HMSET reply
+        for (std::size_t i : produce) {
+            if (!storable[i]) continue;
+            stored_at.push_back(p.size());
+            add_store_commands(p, region, ns, keys[i], value_keys[i], created, bytes[i], deltas[i]);
+        }
+        if (statistics) {
+            std::vector<std::string> settle_keys, existing;
+            for (std::size_t i : produce) {
+                settle_keys.push_back(hit_keys[i]);
+                settle_keys.push_back(cache_keys::misses(day, region.name, ns, keys[i]));
+                existing.push_back(std::to_string(existing_hits[i]));
+            }
+            p.command("EVAL", settle_many_script().source(), settle_keys.size(), settle_keys, existing);
+        }
+        std::vector<Reply> stored = conn.transaction(p);
+        for (std::size_t at : stored_at)
+            for (std::size_t j = at; j < at + 5; ++j)
+                if (stored.at(j).is_error())
+                    throw ReplyError(fmt::format("cache region {}: storing a value of {} failed: {}",
+                                                 region.name, ns, stored[j].error_message()));
+    }
+    for (std::size_t i : produce) {
+        locks[i]->unlock();
+        if (!storable[i]) report_uncached(region, ns, keys[i], why[i]);
+    }
+    return outcomes;
+}
+
 }  // namespace detail
 
 std::optional<std::string> CacheRegion::load(std::string_view region, std::string_view ns,
@@ -233,6 +460,11 @@ std::optional<std::string> CacheRegion::load(std::string_view region, std::strin
         bool produce(std::string& bytes, std::string& why) override {
             value = call_();
             return detail::encode_value<std::string>(format_, value, bytes, why);
+        }
+        std::function<bool(std::string&, std::string&)> refresher() const override {
+            return [call = call_, format = format_](std::string& bytes, std::string& why) {
+                return detail::encode_value<std::string>(format, call(), bytes, why);
+            };
         }
         std::string value;
         const std::function<std::string()>& call_;

@@ -3,6 +3,7 @@
 #include "cache/registry.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <mutex>
 #include <shared_mutex>
 #include <unordered_map>
@@ -76,6 +77,10 @@ void CacheRegion::add_region(std::string name, CacheRegionOptions options) {
     if (options.first_value_wait.count() < 0)
         throw CacheConfigurationError(
             fmt::format("cache region {}: first_value_wait must not be negative", name));
+    if (!(std::isfinite(options.early_refresh_beta) && options.early_refresh_beta >= 0))
+        throw CacheConfigurationError(
+            fmt::format("cache region {}: early_refresh_beta must be a finite number >= 0, got {}", name,
+                        options.early_refresh_beta));
     auto settings =
         std::make_shared<const detail::RegionSettings>(detail::RegionSettings{name, std::move(options)});
     auto& r = detail::registry();

@@ -3,36 +3,16 @@
 
 #include <fmt/format.h>
 
+#include <retools/detail/random_token.hpp>
 #include <retools/limiter.hpp>
-#include <retools/script.hpp>
 
-#include "core/clock.hpp"
 #include "lock/backoff.hpp"
+#include "lock/scripts.hpp"
 
 namespace retools {
 namespace {
 
 using std::chrono::milliseconds;
-
-// Python retools checks ZCARD, then ZADDs: two callers can both see room.
-// Here the check and the add are one script. KEYS[1] = the set; ARGV[1] =
-// member, ARGV[2] = limit, ARGV[3] = now, ARGV[4] = expiry score, ARGV[5] =
-// "1" to drop expired holders when the set is full (Python's retry=True).
-const Script& acquire_script() {
-    static const Script script{
-        "local set, member = KEYS[1], ARGV[1]\n"
-        "if not redis.call('ZSCORE', set, member) then\n"
-        "  local limit = tonumber(ARGV[2])\n"
-        "  if redis.call('ZCARD', set) >= limit then\n"
-        "    if ARGV[5] ~= '1' then return 0 end\n"
-        "    redis.call('ZREMRANGEBYSCORE', set, '-inf', ARGV[3])\n"
-        "    if redis.call('ZCARD', set) >= limit then return 0 end\n"
-        "  end\n"
-        "end\n"
-        "redis.call('ZADD', set, ARGV[4], member)\n"
-        "return 1\n"};
-    return script;
-}
 
 void validate(const LimiterOptions& o) {
     if (o.limit == 0) throw ConfigurationError("Limiter: limit must be at least 1, got 0");
@@ -51,11 +31,15 @@ Connection resolve(const LimiterOptions& o) {
 
 // ---- LimiterSlot ----
 
-LimiterSlot::LimiterSlot(Connection conn, std::string prefix, std::string key) noexcept
-    : conn_(std::move(conn)), prefix_(std::move(prefix)), key_(std::move(key)) {}
+LimiterSlot::LimiterSlot(Connection conn, std::string prefix, std::string key, std::string member) noexcept
+    : conn_(std::move(conn)), prefix_(std::move(prefix)), key_(std::move(key)), member_(std::move(member)) {}
 
 LimiterSlot::LimiterSlot(LimiterSlot&& other) noexcept
-    : conn_(other.conn_), prefix_(std::move(other.prefix_)), key_(std::move(other.key_)), held_(other.held_) {
+    : conn_(other.conn_),
+      prefix_(std::move(other.prefix_)),
+      key_(std::move(other.key_)),
+      member_(std::move(other.member_)),
+      held_(other.held_) {
     other.held_ = false;
 }
 
@@ -67,6 +51,7 @@ LimiterSlot& LimiterSlot::operator=(LimiterSlot&& other) noexcept {
         conn_ = other.conn_;
         prefix_ = std::move(other.prefix_);
         key_ = std::move(other.key_);
+        member_ = std::move(other.member_);
         held_ = other.held_;
         other.held_ = false;
     }
@@ -84,7 +69,7 @@ LimiterSlot::~LimiterSlot() {
 void LimiterSlot::release() {
     if (!held_) return;
     held_ = false;
-    conn_.command("ZREM", prefix_, key_);
+    conn_.command("ZREM", prefix_, member_);
 }
 
 // ---- Limiter ----
@@ -99,10 +84,13 @@ bool Limiter::acquire_limit(std::string_view key, std::optional<milliseconds> ex
         throw ConfigurationError(
             fmt::format("Limiter '{}': expiration of '{}' must be at least 1 ms, got {} ms", options_.prefix,
                         key, ttl.count()));
-    double now = detail::unix_now();
-    auto reply = acquire_script()(conn_, {options_.prefix}, key, options_.limit, now,
-                                  now + detail::to_seconds(ttl), retry ? "1" : "0");
+    auto reply = detail::limiter_acquire_script()(conn_, {options_.prefix}, key, options_.limit, ttl.count(),
+                                                  retry ? "1" : "0");
     return reply.as_integer() == 1;
+}
+
+std::string Limiter::slot_member(std::string_view key) {
+    return fmt::format("{}:{}", key, detail::random_token());
 }
 
 void Limiter::release_limit(std::string_view key) {
@@ -110,8 +98,9 @@ void Limiter::release_limit(std::string_view key) {
 }
 
 std::optional<LimiterSlot> Limiter::acquire(std::string key, std::optional<milliseconds> expiration) {
-    if (!acquire_limit(key, expiration)) return std::nullopt;
-    return LimiterSlot{conn_, options_.prefix, std::move(key)};
+    std::string member = slot_member(key);
+    if (!acquire_limit(member, expiration)) return std::nullopt;
+    return LimiterSlot{conn_, options_.prefix, std::move(key), std::move(member)};
 }
 
 std::optional<LimiterSlot> Limiter::acquire_for(std::string key, milliseconds timeout,
@@ -120,8 +109,10 @@ std::optional<LimiterSlot> Limiter::acquire_for(std::string key, milliseconds ti
     const auto deadline = std::chrono::steady_clock::now() +
                           std::clamp(timeout, milliseconds{0}, milliseconds{1'000'000'000'000});
     detail::Backoff backoff{std::chrono::milliseconds{5}, std::chrono::milliseconds{1000}};
+    std::string member = slot_member(key);
     for (;;) {
-        if (acquire_limit(key, expiration)) return LimiterSlot{conn_, options_.prefix, std::move(key)};
+        if (acquire_limit(member, expiration))
+            return LimiterSlot{conn_, options_.prefix, std::move(key), std::move(member)};
         if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
         backoff.sleep_until_at_most(deadline);
     }

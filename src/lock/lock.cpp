@@ -1,16 +1,17 @@
 #include <unistd.h>
 
-#include <atomic>
-#include <condition_variable>
+#include <algorithm>
+#include <cmath>
 #include <thread>
 
 #include <fmt/format.h>
 
 #include <retools/detail/random_token.hpp>
 #include <retools/lock.hpp>
-#include <retools/script.hpp>
 
 #include "lock/backoff.hpp"
+#include "lock/scripts.hpp"
+#include "lock/watchdog.hpp"
 
 namespace retools {
 namespace {
@@ -18,34 +19,11 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::steady_clock;
 
-// SETNX + EXPIRE of Python retools in one command: the key is never left
-// without a TTL. KEYS[1] = lock key, ARGV[1] = token, ARGV[2] = TTL in ms.
-const Script& acquire_script() {
-    static const Script script{
-        "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end\n"
-        "return 0\n"};
-    return script;
-}
-
-// Compare-and-delete: a holder whose key expired never deletes a successor's lock.
-const Script& release_script() {
-    static const Script script{
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end\n"
-        "return 0\n"};
-    return script;
-}
-
-// Compare-and-renew, for extend() and the watchdog. ARGV[2] = new TTL in ms.
-const Script& extend_script() {
-    static const Script script{
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
-        "  return redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
-        "end\n"
-        "return 0\n"};
-    return script;
-}
-
 constexpr std::chrono::microseconds first_retry_delay{5000};  // as in Python retools
+
+// `<key>:fence` outlives the last acquisition by a day (or twice the lock's
+// TTL, if longer); after that, tokens continue from the server's clock.
+constexpr milliseconds min_fence_ttl{24 * 3600 * 1000};
 
 void validate(const std::string& key, const LockOptions& o) {
     if (key.empty()) throw ConfigurationError("Lock: the key must not be empty");
@@ -70,71 +48,6 @@ long current_pid() noexcept {
 
 }  // namespace
 
-// Renews the TTL every expires/3 from its own thread, with its own copies of
-// everything it needs, so the Lock object may move while it runs.
-struct Lock::Watchdog {
-    Watchdog(Connection conn, std::string key, std::string token, milliseconds ttl)
-        : conn_(std::move(conn)),
-          key_(std::move(key)),
-          token_(std::move(token)),
-          ttl_(ttl),
-          pid_(current_pid()) {
-        thread_ = std::thread([this] { run(); });
-    }
-    Watchdog(const Watchdog&) = delete;
-    Watchdog& operator=(const Watchdog&) = delete;
-    ~Watchdog() { stop(); }
-
-    // Whether this process is the one that started the thread (false in a forked child).
-    bool in_owner_process() const noexcept { return current_pid() == pid_; }
-
-    // Only in the owner process: in a forked child the thread does not exist
-    // and the mutex and condition variable are copies in an arbitrary state
-    // (destroying a condition variable a parent thread waits on blocks forever).
-    void stop() noexcept {
-        if (!thread_.joinable()) return;
-        {
-            std::lock_guard guard(mutex_);
-            stopping_ = true;
-        }
-        wake_.notify_all();
-        thread_.join();
-    }
-
-    bool lost() const noexcept { return lost_.load(std::memory_order_acquire); }
-
-private:
-    void run() {
-        const milliseconds interval = std::max(ttl_ / 3, milliseconds{1});
-        std::unique_lock guard(mutex_);
-        while (!wake_.wait_for(guard, interval, [this] { return stopping_; })) {
-            guard.unlock();
-            bool ours = true;
-            try {
-                ours = extend_script()(conn_, {key_}, token_, ttl_.count()).as_integer() == 1;
-            } catch (const std::exception&) {
-                // Unreachable server: try again next tick; the key outlives two missed ticks.
-            }
-            guard.lock();
-            if (!ours) {
-                lost_.store(true, std::memory_order_release);
-                return;
-            }
-        }
-    }
-
-    Connection conn_;
-    std::string key_;
-    std::string token_;
-    milliseconds ttl_;
-    long pid_;
-    std::mutex mutex_;
-    std::condition_variable wake_;
-    bool stopping_ = false;
-    std::atomic<bool> lost_{false};
-    std::thread thread_;  // last: started once every other member exists
-};
-
 Lock::Lock(std::string key, LockOptions options) : Lock(std::move(key), std::move(options), std::defer_lock) {
     lock();
 }
@@ -150,7 +63,9 @@ Lock::Lock(Lock&& other) noexcept
     : key_(std::move(other.key_)),
       options_(other.options_),
       conn_(other.conn_),
+      wait_conn_(std::move(other.wait_conn_)),
       token_(std::move(other.token_)),
+      fence_(other.fence_),
       owner_pid_(other.owner_pid_),
       watchdog_(std::move(other.watchdog_)) {
     other.token_.clear();
@@ -162,8 +77,10 @@ Lock& Lock::operator=(Lock&& other) noexcept {
         key_ = std::move(other.key_);
         options_ = other.options_;
         conn_ = other.conn_;
+        wait_conn_ = std::move(other.wait_conn_);
         token_ = std::move(other.token_);
         other.token_.clear();
+        fence_ = other.fence_;
         owner_pid_ = other.owner_pid_;
         watchdog_ = std::move(other.watchdog_);
     }
@@ -198,20 +115,58 @@ bool Lock::acquire_within(milliseconds budget) {
     forget();  // a lock inherited over fork() is the parent's, not ours
     const auto deadline = steady_clock::now() + to_budget_ms(static_cast<double>(budget.count()));
     detail::Backoff backoff{first_retry_delay, options_.max_retry_delay};
+    // Whether this caller may wait at all (then it marks `<key>:waiting`).
+    const bool may_wait = budget > milliseconds{0};
     for (;;) {
-        if (attempt()) return true;
-        if (steady_clock::now() >= deadline) return false;
-        backoff.sleep_until_at_most(deadline);
+        milliseconds ttl{0};
+        if (attempt(ttl, may_wait)) return true;
+        const auto now = steady_clock::now();
+        if (now >= deadline) return false;
+        // A retools holder's release wakes the wait at once. The backoff delay
+        // bounds it for releases that send no wake-up (Python retools holders),
+        // and the key's TTL for a holder that died.
+        auto slice = std::chrono::ceil<milliseconds>(backoff.next());
+        if (ttl > milliseconds{0}) slice = std::min(slice, ttl);
+        slice = std::clamp(slice, milliseconds{1}, std::chrono::ceil<milliseconds>(deadline - now));
+        wait_for_release(slice);
     }
 }
 
-bool Lock::attempt() {
+bool Lock::attempt(milliseconds& retry_in, bool will_wait) {
     std::string token = detail::random_token();
-    if (acquire_script()(conn_, {key_}, token, options_.expires.count()).as_integer() != 1) return false;
+    const milliseconds fence_ttl = std::max(min_fence_ttl, options_.expires * 2);
+    // Outlives the longest gap between two attempts of this waiter.
+    const milliseconds mark_ttl = will_wait ? options_.max_retry_delay + milliseconds{1000} : milliseconds{0};
+    Reply reply =
+        detail::lock_acquire_script()(conn_, {key_, key_ + ":fence", key_ + ":waiting"}, token,
+                                      options_.expires.count(), fence_ttl.count(), mark_ttl.count());
+    if (reply[0].as_integer() != 1) {
+        retry_in = milliseconds{std::max(reply[1].as_integer(), 0LL)};
+        return false;
+    }
+    fence_ = static_cast<std::uint64_t>(reply[1].as_integer());
     token_ = std::move(token);
     owner_pid_ = current_pid();
     if (options_.auto_renew) watchdog_ = std::make_unique<Watchdog>(conn_, key_, token_, options_.expires);
     return true;
+}
+
+void Lock::wait_for_release(milliseconds slice) {
+    if (!wait_conn_) {
+        // BLPOP holds its connection for the whole wait: a socket of this
+        // Lock's own, so that waiters never take the pool's connections.
+        ConnectionOptions options = conn_.options();
+        options.pool_size = 1;
+        wait_conn_.emplace(std::move(options));
+    }
+    try {
+        (void)wait_conn_->blocking_command(
+            slice, "BLPOP", key_ + ":signal",
+            fmt::format("{:.3f}", static_cast<double>(slice.count()) / 1000.0));
+    } catch (const ReplyError&) {
+        // `<key>:signal` is not a list (or BLPOP is not allowed): poll instead.
+        std::this_thread::sleep_for(slice);
+    }
 }
 
 void Lock::forget() noexcept {
@@ -244,8 +199,9 @@ ReleaseResult Lock::release() {
     }
     std::string token = token_;
     forget();  // stop renewing before deleting, so no renewal follows the release
-    return release_script()(conn_, {key_}, token).as_integer() == 1 ? ReleaseResult::released
-                                                                    : ReleaseResult::lost;
+    Reply reply = detail::lock_release_script()(conn_, {key_, key_ + ":signal", key_ + ":waiting"}, token,
+                                                detail::lock_signal_ttl.count());
+    return reply.as_integer() == 1 ? ReleaseResult::released : ReleaseResult::lost;
 }
 
 void Lock::extend(milliseconds ttl) {
@@ -256,7 +212,7 @@ void Lock::extend(milliseconds ttl) {
         forget();
         throw LockLost(fmt::format("Lock '{}': extend() on a lock this object does not hold", key_));
     }
-    if (extend_script()(conn_, {key_}, token_, ttl.count()).as_integer() == 1) return;
+    if (detail::lock_extend_script()(conn_, {key_}, token_, ttl.count()).as_integer() == 1) return;
     forget();
     throw LockLost(fmt::format(
         "Lock '{}' was lost: its key expired before extend() (another owner may hold it now)", key_));

@@ -5,7 +5,9 @@
 // caches a list of strings, which retools unpickles and its floor decodes
 // from JSON with nlohmann (what the native format would do).
 
+#include <algorithm>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <fmt/format.h>
@@ -213,6 +215,28 @@ Run retools_hit_tls(const Env& env, std::size_t count) {
             {}};
 }
 
+// 100 keys read as 100 single hits, or as one get_many (statistics on, as by default).
+template <bool Many>
+Run retools_hundred(const Env&, std::size_t count) {
+    retools::CacheRegion::add_region(std::string(kRegion), 3600s);
+    auto cached = retools::cache_region(std::string(kRegion), std::string(kNamespace), load_things);
+    std::vector<std::tuple<std::string, int>> calls;
+    for (int i = 0; i < 100; ++i) calls.emplace_back("bunny", i);
+    (void)cached.get_many(calls);
+    std::size_t total = 0;
+    double seconds = time_it([&] {
+        for (std::size_t n = 0; n < count; ++n) {
+            if constexpr (Many) {
+                total += cached.get_many(calls).size();
+            } else {
+                for (auto& [term, limit] : calls) total += (cached(term, limit), 1);
+            }
+        }
+    });
+    if (total != count * 100) throw std::runtime_error("bad cached values");
+    return {seconds, {}};
+}
+
 Run retools_miss(const Env&, std::size_t count) {
     retools::CacheRegion::add_region(std::string(kRegion), 3600s);
     auto cached = retools::cache_region(std::string(kRegion), std::string(kNamespace),
@@ -256,6 +280,16 @@ void add_cache_rows(const Env& env, std::vector<Row>& rows) {
                         .retools = retools_hit_tls,
                         .floor = raw_hit_stats,
                         .floor_target = 0.8});
+    rows.push_back({.id = "cache_hit_100_single",
+                    .label = "Cache: 100 keys as 100 single hits",
+                    .unit = "100 keys/s",
+                    .count = std::max<std::size_t>(n / 100, 5),
+                    .retools = retools_hundred<false>});
+    rows.push_back({.id = "cache_get_many_100",
+                    .label = "Cache: 100 keys as one get_many",
+                    .unit = "100 keys/s",
+                    .count = std::max<std::size_t>(n / 20, 10),
+                    .retools = retools_hundred<true>});
     rows.push_back({.id = "cache_miss",
                     .label = "Cache: miss + regenerate (statistics on)",
                     .count = n / 2,

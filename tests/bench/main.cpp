@@ -145,7 +145,11 @@ int main(int argc, char** argv) {
         const char* py = std::getenv("RETOOLS_BENCH_PYTHON");
         std::string python = py && *py ? py : "/usr/bin/python3";  // Debian's, which sees python3-* packages
         peers = {
-            {"redis-py", "python3-redis", {python, peers_dir + "/redis_py_lock.py"}, 1, {"lock_cycle"}},
+            {"redis-py",
+             "python3-redis",
+             {python, peers_dir + "/redis_py_lock.py"},
+             1,
+             {"lock_cycle", "lock_handover"}},
             {"dogpile.cache",
              "python3-dogpile.cache",
              {python, peers_dir + "/dogpile_cache.py"},
@@ -187,6 +191,11 @@ int main(int argc, char** argv) {
                        ratio("worker_thread_16", "retools", "worker_fork", "rq"), 100});
     targets.push_back({"worker, fork mode ≥ 2× RQ forking Worker",
                        ratio("worker_fork", "retools", "worker_fork", "rq"), 2});
+    targets.push_back({"cache multi-get of 100 keys ≥ 20× 100 single hits",
+                       ratio("cache_get_many_100", "retools", "cache_hit_100_single", "retools"), 20});
+    targets.push_back({"lock hand-over (process to process) p50 < 10 ms",
+                       [&results]() { return results.metric("lock_handover", "retools", "p50 µs"); }, 0,
+                       10000, "{:.0f} µs"});
     targets.push_back({"batch enqueue ≥ 200,000 jobs/s",
                        [&results]() { return results.rate("enqueue_batch", "retools"); }, 200000, 0,
                        "{:.0f} jobs/s"});

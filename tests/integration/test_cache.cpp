@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <fmt/format.h>
@@ -18,6 +19,7 @@
 #include <retools/lock.hpp>
 #include <retools/pickle.hpp>
 
+#include "cache/refresh.hpp"
 #include "core/clock.hpp"
 #include "expect.hpp"
 #include "redis_test.hpp"
@@ -27,6 +29,7 @@ using namespace std::chrono_literals;
 using namespace std::string_literals;
 using retools::CacheOptions;
 using retools::CacheRegion;
+using retools::Connection;
 using retools::Reply;
 using Clock = std::chrono::steady_clock;
 namespace rt = retools::test;
@@ -134,9 +137,11 @@ TEST_F(CacheTest, RawLayoutAfterAMissAndAHit) {
     const std::string value_key = "retools:short_term:myapp.search:bunny 10";
     const std::string hit_key = "retools:hits:" + today + ":short_term:myapp.search:bunny 10";
     const std::string miss_key = "retools:misses:" + today + ":short_term:myapp.search:bunny 10";
+    // (The dogpile lock's fencing counter beside them: an extra key, which Python never reads.)
+    const std::string fence_key = "retools:lock:short_term:myapp.search:bunny 10:fence";
     EXPECT_EQ(all_keys(), (std::set<std::string>{value_key, hit_key, miss_key, "retools:regions",
                                                  "retools:short_term:namespaces",
-                                                 "retools:short_term:myapp.search:keys"}));
+                                                 "retools:short_term:myapp.search:keys", fence_key}));
     EXPECT_EQ(conn.command("TYPE", value_key).as_string(), "hash");
     EXPECT_EQ(conn.command("HLEN", value_key).as_integer(), 2);
     EXPECT_EQ(hget(value_key, "value"), pickled("10 results for bunny"));
@@ -160,7 +165,7 @@ TEST_F(CacheTest, RawLayoutAfterAMissAndAHit) {
     EXPECT_EQ(get(hit_key), "1");
     EXPECT_EQ(get(miss_key), "1");
     EXPECT_EQ(created(value_key), stored_at);
-    EXPECT_EQ(all_keys().size(), 6u);
+    EXPECT_EQ(all_keys().size(), 7u);
 }
 
 TEST_F(CacheTest, TwoArgumentSetsMakeTwoKeys) {
@@ -931,4 +936,141 @@ TEST_F(CacheTest, AMissIsTheOriginalsSequence) {
     trips = conn.round_trips();
     f(2);
     EXPECT_EQ(conn.round_trips() - trips, 5u);
+}
+
+// ---- early refresh (XFetch) ----
+
+namespace {
+thread_local bool t_is_reader = false;
+}
+
+TEST_F(CacheTest, EarlyRefreshRecomputesAheadOfExpiryAndNobodyWaits) {
+    // A hot key read by 8 threads in two processes over four expiry periods.
+    static constexpr auto compute_time = 150ms;
+    CacheRegion::add_region("xfetch", {.expires = 600ms, .first_value_wait = 5s, .early_refresh_beta = 1.0});
+    Connection& c = conn;
+    std::atomic<int> reader_computations{0};
+    auto hot = retools::cache_region("xfetch", "ns.hot", [&c, &reader_computations](int x) {
+        if (t_is_reader) ++reader_computations;  // a caller computed: it waited, or saw a miss
+        if (c.command("INCR", "xf:inside").as_integer() != 1) c.command("INCR", "xf:overlaps");
+        std::this_thread::sleep_for(compute_time);
+        long long n = c.command("INCR", "xf:computations").as_integer();
+        c.command("DECR", "xf:inside");
+        return x * 1000 + static_cast<int>(n);
+    });
+    ASSERT_EQ(hot(7), 7001);  // the first value: computed by this caller
+    const double delta = std::stod(hget("retools:xfetch:ns.hot:7", "delta"));
+    EXPECT_GE(delta, 0.149);
+    EXPECT_LT(delta, 2.0);
+
+    auto read_for = [&](std::chrono::milliseconds duration, int threads) {
+        std::atomic<int> waited{0}, wrong{0};
+        std::vector<std::thread> pool;
+        for (int t = 0; t < threads; ++t)
+            pool.emplace_back([&] {
+                t_is_reader = true;
+                auto stop = Clock::now() + duration;
+                while (Clock::now() < stop) {
+                    auto start = Clock::now();
+                    int v = hot(7);
+                    // Waiting for a computation shows as computing on this thread (counted in
+                    // the function); a call this slow would be one more sign of it.
+                    if (Clock::now() - start > 2s) ++waited;
+                    if (v / 1000 != 7) ++wrong;
+                    std::this_thread::sleep_for(1ms);
+                }
+            });
+        for (auto& t : pool) t.join();
+        return waited.load() + wrong.load() * 1000 + reader_computations.load() * 1000000;
+    };
+    auto child = rt::ChildProcess::fork([&] {
+        int problems = read_for(2400ms, 4);
+        (void)retools::detail::refreshes_idle(5000);  // do not die in the middle of a refresh
+        return problems == 0 ? 0 : 3;
+    });
+    EXPECT_EQ(read_for(2400ms, 4), 0);  // no caller waited, got a wrong value or computed
+    EXPECT_EQ(child.exit_code(20s), 0);
+    EXPECT_TRUE(retools::detail::refreshes_idle(5000));
+    ASSERT_TRUE(eventually([&] { return get("xf:inside") == "0"; }));
+    EXPECT_EQ(get("xf:overlaps"), "<nil>");  // never two computations at once, across processes
+    long long computations = std::stoll(get("xf:computations"));
+    EXPECT_GE(computations, 1 + 3);   // refreshed in every period of 600 ms, in the background
+    EXPECT_LE(computations, 1 + 18);  // and one at a time: 2.4 s / 150 ms
+    // Statistics: every read was a hit (the background computations count nothing).
+    auto s = retools::cache_stats("xfetch", "ns.hot", "7");
+    EXPECT_EQ(s.misses, 1);
+    EXPECT_GT(s.hits, 100);
+}
+
+TEST_F(CacheTest, EarlyRefreshIsOffByDefaultAndRejectsANegativeBeta) {
+    auto f = retools::cache_region("short_term", "ns.plain", [](int x) { return x; });
+    EXPECT_EQ(f(1), 1);
+    EXPECT_EQ(conn.command("HLEN", "retools:short_term:ns.plain:1").as_integer(), 2);  // no delta field
+    EXPECT_THROW_MSG(CacheRegion::add_region("bad", {.expires = 1s, .early_refresh_beta = -1}),
+                     retools::CacheConfigurationError, "early_refresh_beta");
+}
+
+// ---- multi-get ----
+
+TEST_F(CacheTest, GetManyReadsAndStoresInOneRoundTripEachAndLeavesWhatSingleCallsLeave) {
+    Connection own{rt::redis_url()};
+    CacheRegion::add_region("many", {.expires = 60s, .first_value_wait = 5s, .connection = own});
+    int calls = 0;
+    auto compute = [&calls](int x) {
+        ++calls;
+        return fmt::format("value {}", x);
+    };
+    auto batched = retools::cache_region("many", "ns.batched", compute);
+    auto single = retools::cache_region("many", "ns.single", compute);
+    for (int x = 0; x < 70; ++x) {  // 70 of the 100 exist, read a few times
+        (void)batched(x);
+        (void)single(x);
+        if (x % 3 == 0) {
+            (void)batched(x);
+            (void)single(x);
+        }
+    }
+    std::vector<std::tuple<int>> all;
+    for (int x = 0; x < 100; ++x) all.emplace_back(x);
+    calls = 0;
+    auto before = own.round_trips();
+    std::vector<std::string> got = batched.get_many(all);
+    auto trips = own.round_trips() - before;
+    EXPECT_EQ(calls, 30);
+    EXPECT_EQ(trips, 2u + 30u * 2u);  // read, store; each of the 30 locks taken and released
+    ASSERT_EQ(got.size(), 100u);
+    for (int x = 0; x < 100; ++x) EXPECT_EQ(got[x], fmt::format("value {}", x));
+    for (int x = 0; x < 100; ++x) (void)single(x);
+
+    // Same layout and statistics as the single calls.
+    EXPECT_EQ(smembers("retools:many:ns.batched:keys"), smembers("retools:many:ns.single:keys"));
+    for (int x = 0; x < 100; ++x) {
+        std::string key = std::to_string(x);
+        EXPECT_EQ(retools::cache_stats("many", "ns.batched", key),
+                  retools::cache_stats("many", "ns.single", key))
+            << key;
+        EXPECT_EQ(hget("retools:many:ns.batched:" + key, "value"),
+                  hget("retools:many:ns.single:" + key, "value"));
+        EXPECT_EQ(conn.command("HLEN", "retools:many:ns.batched:" + key).as_integer(), 2);
+    }
+    // All fresh now: one round trip, no call.
+    calls = 0;
+    before = own.round_trips();
+    EXPECT_EQ(batched.get_many({{3}, {99}, {3}}),
+              (std::vector<std::string>{"value 3", "value 99", "value 3"}));
+    EXPECT_EQ(own.round_trips() - before, 1u);
+    EXPECT_EQ(calls, 0);
+}
+
+TEST_F(CacheTest, GetManyWithTwoArgumentsServesStaleValuesWhileSomeoneRegenerates) {
+    auto search = retools::cache_region("short_term", "ns.search", [](const std::string& term, int limit) {
+        return term + std::to_string(limit);
+    });
+    EXPECT_EQ(search("a", 1), "a1");
+    conn.command("HSET", "retools:short_term:ns.search:a 1", "created", 1.0);  // stale
+    retools::Lock other{"retools:lock:short_term:ns.search:a 1"};              // being regenerated elsewhere
+    auto got = search.get_many({{"a", 1}, {"b", 2}});
+    EXPECT_EQ(got, (std::vector<std::string>{"a1", "b2"}));
+    EXPECT_EQ(hget("retools:short_term:ns.search:a 1", "created"), "1.0");  // left to the other caller
+    EXPECT_TRUE(search.get_many({}).empty());
 }

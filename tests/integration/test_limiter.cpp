@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <regex>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -121,7 +122,7 @@ TEST_F(LimiterTest, ConcurrentCallersNeverExceedTheLimit) {
     EXPECT_EQ(limiter.holders(), 0u);
 }
 
-TEST_F(LimiterTest, SameKeyRefreshesInsteadOfTakingASecondSlot) {
+TEST_F(LimiterTest, SameKeyRefreshesInsteadOfTakingASecondSlotAndRespectsTheLimit) {
     Limiter limiter{{.limit = 2}};
     ASSERT_TRUE(limiter.acquire_limit("same", 5s));
     double first = conn.command("ZSCORE", "retools_limiter", "same").as_double();
@@ -130,8 +131,62 @@ TEST_F(LimiterTest, SameKeyRefreshesInsteadOfTakingASecondSlot) {
     EXPECT_GT(second, first + 10.0);
     EXPECT_EQ(limiter.holders(), 1u);
     EXPECT_TRUE(limiter.acquire_limit("other"));
-    EXPECT_TRUE(limiter.acquire_limit("same"));  // full, but "same" already holds a slot
+    // Full: as in Python retools, a key that holds a slot is refused too; its slot stays as it was.
+    EXPECT_FALSE(limiter.acquire_limit("same", 60s));
+    EXPECT_EQ(conn.command("ZSCORE", "retools_limiter", "same").as_double(), second);
     EXPECT_FALSE(limiter.acquire_limit("third"));
+    EXPECT_EQ(limiter.holders(), 2u);
+}
+
+TEST_F(LimiterTest, TwoRaiiSlotsForOneKeyAreTwoHolders) {
+    Limiter limiter{{.limit = 1}};
+    auto first = limiter.acquire("same");
+    ASSERT_TRUE(first.has_value());
+    EXPECT_EQ(first->key(), "same");
+    EXPECT_TRUE(std::regex_match(first->member(), std::regex("same:[0-9a-f]{32}"))) << first->member();
+    EXPECT_FALSE(limiter.acquire("same").has_value());  // refused while the first is held
+    EXPECT_FALSE(limiter.acquire_for("same", 50ms).has_value());
+    EXPECT_EQ(limiter.holders(), 1u);
+    {
+        Limiter two{{.limit = 2}};
+        auto second = two.acquire("same");
+        ASSERT_TRUE(second.has_value());
+        EXPECT_NE(second->member(), first->member());
+        EXPECT_EQ(two.holders(), 2u);
+    }  // releasing the second leaves the first in place
+    EXPECT_FALSE(conn.command("ZSCORE", "retools_limiter", first->member()).is_nil());
+    EXPECT_EQ(limiter.holders(), 1u);
+    first.reset();
+    EXPECT_EQ(limiter.holders(), 0u);
+    EXPECT_TRUE(limiter.acquire("same").has_value());
+}
+
+TEST_F(LimiterTest, ExpiryComesFromTheServersClock) {
+    // The score is TIME + expiration, whatever this process's clock says.
+    Limiter limiter{{.limit = 2, .expiration = 30s}};
+    auto time = conn.command("TIME");
+    double server_now = std::stod(time[0].as_string()) + std::stod(time[1].as_string()) / 1e6;
+    ASSERT_TRUE(limiter.acquire_limit("a"));
+    double score = conn.command("ZSCORE", "retools_limiter", "a").as_double();
+    EXPECT_GE(score, server_now + 30.0);
+    EXPECT_LT(score, server_now + 31.0);
+    // The client sends no time at all (seen in the slow log, which records every argument).
+    conn.command("CONFIG", "SET", "slowlog-log-slower-than", "0");
+    conn.command("SLOWLOG", "RESET");
+    ASSERT_TRUE(limiter.acquire_limit("b"));
+    auto entries = conn.command("SLOWLOG", "GET", "10").as_array();
+    conn.command("CONFIG", "SET", "slowlog-log-slower-than", "10000");
+    bool seen = false;
+    for (auto& entry : entries) {
+        auto args = entry[3].as_array();
+        if (args.empty() || args[0].view().find("EVAL") == std::string_view::npos) continue;
+        seen = true;
+        for (auto& arg : args) {
+            double v = std::strtod(std::string(arg.view()).c_str(), nullptr);
+            EXPECT_FALSE(v > 1e9) << "a timestamp was sent: " << arg.view();
+        }
+    }
+    EXPECT_TRUE(seen);
 }
 
 TEST_F(LimiterTest, ExpiredHoldersAreReclaimed) {
@@ -162,10 +217,11 @@ TEST_F(LimiterTest, SlotGuardReleasesOnException) {
         auto slot = limiter.acquire("guarded");
         ASSERT_TRUE(slot.has_value());
         EXPECT_EQ(slot->key(), "guarded");
+        EXPECT_FALSE(conn.command("ZSCORE", "retools_limiter", slot->member()).is_nil());
         EXPECT_FALSE(limiter.acquire("intruder").has_value());
         throw std::runtime_error("work failed");
     } catch (const std::runtime_error&) {}
-    EXPECT_TRUE(conn.command("ZSCORE", "retools_limiter", "guarded").is_nil());
+    EXPECT_EQ(limiter.holders(), 0u);
     auto slot = limiter.acquire("next");
     ASSERT_TRUE(slot);
     auto moved = std::move(*slot);

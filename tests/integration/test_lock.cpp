@@ -1,8 +1,12 @@
 #include <signal.h>
+#include <sys/mman.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <iostream>
 #include <mutex>
+#include <new>
 #include <regex>
 #include <set>
 #include <thread>
@@ -393,4 +397,264 @@ TEST_F(LockTest, MoveTransfersOwnership) {
     EXPECT_EQ(conn.command("EXISTS", "rt:lock:move2").as_integer(), 0);
     EXPECT_EQ(c.token(), token);
     EXPECT_EQ(c.key(), "rt:lock:move");
+}
+
+// ---- wake-up on release ----
+
+namespace {
+
+std::int64_t now_ns() {
+    // CLOCK_MONOTONIC: one clock for every process of the machine.
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+}
+
+constexpr int kHandOvers = 50;
+
+// What two contenders share (in memory mapped into both processes, or one process's).
+struct HandOverBoard {
+    std::atomic<int> acquisitions{0};
+    std::atomic<std::int64_t> released_at{0};
+    std::atomic<int> failures{0};
+    std::int64_t latency_ns[kHandOvers]{};
+};
+
+// One of two contenders passing the lock back and forth: it holds for 80 ms
+// (the other is then blocked waiting, its backoff grown to 80-160 ms),
+// records when it releases, and waits for the other to take it before trying
+// again. A waiter that only polled would be late by ~40 ms on average.
+void contend(const std::string& key, HandOverBoard& board) {
+    Lock lock{key, {.timeout = 5s}, std::defer_lock};
+    for (;;) {
+        lock.lock();
+        auto acquired_at = now_ns();
+        int n = board.acquisitions.fetch_add(1);
+        if (n >= 1 && n <= kHandOvers) board.latency_ns[n - 1] = acquired_at - board.released_at.load();
+        if (n >= kHandOvers) {
+            lock.unlock();
+            return;
+        }
+        std::this_thread::sleep_for(80ms);
+        board.released_at.store(now_ns());
+        if (lock.release() != ReleaseResult::released) ++board.failures;
+        if (!rt::wait_until([&] { return board.acquisitions.load() >= n + 2; }, 5s)) {
+            ++board.failures;
+            return;
+        }
+    }
+}
+
+struct Latencies {
+    double p50_ms, max_ms;
+};
+
+Latencies summarize(const HandOverBoard& board) {
+    std::vector<double> ms;
+    for (auto ns : board.latency_ns) ms.push_back(static_cast<double>(ns) / 1e6);
+    std::sort(ms.begin(), ms.end());
+    Latencies l{ms[ms.size() / 2], ms.back()};
+    std::cout << fmt::format("hand-over latency over {} hand-overs: p50 {:.3f} ms, max {:.3f} ms\n",
+                             ms.size(), l.p50_ms, l.max_ms);
+    return l;
+}
+
+}  // namespace
+
+TEST_F(LockTest, WaiterInAnotherThreadAcquiresWithin10msOfTheRelease) {
+    HandOverBoard board;
+    std::thread a{[&] { contend("rt:lock:wake-t", board); }};
+    std::thread b{[&] { contend("rt:lock:wake-t", board); }};
+    a.join();
+    b.join();
+    EXPECT_EQ(board.failures.load(), 0);
+    ASSERT_GE(board.acquisitions.load(), kHandOvers + 1);
+    auto [p50, max] = summarize(board);
+    RecordProperty("handover_p50_ms", fmt::format("{:.3f}", p50));
+    RecordProperty("handover_max_ms", fmt::format("{:.3f}", max));
+    EXPECT_LT(p50, 10.0);
+    EXPECT_LT(max, 250.0);  // generous for a loaded machine
+}
+
+TEST_F(LockTest, WaiterInAnotherProcessAcquiresWithin10msOfTheRelease) {
+    void* memory =
+        ::mmap(nullptr, sizeof(HandOverBoard), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ASSERT_NE(memory, MAP_FAILED);
+    auto* board = new (memory) HandOverBoard{};
+    static_assert(std::atomic<std::int64_t>::is_always_lock_free);
+    std::vector<rt::ChildProcess> children;
+    for (int p = 0; p < 2; ++p)
+        children.push_back(rt::ChildProcess::fork([&] {
+            contend("rt:lock:wake-p", *board);
+            return 0;
+        }));
+    for (auto& c : children) EXPECT_EQ(c.exit_code(30s), 0);
+    EXPECT_EQ(board->failures.load(), 0);
+    ASSERT_GE(board->acquisitions.load(), kHandOvers + 1);
+    auto [p50, max] = summarize(*board);
+    RecordProperty("handover_p50_ms", fmt::format("{:.3f}", p50));
+    RecordProperty("handover_max_ms", fmt::format("{:.3f}", max));
+    EXPECT_LT(p50, 10.0);
+    EXPECT_LT(max, 250.0);
+    board->~HandOverBoard();
+    ::munmap(memory, sizeof(HandOverBoard));
+}
+
+TEST_F(LockTest, PythonStylePollingWaiterIsStillExcluded) {
+    // Two retools contenders hand the lock over with wake-ups while a Python
+    // retools process polls with SETNX + EXPIRE: nobody is ever inside together.
+    const std::string key = "rt:lock:py-poll";
+    std::atomic<int> inside{0}, overlaps{0}, ours{0}, theirs{0}, errors{0};
+    std::atomic<bool> stop{false};
+    auto enter = [&] {
+        if (++inside != 1) ++overlaps;
+        std::this_thread::sleep_for(2ms);
+        --inside;
+    };
+    std::vector<std::thread> pool;
+    for (int t = 0; t < 2; ++t)
+        pool.emplace_back([&] {
+            try {
+                Lock lock{key, {.timeout = 5s}, std::defer_lock};
+                while (!stop) {
+                    std::unique_lock guard{lock};
+                    ++ours;
+                    enter();
+                    guard.unlock();
+                    std::this_thread::sleep_for(3ms);
+                }
+            } catch (const std::exception&) {
+                ++errors;
+            }
+        });
+    pool.emplace_back([&] {
+        retools::Script py_acquire{python_acquire}, py_release{python_release};
+        Connection own{rt::redis_url()};
+        while (!stop) {
+            std::string token = retools::detail::random_token();
+            if (py_acquire(own, {key}, token, 60).as_integer() == 1) {
+                ++theirs;
+                enter();
+                py_release(own, {key}, token);
+            }
+            std::this_thread::sleep_for(1ms);
+        }
+    });
+    std::this_thread::sleep_for(1500ms);
+    stop = true;
+    for (auto& t : pool) t.join();
+    EXPECT_EQ(errors.load(), 0);
+    EXPECT_EQ(overlaps.load(), 0);
+    EXPECT_GE(ours.load(), 10);
+    EXPECT_GE(theirs.load(), 1);
+}
+
+TEST_F(LockTest, WaitersDoNotTakeThePoolsConnections) {
+    auto options = rt::redis_options();
+    options.pool_size = 1;
+    Connection small{options};
+    Lock holder{"rt:lock:pool", {.connection = small}};
+    std::atomic<int> acquired{0};
+    std::vector<std::thread> waiters;
+    for (int t = 0; t < 4; ++t)
+        waiters.emplace_back([&] {
+            Lock lock{"rt:lock:pool", {.timeout = 5s, .connection = small}};
+            ++acquired;
+        });
+    std::this_thread::sleep_for(100ms);  // every waiter is blocked by now
+    auto start = Clock::now();
+    for (int i = 0; i < 20; ++i) small.command("PING");
+    EXPECT_LT(seconds_since(start), 0.1);  // the one pooled connection stayed free
+    EXPECT_EQ(acquired.load(), 0);
+    EXPECT_EQ(holder.release(), ReleaseResult::released);
+    for (auto& t : waiters) t.join();
+    EXPECT_EQ(acquired.load(), 4);
+}
+
+TEST_F(LockTest, WaiterWakesWhenAHoldersKeyExpires) {
+    // A holder that never releases (Python, or dead): the waiter retries when the key's TTL runs out,
+    // not at its next backoff tick.
+    conn.command("SET", "rt:lock:expiring", "0123456789abcdef0123456789abcdef", "PX", 1500);
+    auto start = Clock::now();
+    // Backoff up to 5 s: polling alone would be late by about half a second.
+    Lock waiter{"rt:lock:expiring", {.timeout = 8s, .max_retry_delay = 5s}};
+    double waited = seconds_since(start);
+    EXPECT_GE(waited, 1.45);
+    EXPECT_LT(waited, 1.75);
+}
+
+TEST_F(LockTest, OnlyAReleaseWithWaitersLeavesAShortLivedSignal) {
+    const std::string key = "rt:lock:signal";
+    { Lock lock{key}; }  // nobody waited: the release writes nothing else
+    EXPECT_EQ(conn.command("EXISTS", key + ":signal", key + ":waiting").as_integer(), 0);
+
+    Lock holder{key};
+    Lock prober{key, {.timeout = 0s}, std::defer_lock};
+    EXPECT_FALSE(prober.try_lock());  // one attempt: no mark, it will not wait
+    EXPECT_EQ(conn.command("EXISTS", key + ":waiting").as_integer(), 0);
+    std::thread waiter{[&] {
+        Lock lock{key, {.timeout = 5s}};  // released below
+    }};
+    ASSERT_TRUE(rt::wait_until([&] { return conn.command("EXISTS", key + ":waiting").as_integer() == 1; }));
+    auto mark_ttl = conn.command("PTTL", key + ":waiting").as_integer();
+    EXPECT_GT(mark_ttl, 0);
+    EXPECT_LE(mark_ttl, 2000);  // max_retry_delay + 1 s
+    holder.unlock();
+    waiter.join();
+    // The waiter took the wake-up; its own release (the mark still lives) left one more.
+    EXPECT_EQ(conn.command("TYPE", key + ":signal").view(), "list");
+    EXPECT_EQ(conn.command("LLEN", key + ":signal").as_integer(), 1);
+    auto pttl = conn.command("PTTL", key + ":signal").as_integer();
+    EXPECT_GT(pttl, 0);
+    EXPECT_LE(pttl, 1000);
+    { Lock again{key}; }
+    EXPECT_EQ(conn.command("LLEN", key + ":signal").as_integer(), 1);  // never piles up
+}
+
+// ---- fencing tokens ----
+
+TEST_F(LockTest, FencingTokensStrictlyIncreaseAcrossProcesses) {
+    constexpr int processes = 4, per_process = 250;
+    const std::string key = "rt:lock:fence";
+    std::vector<rt::ChildProcess> children;
+    for (int p = 0; p < processes; ++p)
+        children.push_back(rt::ChildProcess::fork([&] {
+            Connection own{rt::redis_url()};
+            Lock lock{key, {.timeout = 20s, .connection = own}, std::defer_lock};
+            for (int i = 0; i < per_process; ++i) {
+                std::unique_lock guard{lock};
+                // In acquisition order, since only the holder appends.
+                own.command("RPUSH", "rt:lock:fence:seen", std::to_string(lock.fencing_token()));
+            }
+            return lock.fencing_token() == 0 ? 0 : 3;  // 0 when not held
+        }));
+    for (auto& c : children) EXPECT_EQ(c.exit_code(60s), 0);
+    auto seen = conn.command("LRANGE", "rt:lock:fence:seen", 0, -1).as_array();
+    ASSERT_EQ(seen.size(), static_cast<std::size_t>(processes * per_process));
+    std::uint64_t last = 0;
+    for (std::size_t i = 0; i < seen.size(); ++i) {
+        std::uint64_t token = std::stoull(seen[i].as_string());
+        ASSERT_GT(token, last) << "acquisition " << i;
+        last = token;
+    }
+}
+
+TEST_F(LockTest, FencingTokenOfALostLockIsBelowItsSuccessors) {
+    Lock first{"rt:lock:fence-lost", {.expires = 100ms}};
+    std::uint64_t stale = first.fencing_token();
+    EXPECT_GT(stale, 0u);
+    std::this_thread::sleep_for(200ms);
+    Lock second{"rt:lock:fence-lost", {.timeout = 0s}};
+    EXPECT_GT(second.fencing_token(), stale);
+    auto ttl = conn.command("PTTL", "rt:lock:fence-lost:fence").as_integer();
+    EXPECT_GT(ttl, 23 * 3600 * 1000LL);  // a day after the last acquisition
+    // Even when the counter key is gone (expired, flushed), tokens keep increasing: they follow the
+    // server's clock in microseconds.
+    second.unlock();
+    conn.command("DEL", "rt:lock:fence-lost:fence");
+    Lock third{"rt:lock:fence-lost", {.timeout = 0s}};
+    EXPECT_GT(third.fencing_token(), second.fencing_token());
+    EXPECT_EQ(conn.command("GET", "rt:lock:fence-lost:fence").as_string(),
+              std::to_string(third.fencing_token()));
+    Lock moved = std::move(third);
+    EXPECT_GT(moved.fencing_token(), 0u);
+    EXPECT_EQ(third.fencing_token(), 0u);  // NOLINT(bugprone-use-after-move)
 }

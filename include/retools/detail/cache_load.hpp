@@ -2,9 +2,11 @@
 // The type-erased load path behind CachedFunction (src/cache/load.cpp): the
 // template decodes and produces values, the library does the Redis steps.
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <retools/codec.hpp>
 
@@ -33,6 +35,9 @@ public:
     /// Calls the function and keeps its result; true with the bytes to store,
     /// or false with the reason it cannot be stored (the result is still returned).
     virtual bool produce(std::string& bytes, std::string& why) = 0;
+    /// A self-contained producer for an early refresh on another thread (own
+    /// copies of the function and the arguments), or empty when there is none.
+    virtual std::function<bool(std::string& bytes, std::string& why)> refresher() const { return {}; }
 
 protected:
     ~LoadTarget() = default;
@@ -47,6 +52,13 @@ enum class LoadOutcome {
 
 LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::string_view key,
                        Regenerate mode, bool statistics, LoadTarget& target);
+
+/// cache_load for many keys of one namespace: one round trip reads them all
+/// (statistics included), the missing and stale ones are produced in order,
+/// each under its own lock, and stored in one round trip. One outcome per key.
+std::vector<LoadOutcome> cache_load_many(const RegionSettings& region, std::string_view ns,
+                                         const std::vector<std::string>& keys, Regenerate mode,
+                                         bool statistics, const std::vector<LoadTarget*>& targets);
 
 void invalidate_key(std::string_view region, std::string_view ns, std::string_view key);
 void invalidate_namespace(std::string_view region, std::string_view ns);

@@ -1,0 +1,24 @@
+#pragma once
+// The Lua scripts of the lock and the limiter (one place, so the benchmark floor runs the same ones).
+
+#include <chrono>
+
+#include <retools/script.hpp>
+
+namespace retools::detail {
+
+/// How long a release's wake-up stays in `<key>:signal` for a waiter that is
+/// between a failed attempt and its BLPOP.
+inline constexpr std::chrono::milliseconds lock_signal_ttl{1000};
+
+/// Takes the lock and draws a fencing token, or reports the holder's TTL.
+const Script& lock_acquire_script();
+/// Compare-and-delete, and wakes one waiter.
+const Script& lock_release_script();
+/// Compare-and-renew.
+const Script& lock_extend_script();
+
+/// The limiter's atomic count-prune-add, timed by the server's clock.
+const Script& limiter_acquire_script();
+
+}  // namespace retools::detail
