@@ -289,7 +289,8 @@ public:
 private:
     std::string resolve_queue(std::string_view job_name, std::string_view requested) const;
     std::string build_payload(std::string_view job_name, const nlohmann::json& kwargs,
-                              const EnqueueOptions& options, std::string& queue, std::string& id) const;
+                              const EnqueueOptions& options, std::string& queue, std::string& id,
+                              double enqueued_at) const;
     std::string events_json(std::string_view job_name) const;
 
     // What every enqueue of one job name shares, serialized once: the queue
@@ -329,28 +330,5 @@ private:
         job_events_;
     mutable PlanCache plans_;
 };
-
-namespace detail {
-
-/// Member of `retools:delayed` for a payload due on `queue`:
-/// `{"queue": "<queue>", "payload": "<payload text>"}`.
-std::string delayed_member(std::string_view queue, std::string_view payload);
-
-/// Appends to `p` what QueueManager::retry_later sends (counting the retry
-/// in `job.state()["retried"]`), for callers that finish a job atomically in
-/// their own MULTI/EXEC (e.g. with the LREM from a processing list).
-/// Returns the due time.
-std::chrono::system_clock::time_point add_retry_later(Pipeline& p, Job& job,
-                                                      std::chrono::duration<double> delay);
-
-/// Appends to `p` what QueueManager::record_failure sends.
-void add_record_failure(Pipeline& p, FailedJob failed);
-
-/// Appends to `p` the commands that store a job result (DEL, RPUSH, EXPIRE),
-/// for callers composing their own MULTI/EXEC.
-void add_store_result(Pipeline& p, std::string_view job_id, const JobResult& result,
-                      std::chrono::seconds ttl);
-
-}  // namespace detail
 
 }  // namespace retools

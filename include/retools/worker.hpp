@@ -78,9 +78,8 @@ public:
     /// Names of the registered jobs, sorted.
     std::vector<std::string> job_names() const;
 
-    struct Impl;  // internal
-
 private:
+    struct Impl;
     std::unique_ptr<Impl> impl_;
 };
 
@@ -132,6 +131,29 @@ struct WorkerOptions {
     bool handle_signals = true;
     /// What to log to stderr; default WorkerLog::failures.
     WorkerLog log = WorkerLog::failures;
+    /// How often a working worker refreshes its heartbeat
+    /// (`retools:heartbeat:<id>`) and looks for dead workers whose jobs to
+    /// recover. Default 5 s; must be positive and shorter than heartbeat_timeout
+    /// (else ConfigurationError).
+    std::chrono::milliseconds heartbeat_interval{5000};
+    /// The heartbeat's TTL: a worker silent this long is dead, and any worker
+    /// (on any host) puts the jobs it held back at the head of their queues.
+    /// A job held by a worker that died runs again within
+    /// heartbeat_timeout + heartbeat_interval. Default 30 s.
+    std::chrono::milliseconds heartbeat_timeout{30000};
+    /// Poison quarantine: a job whose worker died this many times while
+    /// running it goes to `retools:failed` ("worker died N times while running
+    /// this job") instead of back to its queue. Default 3; 0 never quarantines.
+    std::size_t max_recoveries = 3;
+    /// Payloads larger than this are not parsed: the job fails (kept
+    /// byte-exact in `retools:failed`). Default 16 MiB; 0 means no limit.
+    std::size_t max_payload_bytes = std::size_t{16} << 20;
+    /// Longest a job may run. Fork mode: the child is sent SIGTERM, then
+    /// SIGKILL 5 s later (or after the timeout, if shorter), and the job fails
+    /// (or is retried) with "job timed out after N s". Thread mode: threads
+    /// cannot be killed, so a job that returns late is failed the same way
+    /// and logged. Default: none.
+    std::optional<std::chrono::milliseconds> job_timeout;
 };
 
 /// Arguments of Worker::work(). An aggregate: use designated initializers.
@@ -252,9 +274,8 @@ public:
     /// Returns how many jobs were requeued.
     static std::size_t requeue_orphans(const Connection& conn = global_connection());
 
-    struct State;  // internal
-
 private:
+    struct State;
     std::unique_ptr<State> state_;
 };
 

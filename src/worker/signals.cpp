@@ -15,7 +15,9 @@
 
 #include <fmt/format.h>
 
-#include "worker/internal.hpp"
+#include <retools/errors.hpp>
+
+#include "worker/signals.hpp"
 
 namespace retools::detail {
 

@@ -33,7 +33,7 @@ protected:
         WorkerOptions o;
         o.connection = conn;
         o.handle_signals = false;
-        o.log = retools::WorkerLog::none;
+        o.log = getenv("WLOG") ? retools::WorkerLog::jobs : retools::WorkerLog::none;
         return o;
     }
     long long llen(std::string_view key) { return conn.command("LLEN", key).as_integer(); }
