@@ -98,7 +98,8 @@ std::string base64_encode(std::string_view bytes) {
     std::size_t i = 0;
     for (; i + 3 <= bytes.size(); i += 3) {
         std::uint32_t v = (static_cast<unsigned char>(bytes[i]) << 16) |
-                          (static_cast<unsigned char>(bytes[i + 1]) << 8) | static_cast<unsigned char>(bytes[i + 2]);
+                          (static_cast<unsigned char>(bytes[i + 1]) << 8) |
+                          static_cast<unsigned char>(bytes[i + 2]);
         out.push_back(b64_alphabet[(v >> 18) & 63]);
         out.push_back(b64_alphabet[(v >> 12) & 63]);
         out.push_back(b64_alphabet[(v >> 6) & 63]);

@@ -58,7 +58,8 @@ FailedJob FailedJob::from_json(std::string_view text) {
     auto data = detail::parse_object(text, what);
     FailedJob job;
     if (auto b64 = data.find("payload_base64"); b64 != data.end() && !b64->is_null()) {
-        auto bytes = b64->is_string() ? detail::base64_decode(b64->get_ref<const std::string&>()) : std::nullopt;
+        auto bytes =
+            b64->is_string() ? detail::base64_decode(b64->get_ref<const std::string&>()) : std::nullopt;
         if (!bytes) throw QueueError(fmt::format("{} field \"payload_base64\" is not base64", what));
         job.payload = std::move(*bytes);
     } else {
@@ -114,8 +115,8 @@ redis.call('SADD', KEYS[3], ARGV[3])
 return 1
 )lua"};
     std::string entry = failed.entry.empty() ? failed.to_json() : failed.entry;
-    Reply r =
-        retry_one(conn_, {keys::failed, keys::queue(failed.queue), keys::queues}, entry, failed.payload, failed.queue);
+    Reply r = retry_one(conn_, {keys::failed, keys::queue(failed.queue), keys::queues}, entry, failed.payload,
+                        failed.queue);
     return r.as_integer() == 1;
 }
 

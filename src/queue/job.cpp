@@ -8,9 +8,9 @@
 #include <retools/errors.hpp>
 #include <retools/job.hpp>
 
+#include "core/json_limits.hpp"
 #include "queue/keys.hpp"
 #include "queue/python_json.hpp"
-#include "core/json_limits.hpp"
 
 namespace retools {
 

@@ -4,8 +4,8 @@
 
 #include <fmt/format.h>
 
-#include <retools/errors.hpp>
 #include <retools/detail/python_repr.hpp>
+#include <retools/errors.hpp>
 #include <retools/queue.hpp>
 
 #include "core/clock.hpp"
@@ -240,8 +240,8 @@ void write_payload(std::string& out, const auto& plan, std::string_view id, cons
 }  // namespace
 
 std::string QueueManager::build_payload(std::string_view job_name, const nlohmann::json& kwargs,
-                                        const EnqueueOptions& options, std::string& queue,
-                                        std::string& id, double enqueued_at) const {
+                                        const EnqueueOptions& options, std::string& queue, std::string& id,
+                                        double enqueued_at) const {
     std::unique_ptr<const JobPlan> uncached;
     const JobPlan& plan = plan_for(job_name, uncached);
     check_object(kwargs, "kwargs");

@@ -69,7 +69,6 @@ void QueueManager::store_result(std::string_view job_id, const JobResult& result
     conn_.transaction(p);
 }
 
-
 std::optional<JobResult> QueueManager::get_result(std::string_view job_id) const {
     // KEYS[1] = result key. The documented form is a one-element list; a plain
     // string (SET by another writer) is read too.

@@ -86,8 +86,8 @@ private:
 /// waiting loses nothing). Woken waits are cancelled with CLIENT UNBLOCK.
 class QueueWaiter {
 public:
-    QueueWaiter(const Connection& conn, const std::vector<std::string>& queues, std::chrono::milliseconds block,
-                std::function<void()> on_ready);
+    QueueWaiter(const Connection& conn, const std::vector<std::string>& queues,
+                std::chrono::milliseconds block, std::function<void()> on_ready);
     ~QueueWaiter();
     QueueWaiter(const QueueWaiter&) = delete;
     QueueWaiter& operator=(const QueueWaiter&) = delete;

@@ -3,22 +3,22 @@
 // (crash, abort, kill, exit) fails its job with the exit status as the error.
 
 #include <fcntl.h>
-#include <sys/prctl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
+#include <cstring>
 #include <map>
-#include <mutex>
-#include <thread>
 #include <memory>
+#include <mutex>
 #include <system_error>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -129,7 +129,8 @@ public:
             int e = errno;
             ::close(fds[0]);
             ::close(fds[1]);
-            sink_.not_started(std::move(job), fmt::format("cannot fork the job process: {}", std::strerror(e)));
+            sink_.not_started(std::move(job),
+                              fmt::format("cannot fork the job process: {}", std::strerror(e)));
             return;
         }
         if (pid == 0) {
@@ -161,7 +162,8 @@ public:
             ::kill(pid, SIGKILL);
             while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {}
             ::close(fds[0]);
-            sink_.not_started(std::move(*held), fmt::format("cannot start a thread for the job process: {}", e.what()));
+            sink_.not_started(std::move(*held),
+                              fmt::format("cannot start a thread for the job process: {}", e.what()));
         }
     }
 

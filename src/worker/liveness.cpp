@@ -9,6 +9,8 @@
 // when its owner's heartbeat is gone, or when the heartbeat names a process of
 // our own pid space (same boot, same pid namespace) that no longer exists.
 
+#include "worker/liveness.hpp"
+
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -32,7 +34,6 @@
 #include "queue/keys.hpp"
 #include "queue/payloads.hpp"
 #include "worker/counters.hpp"
-#include "worker/liveness.hpp"
 
 namespace retools {
 
@@ -127,20 +128,23 @@ const std::string& pid_space() {
     return space;
 }
 
-bool heartbeat_owner_gone(std::string_view heartbeat) {
+bool heartbeat_owner_gone(std::string_view heartbeat, std::string_view own_instance) {
     if (json_depth(heartbeat, 4) > 4) return false;
     nlohmann::json hb = nlohmann::json::parse(heartbeat, nullptr, false);
     if (!hb.is_object()) return false;
     auto host = hb.find("host");
     auto space = hb.find("pid_space");
     auto pid = hb.find("pid");
-    if (host == hb.end() || space == hb.end() || pid == hb.end() || !host->is_string() || !space->is_string() ||
-        !pid->is_number_integer())
+    if (host == hb.end() || space == hb.end() || pid == hb.end() || !host->is_string() ||
+        !space->is_string() || !pid->is_number_integer())
         return false;
     if (*host != hostname() || *space != pid_space()) return false;
     long long p = pid->get<long long>();
     if (p == static_cast<long long>(::getpid())) {
-        // Our pid: a predecessor that had it is dead, unless the id works here.
+        // Our pid: a predecessor that had it is dead; not a run in this process.
+        auto instance = hb.find("instance");
+        if (!own_instance.empty())
+            return instance == hb.end() || !instance->is_string() || *instance != own_instance;
         auto id = hb.find("id");
         return id != hb.end() && id->is_string() && !working_here(id->get_ref<const std::string&>());
     }
@@ -281,7 +285,8 @@ Recovered recover_dead_workers(const Connection& conn, std::chrono::milliseconds
     // Workers whose last beat is older than the timeout (their key has expired,
     // or is about to).
     const double stale = unix_now() - to_seconds(heartbeat_timeout);
-    Reply r = conn.command("ZRANGEBYSCORE", queue_keys::heartbeats, "-inf", python_repr(stale), "LIMIT", 0, 100);
+    Reply r =
+        conn.command("ZRANGEBYSCORE", queue_keys::heartbeats, "-inf", python_repr(stale), "LIMIT", 0, 100);
     if (!r.is_error())
         for (const Reply& member : r.as_array()) recover_if_dead(conn, member.view(), max_recoveries, total);
     if (!full_scan) return total;
@@ -386,7 +391,8 @@ std::vector<Worker> Worker::get_workers(const Connection& conn) {
 std::size_t Worker::requeue_orphans(const Connection& conn) {
     constexpr std::size_t default_max_recoveries = WorkerOptions{}.max_recoveries;
     std::size_t requeued = detail::prune_dead_workers(conn, default_max_recoveries);
-    auto r = detail::recover_dead_workers(conn, WorkerOptions{}.heartbeat_timeout, default_max_recoveries, true);
+    auto r =
+        detail::recover_dead_workers(conn, WorkerOptions{}.heartbeat_timeout, default_max_recoveries, true);
     return requeued + r.requeued;
 }
 

@@ -45,11 +45,14 @@ struct Recovered {
 /// holder died holding it; past `max_recoveries` (0 = never) the job goes to
 /// retools:failed instead. With `unregister`, also removes the worker's keys.
 Recovered recover_worker(const Connection& conn, std::string_view worker_id, RecoverMode mode,
-                         std::size_t max_recoveries, bool unregister, std::string_view expected_heartbeat = {});
+                         std::size_t max_recoveries, bool unregister,
+                         std::string_view expected_heartbeat = {});
 
 /// True when `heartbeat` (the JSON of a live key) names a process in our pid
-/// space that is gone. Never true for a process of this one.
-bool heartbeat_owner_gone(std::string_view heartbeat);
+/// space that is gone. For this process's own pid: true when the heartbeat is
+/// not that of `own_instance` (the caller's run) nor of an id working here,
+/// i.e. a previous process that had our pid.
+bool heartbeat_owner_gone(std::string_view heartbeat, std::string_view own_instance = {});
 
 /// Recovers dead workers' processing lists: the heartbeat set's stale members
 /// and, with `full_scan`, every `retools:processing:*` list. Skips `self` and

@@ -24,8 +24,8 @@ struct JobOutcome {
     long long result_ttl = 0;  // seconds
     std::string retry_member;  // delayed-set member for a retry
     double retry_at = 0;
-    double seconds = 0;  // time spent running
-    int killed_by = 0;   // fork mode: the signal that ended the child, 0 if none
+    double seconds = 0;      // time spent running
+    int killed_by = 0;       // fork mode: the signal that ended the child, 0 if none
     bool timed_out = false;  // failed by WorkerOptions::job_timeout
 };
 

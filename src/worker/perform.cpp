@@ -179,8 +179,9 @@ JobOutcome perform(const TakenJob& taken, const JobRegistry& own, const Connecti
         return finish();
     }
     if (limits.max_payload_bytes && taken.payload().size() > limits.max_payload_bytes) {
-        out.error = fmt::format("malformed payload: {} bytes, more than WorkerOptions::max_payload_bytes ({})",
-                                taken.payload().size(), limits.max_payload_bytes);
+        out.error =
+            fmt::format("malformed payload: {} bytes, more than WorkerOptions::max_payload_bytes ({})",
+                        taken.payload().size(), limits.max_payload_bytes);
         return finish();
     }
     std::optional<Job> parsed;
@@ -210,7 +211,8 @@ JobOutcome perform(const TakenJob& taken, const JobRegistry& own, const Connecti
     CurrentJob scope(&job);
     auto late = [&] {
         return limits.job_timeout > 0 &&
-               std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() > limits.job_timeout;
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() >
+                   limits.job_timeout;
     };
     try {
         for (const auto& h : handlers.prerun) (*h)(job);

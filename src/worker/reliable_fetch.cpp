@@ -282,8 +282,8 @@ ReliableFetch::ReliableFetch(Connection conn, std::string worker_id, const std::
     for (const auto& q : queues) keys_.push_back(queue_keys::queue(q));
 }
 
-std::string ReliableFetch::exchange(const FinishBatch& finished, std::size_t count, bool idle, const Beat* beat,
-                                    std::vector<TakenJob>& out, FinishBatch* kept) {
+std::string ReliableFetch::exchange(const FinishBatch& finished, std::size_t count, bool idle,
+                                    const Beat* beat, std::vector<TakenJob>& out, FinishBatch* kept) {
     const double now = unix_now();
     // The day and hour change rarely: formatted once per hour, not per call.
     if (now >= period_end_ || now < period_end_ - 3600) {
@@ -291,11 +291,10 @@ std::string ReliableFetch::exchange(const FinishBatch& finished, std::size_t cou
         period_end_ = (std::floor(now / 3600) + 1) * 3600;
     }
     static const std::string none;
-    Reply reply = fetch_script().run(conn_, keys_, count, python_repr(now), idle ? "1" : "0", worker_id_,
-                                     periods_.day, periods_.hour, beat ? beat->json : none,
-                                     beat ? beat->ttl_ms : 0LL, beat ? beat->queues : none,
-                                     beat ? beat->started : none,
-                                     beat ? static_cast<long long>(beat->threads) : 1LL, finished.args());
+    Reply reply = fetch_script().run(
+        conn_, keys_, count, python_repr(now), idle ? "1" : "0", worker_id_, periods_.day, periods_.hour,
+        beat ? beat->json : none, beat ? beat->ttl_ms : 0LL, beat ? beat->queues : none,
+        beat ? beat->started : none, beat ? static_cast<long long>(beat->threads) : 1LL, finished.args());
     const Reply& taken = reply[0];
     std::size_t n = taken.size();
     out.reserve(out.size() + n);

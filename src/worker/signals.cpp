@@ -2,6 +2,8 @@
 // each watcher's pipe (async-signal-safe); a thread per watcher reads it and
 // acts with ordinary code.
 
+#include "worker/signals.hpp"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -16,8 +18,6 @@
 #include <fmt/format.h>
 
 #include <retools/errors.hpp>
-
-#include "worker/signals.hpp"
 
 namespace retools::detail {
 

@@ -178,8 +178,9 @@ private:
                 mine[k].outcome = perform_job(mine[k].job, registry_, conn_, limits_);
                 spent += mine[k].outcome.seconds;
                 if (k + 1 < mine.size() && std::chrono::steady_clock::now() - batch_start > report_after) {
-                    ready.assign(std::make_move_iterator(mine.begin() + static_cast<std::ptrdiff_t>(reported)),
-                                 std::make_move_iterator(mine.begin() + static_cast<std::ptrdiff_t>(k + 1)));
+                    ready.assign(
+                        std::make_move_iterator(mine.begin() + static_cast<std::ptrdiff_t>(reported)),
+                        std::make_move_iterator(mine.begin() + static_cast<std::ptrdiff_t>(k + 1)));
                     sink_.complete_many(ready);
                     reported = k + 1;
                     batch_start = std::chrono::steady_clock::now();

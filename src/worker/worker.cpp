@@ -65,8 +65,8 @@ struct Worker::State final : detail::CompletionSink {
     std::mutex mutex;
     std::condition_variable cv;
     std::vector<FinishedJob> completed;
-    steady::time_point first_pending;  // when `completed` last became non-empty
-    bool ack_watch = false;            // the waiting loop wants to know when it does
+    steady::time_point first_pending;                         // when `completed` last became non-empty
+    bool ack_watch = false;                                   // the waiting loop wants to know when it does
     std::vector<std::pair<TakenJob, std::string>> unstarted;  // fork/pipe failed: requeue, back off
     bool queue_ready = false;
     bool stop_now = false;
@@ -192,8 +192,9 @@ struct Worker::State final : detail::CompletionSink {
             R"({{"id": {}, "host": {}, "pid": {}, "started": {}, "queues": [{}], "busy": {}, "threads": {}, )"
             R"("mode": "{}", "version": "{}", "beat": {}, "instance": "{}", "pid_space": {}}})",
             json_text(wid), json_text(detail::hostname()), ::getpid(), detail::python_repr(started), qs, busy,
-            options.concurrency, options.mode == ExecutionMode::fork ? "fork" : "thread", RETOOLS_VERSION_STRING,
-            detail::python_repr(detail::unix_now()), instance, json_text(detail::pid_space()));
+            options.concurrency, options.mode == ExecutionMode::fork ? "fork" : "thread",
+            RETOOLS_VERSION_STRING, detail::python_repr(detail::unix_now()), instance,
+            json_text(detail::pid_space()));
     }
 };
 
@@ -241,8 +242,8 @@ Worker::Worker(std::vector<std::string> queues, WorkerOptions options) {
             "heartbeat_timeout ({} ms)",
             options.heartbeat_interval.count(), options.heartbeat_timeout.count()));
     if (options.job_timeout && options.job_timeout->count() <= 0)
-        throw ConfigurationError(fmt::format("retools: WorkerOptions::job_timeout must be positive, got {} ms",
-                                             options.job_timeout->count()));
+        throw ConfigurationError(fmt::format(
+            "retools: WorkerOptions::job_timeout must be positive, got {} ms", options.job_timeout->count()));
     state_ = std::make_unique<State>(std::move(queues), std::move(options));
     state_->current_id();  // computed now, so id() from other threads only reads it
 }
@@ -366,17 +367,19 @@ WorkSummary Worker::work(WorkOptions options) {
     // is dead: its jobs are recovered first.
     std::string wid = base_id;
     for (int attempt = 0;; ++attempt) {
-        auto foreign = detail::claim_heartbeat(s.conn, wid, s.instance, s.heartbeat_json(wid, 0),
-                                               opt.heartbeat_timeout);
+        auto foreign =
+            detail::claim_heartbeat(s.conn, wid, s.instance, s.heartbeat_json(wid, 0), opt.heartbeat_timeout);
         if (!foreign) break;
-        if (attempt < 3 && detail::heartbeat_owner_gone(*foreign)) {
-            detail::recover_worker(s.conn, wid, detail::RecoverMode::dead, opt.max_recoveries, false, *foreign);
+        if (attempt < 3 && detail::heartbeat_owner_gone(*foreign, s.instance)) {
+            detail::recover_worker(s.conn, wid, detail::RecoverMode::dead, opt.max_recoveries, false,
+                                   *foreign);
             continue;
         }
         wid = fmt::format("{}~{}:{}:{}", detail::hostname(), s.instance.substr(0, 8), ::getpid(),
                           queue_names());
         if (!detail::claim_worker_id(wid))
-            throw ConfigurationError(fmt::format("retools: worker '{}' is already working in this process", wid));
+            throw ConfigurationError(
+                fmt::format("retools: worker '{}' is already working in this process", wid));
         release.ids.push_back(wid);
         s.working_id = &s.keep_id(wid);
         if (s.logs(WorkerLog::failures))
@@ -392,6 +395,7 @@ WorkSummary Worker::work(WorkOptions options) {
             std::lock_guard lock(s.mutex);
             s.stop_now = s.stop_graceful = s.kill_children = s.queue_ready = false;
             s.completed.clear();
+            s.unstarted.clear();
         }
     } reset{s};
     const bool fork_mode = opt.mode == ExecutionMode::fork;
@@ -567,7 +571,8 @@ WorkSummary Worker::work(WorkOptions options) {
                 // list that we never saw; with nothing in flight, all there is such.
                 try {
                     if (std::size_t n =
-                            detail::recover_worker(s.conn, wid, detail::RecoverMode::resync, 0, false).requeued;
+                            detail::recover_worker(s.conn, wid, detail::RecoverMode::resync, 0, false)
+                                .requeued;
                         n && s.logs(WorkerLog::failures))
                         fmt::print(stderr,
                                    "retools-worker: {}: requeued {} job(s) taken during a Redis error\n", wid,
@@ -581,7 +586,8 @@ WorkSummary Worker::work(WorkOptions options) {
             if (!stopping && steady_now >= next_recovery) {
                 const bool full = steady_now >= next_full_scan;
                 try {
-                    auto r = detail::recover_dead_workers(s.conn, opt.heartbeat_timeout, opt.max_recoveries, full);
+                    auto r =
+                        detail::recover_dead_workers(s.conn, opt.heartbeat_timeout, opt.max_recoveries, full);
                     if ((r.requeued || r.quarantined) && s.logs(WorkerLog::failures))
                         fmt::print(stderr,
                                    "retools-worker: {}: recovered dead workers' jobs: {} requeued, {} to "
@@ -590,7 +596,8 @@ WorkSummary Worker::work(WorkOptions options) {
                     if (full) next_full_scan = steady_now + 10 * opt.heartbeat_timeout;
                 } catch (const Error& e) {
                     if (s.logs(WorkerLog::failures))
-                        fmt::print(stderr, "retools-worker: {}: recovering dead workers failed: {}\n", wid, e.what());
+                        fmt::print(stderr, "retools-worker: {}: recovering dead workers failed: {}\n", wid,
+                                   e.what());
                 }
                 next_recovery = steady_now + opt.heartbeat_interval;
             }
@@ -605,7 +612,8 @@ WorkSummary Worker::work(WorkOptions options) {
                     const bool had_kept = !kept.empty();
                     std::string note =
                         fetch.exchange(batch, want, in_flight == 0, beat_due ? &beat : nullptr, taken, &kept);
-                    if (!had_kept && !kept.empty()) kept_retry_at = steady_now + std::chrono::milliseconds(200);
+                    if (!had_kept && !kept.empty())
+                        kept_retry_at = steady_now + std::chrono::milliseconds(200);
                     if (!note.empty() && s.logs(WorkerLog::failures) && note != last_note)
                         fmt::print(stderr, "retools-worker: {}: {}\n", wid, note);
                     last_note = std::move(note);

@@ -24,14 +24,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         retools::Job job = retools::Job::from_payload(bytes, "main", unused);
         (void)job.to_json();
         (void)job.to_dict();
-    } catch (const retools::Error&) {
-    }
+    } catch (const retools::Error&) {}
     try {
         retools::FailedJob failed = retools::FailedJob::from_json(bytes);
         retools::FailedJob again = retools::FailedJob::from_json(failed.to_json());
         if (again.payload != failed.payload) __builtin_trap();  // byte-exact round trip
-    } catch (const retools::Error&) {
-    }
+    } catch (const retools::Error&) {}
     // Any bytes as a failed job's payload survive the entry byte-exact.
     retools::FailedJob f;
     f.payload = std::string(bytes);

@@ -58,13 +58,15 @@ TEST_F(Queue, EnqueueWritesTheOriginalsPayloadAndKeys) {
     ASSERT_EQ(entries.size(), 1u);
     // Exactly the text Python's json.dumps writes for the same job (with the
     // enqueue time retools adds to metadata).
-    const std::string at = retools::detail::python_repr(json::parse(entries[0])["metadata"]["enqueued_at"].get<double>());
+    const std::string at =
+        retools::detail::python_repr(json::parse(entries[0])["metadata"]["enqueued_at"].get<double>());
     EXPECT_EQ(
         entries[0],
         R"({"job_id": ")" + id +
             R"(", "job": "myapp.jobs:important", "kwargs": {"somearg": "fred"}, )"
             R"("events": {"job_failure": ["myapp.jobs:save_error"], "job_postrun": ["myapp.jobs:notify"]}, )"
-            R"("metadata": {"created": 1732492345.5, "enqueued_at": )" + at + R"(}, "state": {}})");
+            R"("metadata": {"created": 1732492345.5, "enqueued_at": )" +
+            at + R"(}, "state": {}})");
     // Every field, with the types a Python worker expects.
     json payload = json::parse(entries[0]);
     std::set<std::string> fields;

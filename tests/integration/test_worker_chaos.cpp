@@ -38,13 +38,13 @@ rt::ChildProcess start_worker(const retools::ConnectionOptions& options) {
     return rt::ChildProcess::fork([options] {
         retools::Connection c{options};
         retools::Worker w{{"chaos"},
-                 {.connection = c,
-                  .concurrency = threads_per_worker,
-                  .handle_signals = false,
-                  .log = retools::WorkerLog::none,
-                  .heartbeat_interval = 100ms,
-                  .heartbeat_timeout = 500ms,
-                  .max_recoveries = 0}};
+                          {.connection = c,
+                           .concurrency = threads_per_worker,
+                           .handle_signals = false,
+                           .log = retools::WorkerLog::none,
+                           .heartbeat_interval = 100ms,
+                           .heartbeat_timeout = 500ms,
+                           .max_recoveries = 0}};
         w.register_job("chaos:run", [c](const json& kw) -> json {
             c.command("HINCRBY", "chaos:runs", kw.at("n").get<int>(), 1);
             std::this_thread::sleep_for(2ms);
@@ -68,7 +68,6 @@ auto retry(F f) {
         }
     }
 }
-
 
 }  // namespace
 
@@ -110,7 +109,8 @@ TEST(WorkerChaos, EveryJobFinishesThroughWorkerKillsAndARedisRestart) {
         // Exited workers (they could not start while Redis was down) are replaced too.
         for (auto& w : fleet)
             if (!w.running()) w = start_worker(options);
-        if (!restarted && retry([&] { return conn.command("HLEN", "chaos:runs").as_integer(); }) > total_jobs / 3) {
+        if (!restarted &&
+            retry([&] { return conn.command("HLEN", "chaos:runs").as_integer(); }) > total_jobs / 3) {
             server.kill();
             std::this_thread::sleep_for(300ms);
             server.start();
@@ -129,8 +129,10 @@ TEST(WorkerChaos, EveryJobFinishesThroughWorkerKillsAndARedisRestart) {
         most = std::max(most, r);
     }
     const long long duplicates = runs - total_jobs;
-    std::printf("chaos: %d jobs, %d worker kills, 1 Redis restart, %lld duplicate runs (a job ran at most %lld times)\n",
-                total_jobs, kills, duplicates, most);
+    std::printf(
+        "chaos: %d jobs, %d worker kills, 1 Redis restart, %lld duplicate runs (a job ran at most %lld "
+        "times)\n",
+        total_jobs, kills, duplicates, most);
     EXPECT_EQ(all.size() / 2, static_cast<std::size_t>(total_jobs));
     EXPECT_EQ(conn.command("LLEN", keys::failed).as_integer(), 0);
     EXPECT_EQ(conn.command("LLEN", keys::queue("chaos")).as_integer(), 0);

@@ -37,7 +37,7 @@ protected:
         WorkerOptions o;
         o.connection = conn;
         o.handle_signals = false;
-        o.log = getenv("WLOG") ? retools::WorkerLog::jobs : retools::WorkerLog::none;
+        o.log = retools::WorkerLog::none;
         return o;
     }
     long long llen(std::string_view key) { return conn.command("LLEN", key).as_integer(); }
@@ -190,7 +190,9 @@ TEST_F(WorkerFaultsTest, ForkedChildDiesWithItsSigkilledWorker) {
     auto worker = rt::ChildProcess::fork([url] {
         retools::Connection c{url};
         Worker w{{"main"},
-                 {.connection = c, .mode = retools::ExecutionMode::fork, .handle_signals = false,
+                 {.connection = c,
+                  .mode = retools::ExecutionMode::fork,
+                  .handle_signals = false,
                   .log = retools::WorkerLog::none}};
         w.register_job("tests.faults:long", [url](const json&) -> json {
             retools::Connection{url}.command("SET", "child-pid", ::getpid());
@@ -205,7 +207,8 @@ TEST_F(WorkerFaultsTest, ForkedChildDiesWithItsSigkilledWorker) {
     const pid_t child = static_cast<pid_t>(std::stol(conn.command("GET", "child-pid").as_string()));
     worker.signal(SIGKILL);
     EXPECT_EQ(worker.exit_code(2s), -SIGKILL);
-    EXPECT_TRUE(rt::wait_until([&] { return process_gone(child); }, 1s)) << "the job process outlived its worker";
+    EXPECT_TRUE(rt::wait_until([&] { return process_gone(child); }, 1s))
+        << "the job process outlived its worker";
     std::this_thread::sleep_for(200ms);
     EXPECT_TRUE(conn.command("GET", "finished").is_nil());
 }
@@ -218,7 +221,9 @@ TEST_F(WorkerFaultsTest, ForkFailuresUnderAPidsLimitRequeueWithBackoffAndFailNot
         retools::Connection c{url};
         c.command("PING");
         Worker w{{"main"},
-                 {.connection = c, .mode = retools::ExecutionMode::fork, .handle_signals = false,
+                 {.connection = c,
+                  .mode = retools::ExecutionMode::fork,
+                  .handle_signals = false,
                   .log = retools::WorkerLog::none}};
         w.register_job("tests.faults:quick", [url](const json&) -> json {
             retools::Connection{url}.command("INCR", "done");
@@ -249,11 +254,14 @@ TEST_F(WorkerFaultsTest, ForkFailuresUnderAPidsLimitRequeueWithBackoffAndFailNot
     ASSERT_TRUE(worker.running()) << "exit code " << worker.exit_code(1ms);
     EXPECT_EQ(qm.failed_count(), 0u);
     EXPECT_TRUE(conn.command("GET", "done").is_nil());
-    const std::string wid = fmt::format("{}:{}:main", [] {
-        char buf[256] = {};
-        ::gethostname(buf, sizeof buf - 1);
-        return std::string(buf);
-    }(), worker.pid());
+    const std::string wid = fmt::format(
+        "{}:{}:main",
+        [] {
+            char buf[256] = {};
+            ::gethostname(buf, sizeof buf - 1);
+            return std::string(buf);
+        }(),
+        worker.pid());
     EXPECT_EQ(llen(keys::queue("main")) + llen(keys::processing(wid)), 20);
     EXPECT_TRUE(conn.command("GET", "retools:stat:processed").is_nil());
     // The limit lifted, the worker carries on by itself.

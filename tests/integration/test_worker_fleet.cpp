@@ -61,10 +61,16 @@ protected:
         for (const auto& p : payloads) conn.command("RPUSH", keys::processing(id), "main\n" + p);
     }
     // A heartbeat of a live process elsewhere (another host or container).
-    void live_heartbeat(const std::string& id, const std::string& host_name, long pid, const std::string& space) {
+    void live_heartbeat(const std::string& id, const std::string& host_name, long pid,
+                        const std::string& space) {
         conn.command("SET", keys::heartbeat(id),
-                     json{{"id", id}, {"host", host_name}, {"pid", pid}, {"instance", "elsewhere"},
-                          {"pid_space", space}, {"queues", {"main"}}, {"busy", 1}}
+                     json{{"id", id},
+                          {"host", host_name},
+                          {"pid", pid},
+                          {"instance", "elsewhere"},
+                          {"pid_space", space},
+                          {"queues", {"main"}},
+                          {"busy", 1}}
                          .dump(),
                      "PX", 60000);
     }
@@ -163,6 +169,23 @@ TEST_F(WorkerFleetTest, ATwinHoldingOurIdMakesUsWorkUnderAnotherIdAndIsLeftAlone
     EXPECT_EQ(w.id(), ours);  // back to the usual id once work() returned
 }
 
+TEST_F(WorkerFleetTest, APreviousProcessWithOurPidIsDeadItsJobsRunAtOnceAndItsIdIsOurs) {
+    // Same host, boot and pid namespace, our pid, another run: a process that
+    // had our pid before us (a restarted container keeps pid 1).
+    Worker w{{"main"}, fast({.heartbeat_timeout = 30s})};
+    const std::string ours = w.id();
+    fake_worker(ours, {payload("old")});
+    live_heartbeat(ours, host(), ::getpid(), retools::detail::pid_space());
+    w.register_job("tests.fleet:record", record(conn));
+    std::string seen;
+    std::thread t([&] { w.work({.interval = 20ms}); });
+    EXPECT_TRUE(wait_until([&] { return runs("old") == 1; }, 2s));  // long before its heartbeat expires
+    seen = w.id();
+    w.stop();
+    t.join();
+    EXPECT_EQ(seen, ours);
+}
+
 TEST_F(WorkerFleetTest, PrunedLiveWorkerRegistersAgainAndItsJobRunsExactlyOnce) {
     QueueManager{conn}.enqueue("tests.fleet:slow", {{"tag", "slow"}});
     auto options = fast();
@@ -192,8 +215,8 @@ TEST_F(WorkerFleetTest, PrunedLiveWorkerRegistersAgainAndItsJobRunsExactlyOnce) 
     conn.command("SREM", keys::workers, first_id);
     auto second = worker("second");
     // Back in the registry within one beat (plus scheduling slack).
-    EXPECT_TRUE(wait_until([&] { return conn.command("SISMEMBER", keys::workers, first_id).as_integer() == 1; },
-                           400ms));
+    EXPECT_TRUE(wait_until(
+        [&] { return conn.command("SISMEMBER", keys::workers, first_id).as_integer() == 1; }, 400ms));
     ASSERT_TRUE(wait_until([&] { return llen(keys::processing(first_id)) == 0; }, 4s));
     std::this_thread::sleep_for(800ms);  // the second worker had every chance to run it again
     EXPECT_EQ(runs("slow"), 1);
@@ -301,12 +324,13 @@ TEST_P(HostilePayload, A200000DeepPayloadIsFiledByteExactAndItsNeighboursRun) {
     EXPECT_NE(failed[0].error.find("nests deeper than 512 levels"), std::string::npos) << failed[0].error;
 }
 
-INSTANTIATE_TEST_SUITE_P(Modes, HostilePayload, ::testing::Values(ExecutionMode::threads, ExecutionMode::fork),
+INSTANTIATE_TEST_SUITE_P(Modes, HostilePayload,
+                         ::testing::Values(ExecutionMode::threads, ExecutionMode::fork),
                          [](const auto& p) { return p.param == ExecutionMode::fork ? "fork" : "threads"; });
 
 TEST_F(WorkerFleetTest, InvalidUtf8PayloadIsKeptAndRetriedByteExact) {
-    const std::string bad("{\"job_id\": \"u\", \"job\": \"x:y\xff\", \"kwargs\": {}, \"events\": {}, \"state\": {}}\xfe",
-                          72);
+    const std::string bad(
+        "{\"job_id\": \"u\", \"job\": \"x:y\xff\", \"kwargs\": {}, \"events\": {}, \"state\": {}}\xfe", 72);
     conn.command("RPUSH", keys::queue("main"), bad);
     Worker w{{"main"}, fast()};
     EXPECT_EQ(w.work({.burst = true}).failed, 1u);
@@ -323,7 +347,8 @@ TEST_F(WorkerFleetTest, InvalidUtf8PayloadIsKeptAndRetriedByteExact) {
     // The same through the Lua paths: quarantined by recovery, retried by retry_all_failed.
     conn.command("DEL", keys::queue("main"));
     conn.command("RPUSH", keys::processing("gone:7:main"), "main\n" + bad);
-    auto r = retools::detail::recover_worker(conn, "gone:7:main", retools::detail::RecoverMode::dead, 1, true);
+    auto r =
+        retools::detail::recover_worker(conn, "gone:7:main", retools::detail::RecoverMode::dead, 1, true);
     EXPECT_EQ(r.quarantined, 1u);
     failed = qm.failed_jobs();
     ASSERT_EQ(failed.size(), 1u);

@@ -8,8 +8,8 @@
 #include <retools/job.hpp>
 #include <retools/queue.hpp>
 
-#include "core/json_limits.hpp"
 #include "../support/expect.hpp"
+#include "core/json_limits.hpp"
 
 namespace rd = retools::detail;
 using retools::FailedJob;
@@ -51,7 +51,8 @@ TEST(PayloadLimits, A200000DeepPayloadIsRefusedWithoutCrashing) {
 }
 
 TEST(PayloadLimits, FailedEntryThatNestsTooDeepIsAQueueError) {
-    std::string entry = R"({"payload": "x", "queue": "main", "error": "e", "worker": "w", "failed_at": 1.0, "x": )";
+    std::string entry =
+        R"({"payload": "x", "queue": "main", "error": "e", "worker": "w", "failed_at": 1.0, "x": )";
     entry.append(100000, '[');
     EXPECT_THROW_MSG(FailedJob::from_json(entry), retools::QueueError, "failed-job entry nests deeper");
 }
