@@ -42,7 +42,9 @@ class Job {
 public:
     /// Parses and validates a payload taken from queue `queue_name` (the short
     /// name, `main`, not the key). Throws QueueError naming the problem when
-    /// the text is not JSON, not an object, or a field is missing or has the
+    /// the text is not JSON, nests arrays/objects deeper than 512 levels
+    /// (checked before parsing, so hostile text never exhausts the stack),
+    /// is not an object, or a field is missing or has the
     /// wrong type: `job_id` and `job` non-empty strings, `kwargs` and `events`
     /// objects (events map to arrays of strings), `state` an object;
     /// `metadata` may be absent (the original reads it with a default), and a
@@ -115,23 +117,5 @@ private:
     std::string payload_;
     Connection conn_;
 };
-
-namespace detail {
-
-/// Appends `value` as Python's `json.dumps` writes it (default arguments:
-/// `", "`/`": "` separators, ensure_ascii). Throws QueueError for non-finite
-/// numbers, invalid UTF-8 and binary values, naming `what`.
-void python_json_dump(const nlohmann::json& value, std::string& out, std::string_view what);
-
-/// Appends `text` as a Python `json.dumps` string literal (with quotes).
-void python_json_string(std::string_view text, std::string& out, std::string_view what);
-
-/// Throws ConfigurationError unless `name` is a usable queue name: non-empty,
-/// without `:` or `,` (the worker id and `:queues` key join names with `,`).
-void validate_queue_name(std::string_view name);
-/// Throws ConfigurationError when a job name is empty.
-void validate_job_name(std::string_view name);
-
-}  // namespace detail
 
 }  // namespace retools

@@ -28,13 +28,14 @@ struct EnqueueOptions {
     std::string queue_name;
     /// Free-form metadata stored in the payload; must be a JSON object. Null
     /// (the default) means `{}`. See Job for the keys retools reads
-    /// (`retries`, `retry_backoff`, `result_ttl`).
+    /// (`retries`, `retry_backoff`, `result_ttl`). Enqueues add
+    /// `enqueued_at` (float Unix seconds) when it is absent.
     nlohmann::json metadata;
 };
 
 /// One entry of the failed-job list `retools:failed`.
 struct FailedJob {
-    /// The job's payload, verbatim (it may be malformed: that may be why it failed).
+    /// The job's payload, byte-exact (it may be malformed: that may be why it failed).
     std::string payload;
     /// The queue it was taken from (short name).
     std::string queue;
@@ -49,10 +50,13 @@ struct FailedJob {
     std::string entry;
 
     /// The entry as stored: `{"payload": ..., "queue": ..., "error": ...,
-    /// "worker": ..., "failed_at": ...}`. Never throws for odd text: bytes
-    /// that are not UTF-8 (which JSON cannot hold) become U+FFFD.
+    /// "worker": ..., "failed_at": ...}`. Never throws for odd text: a payload
+    /// that is not valid UTF-8 (which JSON cannot hold) is written as a
+    /// readable copy (U+FFFD for the bad bytes) plus `"payload_base64"`, its
+    /// exact bytes; other fields get U+FFFD.
     std::string to_json() const;
-    /// Parses a stored entry; throws QueueError when it is not one.
+    /// Parses a stored entry (the payload from `payload_base64` when present);
+    /// throws QueueError when it is not one or nests deeper than 512 levels.
     static FailedJob from_json(std::string_view text);
 };
 
@@ -164,7 +168,7 @@ public:
     Job get_job(std::string_view job_id, std::string_view queue_name = {}) const;
     /// Every job waiting in `queue_name`, head first, read without removing
     /// them (one LRANGE). Throws QueueError naming the entry when one is not a
-    /// valid payload.
+    /// valid payload (also one nesting deeper than 512 levels: never a crash).
     std::vector<Job> get_jobs(std::string_view queue_name = {}) const;
     /// Number of jobs waiting in `queue_name`.
     std::size_t queue_length(std::string_view queue_name = {}) const;
@@ -281,15 +285,17 @@ public:
     std::optional<JobResult> wait_for_result(std::string_view job_id,
                                              std::chrono::milliseconds timeout) const;
 
-    /// The payload text enqueue() would write (no Redis access); for tests
-    /// and tools that write payloads themselves.
+    /// The payload text enqueue() would write (no Redis access), without the
+    /// `enqueued_at` an enqueue adds; for tests and tools that write payloads
+    /// themselves.
     std::string make_payload(std::string_view job_id, std::string_view job_name, const nlohmann::json& kwargs,
                              const nlohmann::json& metadata = nullptr) const;
 
 private:
     std::string resolve_queue(std::string_view job_name, std::string_view requested) const;
     std::string build_payload(std::string_view job_name, const nlohmann::json& kwargs,
-                              const EnqueueOptions& options, std::string& queue, std::string& id) const;
+                              const EnqueueOptions& options, std::string& queue, std::string& id,
+                              double enqueued_at) const;
     std::string events_json(std::string_view job_name) const;
 
     // What every enqueue of one job name shares, serialized once: the queue
@@ -329,28 +335,5 @@ private:
         job_events_;
     mutable PlanCache plans_;
 };
-
-namespace detail {
-
-/// Member of `retools:delayed` for a payload due on `queue`:
-/// `{"queue": "<queue>", "payload": "<payload text>"}`.
-std::string delayed_member(std::string_view queue, std::string_view payload);
-
-/// Appends to `p` what QueueManager::retry_later sends (counting the retry
-/// in `job.state()["retried"]`), for callers that finish a job atomically in
-/// their own MULTI/EXEC (e.g. with the LREM from a processing list).
-/// Returns the due time.
-std::chrono::system_clock::time_point add_retry_later(Pipeline& p, Job& job,
-                                                      std::chrono::duration<double> delay);
-
-/// Appends to `p` what QueueManager::record_failure sends.
-void add_record_failure(Pipeline& p, FailedJob failed);
-
-/// Appends to `p` the commands that store a job result (DEL, RPUSH, EXPIRE),
-/// for callers composing their own MULTI/EXEC.
-void add_store_result(Pipeline& p, std::string_view job_id, const JobResult& result,
-                      std::chrono::seconds ttl);
-
-}  // namespace detail
 
 }  // namespace retools

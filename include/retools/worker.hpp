@@ -78,9 +78,8 @@ public:
     /// Names of the registered jobs, sorted.
     std::vector<std::string> job_names() const;
 
-    struct Impl;  // internal
-
 private:
+    struct Impl;
     std::unique_ptr<Impl> impl_;
 };
 
@@ -132,6 +131,29 @@ struct WorkerOptions {
     bool handle_signals = true;
     /// What to log to stderr; default WorkerLog::failures.
     WorkerLog log = WorkerLog::failures;
+    /// How often a working worker refreshes its heartbeat
+    /// (`retools:heartbeat:<id>`) and looks for dead workers whose jobs to
+    /// recover. Default 5 s; must be positive and shorter than heartbeat_timeout
+    /// (else ConfigurationError).
+    std::chrono::milliseconds heartbeat_interval{5000};
+    /// The heartbeat's TTL: a worker silent this long is dead, and any worker
+    /// (on any host) puts the jobs it held back at the head of their queues.
+    /// A job held by a worker that died runs again within
+    /// heartbeat_timeout + heartbeat_interval. Default 30 s.
+    std::chrono::milliseconds heartbeat_timeout{30000};
+    /// Poison quarantine: a job whose worker died this many times while
+    /// running it goes to `retools:failed` ("worker died N times while running
+    /// this job") instead of back to its queue. Default 3; 0 never quarantines.
+    std::size_t max_recoveries = 3;
+    /// Payloads larger than this are not parsed: the job fails (kept
+    /// byte-exact in `retools:failed`). Default 16 MiB; 0 means no limit.
+    std::size_t max_payload_bytes = std::size_t{16} << 20;
+    /// Longest a job may run. Fork mode: the child is sent SIGTERM, then
+    /// SIGKILL 5 s later (or after the timeout, if shorter), and the job fails
+    /// (or is retried) with "job timed out after N s". Thread mode: threads
+    /// cannot be killed, so a job that returns late is failed the same way
+    /// and logged. Default: none.
+    std::optional<std::chrono::milliseconds> job_timeout;
 };
 
 /// Arguments of Worker::work(). An aggregate: use designated initializers.
@@ -163,11 +185,17 @@ struct WorkSummary {
 ///
 /// Reliable fetch: a job is moved atomically from its queue to this worker's
 /// list `retools:processing:<id>` and removed from it only once finished, so
-/// a worker killed at any instant loses nothing; the next worker start-up on
-/// that host (or requeue_orphans()) puts such jobs back at the head of their
-/// queue. A job that throws, crashes its forked child, names an unknown job or
-/// handler, or whose payload is not valid JSON lands in `retools:failed` with
-/// its payload verbatim; the worker logs it and carries on.
+/// a worker killed at any instant loses nothing. A working worker refreshes
+/// its heartbeat (`retools:heartbeat:<id>`) every heartbeat_interval; once a
+/// worker's heartbeat has expired, any worker on any host puts the jobs it
+/// held back at the head of their queues: a job held by a worker that died
+/// runs again within heartbeat_timeout + heartbeat_interval (see
+/// docs/worker-fleet.md). A job that throws, crashes its forked child, names
+/// an unknown job or handler, or whose payload is not valid JSON (or nests
+/// deeper than 512 levels, or exceeds max_payload_bytes) lands in
+/// `retools:failed` with its payload byte-exact; the worker logs it and
+/// carries on. A job whose worker died max_recoveries times while running it
+/// lands there too.
 ///
 /// ```cpp
 /// retools::Worker worker{{"high", "main"}};
@@ -194,7 +222,10 @@ public:
     Worker(Worker&&) noexcept;
     Worker& operator=(Worker&&) noexcept;
 
-    /// `<hostname>:<pid>:<queues joined by ",">`, as the original.
+    /// `<hostname>:<pid>:<queues joined by ",">`, as the original. While
+    /// work() runs it is the id in use: `<hostname>~<token>:<pid>:<queues>`
+    /// when another live process (a container with the same host name and
+    /// pid) already works under the usual one.
     const std::string& id() const noexcept;
     /// The queue names, in priority order.
     const std::vector<std::string>& queues() const noexcept;
@@ -212,9 +243,10 @@ public:
     void register_failure(std::string name, FailureHandler fn);
     void register_wrapper(std::string name, WrapperHandler fn);
 
-    /// Registers, prunes dead workers of this host (requeueing their jobs),
-    /// then takes and runs jobs until stopped (signal, stop(), burst or
-    /// max_jobs), and unregisters. Redis errors while working are logged and
+    /// Claims its id's heartbeat, recovers the jobs of dead workers (on any
+    /// host, by liveness) and registers, then takes and runs jobs until
+    /// stopped (signal, stop(), burst or max_jobs), beating and recovering as
+    /// it goes, and unregisters. Redis errors while working are logged and
     /// retried; at start-up they throw (ConnectionError...). Throws
     /// ConfigurationError if a worker with the same id is already working in
     /// this process. Not to be called from two threads at once.
@@ -229,13 +261,15 @@ public:
     void pause();
     void resume();
 
-    /// Registers this worker's keys (SADD retools:workers, `:started`, `:queues`).
+    /// Registers this worker's keys (SADD retools:workers, `:started`,
+    /// `:queues`, `:threads`) and writes its heartbeat.
     void register_worker() const;
-    /// Removes a worker's keys (this one's when `worker_id` is empty).
+    /// Removes a worker's keys and heartbeat (this one's when `worker_id` is empty).
     void unregister_worker(std::string_view worker_id = {}) const;
-    /// Unregisters every worker of this host whose process is gone, putting
-    /// the jobs it held back at the head of their queues; returns how many
-    /// jobs were requeued.
+    /// Unregisters every worker of this host whose process is gone and that
+    /// has no live heartbeat (the original's rule, guarded for containers),
+    /// putting the jobs it held back at the head of their queues; returns how
+    /// many jobs were requeued. Other hosts' entries are left alone.
     std::size_t prune_dead_workers() const;
 
     /// Ids in `retools:workers`.
@@ -245,16 +279,17 @@ public:
     /// The registered worker `worker_id`, with the queues it registered;
     /// QueueError if it is not registered.
     static Worker from_id(std::string_view worker_id, const Connection& conn = global_connection());
-    /// Puts back the jobs of workers that are gone: this host's registered
-    /// workers whose process is dead (they are unregistered), and any
-    /// `retools:processing:<id>` list whose worker is not registered at all.
-    /// Jobs return to the head of their queue in their original order.
+    /// Puts back the jobs of workers that are dead, by liveness: every
+    /// `retools:processing:<id>` list whose heartbeat has expired (on any
+    /// host), or names a gone process of this machine; never because a
+    /// worker is missing from `retools:workers`. Jobs return to the head of
+    /// their queue in their original order (poison jobs, held by
+    /// WorkerOptions{}.max_recoveries dead workers, go to `retools:failed`).
     /// Returns how many jobs were requeued.
     static std::size_t requeue_orphans(const Connection& conn = global_connection());
 
-    struct State;  // internal
-
 private:
+    struct State;
     std::unique_ptr<State> state_;
 };
 

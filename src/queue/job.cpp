@@ -8,7 +8,9 @@
 #include <retools/errors.hpp>
 #include <retools/job.hpp>
 
+#include "core/json_limits.hpp"
 #include "queue/keys.hpp"
+#include "queue/python_json.hpp"
 
 namespace retools {
 
@@ -226,6 +228,8 @@ nlohmann::json object_field(const nlohmann::json& payload, const char* name, boo
 }  // namespace
 
 Job Job::from_payload(std::string_view payload, std::string_view queue_name, Connection conn) {
+    // Checked before parsing: parsing, copying and writing a value recurse per level.
+    detail::check_json_depth(payload, "job payload");
     nlohmann::json data;
     try {
         data = nlohmann::json::parse(payload);

@@ -48,4 +48,23 @@ inline std::string result(std::string_view job_id) {
     return std::string(result_prefix).append(job_id);
 }
 
+/// The worker's concurrency (threads or children), beside `:started` and
+/// `:queues`: how many of a dead worker's entries may have been running.
+inline std::string worker_threads(std::string_view id) {
+    return worker(id).append(":threads");
+}
+
+// --- worker fleet: liveness, poison quarantine, counters -----------------------
+/// String JSON of a live worker (see docs/worker-fleet.md), TTL = heartbeat_timeout.
+inline constexpr std::string_view heartbeat_prefix = "retools:heartbeat:";  // + worker id
+inline std::string heartbeat(std::string_view worker_id) {
+    return std::string(heartbeat_prefix).append(worker_id);
+}
+/// Sorted set: worker id → Unix time of its last beat (who to check for death).
+inline constexpr std::string_view heartbeats = "retools:heartbeats";
+/// Hash: SHA1 of a processing-list entry → times its holder died holding it.
+inline constexpr std::string_view recoveries = "retools:recoveries";
+/// Counters: + "processed" / "failed", then optionally ":<YYYY-MM-DD>" or ":<YYYY-MM-DDTHH>".
+inline constexpr std::string_view stat_prefix = "retools:stat:";
+
 }  // namespace retools::detail::queue_keys

@@ -3,12 +3,16 @@
 
 #include <fmt/format.h>
 
+#include <retools/detail/python_repr.hpp>
 #include <retools/errors.hpp>
 #include <retools/queue.hpp>
 
 #include "core/errors.hpp"
 #include "queue/indexed_range.hpp"
+#include "core/clock.hpp"
 #include "queue/keys.hpp"
+#include "queue/payloads.hpp"
+#include "queue/python_json.hpp"
 
 namespace retools {
 
@@ -202,8 +206,26 @@ const QueueManager::JobPlan& QueueManager::plan_for(std::string_view job_name,
 
 namespace {
 
+// The payload's metadata text: `metadata` with `enqueued_at` (Unix seconds) added
+// when it has none, for the CLI/dashboard's queue latency. Python retools reads
+// metadata as an opaque dict, so this changes nothing for it. Keys in
+// nlohmann's (sorted) order, as Job::to_json writes them.
+std::string metadata_text(const nlohmann::json& metadata, double now) {
+    std::string out;
+    if (metadata.is_null() || metadata.empty()) {
+        out.append(R"({"enqueued_at": )"sv).append(detail::python_repr(now)).push_back('}');
+    } else if (metadata.contains("enqueued_at")) {
+        detail::python_json_dump(metadata, out, "metadata");
+    } else {
+        nlohmann::json with = metadata;
+        with["enqueued_at"] = now;
+        detail::python_json_dump(with, out, "metadata");
+    }
+    return out;
+}
+
 void write_payload(std::string& out, const auto& plan, std::string_view id, const nlohmann::json& kwargs,
-                   const nlohmann::json& metadata) {
+                   std::string_view metadata) {
     out.append(R"({"job_id": ")"sv);
     out.append(id);  // uuid4 hex: nothing to escape
     out.append(plan.head);
@@ -212,18 +234,15 @@ void write_payload(std::string& out, const auto& plan, std::string_view id, cons
     else
         detail::python_json_dump(kwargs, out, "kwargs");
     out.append(plan.events);
-    if (metadata.is_null())
-        out.append("{}"sv);
-    else
-        detail::python_json_dump(metadata, out, "metadata");
+    out.append(metadata);
     out.append(R"(, "state": {}})"sv);
 }
 
 }  // namespace
 
 std::string QueueManager::build_payload(std::string_view job_name, const nlohmann::json& kwargs,
-                                        const EnqueueOptions& options, std::string& queue,
-                                        std::string& id) const {
+                                        const EnqueueOptions& options, std::string& queue, std::string& id,
+                                        double enqueued_at) const {
     std::unique_ptr<const JobPlan> uncached;
     const JobPlan& plan = plan_for(job_name, uncached);
     check_object(kwargs, "kwargs");
@@ -236,7 +255,7 @@ std::string QueueManager::build_payload(std::string_view job_name, const nlohman
     }
     id = detail::uuid4_hex();
     std::string payload;
-    write_payload(payload, plan, id, kwargs, options.metadata);
+    write_payload(payload, plan, id, kwargs, metadata_text(options.metadata, enqueued_at));
     return payload;
 }
 
@@ -251,7 +270,7 @@ std::string QueueManager::enqueue(std::string_view job_name, const nlohmann::jso
     std::string id = detail::uuid4_hex();
     Scratch& s = Scratch::get();
     s.payload.clear();
-    write_payload(s.payload, plan, id, kwargs, options.metadata);
+    write_payload(s.payload, plan, id, kwargs, metadata_text(options.metadata, detail::unix_now()));
     s.pipeline.command("RPUSH", key, s.payload);
     s.pipeline.command("SADD", keys::queues, queue);
     auto replies = conn_.execute(s.pipeline);
@@ -295,11 +314,13 @@ std::vector<std::string> QueueManager::enqueue_batch(std::span<const JobSpec> jo
     if (jobs.empty()) return ids;
     ids.reserve(jobs.size());
     Scratch& s = Scratch::get();
+    const double now = detail::unix_now();
     auto payload_of = [&](std::size_t i) -> std::string_view {
         s.payload.clear();
         ids.push_back(detail::uuid4_hex());
         try {
-            write_payload(s.payload, *resolved[i].plan, ids.back(), jobs[i].kwargs, jobs[i].options.metadata);
+            write_payload(s.payload, *resolved[i].plan, ids.back(), jobs[i].kwargs,
+                          metadata_text(jobs[i].options.metadata, now));
         } catch (const QueueError& e) {
             throw QueueError(fmt::format("job #{}: {}", i, e.what()));
         }
@@ -349,10 +370,11 @@ std::vector<std::string> QueueManager::enqueue_many(std::string_view job_name,
     // into the (reused) command buffer: no per-job strings besides the ids.
     ids.reserve(kwargs_list.size());
     Scratch& s = Scratch::get();
+    const std::string metadata = metadata_text(options.metadata, detail::unix_now());
     auto payload_of = [&](std::size_t i) -> std::string_view {
         s.payload.clear();
         ids.push_back(detail::uuid4_hex());
-        write_payload(s.payload, plan, ids.back(), kwargs_list[i], options.metadata);
+        write_payload(s.payload, plan, ids.back(), kwargs_list[i], metadata);
         return s.payload;
     };
     // Several RPUSHes of bounded size (one huge command would stall the

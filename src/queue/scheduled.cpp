@@ -9,7 +9,10 @@
 
 #include "core/clock.hpp"
 #include "core/errors.hpp"
+#include "core/json_limits.hpp"
 #include "queue/keys.hpp"
+#include "queue/payloads.hpp"
+#include "queue/python_json.hpp"
 
 namespace retools {
 
@@ -26,16 +29,49 @@ system_clock::time_point from_unix(double seconds) {
     return system_clock::time_point(
         std::chrono::duration_cast<system_clock::duration>(std::chrono::duration<double>(seconds)));
 }
+}  // namespace
 
-// KEYS[1] = retools:delayed, KEYS[2] = retools:queues, KEYS[3] = retools:failed;
-// ARGV[1] = now, ARGV[2] = limit, ARGV[3] = queue key prefix, ARGV[4] = failed_at.
-// Queue keys are derived from the entries (they cannot be known beforehand).
-// Nothing leaves retools:delayed before it has landed elsewhere: a key of the
-// wrong type must not turn a script error (which keeps earlier writes) into a
-// lost job. Tracking keys are checked up front; a queue key that will not take
-// the job files it, intact, in retools:failed with the reason.
-// (retools:queues is only an index: it is written last.)
-const Script promote_script{R"lua(
+namespace detail {
+
+std::string delayed_member(std::string_view queue, std::string_view payload) {
+    std::string out = "{\"queue\": ";
+    python_json_string(queue, out, "queue name");
+    out.append(", \"payload\": ");
+    python_json_string(payload, out, "job payload");
+    out.push_back('}');
+    return out;
+}
+
+}  // namespace detail
+
+std::string QueueManager::enqueue_at(system_clock::time_point when, std::string_view job_name,
+                                     const nlohmann::json& kwargs, const EnqueueOptions& options) const {
+    std::string queue, id;
+    // A scheduled job is enqueued when it is due: that is its enqueued_at.
+    std::string payload = build_payload(job_name, kwargs, options, queue, id, to_unix(when));
+    conn_.command("ZADD", keys::delayed, to_unix(when), detail::delayed_member(queue, payload));
+    return id;
+}
+
+std::string QueueManager::enqueue_in(std::chrono::duration<double> delay, std::string_view job_name,
+                                     const nlohmann::json& kwargs, const EnqueueOptions& options) const {
+    if (!std::isfinite(delay.count()))
+        throw ConfigurationError(fmt::format("enqueue_in delay {} s is not finite", delay.count()));
+    return enqueue_at(system_clock::now() + std::chrono::duration_cast<system_clock::duration>(delay),
+                      job_name, kwargs, options);
+}
+
+std::size_t QueueManager::promote_due_jobs(system_clock::time_point now, std::size_t limit) const {
+    if (limit == 0) return 0;
+    // KEYS[1] = retools:delayed, KEYS[2] = retools:queues, KEYS[3] = retools:failed;
+    // ARGV[1] = now, ARGV[2] = limit, ARGV[3] = queue key prefix, ARGV[4] = failed_at.
+    // Queue keys are derived from the entries (they cannot be known beforehand).
+    // Nothing leaves retools:delayed before it has landed elsewhere: a key of the
+    // wrong type must not turn a script error (which keeps earlier writes) into a
+    // lost job. Tracking keys are checked up front; a queue key that will not take
+    // the job files it, intact, in retools:failed with the reason.
+    // (retools:queues is only an index: it is written last.)
+    static const Script promote_script{std::string(detail::failed_entry_lua) + R"lua(
 for _, check in ipairs({{KEYS[1], 'zset'}, {KEYS[3], 'list'}}) do
   local t = redis.call('TYPE', check[1])['ok']
   if t ~= 'none' and t ~= check[2] then
@@ -58,63 +94,13 @@ for _, member in ipairs(due) do
     end
   end
   if problem then
-    redis.call('RPUSH', KEYS[3], cjson.encode({payload = payload, queue = queue, worker = '',
-      error = problem, failed_at = tonumber(ARGV[4])}))
+    redis.call('RPUSH', KEYS[3], failed_entry(payload, queue, '', problem, tonumber(ARGV[4])))
   end
   redis.call('ZREM', KEYS[1], member)
   if not problem then redis.call('SADD', KEYS[2], entry.queue) end
 end
 return moved
 )lua"};
-
-// KEYS[1] = retools:delayed; ARGV[1] = job id. Returns 1 when removed.
-const Script cancel_script{R"lua(
-for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local ok, entry = pcall(cjson.decode, member)
-  if ok and type(entry) == 'table' and type(entry.payload) == 'string' then
-    local ok2, job = pcall(cjson.decode, entry.payload)
-    if ok2 and type(job) == 'table' and job.job_id == ARGV[1] then
-      redis.call('ZREM', KEYS[1], member)
-      return 1
-    end
-  end
-end
-return 0
-)lua"};
-
-}  // namespace
-
-namespace detail {
-
-std::string delayed_member(std::string_view queue, std::string_view payload) {
-    std::string out = "{\"queue\": ";
-    python_json_string(queue, out, "queue name");
-    out.append(", \"payload\": ");
-    python_json_string(payload, out, "job payload");
-    out.push_back('}');
-    return out;
-}
-
-}  // namespace detail
-
-std::string QueueManager::enqueue_at(system_clock::time_point when, std::string_view job_name,
-                                     const nlohmann::json& kwargs, const EnqueueOptions& options) const {
-    std::string queue, id;
-    std::string payload = build_payload(job_name, kwargs, options, queue, id);
-    conn_.command("ZADD", keys::delayed, to_unix(when), detail::delayed_member(queue, payload));
-    return id;
-}
-
-std::string QueueManager::enqueue_in(std::chrono::duration<double> delay, std::string_view job_name,
-                                     const nlohmann::json& kwargs, const EnqueueOptions& options) const {
-    if (!std::isfinite(delay.count()))
-        throw ConfigurationError(fmt::format("enqueue_in delay {} s is not finite", delay.count()));
-    return enqueue_at(system_clock::now() + std::chrono::duration_cast<system_clock::duration>(delay),
-                      job_name, kwargs, options);
-}
-
-std::size_t QueueManager::promote_due_jobs(system_clock::time_point now, std::size_t limit) const {
-    if (limit == 0) return 0;
     Reply r = promote_script(conn_, {keys::delayed, keys::queues, keys::failed}, to_unix(now),
                              static_cast<long long>(limit), keys::queue_prefix, detail::unix_now());
     return static_cast<std::size_t>(r.as_integer());
@@ -131,6 +117,7 @@ std::vector<ScheduledJob> QueueManager::scheduled_jobs() const {
     Reply r = conn_.command("ZRANGE", keys::delayed, 0, -1, "WITHSCORES");
     for (std::size_t i = 0; i + 1 < r.size(); i += 2) {
         try {
+            detail::check_json_depth(r[i].view(), "retools:delayed entry");
             auto entry = nlohmann::json::parse(r[i].view());
             out.push_back({Job::from_payload(entry.at("payload").get<std::string>(),
                                              entry.at("queue").get<std::string>(), conn_),
@@ -142,6 +129,20 @@ std::vector<ScheduledJob> QueueManager::scheduled_jobs() const {
 }
 
 bool QueueManager::cancel_scheduled(std::string_view job_id) const {
+    // KEYS[1] = retools:delayed; ARGV[1] = job id. Returns 1 when removed.
+    static const Script cancel_script{R"lua(
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local ok, entry = pcall(cjson.decode, member)
+  if ok and type(entry) == 'table' and type(entry.payload) == 'string' then
+    local ok2, job = pcall(cjson.decode, entry.payload)
+    if ok2 and type(job) == 'table' and job.job_id == ARGV[1] then
+      redis.call('ZREM', KEYS[1], member)
+      return 1
+    end
+  end
+end
+return 0
+)lua"};
     return cancel_script(conn_, {keys::delayed}, job_id).as_integer() == 1;
 }
 

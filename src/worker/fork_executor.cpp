@@ -4,17 +4,27 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <memory>
+#include <mutex>
+#include <system_error>
+#include <thread>
 
 #include <fmt/format.h>
 
-#include "worker/internal.hpp"
+#include "core/clock.hpp"
+#include "worker/executor.hpp"
+#include "worker/signals.hpp"
 
 namespace retools::detail {
 
@@ -91,8 +101,9 @@ std::string describe_status(int status) {
 
 class ForkExecutor final : public Executor {
 public:
-    ForkExecutor(const JobRegistry& registry, const Connection& conn, CompletionSink& sink)
-        : registry_(registry), conn_(conn), sink_(sink) {}
+    ForkExecutor(const JobRegistry& registry, const Connection& conn, CompletionSink& sink,
+                 const ExecutorConfig& config)
+        : registry_(registry), conn_(conn), sink_(sink), config_(config) {}
 
     ~ForkExecutor() override {
         signal_running(SIGKILL);
@@ -101,43 +112,88 @@ public:
 
     void submit(TakenJob job) override {
         join_finished();  // an exited thread keeps its stack mapped until joined, and fork copies mappings
+        // A pipe or fork that fails (EAGAIN under a pids limit, ENOMEM) is
+        // transient: the job was not run, and goes back to its queue's head
+        // while the worker backs off, rather than failing (which would drain
+        // whole queues into retools:failed in milliseconds).
         int fds[2];
         if (::pipe2(fds, O_CLOEXEC) != 0) {
-            fail_now(std::move(job),
-                     fmt::format("cannot create a pipe for the job process: {}", std::strerror(errno)));
+            sink_.not_started(std::move(job), fmt::format("cannot create a pipe for the job process: {}",
+                                                          std::strerror(errno)));
             return;
         }
         std::fflush(nullptr);  // the child must not flush the parent's buffered output again
+        const pid_t parent = ::getpid();
         pid_t pid = ::fork();
         if (pid < 0) {
             int e = errno;
             ::close(fds[0]);
             ::close(fds[1]);
-            fail_now(std::move(job), fmt::format("cannot fork the job process: {}", std::strerror(e)));
+            sink_.not_started(std::move(job),
+                              fmt::format("cannot fork the job process: {}", std::strerror(e)));
             return;
         }
         if (pid == 0) {
-            // Child: default signal dispositions (TERM kills it), run, report, leave without
-            // running the parent's atexit handlers or static destructors.
+            // Child: dies with the worker (a restarted worker would run its job
+            // again while it still ran); the check after the prctl covers a parent
+            // that died before it. Default signal dispositions (TERM kills it),
+            // run, report, leave without running the parent's atexit handlers or
+            // static destructors.
+            ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+            if (::getppid() != parent) ::_exit(1);
             reset_worker_signals();
             ::close(fds[0]);
-            JobOutcome outcome = perform_job(job, registry_, conn_);
+            JobOutcome outcome = perform_job(job, registry_, conn_, config_.limits);
             write_all(fds[1], encode(outcome));
             std::fflush(nullptr);
             ::_exit(0);
         }
         ::close(fds[1]);
+        auto held = std::make_shared<TakenJob>(std::move(job));
+        std::unique_lock lock(mutex_);
+        Child& child = running_[pid];
+        if (config_.job_timeout) child.deadline = std::chrono::steady_clock::now() + *config_.job_timeout;
+        try {
+            child.thread = std::thread([this, pid, fd = fds[0], held] { reap(pid, fd, std::move(*held)); });
+        } catch (const std::system_error& e) {
+            // No thread to reap it (a pids limit counts threads too): undo the fork.
+            running_.erase(pid);
+            lock.unlock();
+            ::kill(pid, SIGKILL);
+            while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {}
+            ::close(fds[0]);
+            sink_.not_started(std::move(*held),
+                              fmt::format("cannot start a thread for the job process: {}", e.what()));
+        }
+    }
+
+    std::chrono::steady_clock::time_point enforce_timeouts() override {
+        using clock = std::chrono::steady_clock;
+        auto next = clock::time_point::max();
+        if (!config_.job_timeout) return next;
+        // TERM at the deadline; KILL if the child still runs a grace period later.
+        const auto grace = std::min<clock::duration>(std::chrono::seconds(5), *config_.job_timeout);
+        const auto now = clock::now();
         std::lock_guard lock(mutex_);
-        running_.emplace(pid, std::thread([this, pid, fd = fds[0], taken = std::move(job)]() mutable {
-                             reap(pid, fd, std::move(taken));
-                         }));
+        for (auto& [pid, child] : running_) {
+            if (!child.timed_out && now >= child.deadline) {
+                child.timed_out = true;
+                child.deadline = now + grace;
+                ::kill(pid, SIGTERM);
+            } else if (child.timed_out && !child.killed && now >= child.deadline) {
+                child.killed = true;
+                ::kill(pid, SIGKILL);
+            }
+            if (!child.killed) next = std::min(next, child.deadline);
+        }
+        return next;
     }
 
     std::vector<TakenJob> take_backlog() override { return {}; }
 
     void signal_running(int sig) override {
         std::lock_guard lock(mutex_);
-        for (auto& [pid, thread] : running_) ::kill(pid, sig);
+        for (auto& [pid, child] : running_) ::kill(pid, sig);
     }
 
     void drain() override {
@@ -164,8 +220,18 @@ private:
         ::close(fd);
         int status = 0;
         while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+        bool timed_out;
+        {
+            std::lock_guard lock(mutex_);
+            timed_out = running_[pid].timed_out;
+        }
         FinishedJob done{std::move(taken), {}};
-        if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0 && decode(message, done.outcome))) {
+        if (timed_out) {
+            done.outcome.seconds = to_seconds(*config_.job_timeout);
+            done.outcome.timed_out = true;
+            fail_outcome(done.outcome, done.job,
+                         fmt::format("job timed out after {:g} s", to_seconds(*config_.job_timeout)), conn_);
+        } else if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0 && decode(message, done.outcome))) {
             done.outcome = {};
             done.outcome.status = JobStatus::failed;
             done.outcome.error = describe_status(status);
@@ -175,7 +241,7 @@ private:
         std::lock_guard lock(mutex_);
         auto it = running_.find(pid);
         if (it != running_.end()) {
-            finished_.push_back(std::move(it->second));  // joined later: a thread cannot join itself
+            finished_.push_back(std::move(it->second.thread));  // joined later: a thread cannot join itself
             running_.erase(it);
         }
         cv_.notify_all();
@@ -190,26 +256,28 @@ private:
         for (auto& t : done) t.join();
     }
 
-    void fail_now(TakenJob job, std::string error) {
-        FinishedJob done{std::move(job), {}};
-        done.outcome.error = std::move(error);
-        sink_.complete(std::move(done));
-    }
+    struct Child {
+        std::thread thread;
+        std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+        bool timed_out = false;  // TERM sent for the timeout
+        bool killed = false;     // KILL sent
+    };
 
     const JobRegistry& registry_;
     Connection conn_;
     CompletionSink& sink_;
+    const ExecutorConfig config_;
     std::mutex mutex_;
     std::condition_variable cv_;
-    std::map<pid_t, std::thread> running_;
+    std::map<pid_t, Child> running_;
     std::vector<std::thread> finished_;
 };
 
 }  // namespace
 
 std::unique_ptr<Executor> make_fork_executor(const JobRegistry& registry, const Connection& conn,
-                                             CompletionSink& sink) {
-    return std::make_unique<ForkExecutor>(registry, conn, sink);
+                                             CompletionSink& sink, const ExecutorConfig& config) {
+    return std::make_unique<ForkExecutor>(registry, conn, sink, config);
 }
 
 }  // namespace retools::detail

@@ -4,6 +4,7 @@
 #include <cxxabi.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <memory>
 #include <typeinfo>
@@ -11,7 +12,8 @@
 #include <fmt/format.h>
 
 #include "core/clock.hpp"
-#include "worker/internal.hpp"
+#include "queue/payloads.hpp"
+#include "worker/outcome.hpp"
 
 namespace retools {
 
@@ -39,6 +41,9 @@ std::string demangle(const char* name) {
                                                std::free);
     return status == 0 && out ? std::string(out.get()) : std::string(name);
 }
+
+// Thrown (internally) when a thread-mode job returned after its timeout.
+struct TimedOut {};
 
 // The handlers a job subscribed to, resolved to functions.
 struct Handlers {
@@ -134,7 +139,34 @@ std::string describe_exception(std::exception_ptr error) {
 
 namespace {
 
-JobOutcome perform(const TakenJob& taken, const JobRegistry& own, const Connection& conn) {
+// A failed job: a retry when it asks for one (with state["retried"] counted and
+// metadata.enqueued_at = when it is due again), else a failure.
+void settle_failure(JobOutcome& out, Job& job) {
+    out.result.clear();
+    try {
+        if (auto delay = job.next_retry_delay()) {
+            int done = job.retries_done();
+            job.state()["retried"] = done + 1;
+            const double due = unix_now() + delay->count();
+            job.metadata()["enqueued_at"] = due;
+            out.retry_member = delayed_member(job.queue(), job.to_json());
+            out.retry_at = due;
+            out.status = JobStatus::retry;
+            return;
+        }
+    } catch (const std::exception& e) {
+        out.error += fmt::format("; no retry: {}", e.what());
+    }
+    out.status = JobStatus::failed;
+    store_result(out, job, false, nullptr, out.error);
+}
+
+std::string timed_out(double limit) {
+    return fmt::format("job timed out after {:g} s", limit);
+}
+
+JobOutcome perform(const TakenJob& taken, const JobRegistry& own, const Connection& conn,
+                   const PerformLimits& limits) {
     JobOutcome out;
     auto started = std::chrono::steady_clock::now();
     auto finish = [&]() -> JobOutcome {
@@ -144,6 +176,12 @@ JobOutcome perform(const TakenJob& taken, const JobRegistry& own, const Connecti
 
     if (taken.split == 0 && taken.entry.find('\n') == std::string::npos) {
         out.error = "unreadable processing-list entry";
+        return finish();
+    }
+    if (limits.max_payload_bytes && taken.payload().size() > limits.max_payload_bytes) {
+        out.error =
+            fmt::format("malformed payload: {} bytes, more than WorkerOptions::max_payload_bytes ({})",
+                        taken.payload().size(), limits.max_payload_bytes);
         return finish();
     }
     std::optional<Job> parsed;
@@ -171,9 +209,15 @@ JobOutcome perform(const TakenJob& taken, const JobRegistry& own, const Connecti
     }
 
     CurrentJob scope(&job);
+    auto late = [&] {
+        return limits.job_timeout > 0 &&
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() >
+                   limits.job_timeout;
+    };
     try {
         for (const auto& h : handlers.prerun) (*h)(job);
         nlohmann::json result = Chain{job, *fn, handlers.wrapper}.call(0);
+        if (late()) throw TimedOut{};
         for (const auto& h : handlers.postrun) (*h)(job, result);
         out.status = JobStatus::succeeded;
         store_result(out, job, true, std::move(result), {});
@@ -181,9 +225,13 @@ JobOutcome perform(const TakenJob& taken, const JobRegistry& own, const Connecti
     } catch (const AbortJob&) {
         out.status = JobStatus::aborted;
         return finish();
+    } catch (const TimedOut&) {
+        // Threads cannot be killed: the job ran to its end, and only now fails.
+        out.error = timed_out(limits.job_timeout);
+        out.timed_out = true;
     } catch (...) {
         std::exception_ptr error = std::current_exception();
-        out.error = describe_exception(error);
+        out.error = late() ? timed_out(limits.job_timeout) : describe_exception(error);
         for (const auto& h : handlers.failure) {
             try {
                 (*h)(job, error);
@@ -192,29 +240,30 @@ JobOutcome perform(const TakenJob& taken, const JobRegistry& own, const Connecti
             }
         }
     }
-
-    // Failed: schedule a retry when the job asked for one.
-    try {
-        if (auto delay = job.next_retry_delay()) {
-            job.state()["retried"] = job.retries_done() + 1;
-            out.retry_member = delayed_member(job.queue(), job.to_json());
-            out.retry_at = unix_now() + delay->count();
-            out.status = JobStatus::retry;
-            return finish();
-        }
-    } catch (const std::exception& e) {
-        out.error += fmt::format("; no retry: {}", e.what());
-    }
-    out.status = JobStatus::failed;
-    store_result(out, job, false, nullptr, out.error);
+    settle_failure(out, job);
     return finish();
 }
 
 }  // namespace
 
-JobOutcome perform_job(const TakenJob& taken, const JobRegistry& own, const Connection& conn) {
+void fail_outcome(JobOutcome& out, const TakenJob& taken, std::string error, const Connection& conn) {
+    out.error = std::move(error);
+    out.status = JobStatus::failed;
+    out.result.clear();
     try {
-        return perform(taken, own, conn);
+        Job job = Job::from_payload(taken.payload(), taken.queue(), conn);
+        out.job_id = job.id();
+        out.job_name = job.name();
+        settle_failure(out, job);
+    } catch (const std::exception&) {
+        // an unreadable payload never ran long: nothing more to say
+    }
+}
+
+JobOutcome perform_job(const TakenJob& taken, const JobRegistry& own, const Connection& conn,
+                       const PerformLimits& limits) {
+    try {
+        return perform(taken, own, conn, limits);
     } catch (...) {
         // Out of memory while bookkeeping, say: still an outcome, never a lost job.
         JobOutcome out;

@@ -18,15 +18,19 @@
 //    woke first.
 
 #include <chrono>
+#include <cmath>
 
 #include <fmt/format.h>
 
 #include <retools/detail/python_repr.hpp>
 #include <retools/queue.hpp>
+#include <retools/script.hpp>
 
 #include "core/clock.hpp"
 #include "queue/keys.hpp"
-#include "worker/internal.hpp"
+#include "queue/payloads.hpp"
+#include "worker/counters.hpp"
+#include "worker/fetch.hpp"
 
 namespace retools::detail {
 
@@ -34,6 +38,8 @@ namespace {
 
 // KEYS: 1 processing list, 2 worker key, 3 failed list, 4 delayed set, 5.. queues in priority order
 // ARGV: 1 jobs to take, 2 now (float seconds), 3 '1' when the worker will be idle, 4 worker id,
+//       5 UTC day, 6 UTC hour (counters), 7 heartbeat JSON ('' = no beat this time), 8 its TTL in ms,
+//       9 queue names, 10 start time, 11 concurrency (to register again when pruned),
 //       then finish operations:
 //         D <entry>                  remove a finished job from the processing list
 //         R <entry>                  remove it and put its payload back at the head of its queue
@@ -42,56 +48,76 @@ namespace {
 //                                    list, as QueueManager::store_result) } job: resending a
 //         Z <score> <member>         schedule a retry in the delayed set } batch whose reply was
 //                                    (as QueueManager::retry_later)      } lost changes nothing
+// A D (with what follows it) or R that cannot be applied for a key of the wrong
+// type is skipped, its job left in the processing list, and its position in the
+// operations returned, for the worker to send again later.
 // Due delayed jobs are promoted as QueueManager::promote_due_jobs does, in the same call.
-// Returns the processing-list entries ("<queue>\n<payload>") taken.
-// A script error keeps the writes made before it, so a key of the wrong type
-// met half-way (say retools:failed after the LREM of a failed job) would lose
-// the job. The keys this call will push to (and the queues it takes from, so
-// that jobs already taken from a higher queue are not parked unseen) are
-// therefore checked first: on a mismatch nothing is written and the error
-// names the key; the worker keeps the batch and retries it until the key is
-// fixed. Due jobs are pushed before
-// they leave retools:delayed, and filed in retools:failed when their queue
-// refuses them.
-constexpr const char* fetch_source = R"lua(
-local function wrong_type(key, want)
-  local t = redis.call('TYPE', key)['ok']
-  if t ~= 'none' and t ~= want then return 'WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. want end
+// Returns {entries taken ("<queue>\n<payload>"), notes, positions of operations kept}.
+// A script error keeps the writes made before it, so no key of the wrong type
+// may raise one half-way: every key written is checked first. A queue key of
+// the wrong type is skipped (its queue stalls, the others do not); a finished
+// job whose failed-list entry, retry or requeue has nowhere to go stays in the
+// processing list (recovered once the key is fixed); a bad retools:delayed
+// only stops promotion. The notes say what was skipped, for the log.
+const std::string& fetch_source() {
+    static const std::string source = std::string(failed_entry_lua).append(counters_lua).append(R"lua(
+local function is(k, want)
+  local t = redis.call('TYPE', k)['ok']
+  return t == 'none' or t == want, t
 end
-local bad = wrong_type(KEYS[1], 'list')
-for k = 5, #KEYS do bad = bad or wrong_type(KEYS[k], 'list') end
-local j = 5
-while not bad and j <= #ARGV do
-  local op = ARGV[j]
-  if op == 'R' then
-    local e = ARGV[j + 1]
-    bad = wrong_type('retools:queue:' .. string.sub(e, 1, string.find(e, '\n', 1, true) - 1), 'list')
-  elseif op == 'F' then
-    bad = wrong_type(KEYS[3], 'list')
-  elseif op == 'Z' then
-    bad = wrong_type(KEYS[4], 'zset')
+local notes = {}
+local ok1, t1 = is(KEYS[1], 'list')
+if not ok1 then return redis.error_reply('WRONGTYPE ' .. KEYS[1] .. ' holds a ' .. t1 .. ', not a list') end
+local failed_ok = is(KEYS[3], 'list')
+local delayed_ok = is(KEYS[4], 'zset')
+local now = ARGV[2]
+local id = ARGV[4]
+
+if ARGV[7] ~= '' then
+  redis.pcall('SET', 'retools:heartbeat:' .. id, ARGV[7], 'PX', ARGV[8])
+  redis.pcall('ZADD', 'retools:heartbeats', now, id)
+  if redis.pcall('SADD', 'retools:workers', id) == 1 then
+    redis.call('SET', 'retools:worker:' .. id .. ':started', ARGV[10])
+    redis.call('SET', 'retools:worker:' .. id .. ':queues', ARGV[9])
+    redis.call('SET', 'retools:worker:' .. id .. ':threads', ARGV[11])
   end
-  if op == 'S' then j = j + 4 elseif op == 'Z' then j = j + 3 else j = j + 2 end
 end
-if bad then return redis.error_reply(bad) end
 
 local processing = KEYS[1]
-local i, n = 5, #ARGV
+local has_rec = redis.call('TYPE', 'retools:recoveries')['ok'] == 'hash'
+local i, n = 12, #ARGV
 local removed = false
+local processed, failed, kept = 0, 0, {}
 while i <= n do
   local op = ARGV[i]
   if op == 'D' then
-    removed = redis.call('LREM', processing, 1, ARGV[i + 1]) == 1
+    local e, nxt = ARGV[i + 1], ARGV[i + 2]
+    if (nxt == 'F' and not failed_ok) or (nxt == 'Z' and not delayed_ok) then
+      removed = false
+      kept[#kept + 1] = i - 12
+    else
+      removed = redis.call('LREM', processing, 1, e) == 1
+      if removed then
+        processed = processed + 1
+        if has_rec then redis.call('HDEL', 'retools:recoveries', redis.sha1hex(e)) end
+      end
+    end
     i = i + 2
   elseif op == 'R' then
     local e = ARGV[i + 1]
-    if redis.call('LREM', processing, 1, e) == 1 then
-      local nl = string.find(e, '\n', 1, true)
-      redis.call('LPUSH', 'retools:queue:' .. string.sub(e, 1, nl - 1), string.sub(e, nl + 1))
+    local nl = string.find(e, '\n', 1, true)
+    local key = 'retools:queue:' .. string.sub(e, 1, (nl or 1) - 1)
+    if nl and is(key, 'list') then
+      if redis.call('LREM', processing, 1, e) == 1 then redis.call('LPUSH', key, string.sub(e, nl + 1)) end
+    elseif nl then
+      kept[#kept + 1] = i - 12
     end
     i = i + 2
   elseif op == 'F' then
-    if removed then redis.call('RPUSH', KEYS[3], ARGV[i + 1]) end
+    if removed then
+      redis.call('RPUSH', KEYS[3], ARGV[i + 1])
+      failed = failed + 1
+    end
     i = i + 2
   elseif op == 'S' then
     if removed then
@@ -107,45 +133,59 @@ while i <= n do
     return redis.error_reply('retools: unknown finish operation ' .. tostring(op))
   end
 end
+count_finished(processed, failed, ARGV[5], ARGV[6])
+if #kept > 0 then
+  notes[#notes + 1] = #kept .. ' finished job(s) kept in ' .. processing ..
+    ' until retools:failed, retools:delayed or their queue key holds the right type'
+end
 
-local now = ARGV[2]
-local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
-for _, m in ipairs(due) do
-  local ok, d = pcall(cjson.decode, m)
-  local problem, payload, queue = 'malformed entry in retools:delayed', m, ''
-  if ok and type(d) == 'table' and type(d.queue) == 'string' and type(d.payload) == 'string'
-     and d.queue ~= '' and not string.find(d.queue, '[:,]') then
-    local pushed = redis.pcall('RPUSH', 'retools:queue:' .. d.queue, d.payload)
-    if type(pushed) == 'table' and pushed.err then
-      problem, payload, queue = 'retools:queue:' .. d.queue .. ' refused the job: ' .. pushed.err, d.payload, d.queue
-    else
-      problem = nil
+if not delayed_ok then
+  notes[#notes + 1] = 'retools:delayed is not a sorted set: due jobs are not promoted'
+elseif not failed_ok then
+  notes[#notes + 1] = 'retools:failed is not a list: due jobs are not promoted'
+else
+  local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
+  for _, m in ipairs(due) do
+    local ok, d = pcall(cjson.decode, m)
+    local problem, payload, queue = 'malformed entry in retools:delayed', m, ''
+    if ok and type(d) == 'table' and type(d.queue) == 'string' and type(d.payload) == 'string'
+       and d.queue ~= '' and not string.find(d.queue, '[:,]') then
+      local pushed = redis.pcall('RPUSH', 'retools:queue:' .. d.queue, d.payload)
+      if type(pushed) == 'table' and pushed.err then
+        problem, payload, queue = 'retools:queue:' .. d.queue .. ' refused the job: ' .. pushed.err, d.payload, d.queue
+      else
+        problem = nil
+      end
     end
+    if problem then
+      redis.call('RPUSH', KEYS[3], failed_entry(payload, queue, id, problem, tonumber(now)))
+    end
+    redis.call('ZREM', KEYS[4], m)
+    if not problem then redis.pcall('SADD', 'retools:queues', d.queue) end
   end
-  if problem then
-    redis.call('RPUSH', KEYS[3], cjson.encode({payload = payload, queue = queue, worker = ARGV[4],
-      error = problem, failed_at = tonumber(now)}))
-  end
-  redis.call('ZREM', KEYS[4], m)
-  if not problem then redis.call('SADD', 'retools:queues', d.queue) end
 end
 
 local want = tonumber(ARGV[1])
 local out = {}
 for k = 5, #KEYS do
   if want <= 0 then break end
-  local items = redis.call('LRANGE', KEYS[k], 0, want - 1)
-  local got = #items
-  if got > 0 then
-    redis.call('LTRIM', KEYS[k], got, -1)
-    local name = string.sub(KEYS[k], 15)
-    for j = 1, got do
-      local e = name .. '\n' .. items[j]
-      items[j] = e
-      out[#out + 1] = e
+  local okq, tq = is(KEYS[k], 'list')
+  if not okq then
+    notes[#notes + 1] = KEYS[k] .. ' holds a ' .. tq .. ', not a list: skipped'
+  else
+    local items = redis.call('LRANGE', KEYS[k], 0, want - 1)
+    local got = #items
+    if got > 0 then
+      redis.call('LTRIM', KEYS[k], got, -1)
+      local name = string.sub(KEYS[k], 15)
+      for j = 1, got do
+        local e = name .. '\n' .. items[j]
+        items[j] = e
+        out[#out + 1] = e
+      end
+      redis.call('RPUSH', processing, unpack(items))
+      want = want - got
     end
-    redis.call('RPUSH', processing, unpack(items))
-    want = want - got
   end
 end
 
@@ -159,11 +199,13 @@ if #out > 0 then
 elseif ARGV[3] == '1' then
   redis.call('DEL', KEYS[2])
 end
-return out
-)lua";
+return {out, table.concat(notes, '; '), kept}
+)lua");
+    return source;
+}
 
 const Script& fetch_script() {
-    static const Script script{fetch_source};
+    static const Script script{fetch_source()};
     return script;
 }
 
@@ -209,6 +251,21 @@ void FinishBatch::add(FinishedJob&& done, std::string_view worker_id, double now
     }
 }
 
+void FinishBatch::copy_group(std::size_t at, FinishBatch& into) const {
+    auto width = [](const std::string& op) -> std::size_t { return op == "S" ? 4 : op == "Z" ? 3 : 2; };
+    if (at >= args_.size()) return;
+    std::size_t end = at + width(args_[at]);
+    while (end < args_.size() && args_[end] != "D" && args_[end] != "R") end += width(args_[end]);
+    end = std::min(end, args_.size());
+    into.args_.insert(into.args_.end(), args_.begin() + static_cast<std::ptrdiff_t>(at),
+                      args_.begin() + static_cast<std::ptrdiff_t>(end));
+}
+
+void FinishBatch::append(FinishBatch& other) {
+    for (auto& a : other.args_) args_.push_back(std::move(a));
+    other.args_.clear();
+}
+
 void FinishBatch::requeue(const TakenJob& job) {
     args_.emplace_back("R");
     args_.push_back(job.entry);
@@ -225,13 +282,27 @@ ReliableFetch::ReliableFetch(Connection conn, std::string worker_id, const std::
     for (const auto& q : queues) keys_.push_back(queue_keys::queue(q));
 }
 
-void ReliableFetch::exchange(const FinishBatch& finished, std::size_t count, bool idle,
-                             std::vector<TakenJob>& out) {
-    Reply reply = fetch_script().run(conn_, keys_, count, python_repr(unix_now()), idle ? "1" : "0",
-                                     worker_id_, finished.args());
-    std::size_t n = reply.size();
+std::string ReliableFetch::exchange(const FinishBatch& finished, std::size_t count, bool idle,
+                                    const Beat* beat, std::vector<TakenJob>& out, FinishBatch* kept) {
+    const double now = unix_now();
+    // The day and hour change rarely: formatted once per hour, not per call.
+    if (now >= period_end_ || now < period_end_ - 3600) {
+        periods_ = stat_periods(now);
+        period_end_ = (std::floor(now / 3600) + 1) * 3600;
+    }
+    static const std::string none;
+    Reply reply = fetch_script().run(
+        conn_, keys_, count, python_repr(now), idle ? "1" : "0", worker_id_, periods_.day, periods_.hour,
+        beat ? beat->json : none, beat ? beat->ttl_ms : 0LL, beat ? beat->queues : none,
+        beat ? beat->started : none, beat ? static_cast<long long>(beat->threads) : 1LL, finished.args());
+    const Reply& taken = reply[0];
+    std::size_t n = taken.size();
     out.reserve(out.size() + n);
-    for (std::size_t i = 0; i < n; ++i) out.push_back(TakenJob::from_entry(std::string(reply[i].view())));
+    for (std::size_t i = 0; i < n; ++i) out.push_back(TakenJob::from_entry(std::string(taken[i].view())));
+    if (kept)
+        for (const Reply& at : reply[2].as_array())
+            finished.copy_group(static_cast<std::size_t>(at.as_integer()), *kept);
+    return reply[1].as_string();
 }
 
 // ---- QueueWaiter ------------------------------------------------------------------

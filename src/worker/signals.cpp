@@ -2,6 +2,8 @@
 // each watcher's pipe (async-signal-safe); a thread per watcher reads it and
 // acts with ordinary code.
 
+#include "worker/signals.hpp"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -15,7 +17,7 @@
 
 #include <fmt/format.h>
 
-#include "worker/internal.hpp"
+#include <retools/errors.hpp>
 
 namespace retools::detail {
 

@@ -11,9 +11,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <deque>
+#include <mutex>
+#include <thread>
 
-#include "worker/internal.hpp"
+#include "worker/executor.hpp"
 
 namespace retools::detail {
 
@@ -28,12 +31,14 @@ constexpr double drain_target_seconds = 0.002;
 // stuck in jobs longer than their average) and takes it after this long.
 constexpr auto stall_timeout = 5ms;
 constexpr std::size_t max_take = 16;
+// A thread running a batch reports what finished once the batch has taken this long.
+constexpr auto report_after = 1ms;
 
 class ThreadExecutor final : public Executor {
 public:
     ThreadExecutor(std::size_t threads, const JobRegistry& registry, const Connection& conn,
-                   CompletionSink& sink)
-        : registry_(registry), conn_(conn), sink_(sink), count_(threads) {
+                   CompletionSink& sink, const ExecutorConfig& config)
+        : registry_(registry), conn_(conn), sink_(sink), limits_(config.limits), count_(threads) {
         // Reserved here: an executor thread that never runs a job never
         // allocates, so glibc never gives it a malloc arena of its own.
         idle_.reserve(threads);
@@ -143,7 +148,7 @@ private:
     }
 
     void run(Sleeper& me) {
-        std::vector<FinishedJob> mine;
+        std::vector<FinishedJob> mine, ready;
         std::unique_lock lock(mutex_);
         for (;;) {
             if (backlog_.empty()) {
@@ -163,10 +168,32 @@ private:
             started_ += take;
             if (!backlog_.empty()) wake_for_backlog();
             lock.unlock();
-            for (auto& done : mine) done.outcome = perform_job(done.job, registry_, conn_);
+            // Jobs are reported as a batch, except when the batch turns slow:
+            // then what finished is reported at once, so a fast job never
+            // waits in the processing list (result unstored) for a slow one.
             double spent = 0;
-            for (const auto& done : mine) spent += done.outcome.seconds;
-            sink_.complete_many(mine);
+            std::size_t reported = 0;
+            auto batch_start = std::chrono::steady_clock::now();
+            for (std::size_t k = 0; k < mine.size(); ++k) {
+                mine[k].outcome = perform_job(mine[k].job, registry_, conn_, limits_);
+                spent += mine[k].outcome.seconds;
+                if (k + 1 < mine.size() && std::chrono::steady_clock::now() - batch_start > report_after) {
+                    ready.assign(
+                        std::make_move_iterator(mine.begin() + static_cast<std::ptrdiff_t>(reported)),
+                        std::make_move_iterator(mine.begin() + static_cast<std::ptrdiff_t>(k + 1)));
+                    sink_.complete_many(ready);
+                    reported = k + 1;
+                    batch_start = std::chrono::steady_clock::now();
+                }
+            }
+            if (reported == 0) {
+                sink_.complete_many(mine);
+            } else {
+                ready.assign(std::make_move_iterator(mine.begin() + static_cast<std::ptrdiff_t>(reported)),
+                             std::make_move_iterator(mine.end()));
+                mine.clear();
+                if (!ready.empty()) sink_.complete_many(ready);
+            }
             lock.lock();
             // A job preempted on a busy machine looks slow: a sample counts for at
             // most 2× the average (+20% per batch), so a few outliers do not wake
@@ -184,6 +211,7 @@ private:
     const JobRegistry& registry_;
     Connection conn_;
     CompletionSink& sink_;
+    const PerformLimits limits_;
     const std::size_t count_;
     std::mutex mutex_;
     std::condition_variable idle_cv_;
@@ -201,8 +229,9 @@ private:
 }  // namespace
 
 std::unique_ptr<Executor> make_thread_executor(std::size_t threads, const JobRegistry& registry,
-                                               const Connection& conn, CompletionSink& sink) {
-    return std::make_unique<ThreadExecutor>(threads, registry, conn, sink);
+                                               const Connection& conn, CompletionSink& sink,
+                                               const ExecutorConfig& config) {
+    return std::make_unique<ThreadExecutor>(threads, registry, conn, sink, config);
 }
 
 }  // namespace retools::detail

@@ -6,13 +6,25 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <list>
 #include <optional>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <retools/detail/python_repr.hpp>
+#include <retools/detail/random_token.hpp>
 
 #include "core/clock.hpp"
 #include "queue/keys.hpp"
-#include "worker/internal.hpp"
+#include "worker/executor.hpp"
+#include "worker/fetch.hpp"
+#include "worker/liveness.hpp"
+#include "worker/signals.hpp"
+
+#ifndef RETOOLS_VERSION_STRING
+#define RETOOLS_VERSION_STRING "0"
+#endif
 
 namespace retools {
 
@@ -20,6 +32,20 @@ namespace keys = detail::queue_keys;
 using detail::FinishedJob;
 using detail::JobStatus;
 using detail::TakenJob;
+using steady = std::chrono::steady_clock;
+
+namespace {
+// A finished job leaves the processing list (and its result is stored) at most
+// this long after it finished, whatever else runs.
+constexpr auto ack_delay = std::chrono::milliseconds(2);
+// Fork mode: pauses after a fork or pipe that failed, doubling up to the cap.
+constexpr auto fork_backoff_min = std::chrono::milliseconds(50);
+constexpr auto fork_backoff_max = std::chrono::milliseconds(5000);
+
+std::string json_text(std::string_view s) {
+    return nlohmann::json(std::string(s)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+}  // namespace
 
 struct Worker::State final : detail::CompletionSink {
     State(std::vector<std::string> q, WorkerOptions o)
@@ -39,6 +65,9 @@ struct Worker::State final : detail::CompletionSink {
     std::mutex mutex;
     std::condition_variable cv;
     std::vector<FinishedJob> completed;
+    steady::time_point first_pending;                         // when `completed` last became non-empty
+    bool ack_watch = false;                                   // the waiting loop wants to know when it does
+    std::vector<std::pair<TakenJob, std::string>> unstarted;  // fork/pipe failed: requeue, back off
     bool queue_ready = false;
     bool stop_now = false;
     bool stop_graceful = false;
@@ -53,8 +82,10 @@ struct Worker::State final : detail::CompletionSink {
         bool wake;
         {
             std::lock_guard lock(mutex);
+            const bool was_empty = completed.empty();
+            if (was_empty) first_pending = steady::now();
             completed.push_back(std::move(done));
-            wake = completed.size() == wake_after;
+            wake = completed.size() == wake_after || (was_empty && ack_watch);
         }
         if (wake) cv.notify_one();
     }
@@ -65,14 +96,24 @@ struct Worker::State final : detail::CompletionSink {
             std::lock_guard lock(mutex);
             const std::size_t before = completed.size();
             if (completed.empty()) {
+                first_pending = steady::now();
                 completed.swap(done);
             } else {
                 for (auto& d : done) completed.push_back(std::move(d));
             }
-            wake = before < wake_after && completed.size() >= wake_after;
+            wake = (before < wake_after && completed.size() >= wake_after) || (before == 0 && ack_watch);
         }
         done.clear();
         if (wake) cv.notify_one();
+    }
+
+    void not_started(TakenJob job, std::string why) override {
+        {
+            std::lock_guard lock(mutex);
+            unstarted.emplace_back(std::move(job), std::move(why));
+            ++control;
+        }
+        cv.notify_one();
     }
 
     template <class F>
@@ -108,7 +149,22 @@ struct Worker::State final : detail::CompletionSink {
         }
     }
 
+    // While working under another id than the usual one (a live twin in another
+    // container has it), that id. Strings are kept until destruction, so
+    // references handed out by id() stay valid.
+    std::atomic<const std::string*> working_id{nullptr};
+    std::string instance;  // random per work() call: tells our heartbeat from a twin's
+    double started = 0;    // when work() started
+    std::mutex ids_mutex;
+    std::list<std::string> ids_store;
+
+    const std::string& keep_id(std::string value) {
+        std::lock_guard lock(ids_mutex);
+        return ids_store.emplace_back(std::move(value));
+    }
+
     const std::string& current_id() const {
+        if (const std::string* w = working_id.load()) return *w;
         if (!fixed_id.empty()) return fixed_id;
         pid_t me = ::getpid();
         if (id_pid != me) {
@@ -124,6 +180,22 @@ struct Worker::State final : detail::CompletionSink {
     }
 
     bool logs(WorkerLog level) const { return options.log >= level; }
+
+    /// The value of retools:heartbeat:<id> (see docs/worker-fleet.md).
+    std::string heartbeat_json(std::string_view wid, std::size_t busy) const {
+        std::string qs;
+        for (const auto& q : queues) {
+            if (!qs.empty()) qs += ", ";
+            qs += json_text(q);
+        }
+        return fmt::format(
+            R"({{"id": {}, "host": {}, "pid": {}, "started": {}, "queues": [{}], "busy": {}, "threads": {}, )"
+            R"("mode": "{}", "version": "{}", "beat": {}, "instance": "{}", "pid_space": {}}})",
+            json_text(wid), json_text(detail::hostname()), ::getpid(), detail::python_repr(started), qs, busy,
+            options.concurrency, options.mode == ExecutionMode::fork ? "fork" : "thread",
+            RETOOLS_VERSION_STRING, detail::python_repr(detail::unix_now()), instance,
+            json_text(detail::pid_space()));
+    }
 };
 
 namespace {
@@ -164,6 +236,14 @@ Worker::Worker(std::vector<std::string> queues, WorkerOptions options) {
         throw ConfigurationError(
             fmt::format("retools: WorkerOptions::prefetch_window must not be negative, got {} ms",
                         options.prefetch_window.count()));
+    if (options.heartbeat_interval.count() <= 0 || options.heartbeat_interval >= options.heartbeat_timeout)
+        throw ConfigurationError(fmt::format(
+            "retools: WorkerOptions::heartbeat_interval ({} ms) must be positive and shorter than "
+            "heartbeat_timeout ({} ms)",
+            options.heartbeat_interval.count(), options.heartbeat_timeout.count()));
+    if (options.job_timeout && options.job_timeout->count() <= 0)
+        throw ConfigurationError(fmt::format(
+            "retools: WorkerOptions::job_timeout must be positive, got {} ms", options.job_timeout->count()));
     state_ = std::make_unique<State>(std::move(queues), std::move(options));
     state_->current_id();  // computed now, so id() from other threads only reads it
 }
@@ -220,10 +300,16 @@ void Worker::resume() {
 
 void Worker::register_worker() const {
     const std::string& wid = id();
+    const double now = detail::unix_now();
     Pipeline p;
     p.command("SADD", keys::workers, wid);
-    p.command("SET", keys::worker_started(wid), detail::unix_now());
+    p.command("SET", keys::worker_started(wid), now);
     p.command("SET", keys::worker_queues(wid), queue_names());
+    p.command("SET", keys::worker_threads(wid), state_->options.concurrency);
+    if (state_->started == 0) state_->started = now;
+    p.command("SET", keys::heartbeat(wid), state_->heartbeat_json(wid, 0), "PX",
+              state_->options.heartbeat_timeout.count());
+    p.command("ZADD", keys::heartbeats, now, wid);
     for (const Reply& r : state_->conn.transaction(p)) r.check();
 }
 
@@ -234,11 +320,14 @@ void Worker::unregister_worker(std::string_view worker_id) const {
     p.command("DEL", keys::worker(wid));
     p.command("DEL", keys::worker_started(wid));
     p.command("DEL", keys::worker_queues(wid));
+    p.command("DEL", keys::worker_threads(wid));
+    p.command("DEL", keys::heartbeat(wid));
+    p.command("ZREM", keys::heartbeats, wid);
     for (const Reply& r : state_->conn.transaction(p)) r.check();
 }
 
 std::size_t Worker::prune_dead_workers() const {
-    return detail::prune_dead_workers(state_->conn);
+    return detail::prune_dead_workers(state_->conn, state_->options.max_recoveries);
 }
 
 Worker Worker::from_id(std::string_view worker_id, const Connection& conn) {
@@ -253,13 +342,50 @@ Worker Worker::from_id(std::string_view worker_id, const Connection& conn) {
 
 WorkSummary Worker::work(WorkOptions options) {
     State& s = *state_;
-    const std::string wid = id();
-    if (!detail::claim_worker_id(wid))
-        throw ConfigurationError(fmt::format("retools: worker '{}' is already working in this process", wid));
+    const std::string base_id = id();
+    if (!detail::claim_worker_id(base_id))
+        throw ConfigurationError(
+            fmt::format("retools: worker '{}' is already working in this process", base_id));
     struct Release {
-        const std::string& id;
-        ~Release() { detail::release_worker_id(id); }
-    } release{wid};
+        State& s;
+        std::vector<std::string> ids;
+        ~Release() {
+            s.working_id = nullptr;
+            for (const auto& id : ids) detail::release_worker_id(id);
+        }
+    } release{s, {base_id}};
+    const auto& opt = s.options;
+    s.instance = detail::uuid4_hex().substr(0, 16);
+    s.started = detail::unix_now();
+
+    // Claim our id's heartbeat. Another live instance may hold it: a process
+    // with our host name and pid in another container (containers in a pod
+    // share the host name, and each is pid 1). Then this worker works as
+    // `<host>~<token>:<pid>:<queues>`: still the original's three fields, so
+    // Python reads it, and a host part no Python worker will prune. A holder
+    // that is a gone process of our own pid space (a predecessor with our pid)
+    // is dead: its jobs are recovered first.
+    std::string wid = base_id;
+    for (int attempt = 0;; ++attempt) {
+        auto foreign =
+            detail::claim_heartbeat(s.conn, wid, s.instance, s.heartbeat_json(wid, 0), opt.heartbeat_timeout);
+        if (!foreign) break;
+        if (attempt < 3 && detail::heartbeat_owner_gone(*foreign, s.instance)) {
+            detail::recover_worker(s.conn, wid, detail::RecoverMode::dead, opt.max_recoveries, false,
+                                   *foreign);
+            continue;
+        }
+        wid = fmt::format("{}~{}:{}:{}", detail::hostname(), s.instance.substr(0, 8), ::getpid(),
+                          queue_names());
+        if (!detail::claim_worker_id(wid))
+            throw ConfigurationError(
+                fmt::format("retools: worker '{}' is already working in this process", wid));
+        release.ids.push_back(wid);
+        s.working_id = &s.keep_id(wid);
+        if (s.logs(WorkerLog::failures))
+            fmt::print(stderr, "retools-worker: {} is held by another live process; working as {}\n", base_id,
+                       wid);
+    }
 
     // Requests are cleared on the way out, not here: a stop() that races with
     // the start of work() still stops it.
@@ -269,9 +395,9 @@ WorkSummary Worker::work(WorkOptions options) {
             std::lock_guard lock(s.mutex);
             s.stop_now = s.stop_graceful = s.kill_children = s.queue_ready = false;
             s.completed.clear();
+            s.unstarted.clear();
         }
     } reset{s};
-    const auto& opt = s.options;
     const bool fork_mode = opt.mode == ExecutionMode::fork;
     const std::size_t concurrency = opt.concurrency;
     const auto interval = std::max(options.interval, std::chrono::milliseconds(1));
@@ -280,17 +406,22 @@ WorkSummary Worker::work(WorkOptions options) {
     if (opt.handle_signals) signals.emplace([&s](int sig) { s.on_signal(sig); });
 
     // Start-up, as the original plus recovery: our own leftovers (a previous
-    // process with our pid), dead workers of this host and orphaned lists.
-    detail::requeue_processing(s.conn, wid, false);
-    requeue_orphans(s.conn);
+    // process with our id), then every dead worker's jobs, on any host.
+    detail::recover_worker(s.conn, wid, detail::RecoverMode::own, opt.max_recoveries, false);
+    detail::prune_dead_workers(s.conn, opt.max_recoveries);
+    detail::recover_dead_workers(s.conn, opt.heartbeat_timeout, opt.max_recoveries, true);
     register_worker();
 
     WorkSummary summary;
     {
         detail::ReliableFetch fetch(s.conn, wid, s.queues);
+        detail::ExecutorConfig config;
+        config.limits.max_payload_bytes = opt.max_payload_bytes;
+        if (opt.job_timeout) config.limits.job_timeout = detail::to_seconds(*opt.job_timeout);
+        config.job_timeout = opt.job_timeout;
         std::unique_ptr<detail::Executor> executor =
-            fork_mode ? detail::make_fork_executor(s.registry, s.conn, s)
-                      : detail::make_thread_executor(concurrency, s.registry, s.conn, s);
+            fork_mode ? detail::make_fork_executor(s.registry, s.conn, s, config)
+                      : detail::make_thread_executor(concurrency, s.registry, s.conn, s, config);
         std::optional<detail::QueueWaiter> waiter;
         if (options.blocking && !options.burst)
             waiter.emplace(s.conn, s.queues, interval, [&s] {
@@ -302,8 +433,13 @@ WorkSummary Worker::work(WorkOptions options) {
             });
 
         detail::FinishBatch batch;
+        // Finish operations a key of the wrong type refused (their jobs wait in
+        // the processing list): sent again every 200 ms while fetching goes on.
+        detail::FinishBatch kept;
+        auto kept_retry_at = steady::time_point::min();
         std::vector<TakenJob> taken;
         std::vector<FinishedJob> done;
+        std::string last_note;  // the fetch's last complaint, logged when it changes
         std::size_t in_flight = 0;
         std::size_t taken_total = 0;
         double avg_seconds = -1;  // average job duration, for the prefetch window
@@ -318,6 +454,18 @@ WorkSummary Worker::work(WorkOptions options) {
         // (sent to the old master after its replica detached): their entries
         // then sit in our processing list on the new master. Resync after each.
         std::uint64_t master_switches = s.conn.master_switches();
+        // Heartbeats ride on the fetch; recovery of dead workers runs as often.
+        auto next_beat = steady::now() + opt.heartbeat_interval;
+        auto next_recovery = next_beat;
+        auto next_full_scan = steady::now() + 10 * opt.heartbeat_timeout;
+        auto backoff = std::chrono::milliseconds(0);  // fork failures
+        auto backoff_until = steady::time_point::min();
+        std::vector<std::pair<TakenJob, std::string>> unstarted;
+        detail::Beat beat;
+        beat.ttl_ms = opt.heartbeat_timeout.count();
+        beat.queues = queue_names();
+        beat.started = detail::python_repr(s.started);
+        beat.threads = concurrency;
 
         auto prefetch = [&]() -> std::size_t {
             if (fork_mode || opt.prefetch_window.count() == 0) return 0;
@@ -336,6 +484,7 @@ WorkSummary Worker::work(WorkOptions options) {
             {
                 std::lock_guard lock(s.mutex);
                 done.swap(s.completed);
+                unstarted.swap(s.unstarted);
                 s.queue_ready = false;
                 stop_now = s.stop_now;
                 stopping = s.stop_now || s.stop_graceful;
@@ -356,6 +505,20 @@ WorkSummary Worker::work(WorkOptions options) {
             }
 
             const double now = detail::unix_now();
+            const auto steady_now = steady::now();
+            const auto timeout_check = executor->enforce_timeouts();
+            if (!done.empty()) backoff = std::chrono::milliseconds(0);  // jobs run again
+            if (!unstarted.empty()) {
+                // Not run: back at the head of the queue (oldest first), and a pause.
+                backoff = std::clamp(backoff * 2, fork_backoff_min, fork_backoff_max);
+                backoff_until = steady_now + backoff;
+                if (s.logs(WorkerLog::failures))
+                    fmt::print(stderr, "retools-worker: {}: {}; {} job(s) requeued, pausing {} ms\n", wid,
+                               unstarted.front().second, unstarted.size(), backoff.count());
+                for (auto it = unstarted.rbegin(); it != unstarted.rend(); ++it) batch.requeue(it->first);
+                in_flight -= unstarted.size();
+                unstarted.clear();
+            }
             for (auto& d : done) {
                 --in_flight;
                 auto& o = d.outcome;
@@ -378,7 +541,7 @@ WorkSummary Worker::work(WorkOptions options) {
                         ++summary.requeued;
                         break;
                 }
-                bool bad = o.status == JobStatus::failed || o.status == JobStatus::retry;
+                bool bad = o.status == JobStatus::failed || o.status == JobStatus::retry || o.timed_out;
                 if (s.logs(WorkerLog::jobs) || (bad && s.logs(WorkerLog::failures)))
                     fmt::print(stderr, "retools-worker: job {} {} queue={} {:.3f}ms {}{}{}\n",
                                o.job_id.empty() ? "-" : o.job_id, o.job_name.empty() ? "-" : o.job_name,
@@ -400,7 +563,8 @@ WorkSummary Worker::work(WorkOptions options) {
 
             std::size_t want = 0;
             const std::size_t pf = prefetch();
-            if (!stopping && !limit_reached && !paused && wants_refill(in_flight, pf)) {
+            const bool backing_off = steady_now < backoff_until;
+            if (!stopping && !limit_reached && !paused && !backing_off && wants_refill(in_flight, pf)) {
                 // Bounded: the script unpacks the batch onto Lua's stack (8000 slots).
                 want = std::min<std::size_t>(concurrency + pf - in_flight, 4096);
                 if (options.max_jobs) want = std::min(want, options.max_jobs - taken_total);
@@ -414,7 +578,9 @@ WorkSummary Worker::work(WorkOptions options) {
                 // A fetch whose reply was lost may have moved jobs to our processing
                 // list that we never saw; with nothing in flight, all there is such.
                 try {
-                    if (std::size_t n = detail::requeue_processing(s.conn, wid, false);
+                    if (std::size_t n =
+                            detail::recover_worker(s.conn, wid, detail::RecoverMode::resync, 0, false)
+                                .requeued;
                         n && s.logs(WorkerLog::failures))
                         fmt::print(stderr,
                                    "retools-worker: {}: requeued {} job(s) taken during a Redis error\n", wid,
@@ -423,10 +589,43 @@ WorkSummary Worker::work(WorkOptions options) {
                 } catch (const Error&) {}
             }
 
-            std::size_t got = 0;
-            if (want > 0 || !batch.empty()) {
+            // Dead workers' jobs: stale heartbeats every beat, every processing
+            // list now and then (those of workers that never beat).
+            if (!stopping && steady_now >= next_recovery) {
+                const bool full = steady_now >= next_full_scan;
                 try {
-                    fetch.exchange(batch, want, in_flight == 0, taken);
+                    auto r =
+                        detail::recover_dead_workers(s.conn, opt.heartbeat_timeout, opt.max_recoveries, full);
+                    if ((r.requeued || r.quarantined) && s.logs(WorkerLog::failures))
+                        fmt::print(stderr,
+                                   "retools-worker: {}: recovered dead workers' jobs: {} requeued, {} to "
+                                   "retools:failed\n",
+                                   wid, r.requeued, r.quarantined);
+                    if (full) next_full_scan = steady_now + 10 * opt.heartbeat_timeout;
+                } catch (const Error& e) {
+                    if (s.logs(WorkerLog::failures))
+                        fmt::print(stderr, "retools-worker: {}: recovering dead workers failed: {}\n", wid,
+                                   e.what());
+                }
+                next_recovery = steady_now + opt.heartbeat_interval;
+            }
+
+            const bool beat_due = steady_now >= next_beat;
+            const bool resend = !kept.empty() && steady_now >= kept_retry_at;
+            std::size_t got = 0;
+            if (want > 0 || !batch.empty() || beat_due || resend) {
+                try {
+                    if (beat_due) beat.json = s.heartbeat_json(wid, in_flight);
+                    if (resend) batch.append(kept);
+                    const bool had_kept = !kept.empty();
+                    std::string note =
+                        fetch.exchange(batch, want, in_flight == 0, beat_due ? &beat : nullptr, taken, &kept);
+                    if (!had_kept && !kept.empty())
+                        kept_retry_at = steady_now + std::chrono::milliseconds(200);
+                    if (!note.empty() && s.logs(WorkerLog::failures) && note != last_note)
+                        fmt::print(stderr, "retools-worker: {}: {}\n", wid, note);
+                    last_note = std::move(note);
+                    if (beat_due) next_beat = steady_now + opt.heartbeat_interval;
                     batch.clear();
                     failures_in_a_row = 0;
                 } catch (const Error& e) {
@@ -458,6 +657,9 @@ WorkSummary Worker::work(WorkOptions options) {
             std::unique_lock lock(s.mutex);
             auto wake_at = std::chrono::steady_clock::now() + interval;
             if (killed_for_stop && !escalated) wake_at = std::min(wake_at, kill_deadline);
+            wake_at = std::min({wake_at, next_beat, next_recovery, timeout_check});
+            if (!kept.empty()) wake_at = std::min(wake_at, kept_retry_at);
+            if (backing_off) wake_at = std::min(wake_at, backoff_until);
             auto enough = [&](std::size_t pending) {
                 if (pending == 0) return false;
                 std::size_t left = in_flight - std::min(pending, in_flight);
@@ -477,15 +679,27 @@ WorkSummary Worker::work(WorkOptions options) {
                     lo = mid + 1;
             }
             s.wake_after = lo;
-            s.cv.wait_until(lock, wake_at, [&] {
-                return s.control != control || s.queue_ready || enough(s.completed.size());
-            });
+            // Finished jobs wait for `enough` company at most ack_delay: the
+            // first completion wakes us (once) to set that deadline.
+            for (;;) {
+                auto until = wake_at;
+                if (!s.completed.empty()) until = std::min(until, s.first_pending + ack_delay);
+                s.ack_watch = s.completed.empty();
+                const bool woken = s.cv.wait_until(lock, until, [&] {
+                    return s.control != control || s.queue_ready || enough(s.completed.size()) ||
+                           (s.ack_watch && !s.completed.empty());
+                });
+                if (!woken || s.control != control || s.queue_ready || enough(s.completed.size())) break;
+            }
+            s.ack_watch = false;
             s.wake_after = 1;
         }
         executor.reset();  // joins threads / reaps children
     }
     signals.reset();
     try {
+        // Jobs still held (kept for a key of the wrong type) stay registered
+        // to us; our heartbeat then expires and another worker recovers them.
         if (state_->conn.command("EXISTS", keys::processing(wid)).as_integer() == 0) unregister_worker(wid);
     } catch (const Error& e) {
         if (s.logs(WorkerLog::failures))

@@ -7,11 +7,13 @@
 
 #include <gtest/gtest.h>
 
+#include <retools/detail/python_repr.hpp>
 #include <retools/errors.hpp>
 #include <retools/queue.hpp>
 
 #include "expect.hpp"
 #include "queue/keys.hpp"
+#include "queue/payloads.hpp"
 #include "redis_test.hpp"
 
 using namespace std::chrono_literals;
@@ -55,13 +57,17 @@ TEST_F(Queue, EnqueueWritesTheOriginalsPayloadAndKeys) {
 
     auto entries = list("retools:queue:main");
     ASSERT_EQ(entries.size(), 1u);
-    // Exactly the text Python's json.dumps writes for the same job.
+    // Exactly the text Python's json.dumps writes for the same job (with the
+    // enqueue time retools adds to metadata).
+    const std::string at =
+        retools::detail::python_repr(json::parse(entries[0])["metadata"]["enqueued_at"].get<double>());
     EXPECT_EQ(
         entries[0],
         R"({"job_id": ")" + id +
             R"(", "job": "myapp.jobs:important", "kwargs": {"somearg": "fred"}, )"
             R"("events": {"job_failure": ["myapp.jobs:save_error"], "job_postrun": ["myapp.jobs:notify"]}, )"
-            R"("metadata": {"created": 1732492345.5}, "state": {}})");
+            R"("metadata": {"created": 1732492345.5, "enqueued_at": )" +
+            at + R"(}, "state": {}})");
     // Every field, with the types a Python worker expects.
     json payload = json::parse(entries[0]);
     std::set<std::string> fields;
@@ -79,7 +85,8 @@ TEST_F(Queue, EnqueueWritesTheOriginalsPayloadAndKeys) {
     json other = json::parse(list("retools:queue:main")[1]);
     EXPECT_EQ(other["events"], (json{{"job_failure", {"myapp.jobs:save_error"}}}));
     EXPECT_EQ(other["kwargs"], json::object());
-    EXPECT_EQ(other["metadata"], json::object());
+    EXPECT_EQ(other["metadata"].size(), 1u);
+    EXPECT_TRUE(other["metadata"]["enqueued_at"].is_number_float());
 }
 
 TEST_F(Queue, ReadsAPayloadWrittenByPython) {
@@ -508,7 +515,7 @@ TEST_F(Queue, FailedEntryOfANonUtf8PayloadIsStillRecorded) {
         {.payload = "bad \xff bytes", .queue = "main", .error = "not JSON \xfe", .worker = "w"});
     auto failed = qm.failed_jobs();
     ASSERT_EQ(failed.size(), 1u);
-    EXPECT_EQ(failed[0].payload, "bad \xef\xbf\xbd bytes");  // U+FFFD in place of the invalid byte
+    EXPECT_EQ(failed[0].payload, "bad \xff bytes");  // byte-exact (payload_base64 in the entry)
     EXPECT_EQ(failed[0].queue, "main");
 }
 
@@ -588,7 +595,9 @@ TEST_F(Queue, ConfigurationAfterEnqueuingAppliesToLaterJobs) {
         R"({"job_id": ")" + id +
             R"(", "job": "myapp.jobs:a", "kwargs": {}, )"
             R"("events": {"job_failure": ["myapp.jobs:on_failure"], "job_prerun": ["myapp.jobs:before"]}, )"
-            R"("metadata": {}, "state": {}})");
+            R"("metadata": {"enqueued_at": )" +
+            retools::detail::python_repr(json::parse(entries[0])["metadata"]["enqueued_at"].get<double>()) +
+            R"(}, "state": {}})");
     for (const auto& entry : entries)
         EXPECT_EQ(json::parse(entry)["events"], json::parse(R"({"job_failure": ["myapp.jobs:on_failure"],
                                                                 "job_prerun": ["myapp.jobs:before"]})"));

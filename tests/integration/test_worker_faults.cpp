@@ -1,12 +1,15 @@
 // Worker against keys of the wrong type: the worker reports and retries, and
 // no job is lost once the key is fixed.
+#include <signal.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <stdexcept>
 #include <thread>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <retools/queue.hpp>
@@ -160,4 +163,162 @@ TEST(WorkerDeadServer, BacksOffWithoutSpinning) {
         w.stop();
         t.join();
     }
+}
+
+// ---- fork mode: parent death, fork failures, timeouts ----------------------------------
+
+namespace {
+
+// Gone: no such process, or a zombie nobody reaped yet (it runs nothing).
+bool process_gone(pid_t pid) {
+    if (::kill(pid, 0) != 0) return true;
+    std::string stat = rt::read_file(fmt::format("/proc/{}/stat", pid));
+    auto close = stat.rfind(')');
+    return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] == 'Z';
+}
+
+}  // namespace
+
+TEST_F(WorkerFaultsTest, ForkedChildDiesWithItsSigkilledWorker) {
+    QueueManager{conn}.enqueue("tests.faults:long");
+    const std::string url = rt::redis_url();
+    auto worker = rt::ChildProcess::fork([url] {
+        retools::Connection c{url};
+        Worker w{{"main"},
+                 {.connection = c,
+                  .mode = retools::ExecutionMode::fork,
+                  .handle_signals = false,
+                  .log = retools::WorkerLog::none}};
+        w.register_job("tests.faults:long", [url](const json&) -> json {
+            retools::Connection{url}.command("SET", "child-pid", ::getpid());
+            std::this_thread::sleep_for(3s);
+            retools::Connection{url}.command("SET", "finished", 1);
+            return nullptr;
+        });
+        w.work({.interval = 20ms});
+        return 0;
+    });
+    ASSERT_TRUE(rt::wait_until([&] { return !conn.command("GET", "child-pid").is_nil(); }));
+    const pid_t child = static_cast<pid_t>(std::stol(conn.command("GET", "child-pid").as_string()));
+    worker.signal(SIGKILL);
+    EXPECT_EQ(worker.exit_code(2s), -SIGKILL);
+    EXPECT_TRUE(rt::wait_until([&] { return process_gone(child); }, 1s))
+        << "the job process outlived its worker";
+    std::this_thread::sleep_for(200ms);
+    EXPECT_TRUE(conn.command("GET", "finished").is_nil());
+}
+
+TEST_F(WorkerFaultsTest, ForkFailuresUnderAPidsLimitRequeueWithBackoffAndFailNothing) {
+    QueueManager qm{conn};
+    for (int i = 0; i < 20; ++i) qm.enqueue("tests.faults:quick");
+    const std::string url = rt::redis_url();
+    auto worker = rt::ChildProcess::fork([url] {
+        retools::Connection c{url};
+        c.command("PING");
+        Worker w{{"main"},
+                 {.connection = c,
+                  .mode = retools::ExecutionMode::fork,
+                  .handle_signals = false,
+                  .log = retools::WorkerLog::none}};
+        w.register_job("tests.faults:quick", [url](const json&) -> json {
+            retools::Connection{url}.command("INCR", "done");
+            return nullptr;
+        });
+        // Lifts the limit (as `prlimit --nproc` would) once the test says so;
+        // started first: under the limit no thread can start either.
+        std::thread lifter([url] {
+            retools::Connection l{url};
+            while (l.command("EXISTS", "lift").as_integer() == 0) std::this_thread::sleep_for(20ms);
+            rlimit lim{};
+            ::getrlimit(RLIMIT_NPROC, &lim);
+            lim.rlim_cur = lim.rlim_max;
+            ::setrlimit(RLIMIT_NPROC, &lim);
+        });
+        lifter.detach();
+        // An unprivileged user (root ignores the limit) allowed no more tasks
+        // than it has: every fork fails with EAGAIN.
+        if (::setgid(65534) != 0 || ::setuid(65534) != 0) return 3;
+        rlimit one{};
+        ::getrlimit(RLIMIT_NPROC, &one);
+        one.rlim_cur = 1;
+        if (::setrlimit(RLIMIT_NPROC, &one) != 0) return 4;
+        w.work({.interval = 20ms});
+        return 0;
+    });
+    std::this_thread::sleep_for(1500ms);
+    ASSERT_TRUE(worker.running()) << "exit code " << worker.exit_code(1ms);
+    EXPECT_EQ(qm.failed_count(), 0u);
+    EXPECT_TRUE(conn.command("GET", "done").is_nil());
+    const std::string wid = fmt::format(
+        "{}:{}:main",
+        [] {
+            char buf[256] = {};
+            ::gethostname(buf, sizeof buf - 1);
+            return std::string(buf);
+        }(),
+        worker.pid());
+    EXPECT_EQ(llen(keys::queue("main")) + llen(keys::processing(wid)), 20);
+    EXPECT_TRUE(conn.command("GET", "retools:stat:processed").is_nil());
+    // The limit lifted, the worker carries on by itself.
+    conn.command("SET", "lift", 1);
+    EXPECT_TRUE(rt::wait_until(
+        [&] {
+            auto r = conn.command("GET", "done");
+            return !r.is_nil() && r.as_string() == "20";
+        },
+        10s));
+    EXPECT_EQ(qm.failed_count(), 0u);
+    worker.signal(SIGKILL);
+}
+
+TEST_F(WorkerFaultsTest, JobTimeoutKillsAForkedChildThatIgnoresTermAndFailsTheJob) {
+    QueueManager qm{conn};
+    qm.enqueue("tests.faults:stuck");
+    qm.enqueue("tests.faults:ok");
+    WorkerOptions o = quiet();
+    o.mode = retools::ExecutionMode::fork;
+    o.job_timeout = 300ms;
+    Worker w{{"main"}, o};
+    w.register_job("tests.faults:stuck", [](const json&) -> json {
+        ::signal(SIGTERM, SIG_IGN);
+        std::this_thread::sleep_for(30s);
+        return nullptr;
+    });
+    w.register_job("tests.faults:ok", [](const json&) -> json { return nullptr; });
+    auto start = std::chrono::steady_clock::now();
+    auto summary = w.work({.burst = true});
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
+    EXPECT_EQ(summary.failed, 1u);
+    EXPECT_EQ(summary.succeeded, 1u);
+    auto failed = qm.failed_jobs();
+    ASSERT_EQ(failed.size(), 1u);
+    EXPECT_EQ(failed[0].error, "job timed out after 0.3 s");
+}
+
+TEST_F(WorkerFaultsTest, JobTimeoutInThreadModeFailsAJobThatReturnsLate) {
+    QueueManager qm{conn};
+    qm.enqueue("tests.faults:late");
+    qm.enqueue("tests.faults:late", {}, {.metadata = {{"retries", 1}, {"retry_backoff", 3600}}});
+    WorkerOptions o = quiet();
+    o.job_timeout = 100ms;
+    Worker w{{"main"}, o};
+    w.register_job("tests.faults:late", [](const json&) -> json {
+        std::this_thread::sleep_for(300ms);
+        return nullptr;
+    });
+    auto summary = w.work({.burst = true});
+    EXPECT_EQ(summary.failed, 2u);
+    auto failed = qm.failed_jobs();
+    ASSERT_EQ(failed.size(), 1u);
+    EXPECT_EQ(failed[0].error, "job timed out after 0.1 s");
+    EXPECT_EQ(qm.scheduled_jobs().size(), 1u);  // the one with retries left is retried
+}
+
+TEST_F(WorkerFaultsTest, RejectsHeartbeatAndTimeoutOptionsThatCannotWork) {
+    WorkerOptions o = quiet();
+    o.heartbeat_interval = 30s;
+    EXPECT_THROW_MSG(Worker({"main"}, o), retools::ConfigurationError, "heartbeat_interval");
+    o = quiet();
+    o.job_timeout = 0ms;
+    EXPECT_THROW_MSG(Worker({"main"}, o), retools::ConfigurationError, "job_timeout");
 }

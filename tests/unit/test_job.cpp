@@ -11,6 +11,8 @@
 #include <retools/job.hpp>
 #include <retools/queue.hpp>
 
+#include "queue/python_json.hpp"
+
 using nlohmann::json;
 using retools::Job;
 using retools::QueueError;

@@ -1,0 +1,399 @@
+// Liveness: the original's worker registry (retools:workers,
+// retools:worker:<id>[:started|:queues]), heartbeats, and the recovery of dead
+// workers' jobs on any host.
+//
+// A worker is alive while its heartbeat key lives (refreshed every
+// heartbeat_interval, TTL heartbeat_timeout). Recovery never trusts the
+// registry set (Python workers prune it by process name, FLUSHDB empties it)
+// nor host names (containers share them): a processing list is put back only
+// when its owner's heartbeat is gone, or when the heartbeat names a process of
+// our own pid space (same boot, same pid namespace) that no longer exists.
+
+#include "worker/liveness.hpp"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <fstream>
+#include <mutex>
+#include <optional>
+#include <set>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <retools/detail/python_repr.hpp>
+#include <retools/script.hpp>
+#include <retools/worker.hpp>
+
+#include "core/clock.hpp"
+#include "core/json_limits.hpp"
+#include "queue/keys.hpp"
+#include "queue/payloads.hpp"
+#include "worker/counters.hpp"
+
+namespace retools {
+
+namespace detail {
+
+namespace {
+
+struct WorkerIdParts {
+    std::string_view host;
+    long pid = -1;
+    std::string_view queues;
+};
+
+std::optional<WorkerIdParts> split_worker_id(std::string_view id) {
+    auto a = id.find(':');
+    if (a == std::string_view::npos) return std::nullopt;
+    auto b = id.find(':', a + 1);
+    if (b == std::string_view::npos) return std::nullopt;
+    WorkerIdParts parts;
+    parts.host = id.substr(0, a);
+    auto pid_text = id.substr(a + 1, b - a - 1);
+    long pid = 0;
+    if (pid_text.empty()) return std::nullopt;
+    for (char c : pid_text) {
+        if (c < '0' || c > '9' || pid > (LONG_MAX - 9) / 10) return std::nullopt;
+        pid = pid * 10 + (c - '0');
+    }
+    parts.pid = pid;
+    parts.queues = id.substr(b + 1);
+    return parts;
+}
+
+bool process_alive(long pid) {
+    if (pid <= 0 || pid > INT_MAX) return false;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0) return true;
+    return errno == EPERM;  // exists, owned by someone else
+}
+
+std::vector<std::string> split_commas(std::string_view text) {
+    std::vector<std::string> out;
+    std::size_t start = 0;
+    for (;;) {
+        auto comma = text.find(',', start);
+        out.emplace_back(
+            text.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start));
+        if (comma == std::string_view::npos) break;
+        start = comma + 1;
+    }
+    return out;
+}
+
+std::mutex active_mutex;
+std::set<std::string, std::less<>>& active_ids() {
+    static auto* ids = new std::set<std::string, std::less<>>;
+    return *ids;
+}
+
+// The heartbeat of `id`: nullopt when there is none (or the key is not a string).
+std::optional<std::string> read_heartbeat(const Connection& conn, std::string_view id) {
+    Reply r = conn.command("GET", queue_keys::heartbeat(id));
+    if (r.is_error() || r.is_nil()) return std::nullopt;
+    return r.as_string();
+}
+
+// Dead by liveness: no heartbeat, or one naming a gone process of our pid space.
+// Returns the heartbeat value recovery must still find (empty: none), or
+// nullopt when the owner is alive.
+std::optional<std::string> dead_owner(const Connection& conn, std::string_view id) {
+    auto hb = read_heartbeat(conn, id);
+    if (!hb) return std::string();
+    if (heartbeat_owner_gone(*hb)) return hb;
+    return std::nullopt;
+}
+
+}  // namespace
+
+std::string hostname() {
+    char buf[256] = {};
+    if (::gethostname(buf, sizeof buf - 1) != 0) return "localhost";
+    return buf;
+}
+
+const std::string& pid_space() {
+    static const std::string space = [] {
+        std::string boot;
+        std::ifstream in("/proc/sys/kernel/random/boot_id");
+        std::getline(in, boot);
+        struct stat st {};
+        unsigned long long ns = ::stat("/proc/self/ns/pid", &st) == 0 ? st.st_ino : 0;
+        return fmt::format("{}/{}", boot, ns);
+    }();
+    return space;
+}
+
+bool heartbeat_owner_gone(std::string_view heartbeat, std::string_view own_instance) {
+    if (json_depth(heartbeat, 4) > 4) return false;
+    nlohmann::json hb = nlohmann::json::parse(heartbeat, nullptr, false);
+    if (!hb.is_object()) return false;
+    auto host = hb.find("host");
+    auto space = hb.find("pid_space");
+    auto pid = hb.find("pid");
+    if (host == hb.end() || space == hb.end() || pid == hb.end() || !host->is_string() ||
+        !space->is_string() || !pid->is_number_integer())
+        return false;
+    if (*host != hostname() || *space != pid_space()) return false;
+    long long p = pid->get<long long>();
+    if (p == static_cast<long long>(::getpid())) {
+        // Our pid: a predecessor that had it is dead; not a run in this process.
+        auto instance = hb.find("instance");
+        if (!own_instance.empty())
+            return instance == hb.end() || !instance->is_string() || *instance != own_instance;
+        auto id = hb.find("id");
+        return id != hb.end() && id->is_string() && !working_here(id->get_ref<const std::string&>());
+    }
+    return !process_alive(static_cast<long>(p));
+}
+
+Recovered recover_worker(const Connection& conn, std::string_view worker_id, RecoverMode mode,
+                         std::size_t max_recoveries, bool unregister, std::string_view expected_heartbeat) {
+    // KEYS: 1 processing list, 2 retools:workers, 3 worker key, 4 :started, 5 :queues, 6 retools:failed,
+    //       7 heartbeat, 8 retools:recoveries, 9 :threads, 10 retools:heartbeats
+    // ARGV: 1 worker id, 2 mode (resync | own | dead), 3 now, 4 max recoveries (0 = no limit),
+    //       5 the heartbeat value a 'dead' owner may still have ('' = none), 6 '1' to unregister,
+    //       7 UTC day, 8 UTC hour (counters of quarantined jobs)
+    // Returns {requeued, quarantined}, or {-1, 0} when the owner is alive.
+    // Takes from the tail and pushes on the head, so the jobs keep their order
+    // and come before anything enqueued since. Deaths are counted only for the
+    // first <:threads> entries (the oldest, the ones that can have been
+    // running). An entry leaves the list only once it has landed somewhere.
+    static const Script script{std::string(failed_entry_lua).append(counters_lua).append(R"lua(
+local function typ(k) return redis.call('TYPE', k)['ok'] end
+local mode = ARGV[2]
+if mode == 'dead' then
+  local t = typ(KEYS[7])
+  if t == 'string' then
+    if ARGV[5] == '' or redis.call('GET', KEYS[7]) ~= ARGV[5] then return {-1, 0} end
+  elseif t ~= 'none' then
+    return {-1, 0}
+  end
+end
+local t = typ(KEYS[1])
+if t ~= 'list' and t ~= 'none' then
+  return redis.error_reply('WRONGTYPE ' .. KEYS[1] .. ' holds a ' .. t .. ', not a list')
+end
+local ft = typ(KEYS[6])
+local failed_ok = ft == 'none' or ft == 'list'
+local rt = typ(KEYS[8])
+local counting = mode ~= 'resync' and (rt == 'none' or rt == 'hash')
+local threads = 1
+if counting then
+  local th = redis.pcall('GET', KEYS[9])
+  if type(th) == 'string' and tonumber(th) then threads = tonumber(th) end
+end
+local max = tonumber(ARGV[4])
+local len = redis.call('LLEN', KEYS[1])
+local n, q = 0, 0
+while len > 0 do
+  local e = redis.call('LINDEX', KEYS[1], -1)
+  local nl = string.find(e, '\n', 1, true)
+  local problem, payload, queue, poison = 'unreadable processing-list entry', e, '', false
+  if nl and nl > 1 then
+    queue, payload, problem = string.sub(e, 1, nl - 1), string.sub(e, nl + 1), nil
+    if counting and len - 1 < threads then
+      local f = redis.sha1hex(e)
+      local c = redis.call('HINCRBY', KEYS[8], f, 1)
+      redis.call('EXPIRE', KEYS[8], 604800)
+      if max > 0 and c >= max then
+        problem, poison = 'worker died ' .. c .. ' times while running this job', true
+        redis.call('HDEL', KEYS[8], f)
+      end
+    end
+    if not problem or (poison and not failed_ok) then
+      local key = 'retools:queue:' .. queue
+      local r = redis.pcall('LPUSH', key, payload)
+      if type(r) == 'table' and r.err then
+        problem = key .. ' refused the job: ' .. r.err
+      else
+        problem = nil
+        n = n + 1
+      end
+    end
+  end
+  if problem then
+    if not failed_ok then
+      return redis.error_reply('WRONGTYPE ' .. KEYS[6] .. ' holds a ' .. ft .. ', not a list; ' ..
+        KEYS[1] .. ' keeps its remaining jobs')
+    end
+    redis.call('RPUSH', KEYS[6], failed_entry(payload, queue, ARGV[1], problem, tonumber(ARGV[3])))
+    q = q + 1
+  end
+  redis.call('RPOP', KEYS[1])
+  len = len - 1
+end
+count_finished(q, q, ARGV[7], ARGV[8])
+if ARGV[6] == '1' then
+  redis.pcall('SREM', KEYS[2], ARGV[1])
+  redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[9])
+end
+if mode == 'dead' then
+  if ARGV[5] ~= '' then redis.call('DEL', KEYS[7]) end
+  redis.pcall('ZREM', KEYS[10], ARGV[1])
+end
+return {n, q}
+)lua")};
+    const double now = unix_now();
+    const StatPeriods periods = stat_periods(now);
+    Reply r = script(conn,
+                     {queue_keys::processing(worker_id), queue_keys::workers, queue_keys::worker(worker_id),
+                      queue_keys::worker_started(worker_id), queue_keys::worker_queues(worker_id),
+                      queue_keys::failed, queue_keys::heartbeat(worker_id), queue_keys::recoveries,
+                      queue_keys::worker_threads(worker_id), queue_keys::heartbeats},
+                     worker_id,
+                     mode == RecoverMode::resync ? "resync"
+                     : mode == RecoverMode::own  ? "own"
+                                                 : "dead",
+                     python_repr(now), static_cast<long long>(max_recoveries), expected_heartbeat,
+                     unregister ? "1" : "0", periods.day, periods.hour);
+    Recovered out;
+    long long requeued = r[0].as_integer();
+    if (requeued < 0) {
+        out.alive = true;
+        return out;
+    }
+    out.requeued = static_cast<std::size_t>(requeued);
+    out.quarantined = static_cast<std::size_t>(r[1].as_integer());
+    return out;
+}
+
+namespace {
+
+void add(Recovered& total, const Recovered& one) {
+    total.requeued += one.requeued;
+    total.quarantined += one.quarantined;
+}
+
+void recover_if_dead(const Connection& conn, std::string_view id, std::size_t max_recoveries,
+                     Recovered& total) {
+    if (working_here(id)) return;
+    auto expected = dead_owner(conn, id);
+    if (!expected) return;
+    add(total, recover_worker(conn, id, RecoverMode::dead, max_recoveries, true, *expected));
+}
+
+}  // namespace
+
+Recovered recover_dead_workers(const Connection& conn, std::chrono::milliseconds heartbeat_timeout,
+                               std::size_t max_recoveries, bool full_scan) {
+    Recovered total;
+    // Workers whose last beat is older than the timeout (their key has expired,
+    // or is about to).
+    const double stale = unix_now() - to_seconds(heartbeat_timeout);
+    Reply r =
+        conn.command("ZRANGEBYSCORE", queue_keys::heartbeats, "-inf", python_repr(stale), "LIMIT", 0, 100);
+    if (!r.is_error())
+        for (const Reply& member : r.as_array()) recover_if_dead(conn, member.view(), max_recoveries, total);
+    if (!full_scan) return total;
+    // Every processing list: also those of workers that never beat (older
+    // versions) or whose heartbeat entry was lost.
+    std::string cursor = "0";
+    std::string pattern = std::string(queue_keys::processing_prefix) + "*";
+    do {
+        Reply page = conn.command("SCAN", cursor, "MATCH", pattern, "COUNT", 1000);
+        cursor = page[0].as_string();
+        for (const Reply& key : page[1].as_array()) {
+            std::string_view id = key.view().substr(queue_keys::processing_prefix.size());
+            recover_if_dead(conn, id, max_recoveries, total);
+        }
+    } while (cursor != "0");
+    return total;
+}
+
+std::size_t prune_dead_workers(const Connection& conn, std::size_t max_recoveries) {
+    const std::string host = hostname();
+    std::size_t requeued = 0;
+    for (const Reply& member : conn.command("SMEMBERS", queue_keys::workers).as_array()) {
+        std::string id = member.as_string();
+        auto parts = split_worker_id(id);
+        if (!parts || parts->host != host || working_here(id)) continue;
+        // The original's rule: this host, process gone (our own pid, not working
+        // here, is a previous process that had it)...
+        if (parts->pid != static_cast<long>(::getpid()) && process_alive(parts->pid)) continue;
+        // ...and, ours, never while a heartbeat says it lives (another
+        // container with the same host name and pids).
+        auto expected = dead_owner(conn, id);
+        if (!expected) continue;
+        Recovered one = recover_worker(conn, id, RecoverMode::dead, max_recoveries, true, *expected);
+        requeued += one.requeued;
+    }
+    return requeued;
+}
+
+std::optional<std::string> claim_heartbeat(const Connection& conn, std::string_view worker_id,
+                                           std::string_view instance, std::string_view heartbeat,
+                                           std::chrono::milliseconds ttl) {
+    // KEYS[1] = heartbeat key; ARGV: 1 heartbeat JSON, 2 TTL ms, 3 `"instance": "<token>"`.
+    // Returns the heartbeat of another instance holding the id, or nil once claimed.
+    static const Script script{R"lua(
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t ~= 'none' then
+  if t ~= 'string' then return 'a ' .. t end
+  local cur = redis.call('GET', KEYS[1])
+  if not string.find(cur, ARGV[3], 1, true) then return cur end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+)lua"};
+    Reply r = script(conn, {queue_keys::heartbeat(worker_id)}, heartbeat, static_cast<long long>(ttl.count()),
+                     fmt::format("\"instance\": \"{}\"", instance));
+    if (r.is_nil()) return std::nullopt;
+    return r.as_string();
+}
+
+bool claim_worker_id(const std::string& id) {
+    std::lock_guard lock(active_mutex);
+    return active_ids().insert(id).second;
+}
+
+void release_worker_id(const std::string& id) {
+    std::lock_guard lock(active_mutex);
+    active_ids().erase(id);
+}
+
+bool working_here(std::string_view id) {
+    std::lock_guard lock(active_mutex);
+    return active_ids().count(id) != 0;
+}
+
+std::vector<std::string> split_queue_names(std::string_view text) {
+    return split_commas(text);
+}
+
+}  // namespace detail
+
+// ---- Worker members -------------------------------------------------------------------
+
+std::vector<std::string> Worker::get_worker_ids(const Connection& conn) {
+    std::vector<std::string> ids;
+    for (const Reply& r : conn.command("SMEMBERS", detail::queue_keys::workers).as_array())
+        ids.push_back(r.as_string());
+    return ids;
+}
+
+std::vector<Worker> Worker::get_workers(const Connection& conn) {
+    std::vector<Worker> workers;
+    for (const auto& id : get_worker_ids(conn)) {
+        try {
+            workers.push_back(from_id(id, conn));
+        } catch (const QueueError&) {
+            // unregistered meanwhile
+        }
+    }
+    return workers;
+}
+
+std::size_t Worker::requeue_orphans(const Connection& conn) {
+    constexpr std::size_t default_max_recoveries = WorkerOptions{}.max_recoveries;
+    std::size_t requeued = detail::prune_dead_workers(conn, default_max_recoveries);
+    auto r =
+        detail::recover_dead_workers(conn, WorkerOptions{}.heartbeat_timeout, default_max_recoveries, true);
+    return requeued + r.requeued;
+}
+
+}  // namespace retools
