@@ -151,7 +151,7 @@ void print_table(const std::vector<std::string>& header, const std::vector<std::
     cells.push_back(header);
     for (const auto& r : rows) {
         std::vector<std::string> safe;
-        for (const auto& c : r) safe.push_back(terminal_safe(c));
+        for (const auto& c : r) safe.push_back(terminal_safe(c, false));
         cells.push_back(std::move(safe));
     }
     auto width = [](const std::string& s) {

@@ -37,7 +37,7 @@ std::string format_ratio(double ratio) {
     return fmt::format("{:.1f}%", ratio * 100.0);
 }
 
-std::string terminal_safe(std::string_view text) {
+std::string terminal_safe(std::string_view text, bool newlines) {
     // Round-trip through the JSON writer's UTF-8 check to replace invalid bytes.
     std::string valid =
         nlohmann::json(std::string(text)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -46,7 +46,9 @@ std::string terminal_safe(std::string_view text) {
     out.reserve(valid.size());
     for (std::size_t i = 0; i < valid.size(); ++i) {
         auto c = static_cast<unsigned char>(valid[i]);
-        if (c < 0x20 || c == 0x7f) {
+        if (c == '\n' && newlines) {
+            out.push_back('\n');
+        } else if (c < 0x20 || c == 0x7f) {
             out += fmt::format("\\x{:02x}", c);
         } else if (c == 0xc2 && i + 1 < valid.size() && static_cast<unsigned char>(valid[i + 1]) < 0xa0) {
             out += fmt::format("\\u{:04x}", static_cast<unsigned char>(valid[i + 1]));  // C1 controls

@@ -16,7 +16,8 @@ std::string format_age(const nlohmann::json& seconds);
 std::string format_ratio(double ratio);
 /// Text safe to print on a terminal: control characters (escape sequences
 /// in attacker-controlled job names) become `\xNN`, invalid UTF-8 becomes U+FFFD.
-std::string terminal_safe(std::string_view text);
+/// Line feeds are kept when `newlines` is true.
+std::string terminal_safe(std::string_view text, bool newlines = true);
 /// `text` cut to `width` characters (UTF-8 aware) with an ellipsis.
 std::string truncate(std::string_view text, std::size_t width);
 /// `&`, `<`, `>`, `"`, `'` escaped for HTML text and attribute values.

@@ -327,7 +327,8 @@ void render_cell(std::string& out, const json& cell, const std::string& csrf) {
 
 void render_section(std::string& out, const json& s, const std::string& csrf) {
     std::string type = s["type"].get<std::string>();
-    out += fmt::format("<section class=\"{}\">", type);
+    out += fmt::format("<section class=\"sec-{}{}\">", type,
+                       s.contains("format") ? " fmt-" + s["format"].get<std::string>() : std::string());
     if (!s["title"].get<std::string>().empty())
         out += "<h2>" + html_escape(s["title"].get<std::string>()) + "</h2>";
     if (type == "cards") {

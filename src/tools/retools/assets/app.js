@@ -111,7 +111,7 @@
     return td;
   }
   function section(s) {
-    const out = el('section', s.type);
+    const out = el('section', 'sec-' + s.type + (s.format ? ' fmt-' + s.format : ''));
     if (s.title) out.appendChild(el('h2', '', s.title));
     if (s.type === 'cards') {
       const cards = el('div', 'cards');
@@ -149,6 +149,7 @@
     const updated = document.getElementById('updated');
     if (updated) updated.textContent = model.updated;
     document.body.classList.remove('stale');
+    document.body.dataset.live = '1';  // rendered by this script (tests look for it)
   }
   async function refresh() {
     if (document.hidden) return;
