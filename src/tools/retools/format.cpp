@@ -25,6 +25,7 @@ std::string format_age(const nlohmann::json& seconds) {
     double s = seconds.get<double>();
     if (!std::isfinite(s)) return "-";
     if (s < 0) s = 0;
+    if (s == 0) return "0s";
     if (s < 1) return fmt::format("{}ms", static_cast<long long>(s * 1000));
     auto n = static_cast<long long>(s);
     if (n < 60) return fmt::format("{}s", n);

@@ -43,13 +43,9 @@ std::string queue_label(const json& q) {
     return q["name"].get<std::string>();
 }
 
+// Kwargs as compact JSON (they wrap in their cell).
 json pretty(const json& j) {
-    return code(dump(j, 2));
-}
-
-std::string payload_text(const std::string& payload) {
-    json p = json::parse(payload, nullptr, false);
-    return p.is_discarded() ? payload : dump(p, 2);
+    return code(dump(j));
 }
 
 json overview_model(const json& d) {
@@ -117,24 +113,21 @@ json workers_model(const json& d) {
         const json& cur = w["current"];
         std::string busy = num(w["busy"]);
         if (w["threads"].is_number()) busy += " / " + num(w["threads"]);
+        if (w["mode"].is_string()) busy += " (" + w["mode"].get<std::string>() + ")";
+        std::string queues;
+        for (const auto& n : w["queues"]) queues += (queues.empty() ? "" : ", ") + display(n);
         rows.push_back(
-            {w["id"], w["kind"], display(w["host"]), num(w["pid"]), format_time(w["started"]),
-             display(w["mode"]), busy,
-             [&] {
-                 std::string q;
-                 for (const auto& n : w["queues"]) q += (q.empty() ? "" : ",") + display(n);
-                 return q;
-             }(),
+            {w["id"], w["kind"], format_time(w["started"]), queues, busy,
              cur.is_null() ? json("-") : json(display(cur["job"]) + " (" + display(cur["queue"]) + ")"),
              cur.is_null() ? json("-") : pretty(cur["kwargs"]),
              cur.is_null() ? "-" : format_age(cur["running_for"]),
              w["heartbeat_age"].is_null() ? "-" : format_age(w["heartbeat_age"]) + " ago"});
     }
-    return {{"sections",
-             {table("Workers",
-                    {"Worker", "Kind", "Host", "PID", "Started", "Mode", "Busy", "Queues", "Current job",
-                     "Kwargs", "For", "Heartbeat"},
-                    rows, "No live workers.")}}};
+    return {
+        {"sections",
+         {table("Workers",
+                {"Worker", "Kind", "Started", "Queues", "Busy", "Current job", "Kwargs", "For", "Heartbeat"},
+                rows, "No live workers.")}}};
 }
 
 json failed_model(const json& d) {
@@ -147,7 +140,7 @@ json failed_model(const json& d) {
                         display(f["job"]),
                         display(f["job_id"]),
                         code(f["error"].get<std::string>()),
-                        code(payload_text(f["payload"].get<std::string>())),
+                        code(f["payload"].get<std::string>()),
                         {{"actions",
                           {action("Retry", "/failed/retry", fields),
                            action("Remove", "/failed/remove", fields, "Remove this failed job?", true)}}}});
