@@ -384,6 +384,17 @@ TEST_F(Web, MetricsAreValidExpositionAndMatchRedis) {
     }
 }
 
+TEST_F(Web, RefusesAPortInUse) {
+    rt::WebServer server;
+    ASSERT_TRUE(server.ready()) << server.log();
+    auto second = rt::run_program({RETOOLS_TOOL_PROGRAM, "--url", rt::redis_url(), "web", "--listen",
+                                   fmt::format("127.0.0.1:{}", server.port())},
+                                  {}, 10s);
+    EXPECT_EQ(second.code, 1);
+    EXPECT_NE(second.err.find(fmt::format("cannot listen on 127.0.0.1:{}", server.port())), std::string::npos)
+        << second.err;
+}
+
 TEST_F(Web, StopsOnSigterm) {
     rt::WebServer server;
     ASSERT_TRUE(server.ready()) << server.log();

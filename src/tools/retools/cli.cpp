@@ -368,7 +368,7 @@ int cmd_scheduled(const Views& v, const Args& a) {
         for (const auto& s : all)
             rows.push_back({s["job_id"].get<std::string>(), s["job"].get<std::string>(),
                             s["queue"].get<std::string>(), format_time(s["due"]),
-                            format_age(s["due"].get<double>() - now), short_json(s["kwargs"])});
+                            format_until(s["due"].get<double>(), now), short_json(s["kwargs"])});
         print_table({"JOB ID", "JOB", "QUEUE", "DUE", "IN", "KWARGS"}, rows, "(no scheduled jobs)");
         return 0;
     }

@@ -34,6 +34,10 @@ std::string format_age(const nlohmann::json& seconds) {
     return fmt::format("{}d{:02}h", n / 86400, n % 86400 / 3600);
 }
 
+std::string format_until(double due, double now) {
+    return due >= now ? format_age(due - now) : "overdue " + format_age(now - due);
+}
+
 std::string format_ratio(double ratio) {
     return fmt::format("{:.1f}%", ratio * 100.0);
 }

@@ -12,6 +12,8 @@ namespace retools::tools {
 std::string format_time(const nlohmann::json& t);
 /// A duration in seconds as `850ms`, `12s`, `3m04s`, `2h05m`, `3d04h`; "-" for null.
 std::string format_age(const nlohmann::json& seconds);
+/// Time until Unix time `due`: `in 5m00s` style `5m00s`, or `overdue 12s` once past.
+std::string format_until(double due, double now);
 /// A ratio as a percentage, `87.5%`.
 std::string format_ratio(double ratio);
 /// Text safe to print on a terminal: control characters (escape sequences

@@ -138,7 +138,6 @@ json failed_model(const json& d) {
                         format_time(f["failed_at"]),
                         f["queue"],
                         display(f["job"]),
-                        display(f["job_id"]),
                         code(f["error"].get<std::string>()),
                         code(f["payload"].get<std::string>()),
                         {{"actions",
@@ -155,7 +154,7 @@ json failed_model(const json& d) {
                               action("Clear all", "/failed/clear", json::object(),
                                      fmt::format("Delete all {} failed jobs?", d.size()), true)}}});
     sections.push_back(table(fmt::format("Failed jobs ({})", d.size()),
-                             {"#", "Failed at", "Queue", "Job", "Job ID", "Error", "Payload", ""}, rows,
+                             {"#", "Failed at", "Queue", "Job", "Error", "Payload", ""}, rows,
                              "No failed jobs."));
     return {{"sections", sections}};
 }
@@ -168,7 +167,7 @@ json scheduled_model(const json& d) {
                         s["job"],
                         s["queue"],
                         format_time(s["due"]),
-                        format_age(s["due"].get<double>() - now),
+                        format_until(s["due"].get<double>(), now),
                         pretty(s["kwargs"]),
                         {{"actions",
                           {action("Cancel", "/scheduled/cancel", {{"job_id", s["job_id"]}},

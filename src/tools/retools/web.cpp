@@ -11,6 +11,7 @@
 #include <httplib.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <cstdio>
@@ -290,6 +291,12 @@ int serve(const Views& views, const WebOptions& options) {
     Server server{views, options};
     server.routes();
     server.http.set_payload_max_length(64u << 20);
+    // SO_REUSEADDR only: httplib's default also sets SO_REUSEPORT, which would
+    // let a second server share the port and take half of the requests.
+    server.http.set_socket_options([](socket_t sock) {
+        int yes = 1;
+        ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    });
     if (!server.http.bind_to_port(options.host, options.port)) {
         std::cerr << fmt::format("retools: cannot listen on {}:{}\n", options.host, options.port);
         return 1;
