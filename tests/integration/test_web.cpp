@@ -384,6 +384,22 @@ TEST_F(Web, MetricsAreValidExpositionAndMatchRedis) {
     }
 }
 
+TEST_F(Web, TheFailedPageShowsTheOldest200) {
+    retools::Pipeline p;
+    for (int i = 0; i < 205; ++i)
+        p.command("RPUSH", "retools:failed",
+                  retools::FailedJob{fmt::format("payload-{}", i), "main", "e", "w", 1.0}.to_json());
+    conn.execute(p);
+    rt::WebServer server;
+    ASSERT_TRUE(server.ready()) << server.log();
+    auto r = server.client().Get("/failed");
+    ASSERT_TRUE(r);
+    EXPECT_NE(r->body.find("Failed jobs (206, the oldest 200 shown)"), std::string::npos);
+    EXPECT_NE(r->body.find("payload-198"), std::string::npos);
+    EXPECT_EQ(r->body.find("payload-199"), std::string::npos);
+    EXPECT_EQ(get_json(server, "/api/failed").size(), 206u);
+}
+
 TEST_F(Web, RefusesAPortInUse) {
     rt::WebServer server;
     ASSERT_TRUE(server.ready()) << server.log();

@@ -130,9 +130,12 @@ json workers_model(const json& d) {
                 rows, "No live workers.")}}};
 }
 
+constexpr std::size_t max_failed_rows = 200;
+
 json failed_model(const json& d) {
     json rows = json::array();
     for (const auto& f : d) {
+        if (rows.size() == max_failed_rows) break;  // the page stays small; /api/failed has them all
         json fields = {{"entry", f["entry"]}};
         rows.push_back({num(f["index"]),
                         format_time(f["failed_at"]),
@@ -153,9 +156,11 @@ json failed_model(const json& d) {
                                      fmt::format("Retry all {} failed jobs?", d.size())),
                               action("Clear all", "/failed/clear", json::object(),
                                      fmt::format("Delete all {} failed jobs?", d.size()), true)}}});
-    sections.push_back(table(fmt::format("Failed jobs ({})", d.size()),
-                             {"#", "Failed at", "Queue", "Job", "Error", "Payload", ""}, rows,
-                             "No failed jobs."));
+    sections.push_back(
+        table(d.size() > max_failed_rows
+                  ? fmt::format("Failed jobs ({}, the oldest {} shown)", d.size(), max_failed_rows)
+                  : fmt::format("Failed jobs ({})", d.size()),
+              {"#", "Failed at", "Queue", "Job", "Error", "Payload", ""}, rows, "No failed jobs."));
     return {{"sections", sections}};
 }
 
