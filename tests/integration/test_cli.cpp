@@ -362,6 +362,26 @@ TEST_F(Cli, DestructiveFailedCommandsNeedYesWithoutATerminal) {
     EXPECT_EQ(conn.command("EXISTS", "retools:failed").as_integer(), 0);
 }
 
+TEST_F(Cli, DestructiveCommandsAskOnATerminal) {
+    if (::access("/usr/bin/script", X_OK) != 0) GTEST_SKIP() << "/usr/bin/script (util-linux) is missing";
+    // script(1) runs the command on a pseudo-terminal fed from this pipe.
+    auto on_tty = [&](const std::string& answer, const std::string& args) {
+        return rt::run_program(
+            {"/bin/sh", "-c",
+             fmt::format("printf '{}\\n' | /usr/bin/script -qec '{} --url {} {}' /dev/null", answer,
+                         RETOOLS_TOOL_PROGRAM, rt::redis_url(), args)});
+    };
+    auto no = on_tty("n", "failed clear");
+    EXPECT_EQ(no.code, 1) << no.out << no.err;
+    EXPECT_NE(no.out.find("Delete all 2 failed jobs? [y/N]"), std::string::npos) << no.out;
+    EXPECT_NE(no.out.find("cancelled"), std::string::npos) << no.out;
+    EXPECT_EQ(qm.failed_count(), 2u);
+    auto yes = on_tty("y", "failed remove 1");
+    EXPECT_EQ(yes.code, 0) << yes.out << yes.err;
+    EXPECT_NE(yes.out.find("Remove failed job 1 (tests.cli:other)? [y/N]"), std::string::npos) << yes.out;
+    EXPECT_EQ(qm.failed_count(), 1u);
+}
+
 TEST_F(Cli, ScheduledListAndCancel) {
     auto r = run({"scheduled"});
     ASSERT_EQ(r.code, 0) << r.err;
