@@ -190,6 +190,15 @@ NamespaceStats namespace_stats(std::string_view region, std::string_view ns, std
 /// Per-namespace, per-key and total statistics of a region. Three round trips.
 RegionStats region_stats(std::string_view region, std::string_view day = {});
 
+/// Regions that ever stored a value in this Redis (`retools:regions`, written
+/// by every service, C++ or Python), sorted. One round trip.
+///
+/// ```cpp
+/// for (const auto& region : retools::stored_regions())
+///     std::cout << region << ": " << retools::region_stats(region).total.hits << " hits\n";
+/// ```
+std::vector<std::string> stored_regions(const Connection& conn = global_connection());
+
 /// Marks every value of a region stale without deleting anything: their
 /// `created` goes back by the longest `expires` of all regions plus an hour,
 /// and keys whose value hash is gone leave the namespace's key set. Works on

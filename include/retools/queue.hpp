@@ -174,6 +174,10 @@ public:
     std::size_t queue_length(std::string_view queue_name = {}) const;
     /// Names in `retools:queues` (every queue ever enqueued to).
     std::vector<std::string> queue_names() const;
+    /// The first `count` payloads waiting in `queue_name` (default queue when
+    /// empty), head first, verbatim and unparsed (one LRANGE): for tools that
+    /// show a queue, which must not fail on one malformed entry.
+    std::vector<std::string> peek_payloads(std::string_view queue_name, std::size_t count) const;
 
     /// Enqueues jobs of any names, queues and options in one round trip;
     /// returns their ids in order. Each queue receives its jobs in order.

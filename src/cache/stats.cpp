@@ -1,4 +1,5 @@
 // Reading the hit/miss counters the cache writes.
+#include <algorithm>
 #include <charconv>
 
 #include <retools/cache.hpp>
@@ -102,6 +103,12 @@ RegionStats region_stats(std::string_view region, std::string_view day) {
         ns.total += counts[i];
         out.total += counts[i];
     }
+    return out;
+}
+
+std::vector<std::string> stored_regions(const Connection& conn) {
+    std::vector<std::string> out = members_of(conn.command("SMEMBERS", detail::cache_keys::regions));
+    std::sort(out.begin(), out.end());
     return out;
 }
 
