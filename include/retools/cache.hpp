@@ -36,8 +36,8 @@ namespace retools {
 struct CacheRegionOptions {
     /// How long a stored value stays fresh; also the TTL of the regeneration
     /// lock, as in the original, which the caller computing a value renews
-    /// every `expires / 3` while its function runs (from 30 ms up), so a
-    /// function slower than `expires` is still computed once. 0 means never
+    /// every `expires / 3` while its function runs (for `expires` from 30 ms
+    /// to 5 minutes), so a function slower than `expires` is still computed once. 0 means never
     /// fresh: every call regenerates. Must not be negative.
     std::chrono::milliseconds expires{0};
     /// TTL of the value hash in Redis (the original's `redis_expiration`);
