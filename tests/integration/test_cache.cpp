@@ -991,7 +991,7 @@ TEST_F(CacheTest, EarlyRefreshRecomputesAheadOfExpiryAndNobodyWaits) {
     EXPECT_EQ(read_for(2400ms, 4), 0);  // no caller waited, got a wrong value or computed
     EXPECT_EQ(child.exit_code(20s), 0);
     EXPECT_TRUE(retools::detail::refreshes_idle(5000));
-    ASSERT_TRUE(eventually([&] { return get("xf:inside") == "0"; }));
+    ASSERT_TRUE(rt::wait_until([&] { return get("xf:inside") == "0"; }, 5s));
     EXPECT_EQ(get("xf:overlaps"), "<nil>");  // never two computations at once, across processes
     long long computations = std::stoll(get("xf:computations"));
     EXPECT_GE(computations, 1 + 3);   // refreshed in every period of 600 ms, in the background
