@@ -10,7 +10,6 @@
 #include <nlohmann/json.hpp>
 
 #include <retools/connection.hpp>
-#include <retools/detail/random_token.hpp>  // uuid4_hex() for job ids
 
 namespace retools {
 

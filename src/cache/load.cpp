@@ -10,7 +10,7 @@
 #include <fmt/format.h>
 
 #include <retools/cache.hpp>
-#include <retools/detail/random_token.hpp>
+#include "core/random_token.hpp"
 #include <retools/lock.hpp>
 #include <retools/script.hpp>
 

@@ -7,7 +7,7 @@
 #include <mutex>
 #include <random>
 
-#include <retools/detail/random_token.hpp>
+#include "core/random_token.hpp"
 
 namespace retools::detail {
 namespace {

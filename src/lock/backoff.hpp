@@ -5,7 +5,7 @@
 #include <chrono>
 #include <thread>
 
-#include <retools/detail/random_token.hpp>
+#include "core/random_token.hpp"
 
 namespace retools::detail {
 

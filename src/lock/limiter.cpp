@@ -3,7 +3,7 @@
 
 #include <fmt/format.h>
 
-#include <retools/detail/random_token.hpp>
+#include "core/random_token.hpp"
 #include <retools/limiter.hpp>
 
 #include "lock/backoff.hpp"

@@ -6,7 +6,7 @@
 
 #include <fmt/format.h>
 
-#include <retools/detail/random_token.hpp>
+#include "core/random_token.hpp"
 #include <retools/lock.hpp>
 
 #include "lock/backoff.hpp"

@@ -8,6 +8,7 @@
 #include <retools/queue.hpp>
 
 #include "core/errors.hpp"
+#include "core/random_token.hpp"
 #include "queue/indexed_range.hpp"
 #include "core/clock.hpp"
 #include "queue/keys.hpp"

@@ -13,7 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include <retools/detail/python_repr.hpp>
-#include <retools/detail/random_token.hpp>
+#include "core/random_token.hpp"
 
 #include "core/clock.hpp"
 #include "queue/keys.hpp"

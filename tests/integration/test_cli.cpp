@@ -57,10 +57,14 @@ protected:
     void SetUp() override {
         rt::RedisTest::SetUp();
         now = unix_now();
-        // Queues: "high" with an enqueue time 30 s ago (latency), "main" with two jobs.
+        // Queues: "high" with an enqueue time 30 s ago (latency), "main" with two
+        // jobs, the first pushed as Python retools does (no enqueued_at: latency unknown).
         high_id = qm.enqueue("tests.cli:urgent", {{"n", 1}},
                              {.queue_name = "high", .metadata = {{"enqueued_at", now - 30}}});
-        qm.enqueue("tests.cli:send", {{"to", "a@example.com"}});
+        conn.command(
+            "RPUSH", "retools:queue:main",
+            qm.make_payload("0123456789abcdef0123456789abcde0", "tests.cli:send", {{"to", "a@example.com"}}));
+        conn.command("SADD", "retools:queues", "main");
         qm.enqueue("tests.cli:send", {{"to", "b@example.com"}});
         // Failed: one with a hand-written payload, one more.
         qm.record_failure({odd_payload, "main", "ValueError: bad image", "host:1:main", now - 60});

@@ -15,7 +15,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
-#include <retools/detail/random_token.hpp>
+#include "core/random_token.hpp"
 #include <retools/errors.hpp>
 #include <retools/lock.hpp>
 #include <retools/script.hpp>

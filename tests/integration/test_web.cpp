@@ -34,7 +34,11 @@ protected:
         double now = unix_now();
         qm.enqueue("tests.web:send", {{"to", "a@example.com"}}, {.metadata = {{"enqueued_at", now - 12}}});
         qm.enqueue("tests.web:send", {{"to", "b@example.com"}});
-        qm.enqueue(evil, {{"x", "<img src=x onerror=alert(2)>"}}, {.queue_name = "high"});
+        // Pushed as Python retools does: no enqueued_at, so the latency is unknown.
+        conn.command("RPUSH", "retools:queue:high",
+                     qm.make_payload("0123456789abcdef0123456789abcde1", evil,
+                                     {{"x", "<img src=x onerror=alert(2)>"}}));
+        conn.command("SADD", "retools:queues", "high");
         failed_payload =
             qm.make_payload("0123456789abcdef0123456789abcdef", "tests.web:resize", {{"image", "a.png"}});
         qm.record_failure(

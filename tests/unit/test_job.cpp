@@ -11,6 +11,7 @@
 #include <retools/job.hpp>
 #include <retools/queue.hpp>
 
+#include "core/random_token.hpp"
 #include "queue/python_json.hpp"
 
 using nlohmann::json;

@@ -20,7 +20,7 @@
 
 #include <fmt/format.h>
 
-#include <retools/detail/random_token.hpp>
+#include "core/random_token.hpp"
 #include <retools/errors.hpp>
 
 #include "assets.hpp"
