@@ -157,8 +157,10 @@ TEST_F(WorkerTest, BurstMakesFewRoundTrips) {
     auto before = conn.round_trips();
     EXPECT_EQ(w.work({.burst = true}).succeeded, 200u);
     // Start-up and shut-down take a handful; the 200 jobs are taken and
-    // finished in batches, not one round trip each.
-    EXPECT_LT(conn.round_trips() - before, 40u);
+    // finished in batches, not one round trip each. Finished jobs are
+    // acknowledged at most 2 ms late, so a slow (sanitizer) build sends a few
+    // more acknowledgements than a fast one.
+    EXPECT_LT(conn.round_trips() - before, 50u);
     EXPECT_EQ(conn.command("LLEN", keys::queue("main")).as_integer(), 0);
     EXPECT_EQ(conn.command("EXISTS", keys::processing(w.id())).as_integer(), 0);
 }
@@ -451,7 +453,10 @@ TEST_F(WorkerTest, ThreadModeJobsBehindASlowOneDoNotWaitForIt) {
         return nullptr;
     });
     w.register_job("tests.jobs:after", [&](const json&) -> json {
-        if (slow_running) ++after_during_slow;
+        // Taken together with the slow job, an "after" job may start a moment
+        // before the slow one's first line runs: wait for it (briefly). One
+        // stuck behind the slow job starts after it ended and never sees it.
+        if (wait_until([&] { return slow_running.load(); }, 300ms)) ++after_during_slow;
         return nullptr;
     });
     qm.enqueue_many("tests.jobs:quick", std::vector<json>(300, json::object()));
