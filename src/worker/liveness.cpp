@@ -389,7 +389,7 @@ std::vector<Worker> Worker::get_workers(const Connection& conn) {
 }
 
 std::size_t Worker::requeue_orphans(const Connection& conn) {
-    constexpr std::size_t default_max_recoveries = WorkerOptions{}.max_recoveries;
+    const std::size_t default_max_recoveries = WorkerOptions{}.max_recoveries;
     std::size_t requeued = detail::prune_dead_workers(conn, default_max_recoveries);
     auto r =
         detail::recover_dead_workers(conn, WorkerOptions{}.heartbeat_timeout, default_max_recoveries, true);
