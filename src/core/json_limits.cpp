@@ -45,40 +45,6 @@ void check_json_depth(std::string_view text, std::string_view what) {
         throw QueueError(fmt::format("{} nests deeper than {} levels", what, max_json_depth));
 }
 
-bool valid_utf8(std::string_view s) noexcept {
-    std::size_t i = 0;
-    const std::size_t n = s.size();
-    while (i < n) {
-        auto b0 = static_cast<unsigned char>(s[i]);
-        if (b0 < 0x80) {
-            ++i;
-            continue;
-        }
-        std::size_t len;
-        std::uint32_t cp;
-        if ((b0 & 0xe0) == 0xc0) {
-            len = 2, cp = b0 & 0x1f;
-        } else if ((b0 & 0xf0) == 0xe0) {
-            len = 3, cp = b0 & 0x0f;
-        } else if ((b0 & 0xf8) == 0xf0) {
-            len = 4, cp = b0 & 0x07;
-        } else {
-            return false;
-        }
-        if (i + len > n) return false;
-        for (std::size_t k = 1; k < len; ++k) {
-            auto b = static_cast<unsigned char>(s[i + k]);
-            if ((b & 0xc0) != 0x80) return false;
-            cp = (cp << 6) | (b & 0x3f);
-        }
-        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        i += len;
-    }
-    return true;
-}
-
 namespace {
 constexpr char b64_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 

@@ -2,8 +2,8 @@
 // Guards for untrusted JSON text (job payloads, failed-list entries), applied
 // before nlohmann_json parses it: parsing, copying and re-serialising a value
 // recurse once per nesting level, so a hostile 200,000-deep payload would
-// overflow the stack. Also base64 and UTF-8 checks for keeping arbitrary bytes
-// inside JSON text.
+// overflow the stack. Also base64 for keeping arbitrary bytes inside JSON
+// text (UTF-8 checks are in core/utf8.hpp).
 
 #include <cstddef>
 #include <optional>
@@ -21,9 +21,6 @@ std::size_t json_depth(std::string_view text, std::size_t limit = max_json_depth
 
 /// Throws QueueError `"<what> nests deeper than 512 levels"` when it does.
 void check_json_depth(std::string_view text, std::string_view what);
-
-/// True when `text` is valid UTF-8 (no overlongs, surrogates or code points past U+10FFFF).
-bool valid_utf8(std::string_view text) noexcept;
 
 /// Standard base64 (RFC 4648, with padding).
 std::string base64_encode(std::string_view bytes);

@@ -13,10 +13,15 @@
 #include <retools/detail/python_repr.hpp>
 #include <retools/pickle.hpp>
 
+#include "core/utf8.hpp"
+
 namespace retools::pickle {
 namespace {
 
 using Kind = Value::Kind;
+using retools::detail::append_utf8;
+using retools::detail::utf8_sequence;
+using retools::detail::valid_utf8;
 
 // Longest int we accept: Python 3 itself refuses to read more than 4300
 // decimal digits; 2048 bytes of two's complement is about 4930.
@@ -24,65 +29,6 @@ constexpr std::size_t max_int_bytes = 2048;
 constexpr std::size_t max_int_digits = 4300;
 
 // ---- UTF-8 -----------------------------------------------------------------
-
-void append_utf8(std::string& out, std::uint32_t cp) {
-    if (cp < 0x80) {
-        out += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-        out += static_cast<char>(0xc0 | (cp >> 6));
-        out += static_cast<char>(0x80 | (cp & 0x3f));
-    } else if (cp < 0x10000) {
-        out += static_cast<char>(0xe0 | (cp >> 12));
-        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-        out += static_cast<char>(0x80 | (cp & 0x3f));
-    } else {
-        out += static_cast<char>(0xf0 | (cp >> 18));
-        out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
-        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-        out += static_cast<char>(0x80 | (cp & 0x3f));
-    }
-}
-
-// Decodes one UTF-8 sequence at s[i]; returns its length, 0 when malformed.
-// `surrogates`: accept encoded U+D800..U+DFFF (Python writes lone surrogates
-// that way, "surrogatepass").
-std::size_t utf8_sequence(std::string_view s, std::size_t i, std::uint32_t& cp, bool surrogates) {
-    const auto b0 = static_cast<unsigned char>(s[i]);
-    if (b0 < 0x80) {
-        cp = b0;
-        return 1;
-    }
-    std::size_t n;
-    std::uint32_t min;
-    if ((b0 & 0xe0) == 0xc0) {
-        n = 2, cp = b0 & 0x1f, min = 0x80;
-    } else if ((b0 & 0xf0) == 0xe0) {
-        n = 3, cp = b0 & 0x0f, min = 0x800;
-    } else if ((b0 & 0xf8) == 0xf0) {
-        n = 4, cp = b0 & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (i + n > s.size()) return 0;
-    for (std::size_t k = 1; k < n; ++k) {
-        const auto b = static_cast<unsigned char>(s[i + k]);
-        if ((b & 0xc0) != 0x80) return 0;
-        cp = (cp << 6) | (b & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff) return 0;
-    if (!surrogates && cp >= 0xd800 && cp <= 0xdfff) return 0;
-    return n;
-}
-
-bool utf8_valid(std::string_view s, bool surrogates) noexcept {
-    for (std::size_t i = 0; i < s.size();) {
-        std::uint32_t cp;
-        const std::size_t n = utf8_sequence(s, i, cp, surrogates);
-        if (n == 0) return false;
-        i += n;
-    }
-    return true;
-}
 
 // ---- ints --------------------------------------------------------------------
 
@@ -780,7 +726,7 @@ bool Reader::parse(std::uint32_t& root) {
             case 0x8c:
             case 0x8d: {  // BINUNICODE, SHORT_BINUNICODE, BINUNICODE8
                 if (!counted(op == 0x8c ? 1 : op == 'X' ? 4 : 8, arg)) return false;
-                if (!utf8_valid(arg, true)) return err("str is not valid UTF-8");
+                if (!valid_utf8(arg, true)) return err("str is not valid UTF-8");
                 if (!push_kind(Kind::str, std::string(arg))) return false;
                 break;
             }
@@ -1085,7 +1031,7 @@ Decoded decode(std::string_view data, const Limits& limits) {
 }
 
 bool is_utf8(std::string_view s) noexcept {
-    return utf8_valid(s, false);
+    return valid_utf8(s, false);
 }
 
 void Writer::integer(std::int64_t i) {
@@ -1159,7 +1105,7 @@ void Writer::str(std::string_view utf8) {
 }
 
 void Writer::text(std::string_view s) {
-    if (utf8_valid(s, false) && s.size() <= 0xffffffffu)
+    if (valid_utf8(s, false) && s.size() <= 0xffffffffu)
         str(s);
     else
         bytes(s);

@@ -8,6 +8,8 @@
 #include <retools/detail/python_repr.hpp>
 #include <retools/detail/python_str.hpp>
 
+#include "core/utf8.hpp"
+
 namespace retools::detail {
 namespace {
 
@@ -170,32 +172,6 @@ bool printable(std::uint32_t cp) {
     return it == std::begin(kNonPrintable) || std::prev(it)->last < cp;
 }
 
-// One UTF-8 sequence at s[i] (encoded surrogates accepted); its length, 0 when malformed.
-std::size_t decode_utf8(std::string_view s, std::size_t i, std::uint32_t& cp) {
-    const auto b0 = static_cast<unsigned char>(s[i]);
-    std::size_t n;
-    std::uint32_t min;
-    if (b0 < 0x80) {
-        cp = b0;
-        return 1;
-    } else if ((b0 & 0xe0) == 0xc0) {
-        n = 2, cp = b0 & 0x1f, min = 0x80;
-    } else if ((b0 & 0xf0) == 0xe0) {
-        n = 3, cp = b0 & 0x0f, min = 0x800;
-    } else if ((b0 & 0xf8) == 0xf0) {
-        n = 4, cp = b0 & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (i + n > s.size()) return 0;
-    for (std::size_t k = 1; k < n; ++k) {
-        const auto b = static_cast<unsigned char>(s[i + k]);
-        if ((b & 0xc0) != 0x80) return 0;
-        cp = (cp << 6) | (b & 0x3f);
-    }
-    return cp < min || cp > 0x10ffff ? 0 : n;
-}
-
 // `prefix` then `digits` lowercase hex digits of v.
 void append_escape(std::string& out, const char* prefix, std::uint32_t v, int digits) {
     constexpr char hex[] = "0123456789abcdef";
@@ -211,7 +187,7 @@ void append_python_string_repr(std::string& out, std::string_view s) {
     out += quote;
     for (std::size_t i = 0; i < s.size();) {
         std::uint32_t cp;
-        const std::size_t n = decode_utf8(s, i, cp);
+        const std::size_t n = utf8_sequence(s, i, cp, true);
         if (n == 0) {
             // A byte that is not UTF-8: shown as Python shows a str decoded
             // with errors="surrogateescape" (os.fsdecode()).

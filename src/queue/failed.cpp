@@ -12,6 +12,7 @@
 #include "core/clock.hpp"
 #include "core/errors.hpp"
 #include "core/json_limits.hpp"
+#include "core/utf8.hpp"
 #include "queue/json_fields.hpp"
 #include "queue/keys.hpp"
 #include "queue/payloads.hpp"

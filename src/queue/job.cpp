@@ -9,6 +9,7 @@
 #include <retools/job.hpp>
 
 #include "core/json_limits.hpp"
+#include "core/utf8.hpp"
 #include "queue/keys.hpp"
 #include "queue/python_json.hpp"
 
@@ -33,35 +34,10 @@ void append_u_escape(std::uint32_t unit, std::string& out) {
 // Decodes one UTF-8 sequence starting at s[i]; returns its code point and
 // advances i, or throws for invalid UTF-8 (Python could not have written it).
 std::uint32_t decode_utf8(std::string_view s, std::size_t& i, std::string_view what) {
-    auto bad = [&]() -> std::uint32_t {
-        throw QueueError(fmt::format("{} holds a string that is not valid UTF-8", what));
-    };
-    auto b0 = static_cast<unsigned char>(s[i]);
-    std::size_t len;
     std::uint32_t cp;
-    if (b0 < 0x80) {
-        ++i;
-        return b0;
-    } else if ((b0 & 0xe0) == 0xc0) {
-        len = 2, cp = b0 & 0x1f;
-    } else if ((b0 & 0xf0) == 0xe0) {
-        len = 3, cp = b0 & 0x0f;
-    } else if ((b0 & 0xf8) == 0xf0) {
-        len = 4, cp = b0 & 0x07;
-    } else {
-        return bad();
-    }
-    if (i + len > s.size()) return bad();
-    for (std::size_t k = 1; k < len; ++k) {
-        auto b = static_cast<unsigned char>(s[i + k]);
-        if ((b & 0xc0) != 0x80) return bad();
-        cp = (cp << 6) | (b & 0x3f);
-    }
-    // Overlong forms, surrogates and out-of-range code points are invalid.
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return bad();
-    i += len;
+    const std::size_t n = detail::utf8_sequence(s, i, cp);
+    if (n == 0) throw QueueError(fmt::format("{} holds a string that is not valid UTF-8", what));
+    i += n;
     return cp;
 }
 

@@ -54,8 +54,9 @@ void raw_store(RawConnection& raw, const std::string& key, std::string_view ns =
 }
 
 // Hit with statistics: one MULTI/HGETALL/GET/INCR/EXEC pipeline.
+template <Transport T = Transport::plain>
 Run raw_hit_stats(const Env& env, std::size_t count) {
-    RawConnection raw(env);
+    RawConnection raw(env, T);
     raw_store(raw, "bunny 10");
     std::string vkey = value_key("bunny 10");
     return {time_it([&] {
@@ -259,7 +260,7 @@ void add_cache_rows(const Env& env, std::vector<Row>& rows) {
                     .label = "Cache: fresh hit, statistics on",
                     .count = n,
                     .retools = hit_stats,
-                    .floor = raw_hit_stats,
+                    .floor = raw_hit_stats<>,
                     .floor_target = 0.9});
     rows.push_back({.id = "cache_hit_nostats",
                     .label = "Cache: fresh hit, statistics off",
@@ -278,8 +279,15 @@ void add_cache_rows(const Env& env, std::vector<Row>& rows) {
                         .label = "Cache: fresh hit, statistics on, over TLS, floor plain TCP",
                         .count = n,
                         .retools = retools_hit_tls,
-                        .floor = raw_hit_stats,
+                        .floor = raw_hit_stats<>,
                         .floor_target = 0.8});
+    if (!env.tls_url.empty())
+        rows.push_back({.id = "cache_hit_tls_floor_tls",
+                        .label = "Cache: fresh hit, statistics on, over TLS, floor raw TLS",
+                        .count = n,
+                        .retools = retools_hit_tls,
+                        .floor = raw_hit_stats<Transport::tls>,
+                        .floor_target = 0.9});
     rows.push_back({.id = "cache_hit_100_single",
                     .label = "Cache: 100 keys as 100 single hits",
                     .unit = "100 keys/s",

@@ -22,8 +22,9 @@ Run conn_get(const Env& env, std::size_t count) {
             {}};
 }
 
+template <Transport T = Transport::plain>
 Run raw_get(const Env& env, std::size_t count) {
-    RawConnection raw(env);
+    RawConnection raw(env, T);
     raw.cmd("SET", "bench:conn:key", "value");
     raw.read();
     return {time_it([&] {
@@ -109,7 +110,7 @@ void add_connection_rows(const Env& env, std::vector<Row>& rows) {
                     .label = "Connection: one command (GET)",
                     .count = n,
                     .retools = conn_get,
-                    .floor = raw_get,
+                    .floor = raw_get<>,
                     .floor_target = 0.9});
     rows.push_back({.id = "conn_pipeline",
                     .label = "Connection: pipeline of 100 SET",
@@ -123,8 +124,15 @@ void add_connection_rows(const Env& env, std::vector<Row>& rows) {
                         .label = "Connection: one command (GET) over TLS, floor plain TCP",
                         .count = n,
                         .retools = conn_get_tls,
-                        .floor = raw_get,
+                        .floor = raw_get<>,
                         .floor_target = 0.8});
+    if (!env.tls_url.empty())
+        rows.push_back({.id = "conn_get_tls_floor_tls",
+                        .label = "Connection: one command (GET) over TLS, floor raw TLS",
+                        .count = n,
+                        .retools = conn_get_tls,
+                        .floor = raw_get<Transport::tls>,
+                        .floor_target = 0.9});
     for (std::size_t threads : {1, 4, 16})
         rows.push_back({.id = "conn_threads_" + std::to_string(threads),
                         .label = fmt::format("Connection: GET, {} thread{} sharing one pool", threads,

@@ -37,6 +37,8 @@ struct Env {
     std::string url;  // redis://host:port/0
     Counts counts;
     std::string tls_url;  // rediss:// to the same server's TLS port; empty: none (an external --url)
+    int tls_port = 0;     // that port
+    std::string tls_ca;   // the CA certificate file that verifies it
 };
 
 /// One timed run.

@@ -104,10 +104,11 @@ int main(int argc, char** argv) {
     std::unique_ptr<retools::test::TestCertificates> certs;
     std::unique_ptr<retools::test::RedisServer> server;
     std::string tls_url;
+    int tls_port = 0;
     if (url.empty()) {
         // The private server also listens on a TLS port (certificates made now) for the TLS rows.
         certs = std::make_unique<retools::test::TestCertificates>();
-        int tls_port = retools::test::free_port();
+        tls_port = retools::test::free_port();
         server = std::make_unique<retools::test::RedisServer>(retools::test::ServerOptions{
             .args = {"--tls-port", std::to_string(tls_port), "--tls-cert-file", certs->server_cert,
                      "--tls-key-file", certs->server_key, "--tls-ca-cert-file", certs->ca_cert,
@@ -123,7 +124,9 @@ int main(int argc, char** argv) {
                    .port = options.port,
                    .url = url,
                    .counts = counts,
-                   .tls_url = tls_url};
+                   .tls_url = tls_url,
+                   .tls_port = tls_port,
+                   .tls_ca = certs ? certs->ca_cert : std::string()};
     retools::global_connection() = env.conn;
     fmt::print(stderr, "retools-bench: redis-server at {}{}\n", url, smoke ? " (smoke counts)" : "");
 

@@ -1,6 +1,13 @@
 #pragma once
 // The floor: one raw hiredis connection, no pool, no Reply wrapper. Each
-// floor benchmark sends exactly the round trips its operation needs.
+// floor benchmark sends exactly the round trips its operation needs. Over TLS
+// (hiredis 0.14 has none) the floor is a blocking OpenSSL session on one
+// socket feeding hiredis' reply reader: the least any TLS client must do.
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <array>
 #include <charconv>
@@ -14,6 +21,7 @@
 
 #include <fmt/format.h>
 #include <hiredis/hiredis.h>
+#include <openssl/ssl.h>
 
 #include "harness.hpp"
 
@@ -24,13 +32,26 @@ struct ReplyDeleter {
 };
 using RawReply = std::unique_ptr<redisReply, ReplyDeleter>;
 
+/// Plain TCP through hiredis, or TLS to the server's TLS port.
+enum class Transport { plain, tls };
+
 class RawConnection {
 public:
-    explicit RawConnection(const Env& env) {
+    explicit RawConnection(const Env& env, Transport transport = Transport::plain) {
+        if (transport == Transport::tls) {
+            open_tls(env);
+            return;
+        }
         c_ = redisConnect(env.host.c_str(), env.port);
         if (!c_ || c_->err) throw std::runtime_error("raw hiredis: cannot connect");
     }
-    ~RawConnection() { redisFree(c_); }
+    ~RawConnection() {
+        if (c_ != nullptr) redisFree(c_);
+        if (ssl_ != nullptr) SSL_free(ssl_);
+        if (ctx_ != nullptr) SSL_CTX_free(ctx_);
+        if (reader_ != nullptr) redisReaderFree(reader_);
+        if (fd_ >= 0) ::close(fd_);
+    }
     RawConnection(const RawConnection&) = delete;
     RawConnection& operator=(const RawConnection&) = delete;
 
@@ -50,6 +71,7 @@ public:
 
     /// Flushes and reads one reply; an error reply throws (the floor must do the real work).
     RawReply read() {
+        if (ssl_ != nullptr) return check(read_tls());
         if (!pending_.empty()) {
             if (redisAppendFormattedCommand(c_, pending_.data(), pending_.size()) != REDIS_OK)
                 throw std::runtime_error("raw hiredis: append failed");
@@ -58,10 +80,7 @@ public:
         void* raw = nullptr;
         if (redisGetReply(c_, &raw) != REDIS_OK)
             throw std::runtime_error(fmt::format("raw hiredis: {}", c_->errstr));
-        RawReply reply(static_cast<redisReply*>(raw));
-        if (reply->type == REDIS_REPLY_ERROR)
-            throw std::runtime_error(fmt::format("raw hiredis: {}", reply->str));
-        return reply;
+        return check(RawReply(static_cast<redisReply*>(raw)));
     }
     /// Reads `n` replies and returns the last.
     RawReply read(std::size_t n) {
@@ -70,9 +89,50 @@ public:
         return last;
     }
 
-    redisContext* get() const noexcept { return c_; }
-
 private:
+    static RawReply check(RawReply reply) {
+        if (reply->type == REDIS_REPLY_ERROR)
+            throw std::runtime_error(fmt::format("raw hiredis: {}", reply->str));
+        return reply;
+    }
+
+    void open_tls(const Env& env) {
+        fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in address{};
+        address.sin_family = AF_INET;
+        address.sin_port = htons(static_cast<std::uint16_t>(env.tls_port));
+        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (fd_ < 0 || ::connect(fd_, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0)
+            throw std::runtime_error("raw TLS: cannot connect");
+        int one = 1;
+        ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        ctx_ = SSL_CTX_new(TLS_client_method());
+        if (ctx_ == nullptr || SSL_CTX_load_verify_locations(ctx_, env.tls_ca.c_str(), nullptr) != 1)
+            throw std::runtime_error("raw TLS: cannot load the CA");
+        SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER, nullptr);
+        ssl_ = SSL_new(ctx_);
+        SSL_set_fd(ssl_, fd_);
+        if (SSL_connect(ssl_) != 1) throw std::runtime_error("raw TLS: handshake failed");
+        reader_ = redisReaderCreate();
+    }
+
+    RawReply read_tls() {
+        if (!pending_.empty()) {
+            if (SSL_write(ssl_, pending_.data(), static_cast<int>(pending_.size())) <= 0)
+                throw std::runtime_error("raw TLS: write failed");
+            pending_.clear();
+        }
+        for (;;) {
+            void* raw = nullptr;
+            if (redisReaderGetReply(reader_, &raw) != REDIS_OK)
+                throw std::runtime_error("raw TLS: protocol error");
+            if (raw != nullptr) return RawReply(static_cast<redisReply*>(raw));
+            int n = SSL_read(ssl_, buffer_.data(), static_cast<int>(buffer_.size()));
+            if (n <= 0) throw std::runtime_error("raw TLS: read failed");
+            redisReaderFeed(reader_, buffer_.data(), static_cast<std::size_t>(n));
+        }
+    }
+
     void header(char kind, std::size_t n) {
         char buf[24];
         buf[0] = kind;
@@ -89,6 +149,12 @@ private:
 
     redisContext* c_ = nullptr;
     std::string pending_;
+    // TLS only.
+    int fd_ = -1;
+    SSL_CTX* ctx_ = nullptr;
+    SSL* ssl_ = nullptr;
+    redisReader* reader_ = nullptr;
+    std::array<char, 16 * 1024> buffer_{};
 };
 
 /// The job every queue and worker benchmark uses.

@@ -10,6 +10,7 @@
 
 #include "../support/expect.hpp"
 #include "core/json_limits.hpp"
+#include "core/utf8.hpp"
 
 namespace rd = retools::detail;
 using retools::FailedJob;
