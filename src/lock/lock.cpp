@@ -6,9 +6,9 @@
 
 #include <fmt/format.h>
 
-#include "core/random_token.hpp"
 #include <retools/lock.hpp>
 
+#include "core/random_token.hpp"
 #include "lock/backoff.hpp"
 #include "lock/scripts.hpp"
 #include "lock/watchdog.hpp"
@@ -172,10 +172,10 @@ void Lock::wait_for_release(milliseconds slice) {
 void Lock::forget() noexcept {
     if (watchdog_) {
         if (watchdog_->in_owner_process()) {
-            watchdog_.reset();  // stops and joins the renewal thread
+            watchdog_.reset();  // stops the renewals
         } else {
             // Forked child: the parent's renewal thread is not ours to stop, and
-            // its state must not be destroyed here (see Watchdog::stop); leaking
+            // its state must not be destroyed here (see Watchdog); leaking
             // one small object per inherited lock is the safe choice.
             (void)watchdog_.release();
         }

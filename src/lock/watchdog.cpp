@@ -3,52 +3,164 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
 #include <exception>
+#include <map>
+#include <mutex>
+#include <thread>
 
 #include "lock/scripts.hpp"
 
 namespace retools {
+namespace detail {
+
+using SteadyClock = std::chrono::steady_clock;
+using Due = SteadyClock::time_point;
+
+/// One auto-renewing acquisition. `lost` is read by the Lock without the
+/// renewer's mutex; everything else is guarded by it.
+struct Renewal {
+    Connection conn;
+    std::string key;
+    std::string token;
+    std::chrono::milliseconds ttl;
+    std::atomic<bool> lost{false};
+    bool cancelled = false;
+    bool scheduled = false;
+    std::multimap<Due, std::shared_ptr<Renewal>>::iterator slot;
+};
+
+/// The process's renewal thread and its timetable. Renewals run one after
+/// another: each is one round trip, and a lock tolerates two missed ticks
+/// (ticks every ttl/3), so a slow server delays a renewal without losing the
+/// lock unless it stalls for most of a TTL.
+class Renewer {
+public:
+    Renewer() : pid_(static_cast<long>(::getpid())), thread_([this] { run(); }) {}
+    Renewer(const Renewer&) = delete;
+    Renewer& operator=(const Renewer&) = delete;
+    ~Renewer() {
+        {
+            std::lock_guard guard(mutex_);
+            stopping_ = true;
+        }
+        wake_.notify_all();
+        thread_.join();
+    }
+
+    /// The renewer of this process, started on first use. A forked child gets
+    /// a new one: the parent's thread does not exist there, and its copy is
+    /// leaked, never destroyed (its mutex and condition variable may be in
+    /// any state).
+    static std::shared_ptr<Renewer> of_this_process() {
+        static std::mutex mutex;
+        static std::shared_ptr<Renewer> current;
+        const auto pid = static_cast<long>(::getpid());
+        std::lock_guard guard(mutex);
+        if (current && current->pid_ != pid) {
+            new std::shared_ptr<Renewer>(std::move(current));  // leaked on purpose
+            current.reset();
+        }
+        if (!current) current = std::make_shared<Renewer>();
+        return current;
+    }
+
+    void add(const std::shared_ptr<Renewal>& renewal) {
+        bool earliest;
+        {
+            std::lock_guard guard(mutex_);
+            earliest = schedule(renewal, SteadyClock::now() + interval(*renewal));
+        }
+        if (earliest) wake_.notify_one();
+    }
+
+    void cancel(Renewal& renewal) {
+        std::lock_guard guard(mutex_);
+        renewal.cancelled = true;
+        if (renewal.scheduled) {
+            due_.erase(renewal.slot);  // drops the timetable's reference
+            renewal.scheduled = false;
+        }
+        // A renewal running right now may still extend the key once; that is
+        // harmless: the extend script only touches a key that holds our token.
+    }
+
+private:
+    static std::chrono::milliseconds interval(const Renewal& r) {
+        return std::max(r.ttl / 3, std::chrono::milliseconds{1});
+    }
+
+    // Under mutex_; returns whether it became the earliest entry.
+    bool schedule(const std::shared_ptr<Renewal>& renewal, Due when) {
+        renewal->slot = due_.emplace(when, renewal);
+        renewal->scheduled = true;
+        return renewal->slot == due_.begin();
+    }
+
+    void run() {
+        std::unique_lock guard(mutex_);
+        while (!stopping_) {
+            if (due_.empty()) {
+                wake_.wait(guard);
+                continue;
+            }
+            auto next = due_.begin();
+            if (next->first > SteadyClock::now()) {
+                wake_.wait_until(guard, next->first);
+                continue;
+            }
+            std::shared_ptr<Renewal> renewal = std::move(next->second);
+            due_.erase(next);
+            renewal->scheduled = false;
+            guard.unlock();
+            bool ours = true;
+            try {
+                ours =
+                    lock_extend_script()(renewal->conn, {renewal->key}, renewal->token, renewal->ttl.count())
+                        .as_integer() == 1;
+            } catch (const std::exception&) {
+                // Unreachable server: try again next tick; the key outlives two missed ticks.
+            }
+            guard.lock();
+            if (!ours)
+                renewal->lost.store(true, std::memory_order_release);
+            else if (!renewal->cancelled)
+                schedule(renewal, SteadyClock::now() + interval(*renewal));
+        }
+    }
+
+    long pid_;
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    bool stopping_ = false;
+    std::multimap<Due, std::shared_ptr<Renewal>> due_;
+    std::thread thread_;  // last: started once every other member exists
+};
+
+}  // namespace detail
 
 Lock::Watchdog::Watchdog(Connection conn, std::string key, std::string token, std::chrono::milliseconds ttl)
-    : conn_(std::move(conn)),
-      key_(std::move(key)),
-      token_(std::move(token)),
-      ttl_(ttl),
+    : renewer_(detail::Renewer::of_this_process()),
+      renewal_(std::make_shared<detail::Renewal>()),
       pid_(static_cast<long>(::getpid())) {
-    thread_ = std::thread([this] { run(); });
+    renewal_->conn = std::move(conn);
+    renewal_->key = std::move(key);
+    renewal_->token = std::move(token);
+    renewal_->ttl = ttl;
+    renewer_->add(renewal_);
+}
+
+Lock::Watchdog::~Watchdog() {
+    if (in_owner_process()) renewer_->cancel(*renewal_);
 }
 
 bool Lock::Watchdog::in_owner_process() const noexcept {
     return static_cast<long>(::getpid()) == pid_;
 }
 
-void Lock::Watchdog::stop() noexcept {
-    if (!thread_.joinable()) return;
-    {
-        std::lock_guard guard(mutex_);
-        stopping_ = true;
-    }
-    wake_.notify_all();
-    thread_.join();
-}
-
-void Lock::Watchdog::run() {
-    const auto interval = std::max(ttl_ / 3, std::chrono::milliseconds{1});
-    std::unique_lock guard(mutex_);
-    while (!wake_.wait_for(guard, interval, [this] { return stopping_; })) {
-        guard.unlock();
-        bool ours = true;
-        try {
-            ours = detail::lock_extend_script()(conn_, {key_}, token_, ttl_.count()).as_integer() == 1;
-        } catch (const std::exception&) {
-            // Unreachable server: try again next tick; the key outlives two missed ticks.
-        }
-        guard.lock();
-        if (!ours) {
-            lost_.store(true, std::memory_order_release);
-            return;
-        }
-    }
+bool Lock::Watchdog::lost() const noexcept {
+    return renewal_->lost.load(std::memory_order_acquire);
 }
 
 }  // namespace retools

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <iostream>
 #include <mutex>
 #include <new>
@@ -15,11 +16,11 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
-#include "core/random_token.hpp"
 #include <retools/errors.hpp>
 #include <retools/lock.hpp>
 #include <retools/script.hpp>
 
+#include "core/random_token.hpp"
 #include "expect.hpp"
 #include "redis_test.hpp"
 #include "wait.hpp"
@@ -336,6 +337,29 @@ TEST_F(LockTest, AutoRenewalKeepsTheLockWhileHeld) {
     Lock plain{"rt:lock:plain", {.expires = 300ms}};
     std::this_thread::sleep_for(400ms);
     EXPECT_FALSE(plain.owns_lock());
+}
+
+// Threads of this process, from /proc.
+std::size_t thread_count() {
+    std::size_t n = 0;
+    for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/task")) ++n;
+    return n;
+}
+
+TEST_F(LockTest, ManyAutoRenewingLocksShareOneRenewalThread) {
+    const std::size_t before = thread_count();
+    std::vector<Lock> locks;
+    for (int i = 0; i < 200; ++i)
+        locks.emplace_back(fmt::format("rt:lock:many-renew:{}", i),
+                           LockOptions{.expires = 300ms, .auto_renew = true});
+    EXPECT_LE(thread_count(), before + 1);  // at most the process's renewal thread, once
+    std::this_thread::sleep_for(900ms);     // three times expires
+    for (auto& lock : locks) {
+        EXPECT_FALSE(lock.renewal_failed());
+        EXPECT_GT(conn.command("PTTL", lock.key()).as_integer(), 0) << lock.key();
+    }
+    locks.clear();  // releases: every renewal stops with its lock
+    EXPECT_EQ(conn.command("EXISTS", "rt:lock:many-renew:0", "rt:lock:many-renew:199").as_integer(), 0);
 }
 
 TEST_F(LockTest, AutoRenewalReportsALostLock) {
