@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstdint>
 #include <exception>
 #include <map>
 #include <mutex>
@@ -37,7 +38,7 @@ struct Renewal {
 /// lock unless it stalls for most of a TTL.
 class Renewer {
 public:
-    Renewer() : pid_(static_cast<long>(::getpid())), thread_([this] { run(); }) {}
+    Renewer() : pid_(static_cast<long>(::getpid())) {}
     Renewer(const Renewer&) = delete;
     Renewer& operator=(const Renewer&) = delete;
     ~Renewer() {
@@ -46,7 +47,7 @@ public:
             stopping_ = true;
         }
         wake_.notify_all();
-        thread_.join();
+        if (thread_.joinable()) thread_.join();
     }
 
     /// The renewer of this process, started on first use. A forked child gets
@@ -71,19 +72,37 @@ public:
         {
             std::lock_guard guard(mutex_);
             earliest = schedule(renewal, SteadyClock::now() + interval(*renewal));
+            if (!running_) {
+                running_ = true;
+                thread_ = std::thread([this, epoch = ++epoch_] { run(epoch); });
+            }
         }
         if (earliest) wake_.notify_one();
     }
 
     void cancel(Renewal& renewal) {
-        std::lock_guard guard(mutex_);
-        renewal.cancelled = true;
-        if (renewal.scheduled) {
-            due_.erase(renewal.slot);  // drops the timetable's reference
-            renewal.scheduled = false;
+        std::thread retired;
+        {
+            std::lock_guard guard(mutex_);
+            renewal.cancelled = true;
+            if (renewal.scheduled) {
+                due_.erase(renewal.slot);  // drops the timetable's reference
+                renewal.scheduled = false;
+            }
+            // A renewal running right now may still extend the key once; that is
+            // harmless: the extend script only touches a key that holds our token.
+            if (due_.empty() && running_ && !in_flight_) {
+                // Nothing is held: the thread ends now, so that a process that
+                // forks between locks is single-threaded when it forks.
+                running_ = false;
+                ++epoch_;
+                retired = std::move(thread_);
+            }
         }
-        // A renewal running right now may still extend the key once; that is
-        // harmless: the extend script only touches a key that holds our token.
+        if (retired.joinable()) {
+            wake_.notify_all();
+            retired.join();
+        }
     }
 
 private:
@@ -98,12 +117,16 @@ private:
         return renewal->slot == due_.begin();
     }
 
-    void run() {
+    void run(std::uint64_t epoch) {
         std::unique_lock guard(mutex_);
-        while (!stopping_) {
+        while (!stopping_ && epoch == epoch_) {
             if (due_.empty()) {
-                wake_.wait(guard);
-                continue;
+                // The last renewal was lost or cancelled while it ran: end, and
+                // detach, as nobody will join this thread.
+                running_ = false;
+                ++epoch_;
+                thread_.detach();
+                return;
             }
             auto next = due_.begin();
             if (next->first > SteadyClock::now()) {
@@ -113,6 +136,7 @@ private:
             std::shared_ptr<Renewal> renewal = std::move(next->second);
             due_.erase(next);
             renewal->scheduled = false;
+            in_flight_ = true;
             guard.unlock();
             bool ours = true;
             try {
@@ -123,6 +147,7 @@ private:
                 // Unreachable server: try again next tick; the key outlives two missed ticks.
             }
             guard.lock();
+            in_flight_ = false;
             if (!ours)
                 renewal->lost.store(true, std::memory_order_release);
             else if (!renewal->cancelled)
@@ -134,8 +159,11 @@ private:
     std::mutex mutex_;
     std::condition_variable wake_;
     bool stopping_ = false;
+    bool running_ = false;     // thread_ serves the timetable
+    bool in_flight_ = false;   // a renewal is running outside the mutex
+    std::uint64_t epoch_ = 0;  // the serving thread's; a thread of an older epoch ends
     std::multimap<Due, std::shared_ptr<Renewal>> due_;
-    std::thread thread_;  // last: started once every other member exists
+    std::thread thread_;  // started by add() when idle, ends when nothing is scheduled
 };
 
 }  // namespace detail
