@@ -158,9 +158,9 @@ TEST_F(WorkerTest, BurstMakesFewRoundTrips) {
     EXPECT_EQ(w.work({.burst = true}).succeeded, 200u);
     // Start-up and shut-down take a handful; the 200 jobs are taken and
     // finished in batches, not one round trip each. Finished jobs are
-    // acknowledged at most 2 ms late, so a slow (sanitizer) build sends a few
-    // more acknowledgements than a fast one.
-    EXPECT_LT(conn.round_trips() - before, 50u);
+    // acknowledged at most 2 ms late, so a slow (sanitizer, loaded) build
+    // sends more acknowledgements: the bound is one round trip per two jobs.
+    EXPECT_LT(conn.round_trips() - before, 100u);
     EXPECT_EQ(conn.command("LLEN", keys::queue("main")).as_integer(), 0);
     EXPECT_EQ(conn.command("EXISTS", keys::processing(w.id())).as_integer(), 0);
 }
