@@ -11,6 +11,8 @@
 
 #include <retools/errors.hpp>
 
+#include "core/resp_commands.hpp"
+
 namespace retools::detail {
 
 void throw_connection_error(std::string_view server, std::string_view during, std::string_view why) {
@@ -53,38 +55,18 @@ namespace {
 
 // The first `limit` arguments of command number `index` in a RESP buffer.
 std::vector<std::string_view> leading_args(std::string_view resp, std::size_t index, std::size_t limit) {
-    std::vector<std::string_view> args;
-    auto number = [&](char marker) -> long long {
-        if (resp.empty() || resp.front() != marker) return -1;
-        auto end = resp.find("\r\n");
-        if (end == std::string_view::npos) return -1;
-        long long n = -1;
-        std::from_chars(resp.data() + 1, resp.data() + end, n);
-        resp.remove_prefix(end + 2);
-        return n;
-    };
-    for (std::size_t command = 0; command <= index; ++command) {
-        long long count = number('*');
-        for (long long i = 0; i < count; ++i) {
-            long long len = number('$');
-            if (len < 0 || resp.size() < static_cast<std::size_t>(len) + 2) return args;
-            if (command == index && args.size() < limit)
-                args.push_back(resp.substr(0, static_cast<std::size_t>(len)));
-            resp.remove_prefix(static_cast<std::size_t>(len) + 2);
-        }
-    }
-    return args;
+    std::vector<std::string_view> found;
+    std::size_t command = 0;
+    for_each_command(resp, [&](const std::vector<std::string_view>& args) {
+        if (command++ < index) return true;
+        found.assign(args.begin(), args.begin() + static_cast<std::ptrdiff_t>(std::min(limit, args.size())));
+        return false;
+    });
+    return found;
 }
 
 std::string_view shortened(std::string_view arg) {
     return arg.substr(0, 200);
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-               return std::toupper(static_cast<unsigned char>(x)) ==
-                      std::toupper(static_cast<unsigned char>(y));
-           });
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <retools/errors.hpp>
 
 #include "core/link.hpp"
+#include "core/resp_commands.hpp"
 #include "core/tls.hpp"
 #include "core/transport.hpp"
 
@@ -60,14 +61,6 @@ std::vector<std::string> words(const std::string& s) {
     return out;
 }
 
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        if (std::toupper(static_cast<unsigned char>(a[i])) != std::toupper(static_cast<unsigned char>(b[i])))
-            return false;
-    return true;
-}
-
 // Commands that never write: sending one again cannot change data.
 constexpr std::string_view kReadOnly[] = {
     "GET",       "MGET",       "EXISTS", "TTL",        "PTTL",          "TYPE",      "STRLEN",
@@ -87,28 +80,13 @@ bool read_only_command(std::string_view name) {
 }  // namespace
 
 bool read_only_request(std::string_view resp) {
-    auto number = [&](char marker) -> long long {
-        if (resp.empty() || resp.front() != marker) return -1;
-        auto end = resp.find("\r\n");
-        if (end == std::string_view::npos) return -1;
-        long long n = -1;
-        std::from_chars(resp.data() + 1, resp.data() + end, n);
-        resp.remove_prefix(end + 2);
-        return n;
-    };
-    bool any = false;
-    while (!resp.empty()) {
-        long long count = number('*');
-        if (count <= 0) return false;
-        for (long long i = 0; i < count; ++i) {
-            long long len = number('$');
-            if (len < 0 || resp.size() < static_cast<std::size_t>(len) + 2) return false;
-            if (i == 0 && !read_only_command(resp.substr(0, static_cast<std::size_t>(len)))) return false;
-            resp.remove_prefix(static_cast<std::size_t>(len) + 2);
-        }
+    bool any = false, all = true;
+    bool well_formed = for_each_command(resp, [&](const std::vector<std::string_view>& args) {
         any = true;
-    }
-    return any;
+        all = read_only_command(args[0]);
+        return all;
+    });
+    return well_formed && any && all;
 }
 
 bool failover_reply(const Reply& reply) {
