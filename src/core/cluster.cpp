@@ -329,6 +329,23 @@ std::uint16_t crc16(std::string_view data) noexcept {
     return crc;
 }
 
+bool has_hash_tag(std::string_view key) noexcept {
+    auto open = key.find('{');
+    if (open == std::string_view::npos) return false;
+    auto close = key.find('}', open + 1);
+    return close != std::string_view::npos && close != open + 1;
+}
+
+std::string same_slot_key(std::string_view key, std::string_view suffix) {
+    std::string out;
+    if (has_hash_tag(key) || key.find('}') != std::string_view::npos || key.empty()) {
+        out.reserve(key.size() + suffix.size());
+        return out.append(key).append(suffix);
+    }
+    out.reserve(key.size() + suffix.size() + 2);
+    return out.append("{").append(key).append("}").append(suffix);
+}
+
 std::uint16_t key_slot(std::string_view key) noexcept {
     if (auto open = key.find('{'); open != std::string_view::npos) {
         auto close = key.find('}', open + 1);

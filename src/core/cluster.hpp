@@ -37,6 +37,15 @@ std::uint16_t crc16(std::string_view data) noexcept;
 /// `{` and the next `}` when that is not empty (a hash tag), modulo 16384.
 std::uint16_t key_slot(std::string_view key) noexcept;
 
+/// True when `key` has a hash tag (a non-empty `{...}`): only that part is hashed.
+bool has_hash_tag(std::string_view key) noexcept;
+/// `key` + `suffix`, named so that it lands in the slot of `key` on a cluster:
+/// unchanged when `key` has a hash tag, else `{<key>}<suffix>` (its tag is
+/// the whole of `key`, which is what `key` hashes as). A key with a `}` and no
+/// tag has no such sibling: `key` + `suffix` (a script using both is then
+/// refused as cross-slot, naming them).
+std::string same_slot_key(std::string_view key, std::string_view suffix);
+
 /// One command of a RESP buffer: its arguments and where its text lies.
 struct ParsedCommand {
     std::vector<std::string_view> args;

@@ -1,6 +1,10 @@
 // Redis Cluster: routing, redirections, split pipelines and cross-slot
 // rejections on a real 3-master cluster started on free loopback ports.
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <memory>
 #include <set>
@@ -15,6 +19,7 @@
 
 #include "core/cluster.hpp"
 #include "expect.hpp"
+#include "process.hpp"
 #include "redis_cluster.hpp"
 #include "wait.hpp"
 
@@ -32,7 +37,7 @@ protected:
     }
     static void TearDownTestSuite() { cluster_.reset(); }
     void SetUp() override {
-        ASSERT_TRUE(cluster_->wait_ok());
+        ASSERT_TRUE(cluster_->wait_ok()) << cluster_->state();
         cluster_->flush_all();
         retools::global_connection() = conn;
     }
@@ -156,8 +161,6 @@ TEST_F(ClusterTest, MovedSlotIsFollowedAndTheMapRead) {
     EXPECT_EQ(conn.command("GET", key).as_string(), "v");
     EXPECT_EQ(conn.command("INCR", "{moving:1}n").as_integer(), 1);
     EXPECT_EQ(rt::RedisCluster::direct(to).command("GET", key).as_string(), "v");
-    cluster().move_slot(slot, from);
-    EXPECT_EQ(conn.command("GET", key).as_string(), "v");
 }
 
 TEST_F(ClusterTest, AskDuringAMigrationReachesBothHalves) {
@@ -188,7 +191,6 @@ TEST_F(ClusterTest, AskDuringAMigrationReachesBothHalves) {
     cluster().move_slot(slot, to);  // finish: the rest moves, the slot is the target's
     EXPECT_EQ(conn.command("GET", "{mig}9").as_string(), "9");
     EXPECT_EQ(conn.command("GET", "{mig}new").as_string(), "n");
-    cluster().move_slot(slot, from);
 }
 
 TEST_F(ClusterTest, ConnectionCountsAndReset) {
@@ -214,4 +216,113 @@ TEST_F(ClusterTest, ForkedChildOpensItsOwnConnections) {
     waitpid(pid, &status, 0);
     EXPECT_EQ(WEXITSTATUS(status), 0);
     EXPECT_EQ(conn.command("GET", "forked").as_string(), "child");
+}
+
+// ---- Lock and Limiter on the cluster -----------------------------------------------
+
+TEST_F(ClusterTest, LockKeysShareOneSlotAndLocksSpreadOverTheMasters) {
+    std::set<int> masters;
+    for (int i = 0; i < 30; ++i) {
+        const std::string key = fmt::format("lock:{}", i);
+        retools::Lock lock{key, {.expires = 5s}};
+        EXPECT_EQ(conn.command("GET", key).as_string(), lock.token());  // the lock key itself is unchanged
+        masters.insert(cluster().master_of(key_slot(key)));
+        EXPECT_GT(lock.fencing_token(), 0u);
+        EXPECT_EQ(conn.command("EXISTS", fmt::format("{{{}}}:fence", key)).as_integer(), 1);
+    }
+    EXPECT_EQ(masters.size(), 3u);
+    // A key with a hash tag keeps its tag for the auxiliary keys.
+    retools::Lock tagged{"{job}:lock", {.expires = 5s}};
+    EXPECT_EQ(conn.command("EXISTS", "{job}:lock:fence").as_integer(), 1);
+}
+
+TEST_F(ClusterTest, LockExcludesAcrossThreadsAndProcesses) {
+    constexpr int processes = 3, threads = 4, increments = 8;
+    const std::string key = "counter-lock";
+    auto work = [&]() -> int {
+        Connection mine{cluster().url()};
+        std::atomic<int> failures{0};
+        std::vector<std::thread> pool;
+        for (int t = 0; t < threads; ++t)
+            pool.emplace_back([&] {
+                try {
+                    retools::Lock lock{
+                        key, {.timeout = 20s, .connection = mine, .max_retry_delay = 20ms}, std::defer_lock};
+                    for (int i = 0; i < increments; ++i) {
+                        std::unique_lock guard{lock};
+                        if (mine.command("INCR", "inside").as_integer() != 1) ++failures;
+                        auto v = mine.command("GET", "counter").as_optional_string();
+                        mine.command("SET", "counter", (v ? std::stoll(*v) : 0) + 1);
+                        mine.command("DECR", "inside");
+                    }
+                } catch (const std::exception&) {
+                    ++failures;
+                }
+            });
+        for (auto& t : pool) t.join();
+        return failures.load() == 0 ? 0 : 2;
+    };
+    std::vector<rt::ChildProcess> children;
+    for (int p = 0; p < processes; ++p) children.push_back(rt::ChildProcess::fork(work));
+    for (auto& c : children) EXPECT_EQ(c.exit_code(60s), 0);
+    EXPECT_EQ(conn.command("GET", "counter").as_string(), std::to_string(processes * threads * increments));
+    EXPECT_EQ(conn.command("EXISTS", key).as_integer(), 0);
+}
+
+TEST_F(ClusterTest, LockExtendAndLostLock) {
+    retools::Lock lock{"extended", {.expires = 1s}};
+    lock.extend(3s);
+    std::this_thread::sleep_for(1200ms);
+    EXPECT_TRUE(lock.owns_lock());
+    EXPECT_GT(conn.command("PTTL", "extended").as_integer(), 2000);
+
+    retools::Lock lost{"lost", {.expires = 100ms}};
+    std::this_thread::sleep_for(200ms);
+    retools::Lock next{"lost", {.expires = 5s, .timeout = 1s}};
+    EXPECT_GT(next.fencing_token(), lost.fencing_token());
+    EXPECT_THROW_MSG(lost.extend(1s), retools::LockLost, "lost");
+    EXPECT_EQ(lost.release(), retools::ReleaseResult::not_held);
+    EXPECT_EQ(conn.command("GET", "lost").as_string(), next.token());  // the next owner's lock survives
+}
+
+TEST_F(ClusterTest, WaiterWakesOnReleaseThroughTheSignalKey) {
+    auto holder = std::make_unique<retools::Lock>("woken", retools::LockOptions{.expires = 10s});
+    std::atomic<bool> got{false};
+    std::thread waiter([&] {
+        retools::Lock lock{"woken", {.expires = 5s, .timeout = 5s}};
+        got = true;
+    });
+    std::this_thread::sleep_for(200ms);
+    EXPECT_FALSE(got.load());
+    const auto released = std::chrono::steady_clock::now();
+    holder.reset();
+    waiter.join();
+    EXPECT_TRUE(got.load());
+    EXPECT_LT(std::chrono::steady_clock::now() - released, 1s);
+}
+
+TEST_F(ClusterTest, LimiterNeverGoesOverTheLimitUnder32Threads) {
+    constexpr std::size_t limit = 5;
+    retools::Limiter limiter{{.limit = limit, .prefix = "cluster-limiter", .expiration = 10s}};
+    std::atomic<int> inside{0}, most{0}, acquired{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 32; ++t)
+        threads.emplace_back([&, t] {
+            for (int i = 0; i < 20; ++i) {
+                const std::string key = fmt::format("t{}-{}", t, i);
+                if (!limiter.acquire_limit(key)) continue;
+                ++acquired;
+                const int now = ++inside;
+                int seen = most.load();
+                while (now > seen && !most.compare_exchange_weak(seen, now)) {}
+                EXPECT_LE(conn.command("ZCARD", "cluster-limiter").as_integer(),
+                          static_cast<long long>(limit));
+                --inside;
+                limiter.release_limit(key);
+            }
+        });
+    for (auto& t : threads) t.join();
+    EXPECT_LE(most.load(), static_cast<int>(limit));
+    EXPECT_GT(acquired.load(), 0);
+    EXPECT_EQ(conn.command("ZCARD", "cluster-limiter").as_integer(), 0);
 }

@@ -182,6 +182,29 @@ bool RedisCluster::wait_ok(std::chrono::milliseconds within) const {
         within);
 }
 
+std::string RedisCluster::state() const {
+    std::string out;
+    for (const auto& n : nodes_) {
+        out += fmt::format("node {}: ", n->port());
+        if (!n->running()) {
+            out += "down\n";
+            continue;
+        }
+        try {
+            Connection c = direct(n->port());
+            const std::string info = c.command("CLUSTER", "INFO").as_string();
+            out += info.find("cluster_state:ok") != std::string::npos ? "ok" : "NOT ok";
+            for (const Reply& range : c.command("CLUSTER", "SLOTS").as_array())
+                out += fmt::format(" {}-{}:{}", range[0].as_integer(), range[1].as_integer(),
+                                   range[2][1].as_integer());
+        } catch (const Error& e) {
+            out += e.what();
+        }
+        out += "\n";
+    }
+    return out;
+}
+
 void RedisCluster::move_slot(std::uint16_t slot, int to_port, int batch,
                              const std::function<void()>& between) {
     const int from_port = master_of(slot);

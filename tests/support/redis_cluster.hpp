@@ -57,6 +57,8 @@ public:
 
     /// Every running node says `cluster_state:ok` and agrees on who serves every slot.
     bool wait_ok(std::chrono::milliseconds within = std::chrono::seconds(15)) const;
+    /// For failure messages: each node's cluster_state and the masters it names per slot range.
+    std::string state() const;
     /// Moves `slot` (with its keys) from its master to the master on `to_port`
     /// by hand: SETSLOT IMPORTING / MIGRATING, MIGRATE in batches of `batch`
     /// keys, SETSLOT NODE on every master. `between` runs after each batch
