@@ -151,9 +151,10 @@ TEST(ClusterFaults, KilledMasterIsReplacedAndTheWorkloadCarriesOn) {
     const long done_then = load.done();
     ASSERT_TRUE(rt::wait_until([&] { return load.done() > done_then + 200; }, 10s));
     load.stop();
-    // Only writes in flight when the master died may fail (at most one per thread);
-    // after the failover nothing does.
-    EXPECT_LE(errors_then, 4) << load.last_error();
+    // Only requests in flight on the dead master may fail (a write whose
+    // reply was lost, a lock waiter's BLPOP: a few per thread); after the
+    // failover nothing does.
+    EXPECT_LE(errors_then, 12) << load.last_error();
     EXPECT_EQ(load.errors(), errors_then) << load.last_error();
     // Every write acknowledged before the kill and replicated survives.
     for (int i = 0; i < 100; ++i)

@@ -239,21 +239,33 @@ void RedisCluster::kill_node(int port) {
 
 bool RedisCluster::wait_replicated(std::chrono::milliseconds within) const {
     if (options_.replicas == 0) return true;
-    auto deadline = std::chrono::steady_clock::now() + within;
-    for (int port : master_ports()) {
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
-                                                                          std::chrono::steady_clock::now());
-        if (left.count() <= 0) return false;
-        try {
-            Connection c = direct(port);
-            if (c.blocking_command(left, "WAIT", options_.replicas, left.count()).as_integer() <
-                options_.replicas)
-                return false;
-        } catch (const Error&) {
-            return false;
-        }
-    }
-    return true;
+    // WAIT counts only the writes of its own client: compare replication
+    // offsets instead (every replica at or past its master's offset).
+    auto field = [](const std::string& info, const std::string& name) -> long long {
+        auto at = info.find(name + ":");
+        return at == std::string::npos ? -1 : std::atoll(info.c_str() + at + name.size() + 1);
+    };
+    return wait_until(
+        [&] {
+            for (int port : master_ports()) {
+                try {
+                    const std::string info = direct(port).command("INFO", "replication").as_string();
+                    const long long offset = field(info, "master_repl_offset");
+                    if (field(info, "connected_slaves") < options_.replicas) return false;
+                    for (int r = 0; r < options_.replicas; ++r) {
+                        auto at = info.find(fmt::format("slave{}:", r));
+                        if (at == std::string::npos) return false;
+                        auto off = info.find("offset=", at);
+                        if (off == std::string::npos || std::atoll(info.c_str() + off + 7) < offset)
+                            return false;
+                    }
+                } catch (const Error&) {
+                    return false;
+                }
+            }
+            return true;
+        },
+        within);
 }
 
 }  // namespace retools::test
