@@ -74,6 +74,31 @@ struct SentinelOptions {
     std::optional<TlsOptions> tls;
 };
 
+/// Redis Cluster: the slot map is read from any of the seeds (`CLUSTER
+/// SLOTS`) and kept current inside the Connection (MOVED and ASK redirections
+/// are followed, the map is read again after a connection failure and every
+/// `refresh_interval`). The other ConnectionOptions fields (user, password,
+/// tls, timeouts, pool_size per node) apply to every node; host, port and path
+/// are ignored and db must be 0. Components switch to the cluster key layout
+/// (docs/cluster.md).
+///
+/// ```cpp
+/// retools::Connection conn{retools::ConnectionOptions{
+///     .cluster = retools::ClusterOptions{.seeds = {{"10.0.0.1", 7000}, {"10.0.0.2", 7000}}}}};
+/// ```
+struct ClusterOptions {
+    /// Nodes asked for the slot map, in this order (any node will do; the
+    /// others are found from the map). At least one.
+    std::vector<Endpoint> seeds;
+    /// Send commands that only read (GET, HGETALL, LRANGE ...) to a replica of
+    /// the slot's master when it has one (after `READONLY`); default false:
+    /// every command goes to the master, so a read sees every earlier write.
+    bool read_from_replicas = false;
+    /// How often the slot map is read again even when nothing went wrong
+    /// (default 10 s); 0: only after a redirection or a connection failure.
+    std::chrono::milliseconds refresh_interval{10000};
+};
+
 /// Where and how to connect. An aggregate: use designated initializers.
 ///
 /// ```cpp
@@ -109,18 +134,24 @@ struct ConnectionOptions {
     /// Find the master through Redis Sentinel (then host, port and path are
     /// ignored); nullopt (the default): connect to host/port or path.
     std::optional<SentinelOptions> sentinel;
+    /// Talk to a Redis Cluster (then host, port and path are ignored);
+    /// nullopt (the default): a single server (or Sentinel).
+    std::optional<ClusterOptions> cluster;
 
     /// Parses `redis://[user[:password]@]host[:port][/db]`,
     /// `rediss://...` (TLS; query parameters `ca_file`, `ca_path`, `cert_file`,
     /// `key_file`, `server_name`, `verify=no`), `unix:///path/to/sock[?db=N]` or
     /// `redis-sentinel://[user[:password]@]host:port[,host:port...][/db]?master=NAME`
     /// (the password is the data nodes'; `sentinel_password=` and
-    /// `sentinel_username=` are the sentinels'; `@` and `&` in query values as %40 and %26).
+    /// `sentinel_username=` are the sentinels'; `@` and `&` in query values as %40 and %26), or
+    /// `redis-cluster://[user[:password]@]host:port[,host:port...][?read_from_replicas=yes]`
+    /// (the hosts are ClusterOptions::seeds; user and password apply to every node).
     /// Throws ConfigurationError naming the bad part; nothing of the user name
     /// or password is ever part of the message.
     static ConnectionOptions from_url(std::string_view url);
 
-    /// The address for messages: `127.0.0.1:6379/0` or `unix:/path/sock/0` (no credentials).
+    /// The address for messages: `127.0.0.1:6379/0`, `unix:/path/sock/0` or
+    /// `cluster via 10.0.0.1:7000,10.0.0.2:7000` (no credentials).
     std::string describe() const;
 };
 
@@ -151,6 +182,11 @@ public:
     bool empty() const noexcept { return buffer_.empty(); }
     void clear() noexcept { buffer_.clear(); }
     void reserve(std::size_t bytes) { buffer_.reserve(bytes); }
+    /// Appends `commands` commands already encoded in RESP (as buffer().data() holds them).
+    Pipeline& append_encoded(std::string_view resp, std::size_t commands) {
+        buffer_.append_encoded(resp, commands);
+        return *this;
+    }
     const detail::CommandBuffer& buffer() const noexcept { return buffer_; }
 
 private:
@@ -183,6 +219,16 @@ private:
 /// only when that cannot run it twice: no byte of it had been sent, the server
 /// refused it unexecuted (`READONLY`, `LOADING`, `MASTERDOWN`), or every
 /// command of it only reads (GET, HGETALL, LRANGE, ...). See docs/sentinel.md.
+///
+/// With ConnectionOptions::cluster, each command goes to the master of its
+/// key's hash slot (the first key of the commands retools knows; see
+/// command_for_key() for others); keyless commands (PING, INFO ...) go to one
+/// node. A pipeline whose commands live on several nodes is sent as one
+/// request per node and its replies come back in the pipeline's order. A
+/// command, transaction or script whose keys span hash slots throws
+/// ConfigurationError naming the keys, before anything is sent. MOVED, ASK,
+/// TRYAGAIN and CLUSTERDOWN are handled inside; a call is sent again after a
+/// connection failure only under the Sentinel rules above. See docs/cluster.md.
 class Connection {
 public:
     /// `redis://127.0.0.1:6379/0`.
@@ -202,6 +248,22 @@ public:
         detail::CommandBuffer buffer;
         buffer.add(args...);
         Reply reply = execute_one(buffer);
+        if (reply.is_error()) detail::throw_command_error(reply, buffer);
+        return reply;
+    }
+
+    /// Like command(), sent to the node that serves `key` on a Redis Cluster:
+    /// for commands retools does not know the keys of (module commands, newer
+    /// commands). Without a cluster it is exactly command().
+    ///
+    /// ```cpp
+    /// conn.command_for_key("user:{42}", "JSON.GET", "user:{42}", "$.name");
+    /// ```
+    template <class... Args>
+    Reply command_for_key(std::string_view key, const Args&... args) const {
+        detail::CommandBuffer buffer;
+        buffer.add(args...);
+        Reply reply = execute_for_key(key, buffer);
         if (reply.is_error()) detail::throw_command_error(reply, buffer);
         return reply;
     }
@@ -231,7 +293,15 @@ public:
     Reply execute_one(const detail::CommandBuffer& buffer,
                       std::chrono::milliseconds block = std::chrono::milliseconds{0}) const;
 
+    /// execute_one() routed by `key` on a Redis Cluster (see command_for_key()).
+    Reply execute_for_key(std::string_view key, const detail::CommandBuffer& buffer,
+                          std::chrono::milliseconds block = std::chrono::milliseconds{0}) const;
+
     const ConnectionOptions& options() const noexcept;
+
+    /// True when this is a Redis Cluster connection (ConnectionOptions::cluster):
+    /// components then use the cluster key layout (docs/cluster.md).
+    bool is_cluster() const noexcept { return options().cluster.has_value(); }
 
     /// Round trips made through this pool since it was created (copies share
     /// it). For tests and benchmarks that count round trips per operation.

@@ -40,9 +40,10 @@ Connection::Impl::Pool& Connection::Impl::current_pool() {
     return *p;
 }
 
-Connection::Impl::Pool* Connection::Impl::make_pool(pid_t owner) const {
+Connection::Impl::Pool* Connection::Impl::make_pool(pid_t owner) {
     auto p = std::make_unique<Pool>(owner);
     if (options.sentinel) p->sentinel = std::make_unique<detail::SentinelMonitor>(options, tls.get());
+    if (options.cluster) p->cluster = std::make_unique<detail::ClusterRouter>(options, round_trips);
     return p.release();
 }
 
@@ -141,9 +142,9 @@ Connection::Connection() : Connection(ConnectionOptions{}) {}
 
 Connection::Connection(ConnectionOptions options) {
     if (options.pool_size == 0) throw ConfigurationError("ConnectionOptions.pool_size must be at least 1");
-    if (options.path.empty() && options.host.empty())
+    if (options.path.empty() && options.host.empty() && !options.cluster)
         throw ConfigurationError("ConnectionOptions.host is empty");
-    if (options.path.empty() && (options.port <= 0 || options.port > 65535))
+    if (options.path.empty() && !options.cluster && (options.port <= 0 || options.port > 65535))
         throw ConfigurationError(
             fmt::format("ConnectionOptions.port {} is not from 1 to 65535", options.port));
     if (options.db < 0)
@@ -153,6 +154,7 @@ Connection::Connection(ConnectionOptions options) {
     if (options.max_idle.count() < 0)
         throw ConfigurationError("ConnectionOptions.max_idle must not be negative");
     if (options.sentinel) detail::validate_sentinel(options);
+    if (options.cluster) detail::validate_cluster(options);
     if (options.tls && !options.path.empty())
         throw ConfigurationError("ConnectionOptions.tls is not supported over a Unix socket (path)");
     impl_ = std::make_shared<Impl>(std::move(options));
@@ -175,12 +177,14 @@ std::uint64_t Connection::master_switches() const noexcept {
 
 std::size_t Connection::open_connections() const noexcept {
     Impl::Pool& pool = impl_->current_pool();
+    if (pool.cluster) return pool.cluster->open_connections();
     std::lock_guard lock(pool.mutex);
     return pool.open;
 }
 
 void Connection::reset() const {
     Impl::Pool& pool = impl_->current_pool();
+    if (pool.cluster) pool.cluster->reset();
     std::vector<std::unique_ptr<detail::Link>> closing;
     {
         std::lock_guard lock(pool.mutex);
@@ -244,7 +248,15 @@ const Reply* refused_replies(const std::vector<Reply>& replies) {
 
 }  // namespace
 
+Reply Connection::execute_for_key(std::string_view key, const detail::CommandBuffer& buffer,
+                                  std::chrono::milliseconds block) const {
+    if (auto* cluster = impl_->current_pool().cluster.get()) return cluster->execute_one(buffer, block, key);
+    return execute_one(buffer, block);
+}
+
 Reply Connection::execute_one(const detail::CommandBuffer& buffer, std::chrono::milliseconds block) const {
+    if (auto* cluster = impl_->current_pool().cluster.get())
+        return cluster->execute_one(buffer, block, std::nullopt);
     auto timeout = impl_->options.command_timeout;
     if (timeout.count() > 0 && block.count() > 0) timeout += block;  // the server holds the reply that long
     std::string_view request = buffer.data();
@@ -262,6 +274,7 @@ Reply Connection::execute_one(const detail::CommandBuffer& buffer, std::chrono::
 std::vector<Reply> Connection::execute(const Pipeline& pipeline) const {
     const auto& buffer = pipeline.buffer();
     if (buffer.empty()) return {};
+    if (auto* cluster = impl_->current_pool().cluster.get()) return cluster->execute(pipeline);
     auto timeout = impl_->options.command_timeout;
     std::string_view request = buffer.data();
     return impl_->with_failover(
@@ -283,33 +296,32 @@ std::vector<Reply> Connection::transaction(const Pipeline& pipeline) const {
     const auto& buffer = pipeline.buffer();
     if (buffer.empty()) return {};
     auto timeout = impl_->options.command_timeout;
-    struct Replies {
-        Reply multi;
-        std::optional<Reply> rejected;
-        Reply exec;
-    };
-    Replies r = impl_->with_failover(
-        buffer.data(),
-        [&](detail::Link& link) {
-            impl_->round_trips.fetch_add(1, std::memory_order_relaxed);
-            detail::Deadline deadline = detail::deadline_after(timeout);
-            const std::string_view parts[] = {kMulti, buffer.data(), kExec};
-            link.send(parts, buffer.commands() + 2, deadline, timeout.count());
-            // Every reply is read before anything throws, so the link stays reusable.
-            Replies out;
-            out.multi = link.receive(deadline, timeout.count());  // +OK
-            for (std::size_t i = 0; i < buffer.commands(); ++i) {
-                Reply queued = link.receive(deadline, timeout.count());
-                if (queued.is_error() && !out.rejected) out.rejected = queued;
-            }
-            out.exec = link.receive(deadline, timeout.count());
-            return out;
-        },
-        [](const Replies& out) -> const Reply* {
-            if (detail::failover_reply(out.multi)) return &out.multi;
-            if (out.rejected && detail::failover_reply(*out.rejected)) return &*out.rejected;
-            return refused_reply(out.exec);
-        });
+    using Replies = detail::TransactionReplies;
+    auto* cluster = impl_->current_pool().cluster.get();
+    Replies r = cluster ? cluster->transaction(buffer)
+                        : impl_->with_failover(
+                              buffer.data(),
+                              [&](detail::Link& link) {
+                                  impl_->round_trips.fetch_add(1, std::memory_order_relaxed);
+                                  detail::Deadline deadline = detail::deadline_after(timeout);
+                                  const std::string_view parts[] = {kMulti, buffer.data(), kExec};
+                                  link.send(parts, buffer.commands() + 2, deadline, timeout.count());
+                                  // Every reply is read before anything throws, so the link stays reusable.
+                                  Replies out;
+                                  out.multi = link.receive(deadline, timeout.count());  // +OK
+                                  for (std::size_t i = 0; i < buffer.commands(); ++i) {
+                                      Reply queued = link.receive(deadline, timeout.count());
+                                      if (queued.is_error() && !out.rejected) out.rejected = queued;
+                                  }
+                                  out.exec = link.receive(deadline, timeout.count());
+                                  return out;
+                              },
+                              [](const Replies& out) -> const Reply* {
+                                  if (detail::failover_reply(out.multi)) return &out.multi;
+                                  if (out.rejected && detail::failover_reply(*out.rejected))
+                                      return &*out.rejected;
+                                  return refused_reply(out.exec);
+                              });
     r.multi.check();
     if (r.rejected) r.rejected->check();
     Reply& exec = r.exec;

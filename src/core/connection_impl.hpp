@@ -15,6 +15,7 @@
 
 #include <retools/connection.hpp>
 
+#include "core/cluster.hpp"
 #include "core/link.hpp"
 #include "core/sentinel.hpp"
 #include "core/tls.hpp"
@@ -33,6 +34,8 @@ struct Connection::Impl {
         std::size_t open = 0;
         // Sentinel mode: where the master is now (one per process, like the links).
         std::unique_ptr<detail::SentinelMonitor> sentinel;
+        // Cluster mode: the slot map and a Connection per node (the links above stay unused).
+        std::unique_ptr<detail::ClusterRouter> cluster;
     };
 
     // Borrows one Link for one round trip. An idle link the server closed (or
@@ -58,7 +61,7 @@ struct Connection::Impl {
     Impl& operator=(const Impl&) = delete;
 
     Pool& current_pool();
-    Pool* make_pool(pid_t owner) const;
+    Pool* make_pool(pid_t owner);
     /// A new link to the server (in Sentinel mode, the master of `pool`), handshake done.
     std::unique_ptr<detail::Link> dial(Pool& owner) const;
     /// Runs `attempt(link)` on a leased link; in Sentinel mode, follows a

@@ -1,6 +1,4 @@
 #include <algorithm>
-#include <cctype>
-#include <charconv>
 #include <iterator>
 
 #include <fmt/format.h>
@@ -8,57 +6,34 @@
 #include <retools/connection.hpp>
 #include <retools/errors.hpp>
 
+#include "core/cluster.hpp"
 #include "core/sentinel.hpp"
+#include "core/url.hpp"
 
 namespace retools {
 namespace {
 
+constexpr std::string_view kKind = "Redis";
+
 [[noreturn]] void bad_url(std::string_view what) {
-    throw ConfigurationError(fmt::format("invalid Redis URL: {}", what));
+    detail::url::bad(kKind, what);
 }
 
 // Numbers are not quoted: a mistyped URL may have put part of a password here.
 int parse_number(std::string_view text, std::string_view what, int min, int max) {
-    int value = 0;
-    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (text.empty() || ec != std::errc{} || end != text.data() + text.size() || value < min || value > max)
-        bad_url(fmt::format("the {} is not a number from {} to {}", what, min, max));
-    return value;
+    return detail::url::parse_number(kKind, text, what, min, max);
 }
 
-// %XX escapes (a password may contain '@' or ':'). Messages never quote `text`.
 std::string percent_decode(std::string_view text, std::string_view what) {
-    std::string out;
-    out.reserve(text.size());
-    for (std::size_t i = 0; i < text.size(); ++i) {
-        if (text[i] != '%') {
-            out += text[i];
-            continue;
-        }
-        int byte = 0;
-        if (i + 2 >= text.size()) bad_url(fmt::format("bad %-escape in the {}", what));
-        auto [end, ec] = std::from_chars(text.data() + i + 1, text.data() + i + 3, byte, 16);
-        if (ec != std::errc{} || end != text.data() + i + 3)
-            bad_url(fmt::format("bad %-escape in the {}", what));
-        out += static_cast<char>(byte);
-        i += 2;
-    }
-    return out;
+    return detail::url::percent_decode(kKind, text, what);
 }
 
-// Names are quoted in messages only when they look like names: a mangled URL
-// could carry a password anywhere.
 bool plausible_name(std::string_view name) {
-    return name.size() <= 32 && std::all_of(name.begin(), name.end(), [](char c) {
-               return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '+' || c == '-' ||
-                      c == '.';
-           });
+    return detail::url::plausible_name(name);
 }
 
 bool parse_flag(std::string_view value, std::string_view name) {
-    if (value == "yes" || value == "true" || value == "1" || value == "on") return true;
-    if (value == "no" || value == "false" || value == "0" || value == "off") return false;
-    bad_url(fmt::format("query parameter {:?} must be yes or no", name));
+    return detail::url::parse_flag(kKind, value, name);
 }
 
 void parse_query(std::string_view query, ConnectionOptions& options) {
@@ -109,6 +84,7 @@ void parse_query(std::string_view query, ConnectionOptions& options) {
 
 ConnectionOptions ConnectionOptions::from_url(std::string_view url) {
     if (url.starts_with("redis-sentinel://")) return detail::parse_sentinel_url(url);
+    if (url.starts_with("redis-cluster://")) return detail::parse_cluster_url(url);
     ConnectionOptions options;
     auto scheme_end = url.find("://");
     if (scheme_end == std::string_view::npos)
@@ -131,22 +107,17 @@ ConnectionOptions ConnectionOptions::from_url(std::string_view url) {
     if (scheme != "redis" && scheme != "rediss") {
         // Quoted only when it looks like a scheme: a mangled URL could carry a password here.
         if (plausible_name(scheme))
-            bad_url(fmt::format("unsupported scheme {:?} (supported: redis, rediss, unix)", scheme));
-        bad_url("unsupported scheme (supported: redis, rediss, unix)");
+            bad_url(fmt::format(
+                "unsupported scheme {:?} (supported: redis, rediss, unix, redis-sentinel, redis-cluster)",
+                scheme));
+        bad_url("unsupported scheme (supported: redis, rediss, unix, redis-sentinel, redis-cluster)");
     }
     if (scheme == "rediss") options.tls = TlsOptions{};
 
     // The user-info part first: up to the last '@', whatever it holds (a
     // password may contain '/', '?' or ':'). Nothing of it is ever quoted.
     // Query values spell '@' as %40.
-    if (auto at = rest.rfind('@'); at != std::string_view::npos) {
-        std::string_view userinfo = rest.substr(0, at);
-        rest = rest.substr(at + 1);
-        auto colon = userinfo.find(':');
-        options.user = percent_decode(userinfo.substr(0, colon), "user name");
-        if (colon != std::string_view::npos)
-            options.password = percent_decode(userinfo.substr(colon + 1), "password");
-    }
+    detail::url::take_userinfo(kKind, rest, options);
 
     std::string_view query;
     if (auto q = rest.find('?'); q != std::string_view::npos) {
@@ -186,6 +157,7 @@ ConnectionOptions ConnectionOptions::from_url(std::string_view url) {
 
 std::string ConnectionOptions::describe() const {
     if (sentinel) return detail::describe_sentinel(*this);
+    if (cluster) return detail::describe_cluster(*this);
     if (!path.empty()) return fmt::format("unix:{}/{}", path, db);
     if (host.find(':') != std::string::npos) return fmt::format("[{}]:{}/{}", host, port, db);
     return fmt::format("{}:{}/{}", host, port, db);

@@ -8,6 +8,7 @@
 
 #include <retools/lock.hpp>
 
+#include "core/cluster.hpp"
 #include "core/random_token.hpp"
 #include "lock/backoff.hpp"
 #include "lock/scripts.hpp"
@@ -24,6 +25,14 @@ constexpr std::chrono::microseconds first_retry_delay{5000};  // as in Python re
 // `<key>:fence` outlives the last acquisition by a day (or twice the lock's
 // TTL, if longer); after that, tokens continue from the server's clock.
 constexpr milliseconds min_fence_ttl{24 * 3600 * 1000};
+
+// `<key>:fence`, `:signal`, `:waiting`: in the original's layout the key and
+// the suffix; on a cluster named to share the key's slot (`{<key>}:fence`
+// when the key has no hash tag), since one script touches them together.
+std::string sibling_key(const Connection& conn, const std::string& key, std::string_view suffix) {
+    if (!conn.is_cluster()) return key + std::string(suffix);
+    return detail::same_slot_key(key, suffix);
+}
 
 void validate(const std::string& key, const LockOptions& o) {
     if (key.empty()) throw ConfigurationError("Lock: the key must not be empty");
@@ -137,9 +146,9 @@ bool Lock::attempt(milliseconds& retry_in, bool will_wait) {
     const milliseconds fence_ttl = std::max(min_fence_ttl, options_.expires * 2);
     // Outlives the longest gap between two attempts of this waiter.
     const milliseconds mark_ttl = will_wait ? options_.max_retry_delay + milliseconds{1000} : milliseconds{0};
-    Reply reply =
-        detail::lock_acquire_script()(conn_, {key_, key_ + ":fence", key_ + ":waiting"}, token,
-                                      options_.expires.count(), fence_ttl.count(), mark_ttl.count());
+    Reply reply = detail::lock_acquire_script()(
+        conn_, {key_, sibling_key(conn_, key_, ":fence"), sibling_key(conn_, key_, ":waiting")}, token,
+        options_.expires.count(), fence_ttl.count(), mark_ttl.count());
     if (reply[0].as_integer() != 1) {
         retry_in = milliseconds{std::max(reply[1].as_integer(), 0LL)};
         return false;
@@ -161,7 +170,7 @@ void Lock::wait_for_release(milliseconds slice) {
     }
     try {
         (void)wait_conn_->blocking_command(
-            slice, "BLPOP", key_ + ":signal",
+            slice, "BLPOP", sibling_key(conn_, key_, ":signal"),
             fmt::format("{:.3f}", static_cast<double>(slice.count()) / 1000.0));
     } catch (const ReplyError&) {
         // `<key>:signal` is not a list (or BLPOP is not allowed): poll instead.
@@ -199,8 +208,9 @@ ReleaseResult Lock::release() {
     }
     std::string token = token_;
     forget();  // stop renewing before deleting, so no renewal follows the release
-    Reply reply = detail::lock_release_script()(conn_, {key_, key_ + ":signal", key_ + ":waiting"}, token,
-                                                detail::lock_signal_ttl.count());
+    Reply reply = detail::lock_release_script()(
+        conn_, {key_, sibling_key(conn_, key_, ":signal"), sibling_key(conn_, key_, ":waiting")}, token,
+        detail::lock_signal_ttl.count());
     return reply.as_integer() == 1 ? ReleaseResult::released : ReleaseResult::lost;
 }
 
