@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -25,6 +26,25 @@
 #include <retools/errors.hpp>
 
 namespace retools {
+
+/// The per-process near cache of a region (CacheRegionOptions::local): an LRU
+/// of values in this process's memory in front of Redis, kept correct by
+/// Redis' server-assisted client-side caching (see docs/cache.md, "Near
+/// cache"). Off while both bounds are 0, the default. An aggregate.
+///
+/// ```cpp
+/// retools::CacheRegion::add_region("hot", {.expires = 60s, .local = {.max_entries = 10000}});
+/// ```
+struct LocalCacheOptions {
+    /// Most values kept; the least recently used go first. Default 0: no
+    /// bound by count (then `max_bytes` bounds it).
+    std::size_t max_entries = 0;
+    /// Most bytes kept, counted as key length + stored value length + 64 per
+    /// value. Default 0: no bound by size (then `max_entries` bounds it).
+    std::size_t max_bytes = 0;
+    /// Whether the near cache is on: some bound is set.
+    constexpr bool enabled() const noexcept { return max_entries != 0 || max_bytes != 0; }
+};
 
 /// Settings of one cache region. An aggregate: use designated initializers.
 ///
@@ -68,6 +88,15 @@ struct CacheRegionOptions {
     /// (it runs later, on another thread); member functions are not refreshed
     /// early. Must not be negative.
     double early_refresh_beta = 0;
+    /// A near cache in this process in front of Redis (see LocalCacheOptions):
+    /// a fresh value read once is then served from memory with no round trip
+    /// until anyone (Python included) writes its key, it is invalidated, its
+    /// `expires` passes, or the tracking connection is lost (then every local
+    /// copy is dropped). Hits served locally are counted in memory and added
+    /// to the original's hit counters at least once a second. Default: off.
+    /// Not for regions named `hits` or `misses` (their keys would match the
+    /// statistics counters) nor over Sentinel connections (there it stays off).
+    LocalCacheOptions local{};
 };
 
 /// The five Redis key names of one cached call, built exactly as the original
