@@ -5,8 +5,12 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <exception>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <system_error>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -456,7 +460,8 @@ private:
 
 std::vector<LoadOutcome> cache_load_many(const RegionSettings& region, std::string_view ns,
                                          const std::vector<std::string>& keys, Regenerate mode,
-                                         bool statistics, const std::vector<LoadTarget*>& targets) {
+                                         bool statistics, const std::vector<LoadTarget*>& targets,
+                                         std::size_t threads) {
     const std::size_t n = keys.size();
     std::vector<LoadOutcome> outcomes(n, LoadOutcome::none);
     if (n == 0) return outcomes;
@@ -578,19 +583,49 @@ std::vector<LoadOutcome> cache_load_many(const RegionSettings& region, std::stri
     }
     std::sort(produce.begin(), produce.end());  // called in the order asked
 
-    // 4. Produce them in order, on this thread (the function is called as N
-    // single calls would call it). An exception propagates; the locks are
-    // released and nothing is stored.
+    // 4. Produce them: in order on this thread (the function is called as N
+    // single calls would call it), or shared by up to `threads` threads. An
+    // exception propagates (the first, once every computation has ended); the
+    // locks are released and nothing is stored.
+    if (produce.empty()) return outcomes;
     std::vector<std::string> bytes(n), why(n);
     std::vector<double> deltas(n, 0);
-    std::vector<bool> storable(n, false);
-    for (std::size_t i : produce) {
+    std::vector<char> storable(n, 0);  // not vector<bool>: threads write neighbouring elements
+    auto compute = [&](std::size_t i) {
         const auto started = std::chrono::steady_clock::now();
-        storable[i] = targets[i]->produce(bytes[i], why[i]);
+        storable[i] = targets[i]->produce(bytes[i], why[i]) ? 1 : 0;
         deltas[i] = seconds_since(started);
-        outcomes[i] = LoadOutcome::produced;
+    };
+    const std::size_t workers = std::min(threads, produce.size());
+    if (workers <= 1) {
+        for (std::size_t i : produce) compute(i);
+    } else {
+        std::atomic<std::size_t> next{0};
+        std::mutex failure_mutex;
+        std::exception_ptr failure;
+        auto work = [&] {
+            for (std::size_t j; (j = next.fetch_add(1)) < produce.size();) {
+                try {
+                    compute(produce[j]);
+                } catch (...) {
+                    std::lock_guard guard(failure_mutex);
+                    if (!failure) failure = std::current_exception();
+                    next = produce.size();  // stop taking new ones
+                }
+            }
+        };
+        std::vector<std::thread> helpers;
+        helpers.reserve(workers - 1);
+        try {
+            for (std::size_t t = 1; t < workers; ++t) helpers.emplace_back(work);
+        } catch (const std::system_error&) {
+            // No more threads now: the ones started and this one do it.
+        }
+        work();
+        for (auto& h : helpers) h.join();
+        if (failure) std::rethrow_exception(failure);
     }
-    if (produce.empty()) return outcomes;
+    for (std::size_t i : produce) outcomes[i] = LoadOutcome::produced;
 
     // 5. Store them all, settle their statistics and release the locks, in one round trip.
     {

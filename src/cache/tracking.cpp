@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <map>
 #include <mutex>
 #include <string>
@@ -194,6 +195,14 @@ private:
             bool failed = false;
             try {
                 session(caches);
+            } catch (const ReplyError& e) {
+                // Refused (an ACL without CLIENT or SUBSCRIBE, Redis < 6): say so once; calls go to Redis.
+                failed = true;
+                if (!refused_reported_) {
+                    refused_reported_ = true;
+                    std::fprintf(stderr, "retools: near cache off for %s: %s\n",
+                                 conn_.options().describe().c_str(), e.what());
+                }
             } catch (const std::exception&) {
                 failed = true;
             }
@@ -224,12 +233,14 @@ private:
     std::atomic<bool> resubscribe_{true};
     std::atomic<bool> active_{false};
     std::mutex flush_mutex_;
+    bool refused_reported_ = false;  // tracking thread only
 };
 
 // Everything of one process. Never destroyed: its threads run until exit.
 struct NearState {
-    explicit NearState(unsigned g) : generation(g) {}
+    NearState(unsigned g, NearState* before) : generation(g), parent(before) {}
     const unsigned generation;
+    NearState* const parent;  // the parent process's, kept reachable (and untouched) after fork
     std::mutex mutex;
     std::map<std::pair<std::string, const void*>, std::unique_ptr<NearCache>> caches;
     std::map<const void*, std::unique_ptr<Tracker>> trackers;
@@ -242,7 +253,7 @@ NearState& state() {
     for (;;) {
         NearState* s = current_state.load(std::memory_order_acquire);
         if (s && s->generation == generation) return *s;
-        auto* fresh = new NearState(generation);
+        auto* fresh = new NearState(generation, s);
         // The previous state (the parent's, after fork) is left as it is.
         if (current_state.compare_exchange_strong(s, fresh, std::memory_order_acq_rel)) return *fresh;
         delete fresh;
@@ -255,7 +266,13 @@ struct NearSlot::Binding {
     NearCache* cache;  // null: no near cache through this connection
     const void* connection;
     unsigned generation;
+    const Binding* previous = nullptr;  // the one it replaced: a reader may still be looking at it
 };
+
+NearSlot::~NearSlot() {
+    const Binding* b = binding.load(std::memory_order_acquire);
+    while (b) delete std::exchange(b, b->previous);
+}
 
 NearCache* near_cache(const RegionSettings& region, const Connection& conn) {
     if (!region.near) return nullptr;
@@ -275,9 +292,11 @@ NearCache* near_cache(const RegionSettings& region, const Connection& conn) {
         if (!tracker) tracker = std::make_unique<Tracker>(conn);
         tracker->attach(cache);
     }
-    // Bindings are tiny and made once per region and connection: the old one
-    // is left to readers that may still hold it.
-    region.near->binding.store(new NearSlot::Binding{cache, key, generation}, std::memory_order_release);
+    // Bindings are tiny and made once per region and connection; the ones
+    // replaced stay chained (and readable) until the slot goes.
+    auto* fresh = new NearSlot::Binding{cache, key, generation, b};
+    while (!region.near->binding.compare_exchange_weak(b, fresh, std::memory_order_acq_rel))
+        fresh->previous = b;
     return cache;
 }
 

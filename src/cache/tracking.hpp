@@ -23,6 +23,10 @@ class NearCache;
 /// is bound to for the connection it was last called with (set on first use).
 struct NearSlot {
     struct Binding;
+    NearSlot() = default;
+    NearSlot(const NearSlot&) = delete;
+    NearSlot& operator=(const NearSlot&) = delete;
+    ~NearSlot();  // frees every binding it ever had (readers hold the settings, so the slot)
     std::atomic<const Binding*> binding{nullptr};
 };
 
