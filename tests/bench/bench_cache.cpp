@@ -307,7 +307,7 @@ void add_cache_rows(const Env& env, std::vector<Row>& rows) {
                     .label = "Cache: near-cache hit, statistics on (floor: a Redis hit, raw)",
                     .count = n * 50,
                     .retools = retools_hit_near,
-                    .floor = raw_hit_stats<>,
+                    .floor = raw_hit_stats,
                     .floor_target = 0});  // far above any floor: the target is 1,000,000 hits/s
     rows.push_back({.id = "cache_hit_100_single",
                     .label = "Cache: 100 keys as 100 single hits",
