@@ -296,6 +296,23 @@ TEST_F(NearCacheTest, OverlappingRegionPrefixesAreTrackedTogether) {
     EXPECT_TRUE(rt::wait_until([&] { return fa(1) == "a2" && fb(1) == "b2"; }, 2s));
 }
 
+TEST_F(NearCacheTest, AForkedChildHasItsOwnNearCacheAndTracking) {
+    auto f = retools::cache_region("near", "ns", [](const std::string& who) { return "computed " + who; });
+    ASSERT_EQ(f("fork"), "computed fork");
+    ASSERT_TRUE(warm([&] { (void)f("fork"); }));
+    auto child = rt::ChildProcess::fork([&]() -> int {
+        // The parent's copy is not served here; the child tracks writes itself.
+        if (f("fork") != "computed fork") return 2;
+        if (!warm([&] { (void)f("fork"); })) return 3;
+        hset_value("retools:near:ns:fork", "seen by the child");
+        if (!rt::wait_until([&] { return f("fork") == "seen by the child"; }, 2s)) return 4;
+        return 0;
+    });
+    EXPECT_EQ(child.exit_code(20s), 0);
+    // The parent saw the child's write too.
+    EXPECT_TRUE(rt::wait_until([&] { return f("fork") == "seen by the child"; }, 2s));
+}
+
 // Threads hit one key while a writer changes it (from another connection, and
 // through the API); once the writer has seen version k through the cache,
 // no reader that starts afterwards may get an older one.
