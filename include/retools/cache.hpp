@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -25,6 +26,25 @@
 #include <retools/errors.hpp>
 
 namespace retools {
+
+/// The per-process near cache of a region (CacheRegionOptions::local): an LRU
+/// of values in this process's memory in front of Redis, kept correct by
+/// Redis' server-assisted client-side caching (see docs/cache.md, "Near
+/// cache"). Off while both bounds are 0, the default. An aggregate.
+///
+/// ```cpp
+/// retools::CacheRegion::add_region("hot", {.expires = 60s, .local = {.max_entries = 10000}});
+/// ```
+struct LocalCacheOptions {
+    /// Most values kept; the least recently used go first. Default 0: no
+    /// bound by count (then `max_bytes` bounds it).
+    std::size_t max_entries = 0;
+    /// Most bytes kept, counted as key length + stored value length + 64 per
+    /// value. Default 0: no bound by size (then `max_entries` bounds it).
+    std::size_t max_bytes = 0;
+    /// Whether the near cache is on: some bound is set.
+    constexpr bool enabled() const noexcept { return max_entries != 0 || max_bytes != 0; }
+};
 
 /// Settings of one cache region. An aggregate: use designated initializers.
 ///
@@ -68,6 +88,15 @@ struct CacheRegionOptions {
     /// (it runs later, on another thread); member functions are not refreshed
     /// early. Must not be negative.
     double early_refresh_beta = 0;
+    /// A near cache in this process in front of Redis (see LocalCacheOptions):
+    /// a fresh value read once is then served from memory with no round trip
+    /// until anyone (Python included) writes its key, it is invalidated, its
+    /// `expires` passes, or the tracking connection is lost (then every local
+    /// copy is dropped). Hits served locally are counted in memory and added
+    /// to the original's hit counters at least once a second. Default: off.
+    /// Not for regions named `hits` or `misses` (their keys would match the
+    /// statistics counters) nor over Sentinel connections (there it stays off).
+    LocalCacheOptions local{};
 };
 
 /// The five Redis key names of one cached call, built exactly as the original
@@ -222,6 +251,12 @@ struct CacheOptions {
     /// Hit/miss counters for this function: nullopt (default) follows
     /// `CacheRegion::statistics`; true or false overrides it.
     std::optional<bool> statistics;
+    /// Most threads that compute the missing values of one get_many() at
+    /// once, the calling thread included. Default 1: one after another on the
+    /// calling thread, as single calls would. More (e.g. 4) suits a slow
+    /// function that is safe to call from several threads at once; the extra
+    /// threads live only while a get_many computes. Must be at least 1.
+    std::size_t get_many_threads = 1;
 };
 
 /// The original's namespace of a Python function: `<module>.<function>.<deco args>`,
@@ -267,7 +302,10 @@ public:
           namespace_(std::move(ns)),
           function_(std::move(function)),
           regenerate_(options.regenerate),
-          statistics_(options.statistics) {
+          statistics_(options.statistics),
+          get_many_threads_(options.get_many_threads) {
+        if (get_many_threads_ == 0)
+            throw CacheConfigurationError("CacheOptions.get_many_threads must be at least 1");
         if (!options.namespace_args.empty()) {
             namespace_ += '.';
             for (std::size_t i = 0; i < options.namespace_args.size(); ++i) {
@@ -305,11 +343,14 @@ public:
     }
 
     /// The cached values of many calls at once, in order: one round trip reads
-    /// them all (statistics included), the missing and stale ones are computed
-    /// (on this thread, in order, each under its own dogpile lock) and stored
-    /// in one more round trip. Redis is left exactly as the same single calls
-    /// would leave it. Throws as operator() does (LockTimeout for the first
-    /// key whose value another caller computed for too long).
+    /// them all (statistics included; none for values in a near cache), the
+    /// missing and stale ones take their dogpile locks in one more round trip,
+    /// are computed (on this thread, in order, or on up to
+    /// CacheOptions::get_many_threads threads) and stored, their locks
+    /// released, in one last round trip. Redis is left exactly as the same
+    /// single calls would leave it. Throws as operator() does (LockTimeout for
+    /// the first key whose value another caller computed for too long; the
+    /// first exception of the function, after every computation ended).
     ///
     /// ```cpp
     /// // auto results = search.get_many({{"bunny", 10}, {"kitten", 5}});
@@ -345,7 +386,8 @@ public:
         for (auto& t : targets) pointers.push_back(&t);
         const bool stats = statistics_.value_or(CacheRegion::statistics.load(std::memory_order_relaxed));
         auto mode = regenerate_ ? detail::Regenerate::when_stale : detail::Regenerate::when_missing;
-        auto outcomes = detail::cache_load_many(*region, namespace_, keys, mode, stats, pointers);
+        auto outcomes =
+            detail::cache_load_many(*region, namespace_, keys, mode, stats, pointers, get_many_threads_);
         for (std::size_t i = 0; i < calls.size(); ++i) {
             if (outcomes[i] == detail::LoadOutcome::lock_timeout)
                 detail::throw_first_value_timeout(region_, namespace_, keys[i]);
@@ -417,6 +459,7 @@ private:
     F function_;
     bool regenerate_;
     std::optional<bool> statistics_;
+    std::size_t get_many_threads_;
 };
 
 /// Wraps `function` so that its results are cached in `region` under the

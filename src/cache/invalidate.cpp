@@ -7,6 +7,7 @@
 #include <retools/script.hpp>
 
 #include "cache/keys.hpp"
+#include "cache/near_cache.hpp"
 #include "cache/registry.hpp"
 #include "core/clock.hpp"
 
@@ -92,6 +93,10 @@ void invalidate_key(std::string_view region, std::string_view ns, std::string_vi
     const double created = unix_now() - to_seconds(settings->options.expires) - 3600;
     std::string one[] = {std::string(key)};
     backdate(settings->connection(), region, ns, one, created);
+    // The tracking connection will tell too, a little later; the next call
+    // of this process must not wait for that.
+    if (NearCache* near = near_cache(*settings, settings->connection()))
+        near->invalidate(cache_keys::value(region, ns, key));
 }
 
 void invalidate_namespace(std::string_view region, std::string_view ns) {
@@ -99,6 +104,7 @@ void invalidate_namespace(std::string_view region, std::string_view ns) {
     const Connection& conn = settings->connection();
     const double created = unix_now() - to_seconds(settings->options.expires) - 3600;
     backdate(conn, region, ns, keys_with_empty(conn, region, ns), created);
+    if (NearCache* near = near_cache(*settings, conn)) near->clear();
 }
 
 }  // namespace retools::detail
@@ -128,6 +134,10 @@ void invalidate_region(std::string_view region) {
             prune_script().run(conn, script_keys, created,
                                std::span<const std::string>(keys.data() + start, end - start));
         }
+    }
+    if (CacheRegion::has_region(region)) {
+        auto settings = find_region(region);
+        if (NearCache* near = near_cache(*settings, settings->connection())) near->clear();
     }
 }
 

@@ -5,19 +5,25 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <exception>
+#include <memory>
+#include <mutex>
 #include <optional>
+#include <system_error>
+#include <thread>
 
 #include <fmt/format.h>
 
 #include <retools/cache.hpp>
-#include "core/random_token.hpp"
 #include <retools/lock.hpp>
 #include <retools/script.hpp>
 
 #include "cache/keys.hpp"
+#include "cache/near_cache.hpp"
 #include "cache/refresh.hpp"
 #include "cache/registry.hpp"
 #include "core/clock.hpp"
+#include "core/random_token.hpp"
 
 namespace retools {
 namespace detail {
@@ -174,10 +180,48 @@ void throw_first_value_timeout(std::string_view region, std::string_view ns, std
                     region, ns, key, cache_keys::lock(region, ns, key)));
 }
 
+namespace {
+
+// A value served from the near cache: no round trip; its hit is counted
+// locally and reaches Redis with the next flush. False when there is no local
+// copy to serve (then it is dropped if it was stale or not decodable).
+bool serve_local(NearCache& near, const RegionSettings& region, std::string_view ns, std::string_view key,
+                 const std::string& value_key, Regenerate mode, bool statistics, LoadTarget& target) {
+    auto local = near.find(value_key);
+    if (!local) return false;
+    const double now = unix_now();
+    StoredValue v{.present = true,
+                  .has_value = true,
+                  .created = local->created,
+                  .delta = local->delta,
+                  .value = *local->value};
+    if ((mode != Regenerate::when_stale || is_fresh(v, now, region)) && target.accept(v.value)) {
+        if (statistics) near.count_hit(today(), value_key);
+        if (mode == Regenerate::when_stale && wants_early_refresh(v, now, region))
+            schedule_early_refresh(region, ns, key, v.created, target.refresher());
+        return true;
+    }
+    near.invalidate(value_key);
+    return false;
+}
+
+// Keeps what a read from Redis found, if it is worth serving locally.
+void fill_local(NearRead& read, const StoredValue& stored, Regenerate mode, const RegionSettings& region) {
+    if (stored.has_value && (mode != Regenerate::when_stale || is_fresh(stored, unix_now(), region)))
+        read.fill(stored.value, stored.created, stored.delta);
+}
+
+}  // namespace
+
 LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::string_view key,
                        Regenerate mode, bool statistics, LoadTarget& target) {
     const Connection& conn = region.connection();
     const std::string value_key = cache_keys::value(region.name, ns, key);
+    NearCache* near = near_cache(region, conn);
+    if (near && serve_local(*near, region, ns, key, value_key, mode, statistics, target))
+        return LoadOutcome::stored;
+    std::optional<NearRead> near_read;  // begun before the read: see cache/near_cache.hpp
+    if (near) near_read.emplace(*near, value_key);
     const std::string day = statistics ? today() : std::string();  // one date for every counter of this call
     const std::string hit_key = statistics ? cache_keys::hits(day, region.name, ns, key) : std::string();
 
@@ -200,6 +244,10 @@ LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::s
                 fmt::format("cache region {}: HGETALL {}: {}", region.name, value_key, hash.error_message()));
     }
     StoredValue stored = parse_hash(hash);
+    if (near_read) {
+        fill_local(*near_read, stored, mode, region);
+        near_read.reset();
+    }
 
     // 2. Fresh, or any age when not regenerating: serve it (if it decodes).
     const double now = unix_now();
@@ -315,44 +363,165 @@ return 1
     return script;
 }
 
+// Takes the dogpile locks of many keys in one round trip, as Lock takes one
+// (`SET key token NX PX ttl`; Python retools' SETNX + EXPIRE, never without a
+// TTL). KEYS = the lock keys; ARGV[1] = TTL in ms, ARGV[i + 1] = token of key i.
+// Returns one 1 (taken) or 0 per key.
+const Script& acquire_many_script() {
+    static const Script script{R"lua(
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[i] = redis.call('SET', key, ARGV[i + 1], 'NX', 'PX', ARGV[1]) and 1 or 0
+end
+return out
+)lua"};
+    return script;
+}
+
+// Releases them as Lock::release does: compare-and-delete, and when a Lock
+// waits (`<key>:waiting`), one push to `<key>:signal` (kept ARGV[1] ms) that
+// wakes it at once. KEYS = lock key, signal, waiting mark of key 1, of key 2...;
+// ARGV[1] = TTL of a signal in ms, ARGV[i + 1] = token of key i.
+const Script& release_many_script() {
+    static const Script script{R"lua(
+for i = 1, #ARGV - 1 do
+  local key, signal, waiting = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  if redis.call('GET', key) == ARGV[i + 1] then
+    redis.call('DEL', key)
+    if redis.call('EXISTS', waiting) == 1 then
+      redis.call('DEL', signal)
+      redis.call('LPUSH', signal, '1')
+      redis.call('PEXPIRE', signal, ARGV[1])
+    end
+  end
+end
+return 1
+)lua"};
+    return script;
+}
+
+constexpr long long signal_ttl_ms = 1000;  // as a Lock's release signal
+
+// The dogpile locks a get_many took in one round trip. Released with the
+// store (same round trip) or, if a function threw, when this goes away.
+class BatchLocks {
+public:
+    explicit BatchLocks(const Connection& conn) : conn_(conn) {}
+    ~BatchLocks() {
+        if (keys_.empty()) return;
+        try {
+            Pipeline p;
+            add_release(p);
+            (void)conn_.execute(p);
+        } catch (...) {
+            // The keys expire on their own after `expires`.
+        }
+    }
+    BatchLocks(const BatchLocks&) = delete;
+    BatchLocks& operator=(const BatchLocks&) = delete;
+
+    // Tries every key once; true for each taken.
+    std::vector<bool> try_lock(const std::vector<std::string>& keys, std::chrono::milliseconds ttl) {
+        std::vector<std::string> tokens;
+        tokens.reserve(keys.size());
+        for (std::size_t i = 0; i < keys.size(); ++i) tokens.push_back(random_token());
+        Reply r = acquire_many_script().run(conn_, keys, ttl.count(), tokens);
+        std::vector<bool> taken(keys.size(), false);
+        for (std::size_t i = 0; i < keys.size(); ++i) {
+            if (r[i].as_integer() != 1) continue;
+            taken[i] = true;
+            keys_.push_back(keys[i]);
+            tokens_.push_back(std::move(tokens[i]));
+        }
+        return taken;
+    }
+    // Appends the release of every held lock to `p` (they count as released).
+    void add_release(Pipeline& p) {
+        if (keys_.empty()) return;
+        std::vector<std::string> script_keys;
+        script_keys.reserve(keys_.size() * 3);
+        for (const std::string& k : keys_) {
+            script_keys.push_back(k);
+            script_keys.push_back(k + ":signal");
+            script_keys.push_back(k + ":waiting");
+        }
+        p.command("EVAL", release_many_script().source(), script_keys.size(), script_keys, signal_ttl_ms,
+                  tokens_);
+        keys_.clear();
+        tokens_.clear();
+    }
+
+private:
+    const Connection& conn_;
+    std::vector<std::string> keys_, tokens_;
+};
+
 }  // namespace
 
 std::vector<LoadOutcome> cache_load_many(const RegionSettings& region, std::string_view ns,
                                          const std::vector<std::string>& keys, Regenerate mode,
-                                         bool statistics, const std::vector<LoadTarget*>& targets) {
+                                         bool statistics, const std::vector<LoadTarget*>& targets,
+                                         std::size_t threads) {
     const std::size_t n = keys.size();
     std::vector<LoadOutcome> outcomes(n, LoadOutcome::none);
     if (n == 0) return outcomes;
     const Connection& conn = region.connection();
-    const std::string day = statistics ? today() : std::string();
-    std::vector<std::string> value_keys(n), hit_keys(statistics ? n : 0);
-    for (std::size_t i = 0; i < n; ++i) {
-        value_keys[i] = cache_keys::value(region.name, ns, keys[i]);
-        if (statistics) hit_keys[i] = cache_keys::hits(day, region.name, ns, keys[i]);
-    }
+    std::vector<std::string> value_keys(n);
+    for (std::size_t i = 0; i < n; ++i) value_keys[i] = cache_keys::value(region.name, ns, keys[i]);
 
-    // 1. Read every value, and count a hit for each, in one round trip.
+    // 0. What the near cache holds costs no round trip.
+    NearCache* near = near_cache(region, conn);
+    std::vector<std::size_t> remote;  // the keys read from Redis
+    remote.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        if (near && serve_local(*near, region, ns, keys[i], value_keys[i], mode, statistics, *targets[i]))
+            outcomes[i] = LoadOutcome::stored;
+        else
+            remote.push_back(i);
+    }
+    if (remote.empty()) return outcomes;
+    std::vector<std::unique_ptr<NearRead>> near_reads(n);
+    if (near)
+        for (std::size_t i : remote) near_reads[i] = std::make_unique<NearRead>(*near, value_keys[i]);
+
+    const std::string day = statistics ? today() : std::string();
+    std::vector<std::string> hit_keys(statistics ? n : 0);
+    if (statistics)
+        for (std::size_t i : remote) hit_keys[i] = cache_keys::hits(day, region.name, ns, keys[i]);
+
+    // 1. Read every value, and count a hit for each, in one round trip. A
+    // single call reads the counter (GET) and increments it (INCR) in a
+    // transaction; INCR alone returns the same (the old count + 1) atomically.
     std::vector<Reply> replies;
     {
         Pipeline p;
-        for (std::size_t i = 0; i < n; ++i) {
+        p.reserve(remote.size() * (statistics ? 96 : 48));
+        for (std::size_t i : remote) {
             p.command("HGETALL", value_keys[i]);
-            if (statistics) p.command("GET", hit_keys[i]).command("INCR", hit_keys[i]);
+            if (statistics) p.command("INCR", hit_keys[i]);
         }
-        replies = statistics ? conn.transaction(p) : conn.execute(p);
+        replies = conn.execute(p);
     }
-    const std::size_t stride = statistics ? 3 : 1;
+    const std::size_t stride = statistics ? 2 : 1;
     std::vector<long long> existing_hits(n, 0);
     std::vector<bool> have_stale(n, false);
     std::vector<std::size_t> todo;
     const double now = unix_now();
-    for (std::size_t i = 0; i < n; ++i) {
-        const Reply& hash = replies.at(i * stride);
+    for (std::size_t j = 0; j < remote.size(); ++j) {
+        const std::size_t i = remote[j];
+        const Reply& hash = replies.at(j * stride);
         if (hash.is_error())
             throw ReplyError(fmt::format("cache region {}: HGETALL {}: {}", region.name, value_keys[i],
                                          hash.error_message()));
-        if (statistics) existing_hits[i] = parse_count(replies.at(i * stride + 1));
+        if (statistics) {
+            const Reply& incr = replies.at(j * stride + 1);
+            existing_hits[i] = incr.is_integer() ? incr.as_integer() - 1 : 0;  // not a number: as GET's 0
+        }
         StoredValue stored = parse_hash(hash);
+        if (near_reads[i]) {
+            fill_local(*near_reads[i], stored, mode, region);
+            near_reads[i].reset();
+        }
         // 2. Fresh, or any age when not regenerating: served.
         if (stored.has_value && (mode != Regenerate::when_stale || is_fresh(stored, now, region))) {
             if (targets[i]->accept(stored.value)) {
@@ -369,23 +538,35 @@ std::vector<LoadOutcome> cache_load_many(const RegionSettings& region, std::stri
     }
     if (todo.empty()) return outcomes;
 
-    // 3. Each key to regenerate under its own dogpile lock, as a single call
-    // takes it. (Not renewed: hold times are the batch's computations.)
-    std::vector<std::optional<Lock>> locks(n);
+    // 3. Each key to regenerate under its own dogpile lock: all taken in one
+    // round trip (one attempt each). Who does not get one serves its stale
+    // value, or, with nothing stored, waits as a single call waits.
+    const auto lock_ttl = std::max(region.options.expires, std::chrono::milliseconds{1});
+    BatchLocks batch{conn};
+    std::vector<std::optional<Lock>> waited(n);  // locks taken after waiting, released one by one
     std::vector<std::size_t> produce;
-    for (std::size_t i : todo) {
-        const auto wait = have_stale[i] ? std::chrono::milliseconds{0} : region.options.first_value_wait;
-        Lock lock{cache_keys::lock(region.name, ns, keys[i]),
-                  LockOptions{.expires = std::max(region.options.expires, std::chrono::milliseconds{1}),
-                              .timeout = wait,
-                              .connection = conn,
-                              .max_retry_delay = std::chrono::milliseconds{100}},
-                  std::defer_lock};
-        if (!lock.try_lock()) {
+    {
+        std::vector<std::string> lock_keys;
+        lock_keys.reserve(todo.size());
+        for (std::size_t i : todo) lock_keys.push_back(cache_keys::lock(region.name, ns, keys[i]));
+        std::vector<bool> taken = batch.try_lock(lock_keys, lock_ttl);
+        for (std::size_t j = 0; j < todo.size(); ++j) {
+            const std::size_t i = todo[j];
+            if (taken[j]) {
+                produce.push_back(i);
+                continue;
+            }
             if (have_stale[i]) {
                 outcomes[i] = LoadOutcome::stored;  // someone is regenerating: serve the stale value
                 continue;
             }
+            const auto wait = region.options.first_value_wait;
+            Lock lock{lock_keys[j],
+                      LockOptions{.expires = lock_ttl,
+                                  .timeout = wait,
+                                  .connection = conn,
+                                  .max_retry_delay = std::chrono::milliseconds{100}},
+                      std::defer_lock};
             if (!lock.try_lock_for(wait)) {
                 outcomes[i] = LoadOutcome::lock_timeout;
                 continue;
@@ -396,26 +577,57 @@ std::vector<LoadOutcome> cache_load_many(const RegionSettings& region, std::stri
                 outcomes[i] = LoadOutcome::stored;
                 continue;
             }
+            waited[i].emplace(std::move(lock));
+            produce.push_back(i);
         }
-        locks[i].emplace(std::move(lock));
-        produce.push_back(i);
     }
+    std::sort(produce.begin(), produce.end());  // called in the order asked
 
-    // 4. Produce them in order (the function is called as N single calls
-    // would call it: on this thread, one at a time). An exception propagates;
-    // the locks are released and nothing is stored.
+    // 4. Produce them: in order on this thread (the function is called as N
+    // single calls would call it), or shared by up to `threads` threads. An
+    // exception propagates (the first, once every computation has ended); the
+    // locks are released and nothing is stored.
+    if (produce.empty()) return outcomes;
     std::vector<std::string> bytes(n), why(n);
     std::vector<double> deltas(n, 0);
-    std::vector<bool> storable(n, false);
-    for (std::size_t i : produce) {
+    std::vector<char> storable(n, 0);  // not vector<bool>: threads write neighbouring elements
+    auto compute = [&](std::size_t i) {
         const auto started = std::chrono::steady_clock::now();
-        storable[i] = targets[i]->produce(bytes[i], why[i]);
+        storable[i] = targets[i]->produce(bytes[i], why[i]) ? 1 : 0;
         deltas[i] = seconds_since(started);
-        outcomes[i] = LoadOutcome::produced;
+    };
+    const std::size_t workers = std::min(threads, produce.size());
+    if (workers <= 1) {
+        for (std::size_t i : produce) compute(i);
+    } else {
+        std::atomic<std::size_t> next{0};
+        std::mutex failure_mutex;
+        std::exception_ptr failure;
+        auto work = [&] {
+            for (std::size_t j; (j = next.fetch_add(1)) < produce.size();) {
+                try {
+                    compute(produce[j]);
+                } catch (...) {
+                    std::lock_guard guard(failure_mutex);
+                    if (!failure) failure = std::current_exception();
+                    next = produce.size();  // stop taking new ones
+                }
+            }
+        };
+        std::vector<std::thread> helpers;
+        helpers.reserve(workers - 1);
+        try {
+            for (std::size_t t = 1; t < workers; ++t) helpers.emplace_back(work);
+        } catch (const std::system_error&) {
+            // No more threads now: the ones started and this one do it.
+        }
+        work();
+        for (auto& h : helpers) h.join();
+        if (failure) std::rethrow_exception(failure);
     }
-    if (produce.empty()) return outcomes;
+    for (std::size_t i : produce) outcomes[i] = LoadOutcome::produced;
 
-    // 5. Store them all, and settle their statistics, in one round trip.
+    // 5. Store them all, settle their statistics and release the locks, in one round trip.
     {
         Pipeline p;
         const double created = unix_now();
@@ -434,6 +646,7 @@ std::vector<LoadOutcome> cache_load_many(const RegionSettings& region, std::stri
             }
             p.command("EVAL", settle_many_script().source(), settle_keys.size(), settle_keys, existing);
         }
+        batch.add_release(p);
         std::vector<Reply> stored = conn.transaction(p);
         for (std::size_t at : stored_at)
             for (std::size_t j = at; j < at + 5; ++j)
@@ -442,7 +655,7 @@ std::vector<LoadOutcome> cache_load_many(const RegionSettings& region, std::stri
                                                  region.name, ns, stored[j].error_message()));
     }
     for (std::size_t i : produce) {
-        locks[i]->unlock();
+        if (waited[i]) waited[i]->unlock();
         if (!storable[i]) report_uncached(region, ns, keys[i], why[i]);
     }
     return outcomes;

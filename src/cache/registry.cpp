@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "cache/keys.hpp"
+#include "cache/near_cache.hpp"
 
 namespace retools {
 namespace detail {
@@ -81,8 +82,20 @@ void CacheRegion::add_region(std::string name, CacheRegionOptions options) {
         throw CacheConfigurationError(
             fmt::format("cache region {}: early_refresh_beta must be a finite number >= 0, got {}", name,
                         options.early_refresh_beta));
-    auto settings =
-        std::make_shared<const detail::RegionSettings>(detail::RegionSettings{name, std::move(options)});
+    if (options.local.enabled()) {
+        // Such a region's prefix would match the hit and miss counters, which change on every call.
+        for (std::string_view counters : {"hits", "misses"})
+            if (name == counters || name.starts_with(std::string(counters) + ":"))
+                throw CacheConfigurationError(fmt::format(
+                    "cache region {}: a near cache (local) is not possible for a region named {}: its "
+                    "keys share the prefix of the statistics counters",
+                    name, counters));
+    }
+    detail::near_region_changed(name, options.local);
+    std::shared_ptr<detail::NearSlot> near;
+    if (options.local.enabled()) near = std::make_shared<detail::NearSlot>();
+    auto settings = std::make_shared<const detail::RegionSettings>(
+        detail::RegionSettings{name, std::move(options), std::move(near)});
     auto& r = detail::registry();
     std::unique_lock lock(r.mutex);
     r.regions.insert_or_assign(std::move(name), std::move(settings));

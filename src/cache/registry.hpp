@@ -7,11 +7,15 @@
 
 #include <retools/cache.hpp>
 
+#include "cache/tracking.hpp"
+
 namespace retools::detail {
 
 struct RegionSettings {
     std::string name;
     CacheRegionOptions options;
+    /// Set when options.local is on: where the region's near cache is found.
+    std::shared_ptr<NearSlot> near{};
     const Connection& connection() const {
         return options.connection ? *options.connection : global_connection();
     }

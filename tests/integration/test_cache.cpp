@@ -1032,12 +1032,16 @@ TEST_F(CacheTest, GetManyReadsAndStoresInOneRoundTripEachAndLeavesWhatSingleCall
     }
     std::vector<std::tuple<int>> all;
     for (int x = 0; x < 100; ++x) all.emplace_back(x);
+    // Scripts are loaded on first use (EVALSHA, then EVAL once): not counted below.
+    (void)retools::cache_region("many", "ns.warm", compute).get_many({{1}});
     calls = 0;
     auto before = own.round_trips();
     std::vector<std::string> got = batched.get_many(all);
     auto trips = own.round_trips() - before;
     EXPECT_EQ(calls, 30);
-    EXPECT_EQ(trips, 2u + 30u * 2u);  // read, store; each of the 30 locks taken and released
+    EXPECT_EQ(trips, 3u);           // read; the 30 locks; store and release
+    for (int x = 70; x < 100; ++x)  // every lock released
+        EXPECT_EQ(conn.command("EXISTS", fmt::format("retools:lock:many:ns.batched:{}", x)).as_integer(), 0);
     ASSERT_EQ(got.size(), 100u);
     for (int x = 0; x < 100; ++x) EXPECT_EQ(got[x], fmt::format("value {}", x));
     for (int x = 0; x < 100; ++x) (void)single(x);
@@ -1073,4 +1077,46 @@ TEST_F(CacheTest, GetManyWithTwoArgumentsServesStaleValuesWhileSomeoneRegenerate
     EXPECT_EQ(got, (std::vector<std::string>{"a1", "b2"}));
     EXPECT_EQ(hget("retools:short_term:ns.search:a 1", "created"), "1.0");  // left to the other caller
     EXPECT_TRUE(search.get_many({}).empty());
+}
+
+TEST_F(CacheTest, GetManyComputesOnSeveralThreadsWhenAskedAndStillStoresInOneRoundTrip) {
+    Connection own{rt::redis_url()};
+    CacheRegion::add_region("many", {.expires = 60s, .first_value_wait = 5s, .connection = own});
+    std::atomic<int> running{0}, most{0}, calls{0};
+    auto slow = [&](int x) {
+        ++calls;
+        const int now = ++running;
+        for (int seen = most.load(); now > seen && !most.compare_exchange_weak(seen, now);) {}
+        std::this_thread::sleep_for(100ms);
+        --running;
+        if (x == 13) throw BoomError("boom 13");
+        return x * 2;
+    };
+    auto f = retools::cache_region("many", "ns.parallel", slow, {.get_many_threads = 4});
+    (void)retools::cache_region("many", "ns.warm", slow).get_many({{1}});  // scripts loaded
+    std::vector<std::tuple<int>> calls_asked;
+    for (int x = 0; x < 8; ++x) calls_asked.emplace_back(x);
+    calls = 0;
+    most = 0;
+    const auto before = own.round_trips();
+    const auto t0 = Clock::now();
+    auto got = f.get_many(calls_asked);
+    EXPECT_LT(seconds_since(t0), 0.7);  // 8 x 100 ms one after another would be 0.8 s
+    EXPECT_EQ(own.round_trips() - before, 3u);
+    EXPECT_EQ(calls.load(), 8);
+    EXPECT_GE(most.load(), 2);
+    EXPECT_LE(most.load(), 4);
+    for (int x = 0; x < 8; ++x) EXPECT_EQ(got[x], x * 2);
+    for (int x = 0; x < 8; ++x)
+        EXPECT_EQ(hget(fmt::format("retools:many:ns.parallel:{}", x), "value"), pickled(x * 2));
+
+    // An exception from one computation: raised once all have ended; nothing stored, every lock released.
+    EXPECT_THROW_MSG(f.get_many({{11}, {12}, {13}, {14}}), BoomError, "boom 13");
+    for (int x = 11; x <= 14; ++x) {
+        EXPECT_EQ(conn.command("EXISTS", fmt::format("retools:many:ns.parallel:{}", x)).as_integer(), 0);
+        EXPECT_EQ(conn.command("EXISTS", fmt::format("retools:lock:many:ns.parallel:{}", x)).as_integer(), 0);
+    }
+    EXPECT_EQ(running.load(), 0);
+    EXPECT_THROW_MSG(retools::cache_region("many", "ns.x", slow, {.get_many_threads = 0}),
+                     retools::CacheConfigurationError, "get_many_threads");
 }

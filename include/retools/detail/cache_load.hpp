@@ -54,11 +54,13 @@ LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::s
                        Regenerate mode, bool statistics, LoadTarget& target);
 
 /// cache_load for many keys of one namespace: one round trip reads them all
-/// (statistics included), the missing and stale ones are produced in order,
-/// each under its own lock, and stored in one round trip. One outcome per key.
+/// (statistics included), the missing and stale ones are locked in one round
+/// trip, produced (in order, or on up to `threads` threads) and stored, their
+/// locks released, in one round trip. One outcome per key.
 std::vector<LoadOutcome> cache_load_many(const RegionSettings& region, std::string_view ns,
                                          const std::vector<std::string>& keys, Regenerate mode,
-                                         bool statistics, const std::vector<LoadTarget*>& targets);
+                                         bool statistics, const std::vector<LoadTarget*>& targets,
+                                         std::size_t threads = 1);
 
 void invalidate_key(std::string_view region, std::string_view ns, std::string_view key);
 void invalidate_namespace(std::string_view region, std::string_view ns);

@@ -1,0 +1,138 @@
+#include "cache/near_cache.hpp"
+
+#include <fmt/format.h>
+
+namespace retools::detail {
+namespace {
+
+constexpr std::size_t entry_overhead = 64;  // documented in LocalCacheOptions::max_bytes
+
+}  // namespace
+
+NearCache::NearCache(std::string region, LocalCacheOptions limits)
+    : region_(std::move(region)), prefix_(fmt::format("retools:{}:", region_)), limits_(limits) {}
+
+std::optional<NearValue> NearCache::find(const std::string& key) {
+    std::lock_guard lock(mutex_);
+    if (!active_) return std::nullopt;
+    auto it = index_.find(key);
+    if (it == index_.end()) return std::nullopt;
+    if (it->second != lru_.begin()) lru_.splice(lru_.begin(), lru_, it->second);
+    return it->second->value;
+}
+
+NearCache::Ticket NearCache::begin(const std::string& key) {
+    std::lock_guard lock(mutex_);
+    Pending& p = pending_[key];
+    ++p.readers;
+    return Ticket{p.version, epoch_, active_};
+}
+
+void NearCache::end(const std::string& key, const Ticket& ticket, const NearValue* value) {
+    std::lock_guard lock(mutex_);
+    auto p = pending_.find(key);
+    if (p == pending_.end()) return;  // cannot happen: begin() made it
+    const bool current =
+        p->second.version == ticket.version && ticket.epoch == epoch_ && ticket.active && active_;
+    if (--p->second.readers == 0) pending_.erase(p);
+    if (!value || !current) return;
+    auto it = index_.find(key);
+    if (it != index_.end()) erase_locked(it);
+    const std::size_t size = key.size() + value->value->size() + entry_overhead;
+    if (limits_.max_bytes != 0 && size > limits_.max_bytes) return;  // would evict everything else
+    lru_.push_front(Entry{key, *value, size});
+    index_.emplace(key, lru_.begin());
+    bytes_ += size;
+    evict_locked();
+}
+
+void NearCache::erase_locked(Map::iterator it) {
+    bytes_ -= it->second->bytes;
+    lru_.erase(it->second);
+    index_.erase(it);
+}
+
+void NearCache::evict_locked() {
+    while (!lru_.empty() && ((limits_.max_entries != 0 && lru_.size() > limits_.max_entries) ||
+                             (limits_.max_bytes != 0 && bytes_ > limits_.max_bytes)))
+        erase_locked(index_.find(lru_.back().key));
+}
+
+void NearCache::invalidate(std::string_view key) {
+    std::lock_guard lock(mutex_);
+    auto it = index_.find(key);
+    if (it != index_.end()) erase_locked(it);
+    auto p = pending_.find(key);
+    if (p != pending_.end()) ++p->second.version;
+}
+
+void NearCache::clear() {
+    std::lock_guard lock(mutex_);
+    index_.clear();
+    lru_.clear();
+    bytes_ = 0;
+    ++epoch_;
+}
+
+void NearCache::set_active(bool active) {
+    std::lock_guard lock(mutex_);
+    if (active_ == active) return;
+    active_ = active;
+    index_.clear();
+    lru_.clear();
+    bytes_ = 0;
+    ++epoch_;
+}
+
+bool NearCache::active() const {
+    std::lock_guard lock(mutex_);
+    return active_;
+}
+
+void NearCache::reconfigure(LocalCacheOptions limits) {
+    std::lock_guard lock(mutex_);
+    limits_ = limits;
+    index_.clear();
+    lru_.clear();
+    bytes_ = 0;
+    ++epoch_;
+}
+
+void NearCache::count_hit(std::string_view day, const std::string& key) {
+    // retools:<region>:<ns>:<key> -> retools:hits:<day>:<region>:<ns>:<key>
+    std::string hit;
+    hit.reserve(key.size() + day.size() + 6);
+    hit.append("retools:hits:").append(day).append(":").append(std::string_view(key).substr(8));
+    std::lock_guard lock(hits_mutex_);
+    auto it = hits_.find(hit);
+    if (it != hits_.end())
+        ++it->second;
+    else
+        hits_.emplace(std::move(hit), 1);
+}
+
+std::vector<std::pair<std::string, long long>> NearCache::take_hits() {
+    decltype(hits_) taken;
+    {
+        std::lock_guard lock(hits_mutex_);
+        taken.swap(hits_);
+    }
+    return {std::make_move_iterator(taken.begin()), std::make_move_iterator(taken.end())};
+}
+
+void NearCache::restore_hits(const std::vector<std::pair<std::string, long long>>& hits) {
+    std::lock_guard lock(hits_mutex_);
+    for (const auto& [key, n] : hits) hits_[key] += n;
+}
+
+std::size_t NearCache::size() const {
+    std::lock_guard lock(mutex_);
+    return lru_.size();
+}
+
+std::size_t NearCache::bytes() const {
+    std::lock_guard lock(mutex_);
+    return bytes_;
+}
+
+}  // namespace retools::detail
