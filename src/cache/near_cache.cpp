@@ -6,6 +6,7 @@ namespace retools::detail {
 namespace {
 
 constexpr std::size_t entry_overhead = 64;  // documented in LocalCacheOptions::max_bytes
+constexpr std::size_t max_unsent = 100000;  // hit counters kept for a flush that failed
 
 }  // namespace
 
@@ -99,30 +100,40 @@ void NearCache::reconfigure(LocalCacheOptions limits) {
 }
 
 void NearCache::count_hit(std::string_view day, const std::string& key) {
-    // retools:<region>:<ns>:<key> -> retools:hits:<day>:<region>:<ns>:<key>
-    std::string hit;
-    hit.reserve(key.size() + day.size() + 6);
-    hit.append("retools:hits:").append(day).append(":").append(std::string_view(key).substr(8));
     std::lock_guard lock(hits_mutex_);
-    auto it = hits_.find(hit);
-    if (it != hits_.end())
+    if (hits_.empty() || hits_.back().day != day) hits_.push_back(DayHits{std::string(day), {}});
+    auto& counts = hits_.back().counts;
+    auto it = counts.find(key);
+    if (it != counts.end())
         ++it->second;
     else
-        hits_.emplace(std::move(hit), 1);
+        counts.emplace(key, 1);
 }
 
 std::vector<std::pair<std::string, long long>> NearCache::take_hits() {
-    decltype(hits_) taken;
+    std::vector<DayHits> taken;
+    std::vector<std::pair<std::string, long long>> out;
     {
         std::lock_guard lock(hits_mutex_);
         taken.swap(hits_);
+        out.swap(unsent_);
     }
-    return {std::make_move_iterator(taken.begin()), std::make_move_iterator(taken.end())};
+    for (const DayHits& d : taken)
+        for (const auto& [key, n] : d.counts) {
+            // retools:<region>:<ns>:<key> -> retools:hits:<day>:<region>:<ns>:<key>
+            std::string hit;
+            hit.reserve(key.size() + d.day.size() + 6);
+            hit.append("retools:hits:").append(d.day).append(":").append(std::string_view(key).substr(8));
+            out.emplace_back(std::move(hit), n);
+        }
+    return out;
 }
 
 void NearCache::restore_hits(const std::vector<std::pair<std::string, long long>>& hits) {
     std::lock_guard lock(hits_mutex_);
-    for (const auto& [key, n] : hits) hits_[key] += n;
+    // While Redis is unreachable for long, counts are dropped rather than grow without bound.
+    if (unsent_.size() + hits.size() > max_unsent) return;
+    unsent_.insert(unsent_.end(), hits.begin(), hits.end());
 }
 
 std::size_t NearCache::size() const {

@@ -109,8 +109,15 @@ private:
     std::uint64_t epoch_ = 0;
     bool active_ = false;
 
+    // Local hits per day and value key (no string is built per hit), and the
+    // counts of a flush that failed, to send again.
+    struct DayHits {
+        std::string day;
+        std::unordered_map<std::string, long long, Hash, std::equal_to<>> counts;
+    };
     std::mutex hits_mutex_;
-    std::unordered_map<std::string, long long, Hash, std::equal_to<>> hits_;
+    std::vector<DayHits> hits_;  // one element, two around midnight
+    std::vector<std::pair<std::string, long long>> unsent_;
 };
 
 /// One read from Redis that may fill the near cache: begin() now, end() when
