@@ -11,6 +11,7 @@
 #include <retools/errors.hpp>
 
 #include "core/errors.hpp"
+#include "core/resp_commands.hpp"
 #include "core/sentinel.hpp"
 
 namespace retools::detail {
@@ -241,13 +242,6 @@ KeySpec spec_of(std::string_view name) {
     return it != std::end(kSpecs) && it->name == key ? it->spec : KeySpec::first;
 }
 
-bool iequals(std::string_view a, std::string_view b) {
-    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-               return std::toupper(static_cast<unsigned char>(x)) ==
-                      std::toupper(static_cast<unsigned char>(y));
-           });
-}
-
 std::size_t count_at(const std::vector<std::string_view>& args, std::size_t i) {
     if (i >= args.size()) return 0;
     std::size_t n = 0;
@@ -357,31 +351,10 @@ std::uint16_t key_slot(std::string_view key) noexcept {
 
 std::vector<ParsedCommand> parse_commands(std::string_view resp) {
     std::vector<ParsedCommand> out;
-    std::string_view rest = resp;
-    auto number = [&](char marker) -> long long {
-        if (rest.empty() || rest.front() != marker) return -1;
-        auto end = rest.find("\r\n");
-        if (end == std::string_view::npos) return -1;
-        long long n = -1;
-        std::from_chars(rest.data() + 1, rest.data() + end, n);
-        rest.remove_prefix(end + 2);
-        return n;
-    };
-    while (!rest.empty()) {
-        const char* begin = rest.data();
-        long long count = number('*');
-        if (count < 0) break;
-        ParsedCommand command;
-        command.args.reserve(static_cast<std::size_t>(count));
-        for (long long i = 0; i < count; ++i) {
-            long long len = number('$');
-            if (len < 0 || rest.size() < static_cast<std::size_t>(len) + 2) return out;
-            command.args.push_back(rest.substr(0, static_cast<std::size_t>(len)));
-            rest.remove_prefix(static_cast<std::size_t>(len) + 2);
-        }
-        command.resp = std::string_view(begin, static_cast<std::size_t>(rest.data() - begin));
-        out.push_back(std::move(command));
-    }
+    for_each_command(resp, [&](const std::vector<std::string_view>& args, std::string_view text) {
+        out.push_back(ParsedCommand{.args = args, .resp = text});
+        return true;
+    });
     return out;
 }
 

@@ -57,7 +57,7 @@ namespace {
 std::vector<std::string_view> leading_args(std::string_view resp, std::size_t index, std::size_t limit) {
     std::vector<std::string_view> found;
     std::size_t command = 0;
-    for_each_command(resp, [&](const std::vector<std::string_view>& args) {
+    for_each_command(resp, [&](const std::vector<std::string_view>& args, std::string_view) {
         if (command++ < index) return true;
         found.assign(args.begin(), args.begin() + static_cast<std::ptrdiff_t>(std::min(limit, args.size())));
         return false;

@@ -11,10 +11,10 @@
 
 namespace retools::detail {
 
-/// Calls `fn(args)` with the arguments of each command in `resp` (RESP arrays
-/// of bulk strings), in order, as views into `resp`; `fn` returns false to
-/// stop early. Returns false when the text is malformed (it never is when a
-/// CommandBuffer wrote it).
+/// Calls `fn(args, text)` with the arguments of each command in `resp` (RESP
+/// arrays of bulk strings), in order, and the command's own encoded text, all
+/// views into `resp`; `fn` returns false to stop early. Returns false when the text is malformed (it never is
+/// when a CommandBuffer wrote it).
 template <class Fn>
 bool for_each_command(std::string_view resp, Fn&& fn) {
     auto number = [&](char marker) -> long long {
@@ -28,6 +28,7 @@ bool for_each_command(std::string_view resp, Fn&& fn) {
     };
     std::vector<std::string_view> args;
     while (!resp.empty()) {
+        const char* begin = resp.data();
         long long count = number('*');
         if (count <= 0) return false;
         args.clear();
@@ -37,7 +38,8 @@ bool for_each_command(std::string_view resp, Fn&& fn) {
             args.push_back(resp.substr(0, static_cast<std::size_t>(len)));
             resp.remove_prefix(static_cast<std::size_t>(len) + 2);
         }
-        if (!fn(static_cast<const std::vector<std::string_view>&>(args))) return true;
+        const std::string_view text(begin, static_cast<std::size_t>(resp.data() - begin));
+        if (!fn(static_cast<const std::vector<std::string_view>&>(args), text)) return true;
     }
     return true;
 }

@@ -81,11 +81,12 @@ bool read_only_command(std::string_view name) {
 
 bool read_only_request(std::string_view resp) {
     bool any = false, all = true;
-    bool well_formed = for_each_command(resp, [&](const std::vector<std::string_view>& args) {
-        any = true;
-        all = read_only_command(args[0]);
-        return all;
-    });
+    bool well_formed =
+        for_each_command(resp, [&](const std::vector<std::string_view>& args, std::string_view) {
+            any = true;
+            all = read_only_command(args[0]);
+            return all;
+        });
     return well_formed && any && all;
 }
 
