@@ -150,9 +150,11 @@ Pipeline& scratch_pipeline() {
 
 // Renewing a lock every expires/3 makes sense from 30 ms up; below, a renewal
 // round trip every few milliseconds would cost more than it protects. Above
-// 5 minutes the renewal thread that Lock starts per acquisition would cost
-// every miss more than the rare function slower than `expires` (measured:
-// a miss at 0.39x the floor instead of 0.98x), so long regions rely on the TTL.
+// 5 minutes, starting the process's renewal thread (it ends whenever no lock
+// is held, so that forks stay single-threaded) would cost every sequential
+// miss more than the rare function slower than `expires` (measured with a
+// thread per acquisition: a miss at 0.39x the floor instead of 0.98x), so
+// long regions rely on the TTL.
 constexpr std::chrono::milliseconds min_renewed_expires{30};
 constexpr std::chrono::milliseconds max_renewed_expires{300000};
 
