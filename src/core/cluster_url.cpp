@@ -25,11 +25,7 @@ ConnectionOptions parse_cluster_url(std::string_view text) {
     ClusterOptions cluster;
     url::take_userinfo(kKind, rest, options);
 
-    std::string_view query;
-    if (auto q = rest.find('?'); q != std::string_view::npos) {
-        query = rest.substr(q + 1);
-        rest = rest.substr(0, q);
-    }
+    std::string_view query = url::take_query(rest);
     std::string_view hosts = rest.substr(0, rest.find('/'));
     if (hosts.size() < rest.size()) {
         std::string_view db = rest.substr(hosts.size() + 1);
@@ -39,21 +35,14 @@ ConnectionOptions parse_cluster_url(std::string_view text) {
     cluster.seeds = url::parse_host_list(kKind, hosts, "node");
 
     constexpr std::string_view supported = "supported: read_from_replicas";
-    while (!query.empty()) {
-        auto amp = query.find('&');
-        std::string_view pair = query.substr(0, amp);
-        query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
-        if (pair.empty()) continue;
-        auto eq = pair.find('=');
-        std::string_view name = pair.substr(0, eq);
-        std::string_view value = eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+    url::for_each_query_pair(query, [&](std::string_view name, std::string_view value) {
         if (name == "read_from_replicas")
             cluster.read_from_replicas = url::parse_flag(kKind, value, name);
         else if (url::plausible_name(name))
             url::bad(kKind, fmt::format("unknown query parameter {:?} ({})", name, supported));
         else
             url::bad(kKind, fmt::format("unknown query parameter ({})", supported));
-    }
+    });
     options.cluster = std::move(cluster);
     return options;
 }

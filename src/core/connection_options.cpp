@@ -39,17 +39,10 @@ bool parse_flag(std::string_view value, std::string_view name) {
 void parse_query(std::string_view query, ConnectionOptions& options) {
     static constexpr std::string_view kTlsNames[] = {"ca_file",  "ca_path",     "cert_file",
                                                      "key_file", "server_name", "verify"};
-    while (!query.empty()) {
-        auto amp = query.find('&');
-        std::string_view pair = query.substr(0, amp);
-        query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
-        if (pair.empty()) continue;
-        auto eq = pair.find('=');
-        std::string_view name = pair.substr(0, eq);
-        std::string_view raw = eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+    detail::url::for_each_query_pair(query, [&](std::string_view name, std::string_view raw) {
         if (name == "db") {
             options.db = parse_number(raw, "database", 0, 1 << 20);
-            continue;
+            return;
         }
         if (!plausible_name(name))
             bad_url(
@@ -77,7 +70,7 @@ void parse_query(std::string_view query, ConnectionOptions& options) {
             tls.key_file = value;
         else
             tls.server_name = value;
-    }
+    });
 }
 
 }  // namespace
@@ -93,11 +86,7 @@ ConnectionOptions ConnectionOptions::from_url(std::string_view url) {
     std::string_view rest = url.substr(scheme_end + 3);
 
     if (scheme == "unix") {
-        std::string_view query;
-        if (auto q = rest.find('?'); q != std::string_view::npos) {
-            query = rest.substr(q + 1);
-            rest = rest.substr(0, q);
-        }
+        std::string_view query = detail::url::take_query(rest);
         if (rest.empty() || rest.front() != '/')
             bad_url("unix socket path must be absolute (unix:///path/to/sock)");
         options.path = std::string(rest);
@@ -119,11 +108,7 @@ ConnectionOptions ConnectionOptions::from_url(std::string_view url) {
     // Query values spell '@' as %40.
     detail::url::take_userinfo(kKind, rest, options);
 
-    std::string_view query;
-    if (auto q = rest.find('?'); q != std::string_view::npos) {
-        query = rest.substr(q + 1);
-        rest = rest.substr(0, q);
-    }
+    std::string_view query = detail::url::take_query(rest);
     std::string_view authority = rest.substr(0, rest.find('/'));
     std::string_view path =
         authority.size() < rest.size() ? rest.substr(authority.size() + 1) : std::string_view{};

@@ -27,11 +27,7 @@ ConnectionOptions parse_sentinel_url(std::string_view url) {
     SentinelOptions sentinel;
     url::take_userinfo(kKind, rest, options);
 
-    std::string_view query;
-    if (auto q = rest.find('?'); q != std::string_view::npos) {
-        query = rest.substr(q + 1);
-        rest = rest.substr(0, q);
-    }
+    std::string_view query = url::take_query(rest);
     std::string_view hosts = rest.substr(0, rest.find('/'));
     if (hosts.size() < rest.size()) {
         std::string_view db = rest.substr(hosts.size() + 1);
@@ -41,14 +37,7 @@ ConnectionOptions parse_sentinel_url(std::string_view url) {
     sentinel.sentinels = url::parse_host_list(kKind, hosts, "sentinel");
 
     constexpr std::string_view supported = "supported: master, sentinel_password, sentinel_username, db";
-    while (!query.empty()) {
-        auto amp = query.find('&');
-        std::string_view pair = query.substr(0, amp);
-        query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
-        if (pair.empty()) continue;
-        auto eq = pair.find('=');
-        std::string_view name = pair.substr(0, eq);
-        std::string_view value = eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+    url::for_each_query_pair(query, [&](std::string_view name, std::string_view value) {
         if (name == "master")
             sentinel.master = url::percent_decode(kKind, value, "master name");
         else if (name == "sentinel_password")
@@ -61,7 +50,7 @@ ConnectionOptions parse_sentinel_url(std::string_view url) {
             url::bad(kKind, fmt::format("unknown query parameter {:?} ({})", name, supported));
         else
             url::bad(kKind, fmt::format("unknown query parameter ({})", supported));
-    }
+    });
     if (sentinel.master.empty()) url::bad(kKind, "missing master=NAME (the name the sentinels monitor)");
     options.sentinel = std::move(sentinel);
     return options;

@@ -27,4 +27,27 @@ void take_userinfo(std::string_view kind, std::string_view& rest, ConnectionOpti
 /// `host:port[,host:port...]` (IPv6 in brackets); entry n is named "<item> n of the list".
 std::vector<Endpoint> parse_host_list(std::string_view kind, std::string_view hosts, std::string_view item);
 
+/// Takes `?query` off the end of `rest`; returns the query (empty when none).
+inline std::string_view take_query(std::string_view& rest) {
+    auto q = rest.find('?');
+    if (q == std::string_view::npos) return {};
+    std::string_view query = rest.substr(q + 1);
+    rest = rest.substr(0, q);
+    return query;
+}
+
+/// Calls `fn(name, value)` for each `name[=value]` pair of a query string,
+/// in order (empty pairs skipped; values still percent-encoded).
+template <class Fn>
+void for_each_query_pair(std::string_view query, Fn&& fn) {
+    while (!query.empty()) {
+        auto amp = query.find('&');
+        std::string_view pair = query.substr(0, amp);
+        query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+        if (pair.empty()) continue;
+        auto eq = pair.find('=');
+        fn(pair.substr(0, eq), eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1));
+    }
+}
+
 }  // namespace retools::detail::url
