@@ -200,6 +200,27 @@ TEST_F(ClusterCacheTest, EightThreadsOnAColdKeyCallTheFunctionOnce) {
     EXPECT_GE(s.misses, 1);
 }
 
+TEST_F(ClusterCacheTest, StaleValueServedWhileAnotherCallerRegenerates) {
+    std::atomic<int> version{0};
+    std::atomic<int> calls{0};
+    auto f = retools::cache_region("short_term", "slow", [&](int) {
+        ++calls;
+        if (version.load() > 0) std::this_thread::sleep_for(600ms);
+        return version.load();
+    });
+    EXPECT_EQ(f(1), 0);
+    retools::invalidate_function(f, 1);
+    version = 1;
+    std::thread regenerating([&] { EXPECT_EQ(f(1), 1); });
+    ASSERT_TRUE(rt::wait_until([&] { return exists("retools:lock:" + tag("short_term", "slow", "1")); }, 5s));
+    for (int i = 0; i < 5; ++i) EXPECT_EQ(f(1), 0);  // the stale value, without waiting
+    regenerating.join();
+    EXPECT_EQ(calls.load(), 2);
+    EXPECT_EQ(f(1), 1);
+    // The regeneration's own hit and the 5 served meanwhile are misses; then 1 hit.
+    EXPECT_EQ(retools::cache_stats("short_term", "slow", "1"), (retools::CacheStats{.hits = 1, .misses = 7}));
+}
+
 TEST_F(ClusterCacheTest, AThousandKeysLandOnEveryMasterThroughGetMany) {
     int calls = 0;
     auto compute = [&calls](int x) {
