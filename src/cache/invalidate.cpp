@@ -10,6 +10,7 @@
 #include "cache/near_cache.hpp"
 #include "cache/registry.hpp"
 #include "core/clock.hpp"
+#include "core/errors.hpp"
 
 namespace retools::detail {
 namespace {
@@ -54,7 +55,39 @@ return n
     return script;
 }
 
-constexpr std::size_t chunk = 512;  // keys per script call
+// On a cluster the value hashes are in many slots: one script call each
+// (KEYS[1] = a value hash; ARGV[1] = the new `created`), sent as one split
+// pipeline per chunk. Backdates it if it is a hash; returns its type.
+const Script& backdate_one_script() {
+    static const Script script{R"lua(
+local t = redis.call('TYPE', KEYS[1]).ok
+if t == 'hash' then redis.call('HSET', KEYS[1], 'created', ARGV[1]) end
+return t
+)lua"};
+    return script;
+}
+
+constexpr std::size_t chunk = 512;  // keys per script call (per pipeline on a cluster)
+
+// Backdates the value hashes of `keys` on a cluster; with `keyset`, drops
+// from it the members whose hash is gone (as prune_script does).
+void backdate_on_cluster(const Connection& conn, std::string_view region, std::string_view ns,
+                         std::span<const std::string> keys, double created, const std::string* keyset) {
+    for (std::size_t start = 0; start < keys.size(); start += chunk) {
+        const std::size_t end = std::min(keys.size(), start + chunk);
+        Pipeline p;
+        for (std::size_t i = start; i < end; ++i)
+            p.command("EVAL", backdate_one_script().source(), 1, cache_keys::value(region, ns, keys[i], true),
+                      created);
+        std::vector<Reply> types = conn.execute(p);
+        check_replies(types, p);
+        if (!keyset) continue;
+        std::vector<std::string> gone;
+        for (std::size_t i = start; i < end; ++i)
+            if (types[i - start].view() == "none") gone.push_back(keys[i]);
+        if (!gone.empty()) conn.command("SREM", *keyset, gone);
+    }
+}
 
 // The region's connection when it was added here, else the global one.
 Connection connection_of(std::string_view region) {
@@ -78,10 +111,11 @@ std::vector<std::string> keys_with_empty(const Connection& conn, std::string_vie
 
 void backdate(const Connection& conn, std::string_view region, std::string_view ns,
               std::span<const std::string> keys, double created) {
+    if (conn.is_cluster()) return backdate_on_cluster(conn, region, ns, keys, created, nullptr);
     for (std::size_t start = 0; start < keys.size(); start += chunk) {
         std::vector<std::string> value_keys;
         for (std::size_t i = start; i < std::min(keys.size(), start + chunk); ++i)
-            value_keys.push_back(cache_keys::value(region, ns, keys[i]));
+            value_keys.push_back(cache_keys::value(region, ns, keys[i], false));
         backdate_script().run(conn, value_keys, created);
     }
 }
@@ -96,7 +130,7 @@ void invalidate_key(std::string_view region, std::string_view ns, std::string_vi
     // The tracking connection will tell too, a little later; the next call
     // of this process must not wait for that.
     if (NearCache* near = near_cache(*settings, settings->connection()))
-        near->invalidate(cache_keys::value(region, ns, key));
+        near->invalidate(cache_keys::value(region, ns, key, settings->connection().is_cluster()));
 }
 
 void invalidate_namespace(std::string_view region, std::string_view ns) {
@@ -126,11 +160,15 @@ void invalidate_region(std::string_view region) {
     for (const std::string& ns : namespaces) {
         const std::string keyset = cache_keys::keyset(region, ns);
         std::vector<std::string> keys = keys_with_empty(conn, region, ns);
+        if (conn.is_cluster()) {
+            backdate_on_cluster(conn, region, ns, keys, created, &keyset);
+            continue;
+        }
         for (std::size_t start = 0; start < keys.size(); start += chunk) {
             const std::size_t end = std::min(keys.size(), start + chunk);
             std::vector<std::string> script_keys{keyset};
             for (std::size_t i = start; i < end; ++i)
-                script_keys.push_back(cache_keys::value(region, ns, keys[i]));
+                script_keys.push_back(cache_keys::value(region, ns, keys[i], false));
             prune_script().run(conn, script_keys, created,
                                std::span<const std::string>(keys.data() + start, end - start));
         }

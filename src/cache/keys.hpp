@@ -1,5 +1,6 @@
 #pragma once
-// Redis key names of the cache, exactly the original's layout.
+// Redis key names of the cache: the original's layout, or on a Redis Cluster
+// the same names with the call's part `{<region>:<ns>:<key>}` as a hash tag.
 
 #include <initializer_list>
 #include <string>
@@ -28,24 +29,43 @@ inline std::string join(std::initializer_list<std::string_view> parts) {
 /// Set of every region that stored a value.
 inline constexpr std::string_view regions = "retools:regions";
 
+/// The part that names one cached call: `<region>:<ns>:<key>` in the
+/// original's layout; on a cluster (`cluster`) `{<region>:<ns>:<key>}`, so the
+/// value, its lock and its counters (one transaction or script touches them
+/// together) share a hash slot while different calls spread over the nodes.
+/// The prefixes before it hold no `{`, so the tag starts at the one inserted
+/// here and every key of the call gets the same tag even when `key` holds a
+/// `}`. This is the only place where the two layouts differ.
+inline std::string call(std::string_view prefix, std::string_view region, std::string_view ns,
+                        std::string_view key, bool cluster) {
+    if (!cluster) return join({prefix, region, ns, key});
+    std::string out(prefix);
+    out += ":{";
+    out += join({region, ns, key});
+    out += '}';
+    return out;
+}
+
 /// Hash `created`, `value`: `retools:<region>:<ns>:<key>`.
-inline std::string value(std::string_view region, std::string_view ns, std::string_view key) {
-    return join({"retools", region, ns, key});
+inline std::string value(std::string_view region, std::string_view ns, std::string_view key, bool cluster) {
+    return call("retools", region, ns, key, cluster);
 }
 /// Dogpile lock: `retools:lock:<region>:<ns>:<key>`.
-inline std::string lock(std::string_view region, std::string_view ns, std::string_view key) {
-    return join({"retools:lock", region, ns, key});
+inline std::string lock(std::string_view region, std::string_view ns, std::string_view key, bool cluster) {
+    return call("retools:lock", region, ns, key, cluster);
 }
 /// Hits counted on `day`: `retools:hits:<day>:<region>:<ns>:<key>`.
 inline std::string hits(std::string_view day, std::string_view region, std::string_view ns,
-                        std::string_view key) {
-    return join({"retools:hits", day, region, ns, key});
+                        std::string_view key, bool cluster) {
+    return call(join({"retools:hits", day}), region, ns, key, cluster);
 }
 /// Misses counted on `day`: `retools:misses:<day>:<region>:<ns>:<key>`.
 inline std::string misses(std::string_view day, std::string_view region, std::string_view ns,
-                          std::string_view key) {
-    return join({"retools:misses", day, region, ns, key});
+                          std::string_view key, bool cluster) {
+    return call(join({"retools:misses", day}), region, ns, key, cluster);
 }
+/// Tracking sets below (regions, namespaces, key sets) keep their names on a
+/// cluster; they are written with commands of their own there.
 /// Set of the namespaces of a region: `retools:<region>:namespaces`.
 inline std::string namespaces(std::string_view region) {
     return join({"retools", region, "namespaces"});

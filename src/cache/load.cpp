@@ -23,6 +23,7 @@
 #include "cache/refresh.hpp"
 #include "cache/registry.hpp"
 #include "core/clock.hpp"
+#include "core/errors.hpp"
 #include "core/random_token.hpp"
 
 namespace retools {
@@ -91,17 +92,29 @@ bool wants_early_refresh(const StoredValue& v, double now, const RegionSettings&
 
 // The commands that store one produced value (the original's store
 // transaction, without the statistics), plus `delta` when early refresh is on.
-void add_store_commands(Pipeline& p, const RegionSettings& region, std::string_view ns, std::string_view key,
-                        const std::string& value_key, double created, const std::string& bytes,
-                        double delta) {
+// The tracking sets' SADDs go to `tracking`: `p` itself in the original's
+// layout; on a cluster a pipeline of their own (they are in other slots).
+void add_store_commands(Pipeline& p, Pipeline& tracking, const RegionSettings& region, std::string_view ns,
+                        std::string_view key, const std::string& value_key, double created,
+                        const std::string& bytes, double delta) {
     if (region.options.early_refresh_beta > 0)
         p.command("HMSET", value_key, "created", created, "value", bytes, "delta", delta);
     else
         p.command("HMSET", value_key, "created", created, "value", bytes);
     p.command("EXPIRE", value_key, static_cast<long long>(region.options.redis_expiration.count()));
-    p.command("SADD", cache_keys::regions, region.name);
-    p.command("SADD", cache_keys::namespaces(region.name), ns);
-    p.command("SADD", cache_keys::keyset(region.name, ns), key);
+    tracking.command("SADD", cache_keys::regions, region.name);
+    tracking.command("SADD", cache_keys::namespaces(region.name), ns);
+    tracking.command("SADD", cache_keys::keyset(region.name, ns), key);
+}
+
+// Sends the tracking commands a cluster keeps apart (a split pipeline).
+void execute_tracking(const Connection& conn, const Pipeline& tracking, const RegionSettings& region) {
+    if (tracking.empty()) return;
+    std::vector<Reply> replies = conn.execute(tracking);
+    for (const Reply& reply : replies)
+        if (reply.is_error())
+            throw ReplyError(fmt::format("cache region {}: adding to its tracking sets failed: {}",
+                                         region.name, reply.error_message()));
 }
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
@@ -115,7 +128,7 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 void schedule_early_refresh(const RegionSettings& region, std::string_view ns, std::string_view key,
                             double seen_created, std::function<bool(std::string&, std::string&)> produce) {
     if (!produce) return;
-    std::string lock_key = cache_keys::lock(region.name, ns, key);
+    std::string lock_key = cache_keys::lock(region.name, ns, key, region.connection().is_cluster());
     auto task = [settings = region, ns = std::string(ns), key = std::string(key), lock_key, seen_created,
                  produce = std::move(produce)]() {
         const Connection& conn = settings.connection();
@@ -126,16 +139,18 @@ void schedule_early_refresh(const RegionSettings& region, std::string_view ns, s
                               .auto_renew = settings.options.expires >= std::chrono::milliseconds{30}},
                   std::defer_lock};
         if (!lock.try_lock()) return;
-        const std::string value_key = cache_keys::value(settings.name, ns, key);
+        const std::string value_key = cache_keys::value(settings.name, ns, key, conn.is_cluster());
         StoredValue current = parse_hash(conn.command("HGETALL", value_key));
         if (current.present && current.created > seen_created) return;  // refreshed by someone else
         std::string bytes, why;
         const auto start = std::chrono::steady_clock::now();
         if (!produce(bytes, why)) return;
         const double delta = seconds_since(start);
-        Pipeline p;
-        add_store_commands(p, settings, ns, key, value_key, unix_now(), bytes, delta);
+        Pipeline p, tracking;
+        add_store_commands(p, conn.is_cluster() ? tracking : p, settings, ns, key, value_key, unix_now(),
+                           bytes, delta);
         conn.transaction(p);
+        execute_tracking(conn, tracking, settings);
     };
     (void)submit_refresh(lock_key, std::move(task));
 }
@@ -176,10 +191,12 @@ void report_uncached(const RegionSettings& region, std::string_view ns, std::str
 }  // namespace
 
 void throw_first_value_timeout(std::string_view region, std::string_view ns, std::string_view key) {
+    auto settings = lookup_region(region);
+    const bool cluster = settings && settings->connection().is_cluster();
     throw LockTimeout(
         fmt::format("cache region {}: no value for {}:{} and another caller held {} for longer than "
                     "the region's first_value_wait",
-                    region, ns, key, cache_keys::lock(region, ns, key)));
+                    region, ns, key, cache_keys::lock(region, ns, key, cluster)));
 }
 
 namespace {
@@ -218,14 +235,16 @@ void fill_local(NearRead& read, const StoredValue& stored, Regenerate mode, cons
 LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::string_view key,
                        Regenerate mode, bool statistics, LoadTarget& target) {
     const Connection& conn = region.connection();
-    const std::string value_key = cache_keys::value(region.name, ns, key);
+    const bool cluster = conn.is_cluster();
+    const std::string value_key = cache_keys::value(region.name, ns, key, cluster);
     NearCache* near = near_cache(region, conn);
     if (near && serve_local(*near, region, ns, key, value_key, mode, statistics, target))
         return LoadOutcome::stored;
     std::optional<NearRead> near_read;  // begun before the read: see cache/near_cache.hpp
     if (near) near_read.emplace(*near, value_key);
     const std::string day = statistics ? today() : std::string();  // one date for every counter of this call
-    const std::string hit_key = statistics ? cache_keys::hits(day, region.name, ns, key) : std::string();
+    const std::string hit_key =
+        statistics ? cache_keys::hits(day, region.name, ns, key, cluster) : std::string();
 
     // 1. Read the value, and count a hit, in one round trip.
     Reply hash;
@@ -269,7 +288,7 @@ LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::s
     // `expires` still runs once.
     const bool have_stale = stored.has_value && target.accept(stored.value);
     const auto wait = have_stale ? std::chrono::milliseconds{0} : region.options.first_value_wait;
-    Lock lock{cache_keys::lock(region.name, ns, key),
+    Lock lock{cache_keys::lock(region.name, ns, key, cluster),
               LockOptions{.expires = std::max(region.options.expires, std::chrono::milliseconds{1}),
                           .timeout = wait,
                           .connection = conn,
@@ -303,7 +322,8 @@ LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::s
             Pipeline& p = scratch_pipeline();
             p.command("INCRBY", hit_key, existing_hits);
             if (new_hits != existing_hits)
-                p.command("INCRBY", cache_keys::misses(day, region.name, ns, key), new_hits - existing_hits);
+                p.command("INCRBY", cache_keys::misses(day, region.name, ns, key, cluster),
+                          new_hits - existing_hits);
             conn.execute(p);
         }
         return LoadOutcome::produced;
@@ -312,13 +332,18 @@ LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::s
     long long new_hits = 0;
     {
         Pipeline& p = scratch_pipeline();
+        Pipeline tracking;  // used on a cluster only
         const std::string namespaces_key = cache_keys::namespaces(region.name);
         const std::string keyset_key = cache_keys::keyset(region.name, ns);
         const std::string_view stored_keys[] = {value_key, value_key, cache_keys::regions, namespaces_key,
                                                 keyset_key};
-        add_store_commands(p, region, ns, key, value_key, created, bytes, delta);
+        add_store_commands(p, cluster ? tracking : p, region, ns, key, value_key, created, bytes, delta);
         if (statistics) p.command("GETSET", hit_key, 0);
         std::vector<Reply> replies = conn.transaction(p);
+        if (cluster) {
+            std::vector<Reply> tracked = conn.execute(tracking);
+            replies.insert(replies.begin() + 2, tracked.begin(), tracked.end());  // as in one transaction
+        }
         for (std::size_t i = 0; i < 5; ++i) {  // the value and its tracking sets
             if (replies.at(i).is_error())
                 throw ReplyError(fmt::format("cache region {}: storing {}:{} failed at {}: {}", region.name,
@@ -337,7 +362,7 @@ LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::s
     if (misses != 0) {
         Pipeline& p = scratch_pipeline();
         p.command("INCRBY", hit_key, existing_hits);
-        p.command("INCRBY", cache_keys::misses(day, region.name, ns, key), misses);
+        p.command("INCRBY", cache_keys::misses(day, region.name, ns, key, cluster), misses);
         conn.transaction(p);  // a broken counter does not fail the call that computed the value
     } else {
         Pipeline& p = scratch_pipeline();
@@ -405,10 +430,12 @@ return 1
 constexpr long long signal_ttl_ms = 1000;  // as a Lock's release signal
 
 // The dogpile locks a get_many took in one round trip. Released with the
-// store (same round trip) or, if a function threw, when this goes away.
+// store (same round trip) or, if a function threw, when this goes away. On a
+// cluster each lock is its own script call (the locks are in many slots) in
+// one split pipeline.
 class BatchLocks {
 public:
-    explicit BatchLocks(const Connection& conn) : conn_(conn) {}
+    explicit BatchLocks(const Connection& conn) : conn_(conn), cluster_(conn.is_cluster()) {}
     ~BatchLocks() {
         if (keys_.empty()) return;
         try {
@@ -427,10 +454,18 @@ public:
         std::vector<std::string> tokens;
         tokens.reserve(keys.size());
         for (std::size_t i = 0; i < keys.size(); ++i) tokens.push_back(random_token());
-        Reply r = acquire_many_script().run(conn_, keys, ttl.count(), tokens);
         std::vector<bool> taken(keys.size(), false);
+        std::vector<Reply> each;
+        if (cluster_) {
+            Pipeline p;
+            for (std::size_t i = 0; i < keys.size(); ++i)
+                p.command("EVAL", acquire_many_script().source(), 1, keys[i], ttl.count(), tokens[i]);
+            each = conn_.execute(p);
+            detail::check_replies(each, p);
+        }
+        Reply r = cluster_ ? Reply{} : acquire_many_script().run(conn_, keys, ttl.count(), tokens);
         for (std::size_t i = 0; i < keys.size(); ++i) {
-            if (r[i].as_integer() != 1) continue;
+            if ((cluster_ ? each[i][0] : r[i]).as_integer() != 1) continue;
             taken[i] = true;
             keys_.push_back(keys[i]);
             tokens_.push_back(std::move(tokens[i]));
@@ -440,6 +475,10 @@ public:
     // Appends the release of every held lock to `p` (they count as released).
     void add_release(Pipeline& p) {
         if (keys_.empty()) return;
+        if (cluster_) {
+            while (!keys_.empty()) add_release_of(p, std::string(keys_.back()));
+            return;
+        }
         std::vector<std::string> script_keys;
         script_keys.reserve(keys_.size() * 3);
         for (const std::string& k : keys_) {
@@ -453,8 +492,22 @@ public:
         tokens_.clear();
     }
 
+    // Appends the release of `key` alone to `p`, if held (it counts as
+    // released). A cluster's lock key has a hash tag, so `<key>:signal` is
+    // the name Lock gives it there too.
+    void add_release_of(Pipeline& p, const std::string& key) {
+        auto at = std::find(keys_.begin(), keys_.end(), key);
+        if (at == keys_.end()) return;
+        const auto i = at - keys_.begin();
+        p.command("EVAL", release_many_script().source(), 3, key, key + ":signal", key + ":waiting",
+                  signal_ttl_ms, tokens_[static_cast<std::size_t>(i)]);
+        keys_.erase(at);
+        tokens_.erase(tokens_.begin() + i);
+    }
+
 private:
     const Connection& conn_;
+    const bool cluster_;
     std::vector<std::string> keys_, tokens_;
 };
 
@@ -468,8 +521,9 @@ std::vector<LoadOutcome> cache_load_many(const RegionSettings& region, std::stri
     std::vector<LoadOutcome> outcomes(n, LoadOutcome::none);
     if (n == 0) return outcomes;
     const Connection& conn = region.connection();
+    const bool cluster = conn.is_cluster();
     std::vector<std::string> value_keys(n);
-    for (std::size_t i = 0; i < n; ++i) value_keys[i] = cache_keys::value(region.name, ns, keys[i]);
+    for (std::size_t i = 0; i < n; ++i) value_keys[i] = cache_keys::value(region.name, ns, keys[i], cluster);
 
     // 0. What the near cache holds costs no round trip.
     NearCache* near = near_cache(region, conn);
@@ -489,7 +543,7 @@ std::vector<LoadOutcome> cache_load_many(const RegionSettings& region, std::stri
     const std::string day = statistics ? today() : std::string();
     std::vector<std::string> hit_keys(statistics ? n : 0);
     if (statistics)
-        for (std::size_t i : remote) hit_keys[i] = cache_keys::hits(day, region.name, ns, keys[i]);
+        for (std::size_t i : remote) hit_keys[i] = cache_keys::hits(day, region.name, ns, keys[i], cluster);
 
     // 1. Read every value, and count a hit for each, in one round trip. A
     // single call reads the counter (GET) and increments it (INCR) in a
@@ -550,7 +604,7 @@ std::vector<LoadOutcome> cache_load_many(const RegionSettings& region, std::stri
     {
         std::vector<std::string> lock_keys;
         lock_keys.reserve(todo.size());
-        for (std::size_t i : todo) lock_keys.push_back(cache_keys::lock(region.name, ns, keys[i]));
+        for (std::size_t i : todo) lock_keys.push_back(cache_keys::lock(region.name, ns, keys[i], cluster));
         std::vector<bool> taken = batch.try_lock(lock_keys, lock_ttl);
         for (std::size_t j = 0; j < todo.size(); ++j) {
             const std::size_t i = todo[j];
@@ -630,31 +684,56 @@ std::vector<LoadOutcome> cache_load_many(const RegionSettings& region, std::stri
     for (std::size_t i : produce) outcomes[i] = LoadOutcome::produced;
 
     // 5. Store them all, settle their statistics and release the locks, in one round trip.
-    {
+    auto check_stored = [&](const std::vector<Reply>& stored, const std::vector<std::size_t>& stored_at) {
+        for (std::size_t at : stored_at)
+            for (std::size_t j = at; j < at + 5; ++j)
+                if (stored.at(j).is_error())
+                    throw ReplyError(fmt::format("cache region {}: storing a value of {} failed: {}",
+                                                 region.name, ns, stored[j].error_message()));
+    };
+    if (cluster) {
+        // A transaction per key (its value, counters and lock share a slot),
+        // then the tracking sets in one split pipeline.
+        const double created = unix_now();
+        Pipeline tracking;
+        for (std::size_t i : produce) {
+            Pipeline p;
+            if (storable[i])
+                add_store_commands(p, tracking, region, ns, keys[i], value_keys[i], created, bytes[i],
+                                   deltas[i]);
+            if (statistics)
+                p.command("EVAL", settle_many_script().source(), 2, hit_keys[i],
+                          cache_keys::misses(day, region.name, ns, keys[i], cluster), existing_hits[i]);
+            batch.add_release_of(p, cache_keys::lock(region.name, ns, keys[i], cluster));
+            if (p.empty()) continue;
+            std::vector<Reply> stored = conn.transaction(p);
+            for (std::size_t j = 0; storable[i] && j < 2; ++j)
+                if (stored.at(j).is_error())
+                    throw ReplyError(fmt::format("cache region {}: storing {} failed: {}", region.name,
+                                                 value_keys[i], stored[j].error_message()));
+        }
+        execute_tracking(conn, tracking, region);
+    } else {
         Pipeline p;
         const double created = unix_now();
         std::vector<std::size_t> stored_at;  // index of each HMSET reply
         for (std::size_t i : produce) {
             if (!storable[i]) continue;
             stored_at.push_back(p.size());
-            add_store_commands(p, region, ns, keys[i], value_keys[i], created, bytes[i], deltas[i]);
+            add_store_commands(p, p, region, ns, keys[i], value_keys[i], created, bytes[i], deltas[i]);
         }
         if (statistics) {
             std::vector<std::string> settle_keys, existing;
             for (std::size_t i : produce) {
                 settle_keys.push_back(hit_keys[i]);
-                settle_keys.push_back(cache_keys::misses(day, region.name, ns, keys[i]));
+                settle_keys.push_back(cache_keys::misses(day, region.name, ns, keys[i], cluster));
                 existing.push_back(std::to_string(existing_hits[i]));
             }
             p.command("EVAL", settle_many_script().source(), settle_keys.size(), settle_keys, existing);
         }
         batch.add_release(p);
         std::vector<Reply> stored = conn.transaction(p);
-        for (std::size_t at : stored_at)
-            for (std::size_t j = at; j < at + 5; ++j)
-                if (stored.at(j).is_error())
-                    throw ReplyError(fmt::format("cache region {}: storing a value of {} failed: {}",
-                                                 region.name, ns, stored[j].error_message()));
+        check_stored(stored, stored_at);
     }
     for (std::size_t i : produce) {
         if (waited[i]) waited[i]->unlock();

@@ -55,12 +55,12 @@ ValueFormat value_format(const RegionSettings& region) noexcept {
 }  // namespace detail
 
 CacheKey::CacheKey(std::string_view region, std::string_view ns, std::string_view key, std::string_view today)
-    : lock_key(detail::cache_keys::lock(region, ns, key)),
-      redis_key(detail::cache_keys::value(region, ns, key)),
+    : lock_key(detail::cache_keys::lock(region, ns, key, false)),
+      redis_key(detail::cache_keys::value(region, ns, key, false)),
       redis_keyset(detail::cache_keys::keyset(region, ns)) {
     const std::string day = today.empty() ? detail::today() : std::string(today);
-    redis_hit_key = detail::cache_keys::hits(day, region, ns, key);
-    redis_miss_key = detail::cache_keys::misses(day, region, ns, key);
+    redis_hit_key = detail::cache_keys::hits(day, region, ns, key, false);
+    redis_miss_key = detail::cache_keys::misses(day, region, ns, key, false);
 }
 
 void CacheRegion::add_region(std::string name, std::chrono::milliseconds expires,

@@ -17,7 +17,7 @@ Connection connection_of(std::string_view region) {
 }
 
 std::int64_t count_of(const Reply& reply) {
-    if (reply.is_nil()) return 0;
+    if (reply.is_nil() || reply.is_error()) return 0;  // GET of a key of another type (MGET: nil)
     std::string_view text = reply.view();
     std::int64_t value = 0;
     auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
@@ -33,16 +33,28 @@ struct Wanted {
     std::string key;
 };
 
-// One MGET of the hit and miss counters of every (ns, key).
+// One MGET of the hit and miss counters of every (ns, key); on a cluster
+// (the counters are in many slots) one GET each, in one split pipeline.
 std::vector<CacheStats> read_counters(const Connection& conn, std::string_view day, std::string_view region,
                                       const std::vector<Wanted>& wanted) {
     std::vector<CacheStats> out(wanted.size());
     if (wanted.empty()) return out;
+    const bool cluster = conn.is_cluster();
     std::vector<std::string> keys;
     keys.reserve(wanted.size() * 2);
     for (const Wanted& w : wanted) {
-        keys.push_back(detail::cache_keys::hits(day, region, w.ns, w.key));
-        keys.push_back(detail::cache_keys::misses(day, region, w.ns, w.key));
+        keys.push_back(detail::cache_keys::hits(day, region, w.ns, w.key, cluster));
+        keys.push_back(detail::cache_keys::misses(day, region, w.ns, w.key, cluster));
+    }
+    if (cluster) {
+        Pipeline p;
+        for (const std::string& key : keys) p.command("GET", key);
+        std::vector<Reply> values = conn.execute(p);
+        for (std::size_t i = 0; i < wanted.size(); ++i) {
+            out[i].hits = count_of(values[2 * i]);
+            out[i].misses = count_of(values[2 * i + 1]);
+        }
+        return out;
     }
     Reply values = conn.command("MGET", keys);
     for (std::size_t i = 0; i < wanted.size(); ++i) {

@@ -282,7 +282,9 @@ NearCache* near_cache(const RegionSettings& region, const Connection& conn) {
     if (b && b->connection == key && b->generation == generation) return b->cache;
 
     NearCache* cache = nullptr;
-    if (!conn.options().sentinel) {  // a tracking link would have to follow failovers: off there
+    // A tracking link would have to follow failovers (Sentinel), or every
+    // node and its slot moves (Cluster): the near cache is off there.
+    if (!conn.options().sentinel && !conn.is_cluster()) {
         NearState& s = state();
         std::lock_guard lock(s.mutex);
         auto& slot = s.caches[{region.name, key}];
