@@ -747,7 +747,7 @@ std::vector<LoadOutcome> cache_load_many(const RegionSettings& region, std::stri
 std::optional<std::string> CacheRegion::load(std::string_view region, std::string_view ns,
                                              std::string_view key, bool regenerate,
                                              const std::function<std::string()>& callable,
-                                             std::optional<bool> statistics) {
+                                             std::optional<bool> count_statistics) {
     struct Bytes final : detail::LoadTarget {
         Bytes(const std::function<std::string()>& call, ValueFormat format) : call_(call), format_(format) {}
         bool accept(std::string_view stored) override {
@@ -772,8 +772,8 @@ std::optional<std::string> CacheRegion::load(std::string_view region, std::strin
     auto settings = detail::find_region(region);
     Bytes target{callable, settings->options.value_format};
     auto mode = regenerate && callable ? detail::Regenerate::when_stale : detail::Regenerate::never;
-    switch (detail::cache_load(*settings, ns, key, mode, statistics.value_or(CacheRegion::statistics.load()),
-                               target)) {
+    switch (detail::cache_load(*settings, ns, key, mode,
+                               count_statistics.value_or(CacheRegion::statistics.load()), target)) {
         case detail::LoadOutcome::stored:
         case detail::LoadOutcome::produced:
             return std::move(target.value);

@@ -428,7 +428,10 @@ void validate_cluster(const ConnectionOptions& options) {
 
 std::string describe_cluster(const ConnectionOptions& options) {
     std::string list;
-    for (const Endpoint& e : options.cluster->seeds) list += (list.empty() ? "" : ",") + text(e);
+    for (const Endpoint& e : options.cluster->seeds) {
+        if (!list.empty()) list += ',';
+        list += text(e);
+    }
     return fmt::format("cluster via {}", list);
 }
 

@@ -76,18 +76,18 @@ bool Connection::Impl::still_good(detail::Link& link) const {
 }
 
 Connection::Impl::Lease::Lease(Impl& impl) : impl_(impl), pool_(impl.current_pool()) {
-    const auto& options = impl_.options;
+    const auto& opts = impl_.options;
     for (;;) {
         {
             std::unique_lock lock(pool_.mutex);
-            if (pool_.idle.empty() && pool_.open >= options.pool_size) {
-                auto ready = [&] { return !pool_.idle.empty() || pool_.open < options.pool_size; };
-                auto wait = options.command_timeout;
+            if (pool_.idle.empty() && pool_.open >= opts.pool_size) {
+                auto ready = [&] { return !pool_.idle.empty() || pool_.open < opts.pool_size; };
+                auto wait = opts.command_timeout;
                 if (wait.count() > 0) {
                     if (!pool_.available.wait_for(lock, wait, ready))
                         throw TimeoutError(
                             fmt::format("Redis {}: all {} pooled connections stayed busy for {} ms",
-                                        options.describe(), options.pool_size, wait.count()));
+                                        opts.describe(), opts.pool_size, wait.count()));
                 } else {
                     pool_.available.wait(lock, ready);
                 }

@@ -113,7 +113,10 @@ void validate_sentinel(const ConnectionOptions& options) {
 
 std::string describe_sentinel(const ConnectionOptions& options) {
     std::string list;
-    for (const Endpoint& e : options.sentinel->sentinels) list += (list.empty() ? "" : ",") + text(e);
+    for (const Endpoint& e : options.sentinel->sentinels) {
+        if (!list.empty()) list += ',';
+        list += text(e);
+    }
     return fmt::format("master {:?} via sentinels {}/{}", options.sentinel->master, list, options.db);
 }
 
