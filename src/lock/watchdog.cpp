@@ -129,8 +129,9 @@ private:
                 return;
             }
             auto next = due_.begin();
-            if (next->first > SteadyClock::now()) {
-                wake_.wait_until(guard, next->first);
+            if (const Due when = next->first; when > SteadyClock::now()) {
+                // A copy: cancel() may erase the entry while we wait.
+                wake_.wait_until(guard, when);
                 continue;
             }
             std::shared_ptr<Renewal> renewal = std::move(next->second);
