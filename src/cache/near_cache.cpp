@@ -33,12 +33,22 @@ void NearCache::end(const std::string& key, const Ticket& ticket, const NearValu
     std::lock_guard lock(mutex_);
     auto p = pending_.find(key);
     if (p == pending_.end()) return;  // cannot happen: begin() made it
-    const bool current =
-        p->second.version == ticket.version && ticket.epoch == epoch_ && ticket.active && active_;
-    if (--p->second.readers == 0) pending_.erase(p);
+    Pending& pending = p->second;
+    bool current = pending.version == ticket.version && ticket.epoch == epoch_ && ticket.active && active_;
+    if (value) {
+        // Newest-fill-wins (see the header): never replace what an overlapping read saw newer.
+        if (pending.ended_with_value && value->created < pending.newest_created) current = false;
+        if (!pending.ended_with_value || value->created > pending.newest_created)
+            pending.newest_created = value->created;
+        pending.ended_with_value = true;
+    }
+    if (--pending.readers == 0) pending_.erase(p);
     if (!value || !current) return;
     auto it = index_.find(key);
-    if (it != index_.end()) erase_locked(it);
+    if (it != index_.end()) {
+        if (it->second->value.created > value->created) return;  // the local copy is newer
+        erase_locked(it);
+    }
     const std::size_t size = key.size() + value->value->size() + entry_overhead;
     if (limits_.max_bytes != 0 && size > limits_.max_bytes) return;  // would evict everything else
     lru_.push_front(Entry{key, *value, size});

@@ -8,6 +8,13 @@
 // ticket first (NearRead); an invalidation of that key, a clear or a lost
 // tracking connection arriving while the read is in flight makes the fill a
 // no-op, so a value older than an observed invalidation is never kept.
+//
+// Newest-fill-wins: two reads of one key in flight at once may end in either
+// order, and the invalidation between their replies may not have arrived yet
+// (it comes on another connection). A fill whose `created` is older than the
+// local copy, or than a read of the same key that overlapped it and already
+// ended, is dropped, so a slow reader cannot put back a value that another
+// caller has already seen replaced.
 
 #include <cstddef>
 #include <cstdint>
@@ -88,6 +95,8 @@ private:
     struct Pending {
         std::uint64_t version = 0;
         std::size_t readers = 0;
+        double newest_created = 0;  // of the values that overlapping reads ended with
+        bool ended_with_value = false;
     };
     struct Hash {
         using is_transparent = void;
