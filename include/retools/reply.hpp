@@ -66,6 +66,9 @@ public:
 
     /// Takes ownership of a hiredis reply (internal).
     static Reply adopt(redisReply* reply);
+    /// A reply whose memory `owner` keeps alive (internal: the replies of one
+    /// pipeline share one owner instead of one allocation each).
+    static Reply adopt_shared(std::shared_ptr<const void> owner, const redisReply* node);
 
 private:
     Reply(std::shared_ptr<const redisReply> root, const redisReply* node)

@@ -65,6 +65,32 @@ StoredValue parse_hash(const Reply& reply) {
     return out;
 }
 
+// The same from `HMGET <key> created value delta` (what get_many reads: half
+// the reply objects of HGETALL, and less work for the server). A hash with
+// none of the three fields counts as absent.
+StoredValue parse_fields(const Reply& reply) {
+    StoredValue out;
+    if (reply.size() != 3) return out;
+    auto number = [](const Reply& r) {
+        try {
+            return r.as_double();
+        } catch (const ReplyError&) {
+            return 0.0;
+        }
+    };
+    const Reply& created = reply[0];
+    const Reply& value = reply[1];
+    const Reply& delta = reply[2];
+    out.present = !created.is_nil() || !value.is_nil() || !delta.is_nil();
+    if (!created.is_nil()) out.created = number(created);
+    if (!value.is_nil()) {
+        out.has_value = true;
+        out.value = value.view();
+    }
+    if (!delta.is_nil()) out.delta = std::max(number(delta), 0.0);
+    return out;
+}
+
 // A counter's value; a missing or unreadable counter counts as 0 (statistics
 // must never break the cache).
 long long parse_count(const Reply& reply) {
@@ -553,7 +579,7 @@ std::vector<LoadOutcome> cache_load_many(const RegionSettings& region, std::stri
         Pipeline p;
         p.reserve(remote.size() * (statistics ? 96 : 48));
         for (std::size_t i : remote) {
-            p.command("HGETALL", value_keys[i]);
+            p.command("HMGET", value_keys[i], "created", "value", "delta");
             if (statistics) p.command("INCR", hit_keys[i]);
         }
         replies = conn.execute(p);
@@ -567,13 +593,13 @@ std::vector<LoadOutcome> cache_load_many(const RegionSettings& region, std::stri
         const std::size_t i = remote[j];
         const Reply& hash = replies.at(j * stride);
         if (hash.is_error())
-            throw ReplyError(fmt::format("cache region {}: HGETALL {}: {}", region.name, value_keys[i],
+            throw ReplyError(fmt::format("cache region {}: HMGET {}: {}", region.name, value_keys[i],
                                          hash.error_message()));
         if (statistics) {
             const Reply& incr = replies.at(j * stride + 1);
             existing_hits[i] = incr.is_integer() ? incr.as_integer() - 1 : 0;  // not a number: as GET's 0
         }
-        StoredValue stored = parse_hash(hash);
+        StoredValue stored = parse_fields(hash);
         if (near_reads[i]) {
             fill_local(*near_reads[i], stored, mode, region);
             near_reads[i].reset();

@@ -284,9 +284,7 @@ std::vector<Reply> Connection::execute(const Pipeline& pipeline) const {
             detail::Deadline deadline = detail::deadline_after(timeout);
             link.send({&request, 1}, buffer.commands(), deadline, timeout.count());
             std::vector<Reply> replies;
-            replies.reserve(buffer.commands());
-            for (std::size_t i = 0; i < buffer.commands(); ++i)
-                replies.push_back(link.receive(deadline, timeout.count()));
+            link.receive_many(buffer.commands(), deadline, timeout.count(), replies);
             return replies;
         },
         refused_replies);

@@ -1,5 +1,6 @@
 #include "core/link.hpp"
 
+#include <algorithm>
 #include <new>
 
 #include <fmt/format.h>
@@ -68,6 +69,27 @@ void Link::send(std::span<const std::string_view> parts, std::size_t replies, De
 }
 
 Reply Link::receive(Deadline deadline, long long timeout_ms) {
+    return Reply::adopt(receive_raw(deadline, timeout_ms));
+}
+
+void Link::receive_many(std::size_t n, Deadline deadline, long long timeout_ms, std::vector<Reply>& out) {
+    struct Batch {
+        std::vector<redisReply*> roots;
+        Batch() = default;
+        Batch(const Batch&) = delete;
+        Batch& operator=(const Batch&) = delete;
+        ~Batch() {
+            for (redisReply* r : roots) freeReplyObject(r);
+        }
+    };
+    auto batch = std::make_shared<Batch>();
+    batch->roots.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) batch->roots.push_back(receive_raw(deadline, timeout_ms));
+    out.reserve(out.size() + n);
+    for (redisReply* r : batch->roots) out.push_back(Reply::adopt_shared(batch, r));
+}
+
+redisReply* Link::receive_raw(Deadline deadline, long long timeout_ms) {
     try {
         for (;;) {
             void* raw = nullptr;
@@ -80,11 +102,23 @@ Reply Link::receive(Deadline deadline, long long timeout_ms) {
                                                        "rediss:// or ConnectionOptions.tls)"));
             if (raw != nullptr) {
                 --owed_;
-                return Reply::adopt(static_cast<redisReply*>(raw));
+                return static_cast<redisReply*>(raw);
             }
-            char buffer[16 * 1024];
-            std::size_t n = transport_->read(buffer, sizeof buffer, deadline, timeout_ms);
-            if (redisReaderFeed(reader_, buffer, n) != REDIS_OK) throw std::bad_alloc();
+            if (in_pos_ == in_end_) {
+                if (in_.empty()) in_.resize(16 * 1024);
+                in_end_ = transport_->read(in_.data(), in_.size(), deadline, timeout_ms);
+                in_pos_ = 0;
+            }
+            // hiredis moves its unread bytes to the front after each reply
+            // once 1 KiB is consumed: fed a 16 KiB read at once, a pipeline of
+            // small replies is copied over and over (quadratic). Fed 1 KiB at
+            // a time it copies each byte about once; a reply larger than that
+            // (its bytes waiting unparsed in the reader) takes the rest whole.
+            const std::size_t unparsed = reader_->len - reader_->pos;
+            const std::size_t n =
+                unparsed > feed_slice ? in_end_ - in_pos_ : std::min(in_end_ - in_pos_, feed_slice);
+            if (redisReaderFeed(reader_, in_.data() + in_pos_, n) != REDIS_OK) throw std::bad_alloc();
+            in_pos_ += n;
         }
     } catch (...) {
         broken_ = true;

@@ -13,6 +13,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <retools/connection.hpp>
 #include <retools/reply.hpp>
@@ -20,6 +21,7 @@
 #include "core/transport.hpp"
 
 struct redisReader;
+struct redisReply;
 
 namespace retools::detail {
 
@@ -41,12 +43,16 @@ public:
               long long timeout_ms);
     /// The next reply owed, waiting until `deadline`.
     Reply receive(Deadline deadline, long long timeout_ms);
+    /// The next `n` replies owed, appended to `out`. They share one owner, so
+    /// a pipeline costs one allocation for its replies rather than one each
+    /// (and any one of them kept keeps all of them).
+    void receive_many(std::size_t n, Deadline deadline, long long timeout_ms, std::vector<Reply>& out);
     /// One command, one reply within `timeout` (0: no limit).
     Reply call(std::string_view resp, std::chrono::milliseconds timeout);
 
     /// Reusable: no reply owed and no failure seen (a stream cut mid-way
     /// cannot be resumed).
-    bool reusable() const noexcept { return owed_ == 0 && !broken_; }
+    bool reusable() const noexcept { return owed_ == 0 && !broken_ && in_pos_ == in_end_; }
     /// For a pooled idle link: false when the server closed it meanwhile.
     bool idle_and_open() { return transport_->idle_and_open(); }
     const std::string& server() const noexcept { return transport_->server(); }
@@ -58,10 +64,16 @@ public:
     std::uint64_t generation = 0;
 
 private:
+    redisReply* receive_raw(Deadline deadline, long long timeout_ms);
+
     std::unique_ptr<Transport> transport_;
     redisReader* reader_ = nullptr;
     std::size_t owed_ = 0;  // replies requested and not yet read, oldest first
     bool broken_ = false;
+    // Bytes read from the transport and not yet fed to reader_ (see receive()).
+    static constexpr std::size_t feed_slice = 1024;
+    std::vector<char> in_;
+    std::size_t in_pos_ = 0, in_end_ = 0;
 };
 
 }  // namespace retools::detail

@@ -13,6 +13,7 @@
 #include <retools/detail/python_repr.hpp>
 #include <retools/pickle.hpp>
 
+#include "core/pickle_reader.hpp"
 #include "core/utf8.hpp"
 
 namespace retools::pickle {
@@ -1026,7 +1027,60 @@ std::string Value::repr() const {
     return out;
 }
 
+namespace {
+
+// The pickle of one str as Python writes it (PROTO, FRAME at protocol 4+,
+// one BINUNICODE form, a memo put, STOP): what most cached values are. Read
+// without building the Reader's graph; anything else, or anything the Reader
+// would refuse or has to explain, goes to the Reader. The fuzz target checks
+// that both agree.
+bool decode_plain_str(std::string_view data, const Limits& limits, Decoded& out) {
+    std::size_t pos = 0;
+    auto le = [&](std::size_t n, std::uint64_t& v) {
+        if (data.size() - pos < n) return false;
+        v = 0;
+        for (std::size_t k = 0; k < n; ++k)
+            v |= std::uint64_t{static_cast<unsigned char>(data[pos + k])} << (8 * k);
+        pos += n;
+        return true;
+    };
+    auto op = [&]() -> int { return pos < data.size() ? static_cast<unsigned char>(data[pos++]) : -1; };
+    std::uint64_t v = 0;
+    int o = op();
+    if (o == 0x80) {
+        if (!le(1, v) || v > 5) return false;
+        o = op();
+    }
+    if (o == 0x95) {
+        if (!le(8, v) || v > data.size() - pos) return false;
+        o = op();
+    }
+    std::size_t width = o == 0x8c ? 1 : o == 'X' ? 4 : o == 0x8d ? 8 : 0;
+    if (width == 0 || !le(width, v) || v > data.size() - pos || v > limits.max_bytes || limits.max_values < 1)
+        return false;
+    const std::string_view text = data.substr(pos, static_cast<std::size_t>(v));
+    pos += text.size();
+    o = op();
+    if (o == 'q' || o == 'r') {
+        if (!le(o == 'q' ? 1 : 4, v) || v >= limits.max_values) return false;
+        o = op();
+    } else if (o == 0x94) {
+        o = op();
+    }
+    if (o != '.' || pos != data.size() || !valid_utf8(text, true)) return false;
+    out.value = Value::str(std::string(text));
+    return true;
+}
+
+}  // namespace
+
 Decoded decode(std::string_view data, const Limits& limits) {
+    Decoded fast;
+    if (decode_plain_str(data, limits, fast)) return fast;
+    return Reader(data, limits).run();
+}
+
+Decoded detail::decode_general(std::string_view data, const Limits& limits) {
     return Reader(data, limits).run();
 }
 

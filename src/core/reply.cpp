@@ -19,6 +19,10 @@ Reply Reply::adopt(redisReply* reply) {
     return Reply{std::move(root), reply};
 }
 
+Reply Reply::adopt_shared(std::shared_ptr<const void> owner, const redisReply* node) {
+    return Reply{std::shared_ptr<const redisReply>(std::move(owner), node), node};
+}
+
 Reply::Type Reply::type() const noexcept {
     if (node_ == nullptr) return Type::nil;
     switch (node_->type) {

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 
@@ -46,6 +47,13 @@ inline std::size_t utf8_sequence(std::string_view s, std::size_t i, std::uint32_
 /// True when all of `s` is valid UTF-8 (see utf8_sequence for `surrogates`).
 inline bool valid_utf8(std::string_view s, bool surrogates = false) noexcept {
     for (std::size_t i = 0; i < s.size();) {
+        // ASCII runs, 8 bytes at a time: most cached text is ASCII, and this
+        // check runs on every value a cache hit decodes.
+        std::uint64_t word;
+        while (i + 8 <= s.size() &&
+               (std::memcpy(&word, s.data() + i, 8), (word & 0x8080808080808080ULL) == 0))
+            i += 8;
+        if (i == s.size()) break;
         std::uint32_t cp;
         const std::size_t n = utf8_sequence(s, i, cp, surrogates);
         if (n == 0) return false;
