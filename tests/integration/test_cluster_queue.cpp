@@ -156,6 +156,17 @@ TEST_F(ClusterQueueTest, ScheduledJobsLiveBesideTheirQueueAndArePromotedWhenDue)
     EXPECT_EQ(failed[0].payload, "not json");
     EXPECT_EQ(failed[0].queue, "b");
     EXPECT_EQ(qm.scheduled_jobs().at(0).job.id(), later);
+
+    // A retry goes to the delayed set of the job's queue, and comes back from there.
+    retools::Job job = qm.get_jobs("b").at(0);
+    qm.retry_later(job, 0s);
+    EXPECT_EQ(conn.command("ZCARD", "retools:delayed:{b}").as_integer(), 1);
+    EXPECT_FALSE(exists("retools:delayed"));
+    EXPECT_EQ(qm.promote_due_jobs(), 1u);
+    auto b = qm.get_jobs("b");
+    ASSERT_EQ(b.size(), 2u);
+    EXPECT_EQ(b[1].id(), due);
+    EXPECT_EQ(b[1].state().value("retried", 0), 1);
 }
 
 TEST_F(ClusterQueueTest, WorkerRetriesFailsAndStoresResults) {
