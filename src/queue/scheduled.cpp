@@ -1,4 +1,5 @@
-// Scheduled jobs and retries: the sorted set retools:delayed.
+// Scheduled jobs and retries: the sorted set retools:delayed (on a Redis
+// Cluster one per queue, retools:delayed:{<queue>}, beside the queue).
 #include <algorithm>
 #include <cmath>
 
