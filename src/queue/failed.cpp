@@ -117,8 +117,21 @@ redis.call('SADD', KEYS[3], ARGV[3])
 return 1
 )lua"};
     std::string entry = failed.entry.empty() ? failed.to_json() : failed.entry;
-    Reply r = retry_one(conn_, {keys::failed, keys::queue(failed.queue), keys::queues}, entry, failed.payload,
-                        failed.queue);
+    const std::string queue_key = keys::queue(failed.queue, conn_.is_cluster());
+    if (conn_.is_cluster()) {
+        // The failed list and the queue are in different slots: the job is
+        // pushed first and leaves the failed list after (a crash in between
+        // duplicates it, never loses it). An entry another caller retried
+        // meanwhile takes our push back off the tail.
+        conn_.command("RPUSH", queue_key, failed.payload).check();
+        if (conn_.command("LREM", keys::failed, 1, entry).as_integer() == 0) {
+            conn_.command("LREM", queue_key, -1, failed.payload);
+            return false;
+        }
+        conn_.command("SADD", keys::queues, failed.queue);
+        return true;
+    }
+    Reply r = retry_one(conn_, {keys::failed, queue_key, keys::queues}, entry, failed.payload, failed.queue);
     return r.as_integer() == 1;
 }
 
@@ -156,6 +169,20 @@ for i = 1, #keep, 1000 do
 end
 return moved
 )lua"};
+    if (conn_.is_cluster()) {
+        // One entry at a time (see retry_failed); unreadable entries and those
+        // whose queue key refuses them stay.
+        std::size_t moved = 0;
+        for (const FailedJob& f : failed_jobs()) {
+            if (f.queue.empty() || f.queue.find_first_of(":,") != std::string::npos) continue;
+            try {
+                if (retry_failed(f)) ++moved;
+            } catch (const Error&) {
+                // WRONGTYPE queue key or bad name: the entry stays in the failed list.
+            }
+        }
+        return moved;
+    }
     Reply r = retry_all(conn_, {keys::failed, keys::queues}, keys::queue_prefix);
     return static_cast<std::size_t>(r.as_integer());
 }

@@ -236,7 +236,7 @@ Job Job::from_payload(std::string_view payload, std::string_view queue_name, Con
 }
 
 std::string Job::queue_key() const {
-    return detail::queue_keys::queue(queue_);
+    return detail::queue_keys::queue(queue_, conn_.is_cluster());
 }
 
 std::vector<std::string> Job::handlers(std::string_view event) const {

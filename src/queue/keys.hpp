@@ -2,6 +2,14 @@
 // Redis key names of the job queue. The first group is the original's layout
 // (shared with Python retools); the second is what retools adds for reliable
 // delivery, failures, retries and results.
+//
+// On a Redis Cluster (`cluster`), the keys a script moves one queue's jobs
+// between carry the queue name as hash tag: `retools:queue:{<name>}`, a
+// worker's processing list for it `retools:processing:{<name>}:<worker>`,
+// its scheduled jobs `retools:delayed:{<name>}`. They share a slot; different
+// queues spread over the masters. Every other key keeps its name there and
+// is written with commands of its own. The three functions taking `cluster`
+// are the only place where the two layouts differ.
 
 #include <string>
 #include <string_view>
@@ -14,8 +22,14 @@ inline constexpr std::string_view queues = "retools:queues";          // set of 
 inline constexpr std::string_view workers = "retools:workers";        // set of live worker ids
 inline constexpr std::string_view worker_prefix = "retools:worker:";  // + id [+ ":started" | ":queues"]
 
-inline std::string queue(std::string_view name) {
-    return std::string(queue_prefix).append(name);
+/// List of a queue's payloads: `retools:queue:<name>`, on a cluster `retools:queue:{<name>}`.
+inline std::string queue(std::string_view name, bool cluster) {
+    std::string out(queue_prefix);
+    if (!cluster) return out.append(name);
+    out += '{';
+    out.append(name);
+    out += '}';
+    return out;
 }
 inline std::string worker(std::string_view id) {
     return std::string(worker_prefix).append(id);
@@ -28,17 +42,34 @@ inline std::string worker_queues(std::string_view id) {
 }
 
 // --- added by retools for C++ ------------------------------------------------
-/// List of payloads a worker has taken and not finished (reliable fetch).
-inline constexpr std::string_view processing_prefix = "retools:processing:";  // + worker id
-inline std::string processing(std::string_view worker_id) {
-    return std::string(processing_prefix).append(worker_id);
+/// List of entries `<queue>\n<payload>` a worker has taken and not finished
+/// (reliable fetch): `retools:processing:<worker id>`, one for all its queues;
+/// on a cluster one per queue, `retools:processing:{<queue>}:<worker id>`.
+inline constexpr std::string_view processing_prefix = "retools:processing:";
+inline std::string processing(std::string_view worker_id, std::string_view queue_name, bool cluster) {
+    std::string out(processing_prefix);
+    if (!cluster) return out.append(worker_id);
+    out += '{';
+    out.append(queue_name);
+    out.append("}:");
+    return out.append(worker_id);
 }
-/// List of failed jobs: JSON {"payload": "<original text>", "queue": name,
-/// "error": text, "worker": id, "failed_at": float seconds}.
+/// List of failed jobs (one for all queues, also on a cluster): JSON {"payload": "<original text>", "queue":
+/// name, "error": text, "worker": id, "failed_at": float seconds}.
 inline constexpr std::string_view failed = "retools:failed";
 /// Sorted set of jobs not yet due (scheduled enqueues and retries): member
-/// JSON {"queue": name, "payload": "<payload text>"}, score = due time (float seconds).
-inline constexpr std::string_view delayed = "retools:delayed";
+/// JSON {"queue": name, "payload": "<payload text>"}, score = due time (float
+/// seconds). `retools:delayed` for all queues; on a cluster one per queue,
+/// `retools:delayed:{<queue>}`, beside the queue it is promoted to.
+inline constexpr std::string_view delayed_all = "retools:delayed";
+inline std::string delayed(std::string_view queue_name, bool cluster) {
+    std::string out(delayed_all);
+    if (!cluster) return out;
+    out.append(":{");
+    out.append(queue_name);
+    out += '}';
+    return out;
+}
 /// A finished job's outcome (when its metadata has "result_ttl"), with that TTL:
 /// a list holding one JSON element, {"status": "ok", "result": <json>} or
 /// {"status": "failed", "error": text}. A list rather than a string so that

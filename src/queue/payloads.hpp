@@ -5,6 +5,7 @@
 #include <chrono>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <retools/connection.hpp>
 #include <retools/queue.hpp>
@@ -110,6 +111,42 @@ local function entry_payload(f)
 end
 )lua";
 
+/// Lua for a Redis Cluster, where each queue has its own delayed set beside it:
+/// `promote_queue(delayed_key, queue_key, queue_name, now, limit)` moves up to
+/// `limit` due members of that set to the tail of the queue and returns
+/// `moved, bad, note`: `bad` lists the due members it could not read (or that
+/// name another queue), left in place for quarantine_delayed(); `note` says
+/// why nothing moved (a key of the wrong type: nothing is lost, the jobs wait).
+inline constexpr std::string_view promote_queue_lua = R"lua(
+local function promote_queue(dk, qk, name, now, limit)
+  local bad = {}
+  local t = redis.call('TYPE', dk)['ok']
+  if t ~= 'none' and t ~= 'zset' then return 0, bad, dk .. ' holds a ' .. t .. ', not a sorted set' end
+  local qt = redis.call('TYPE', qk)['ok']
+  if qt ~= 'none' and qt ~= 'list' then return 0, bad, qk .. ' holds a ' .. qt .. ', not a list: due jobs wait' end
+  local moved = 0
+  if limit <= 0 then return moved, bad, nil end
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', dk, '-inf', now, 'LIMIT', 0, limit)) do
+    local ok, d = pcall(cjson.decode, m)
+    if ok and type(d) == 'table' and d.queue == name and type(d.payload) == 'string' then
+      redis.call('RPUSH', qk, d.payload)
+      redis.call('ZREM', dk, m)
+      moved = moved + 1
+    else
+      bad[#bad + 1] = m
+    end
+  end
+  return moved, bad, nil
+end
+)lua";
+
+/// Cluster: files members of `queue`'s delayed set that promote_queue could
+/// not read in retools:failed (byte-exact), then removes them from the set:
+/// two commands in two slots, in that order, so a crash between them
+/// duplicates an entry rather than losing it.
+void quarantine_delayed(const Connection& conn, std::string_view queue, const std::vector<Reply>& bad,
+                        std::string_view worker_id, double now);
+
 /// Member of `retools:delayed` for a payload due on `queue`:
 /// `{"queue": "<queue>", "payload": "<payload text>"}`.
 std::string delayed_member(std::string_view queue, std::string_view payload);
@@ -118,8 +155,10 @@ std::string delayed_member(std::string_view queue, std::string_view payload);
 /// in `job.state()["retried"]`), for callers that finish a job atomically in
 /// their own MULTI/EXEC (e.g. with the LREM from a processing list).
 /// Returns the due time.
+/// `cluster`: the layout of a Redis Cluster (the queue's own delayed set,
+/// and the queue added to retools:queues so promoters find it).
 std::chrono::system_clock::time_point add_retry_later(Pipeline& p, Job& job,
-                                                      std::chrono::duration<double> delay);
+                                                      std::chrono::duration<double> delay, bool cluster);
 
 /// Appends to `p` what QueueManager::record_failure sends.
 void add_record_failure(Pipeline& p, FailedJob failed);

@@ -7,10 +7,10 @@
 #include <retools/errors.hpp>
 #include <retools/queue.hpp>
 
+#include "core/clock.hpp"
 #include "core/errors.hpp"
 #include "core/random_token.hpp"
 #include "queue/indexed_range.hpp"
-#include "core/clock.hpp"
 #include "queue/keys.hpp"
 #include "queue/payloads.hpp"
 #include "queue/python_json.hpp"
@@ -91,12 +91,13 @@ struct Scratch {
 // the enqueue options name another. Not copyable: `key` may point into
 // `requested_key`.
 struct Destination {
-    Destination(std::string_view planned_queue, std::string_view planned_key, const std::string& requested)
+    Destination(std::string_view planned_queue, std::string_view planned_key, const std::string& requested,
+                bool cluster)
         : queue(planned_queue), key(planned_key) {
         if (requested.empty()) return;
         detail::validate_queue_name(requested);
         queue = requested;
-        requested_key = keys::queue(requested);
+        requested_key = keys::queue(requested, cluster);
         key = requested_key;
     }
     Destination(const Destination&) = delete;
@@ -189,7 +190,7 @@ const QueueManager::JobPlan& QueueManager::plan_for(std::string_view job_name,
     detail::validate_job_name(job_name);
     auto plan = std::make_unique<JobPlan>();
     plan->queue = resolve_queue(job_name, {});
-    plan->queue_key = keys::queue(plan->queue);
+    plan->queue_key = keys::queue(plan->queue, conn_.is_cluster());
     plan->head = "\", \"job\": ";
     detail::python_json_string(job_name, plan->head, "job name");
     plan->head.append(", \"kwargs\": ");
@@ -266,7 +267,7 @@ std::string QueueManager::enqueue(std::string_view job_name, const nlohmann::jso
     const JobPlan& plan = plan_for(job_name, uncached);
     check_object(kwargs, "kwargs");
     check_object(options.metadata, "metadata");
-    const Destination to{plan.queue, plan.queue_key, options.queue_name};
+    const Destination to{plan.queue, plan.queue_key, options.queue_name, conn_.is_cluster()};
     const std::string_view queue = to.queue, key = to.key;
     std::string id = detail::uuid4_hex();
     Scratch& s = Scratch::get();
@@ -339,7 +340,8 @@ std::vector<std::string> QueueManager::enqueue_batch(std::span<const JobSpec> jo
             key = resolved[begin].plan->queue_key;
         } else {
             auto it = requested_keys.find(queue);
-            if (it == requested_keys.end()) it = requested_keys.emplace(queue, keys::queue(queue)).first;
+            if (it == requested_keys.end())
+                it = requested_keys.emplace(queue, keys::queue(queue, conn_.is_cluster())).first;
             key = it->second;
         }
         s.pipeline.command("RPUSH", key, detail::IndexedRange(begin, end, payload_of));
@@ -364,7 +366,7 @@ std::vector<std::string> QueueManager::enqueue_many(std::string_view job_name,
                 fmt::format("kwargs #{} must be a JSON object, not a {}", i, kwargs_list[i].type_name()));
     std::vector<std::string> ids;
     if (kwargs_list.empty()) return ids;
-    const Destination to{plan.queue, plan.queue_key, options.queue_name};
+    const Destination to{plan.queue, plan.queue_key, options.queue_name, conn_.is_cluster()};
     const std::string_view queue = to.queue, key = to.key;
 
     // Each payload is serialized into one reused buffer and copied straight
@@ -395,7 +397,7 @@ std::vector<std::string> QueueManager::enqueue_many(std::string_view job_name,
 Job QueueManager::get_job(std::string_view job_id, std::string_view queue_name) const {
     std::string queue = queue_name.empty() ? default_queue_ : std::string(queue_name);
     detail::validate_queue_name(queue);
-    auto entries = conn_.command("LRANGE", keys::queue(queue), 0, -1).as_array();
+    auto entries = conn_.command("LRANGE", keys::queue(queue, conn_.is_cluster()), 0, -1).as_array();
     bool plain_id = std::all_of(job_id.begin(), job_id.end(), [](char c) {
         return c >= 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '/';
     });
@@ -416,7 +418,7 @@ Job QueueManager::get_job(std::string_view job_id, std::string_view queue_name) 
 std::vector<Job> QueueManager::get_jobs(std::string_view queue_name) const {
     std::string queue = queue_name.empty() ? default_queue_ : std::string(queue_name);
     detail::validate_queue_name(queue);
-    auto entries = conn_.command("LRANGE", keys::queue(queue), 0, -1).as_array();
+    auto entries = conn_.command("LRANGE", keys::queue(queue, conn_.is_cluster()), 0, -1).as_array();
     std::vector<Job> jobs;
     jobs.reserve(entries.size());
     for (std::size_t i = 0; i < entries.size(); ++i) {
@@ -432,7 +434,8 @@ std::vector<Job> QueueManager::get_jobs(std::string_view queue_name) const {
 std::size_t QueueManager::queue_length(std::string_view queue_name) const {
     std::string queue = queue_name.empty() ? default_queue_ : std::string(queue_name);
     detail::validate_queue_name(queue);
-    return static_cast<std::size_t>(conn_.command("LLEN", keys::queue(queue)).as_integer());
+    return static_cast<std::size_t>(
+        conn_.command("LLEN", keys::queue(queue, conn_.is_cluster())).as_integer());
 }
 
 std::vector<std::string> QueueManager::queue_names() const {

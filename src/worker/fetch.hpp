@@ -55,7 +55,10 @@ struct Beat {
 };
 
 /// Moves jobs from the queues (in priority order) to the processing list and
-/// applies finish bookkeeping, atomically, in one round trip.
+/// applies finish bookkeeping, atomically, in one round trip. On a Redis
+/// Cluster (one processing list per queue, see queue/keys.hpp) the same work
+/// takes a few pipelined round trips: failed entries and results first, then
+/// one script per queue (finish, promote, take), then counters and heartbeat.
 class ReliableFetch {
 public:
     ReliableFetch(Connection conn, std::string worker_id, const std::vector<std::string>& queues);
@@ -73,8 +76,12 @@ public:
                          std::vector<TakenJob>& out, FinishBatch* kept);
 
 private:
+    std::string exchange_cluster(const FinishBatch& finished, std::size_t count, bool idle, const Beat* beat,
+                                 std::vector<TakenJob>& out, FinishBatch* kept);
+
     Connection conn_;
     std::string worker_id_;
+    std::vector<std::string> queues_;
     std::vector<std::string> keys_;
     StatPeriods periods_;
     double period_end_ = 0;  // when periods_ stops being this hour

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <fstream>
@@ -31,6 +32,7 @@
 
 #include "core/clock.hpp"
 #include "core/json_limits.hpp"
+#include "core/sha1.hpp"
 #include "queue/keys.hpp"
 #include "queue/payloads.hpp"
 #include "worker/counters.hpp"
@@ -151,8 +153,160 @@ bool heartbeat_owner_gone(std::string_view heartbeat, std::string_view own_insta
     return !process_alive(static_cast<long>(p));
 }
 
+namespace {
+
+// The queues whose processing lists a worker may hold on a cluster: its
+// `:queues` key and the queue part of its id (the original's
+// `<host>:<pid>:<queues>`), for a worker whose keys are half gone.
+std::vector<std::string> served_queues(const Connection& conn, std::string_view worker_id) {
+    std::set<std::string> names;
+    Reply r = conn.command("GET", queue_keys::worker_queues(worker_id));
+    if (!r.is_error() && !r.is_nil())
+        for (auto& q : split_commas(r.view())) names.insert(std::move(q));
+    if (auto parts = split_worker_id(worker_id))
+        for (auto& q : split_commas(parts->queues)) names.insert(std::move(q));
+    std::vector<std::string> out;
+    for (const auto& q : names)
+        if (!q.empty()) out.push_back(q);
+    return out;
+}
+
+// recover_worker on a Redis Cluster: one processing list per queue, each in
+// its queue's slot, while the failed list, the death counts, the counters and
+// the registry live elsewhere. Per list: death counts are bumped and poison
+// or unreadable entries filed in retools:failed first (separate commands),
+// then one script puts the rest back at the head of the queue and drops those
+// filed. A crash between the two duplicates a job, never loses one. The
+// liveness check is not atomic with the move: two recoverers of one dead
+// worker may both count its death, but each entry moves once (the script).
+Recovered recover_worker_cluster(const Connection& conn, std::string_view worker_id, RecoverMode mode,
+                                 std::size_t max_recoveries, bool unregister,
+                                 std::string_view expected_heartbeat) {
+    // KEYS: 1 processing list, 2 its queue (one slot); ARGV: entries already filed in retools:failed.
+    // Moves the rest, from the tail, to the head of the queue (their order is kept,
+    // ahead of anything enqueued since). Returns how many were requeued.
+    static const Script move_back{R"lua(
+for _, k in ipairs({{KEYS[1], 'list'}, {KEYS[2], 'list'}}) do
+  local t = redis.call('TYPE', k[1])['ok']
+  if t ~= 'none' and t ~= k[2] then
+    return redis.error_reply('WRONGTYPE ' .. k[1] .. ' holds a ' .. t .. ', not a list; ' .. KEYS[1] .. ' keeps its jobs')
+  end
+end
+local drop = {}
+for i = 1, #ARGV do drop[ARGV[i]] = (drop[ARGV[i]] or 0) + 1 end
+local n = 0
+while true do
+  local e = redis.call('RPOP', KEYS[1])
+  if not e then break end
+  if drop[e] and drop[e] > 0 then
+    drop[e] = drop[e] - 1
+  else
+    local nl = string.find(e, '\n', 1, true)
+    redis.call('LPUSH', KEYS[2], string.sub(e, (nl or 0) + 1))
+    n = n + 1
+  end
+end
+return n
+)lua"};
+    Recovered out;
+    Reply hb = conn.command("GET", queue_keys::heartbeat(worker_id));
+    if (mode == RecoverMode::dead) {
+        if (hb.is_error() ||
+            (!hb.is_nil() && (expected_heartbeat.empty() || hb.view() != expected_heartbeat))) {
+            out.alive = true;
+            return out;
+        }
+    }
+    const bool counting = mode != RecoverMode::resync;
+    std::size_t threads = 1;
+    if (counting) {
+        Reply th = conn.command("GET", queue_keys::worker_threads(worker_id));
+        if (!th.is_error() && !th.is_nil()) {
+            try {
+                threads = static_cast<std::size_t>(std::max(1LL, std::stoll(th.as_string())));
+            } catch (const std::exception&) {}
+        }
+    }
+    const double now = unix_now();
+    for (const auto& q : served_queues(conn, worker_id)) {
+        const std::string pk = queue_keys::processing(worker_id, q, true);
+        Reply list = conn.command("LRANGE", pk, 0, -1);
+        if (list.is_error())
+            throw QueueError(fmt::format("retools: {} is not a list: {}", pk, list.error_message()));
+        const std::size_t len = list.size();
+        if (len == 0) continue;
+        // Deaths count for the oldest <:threads> entries: those that may have been running.
+        std::vector<std::string> filed;
+        Pipeline counts;
+        std::vector<std::size_t> counted;
+        for (std::size_t i = 0; i < len; ++i) {
+            std::string_view e = list[i].view();
+            auto nl = e.find('\n');
+            if (nl == std::string_view::npos || nl == 0) {
+                FailedJob f{std::string(e), "", "unreadable processing-list entry", std::string(worker_id),
+                            now};
+                conn.command("RPUSH", queue_keys::failed, f.to_json()).check();
+                filed.emplace_back(e);
+            } else if (counting && i < threads) {
+                counts.command("HINCRBY", queue_keys::recoveries, sha1_hex(e), 1);
+                counts.command("EXPIRE", queue_keys::recoveries, 604800);
+                counted.push_back(i);
+            }
+        }
+        if (!counts.empty()) {
+            auto replies = conn.execute(counts);
+            for (std::size_t k = 0; k < counted.size(); ++k) {
+                const Reply& c = replies[2 * k];
+                if (c.is_error() || max_recoveries == 0 ||
+                    c.as_integer() < static_cast<long long>(max_recoveries))
+                    continue;
+                std::string_view e = list[counted[k]].view();
+                auto nl = e.find('\n');
+                FailedJob f{std::string(e.substr(nl + 1)), std::string(e.substr(0, nl)),
+                            fmt::format("worker died {} times while running this job", c.as_integer()),
+                            std::string(worker_id), now};
+                conn.command("RPUSH", queue_keys::failed, f.to_json()).check();
+                conn.command("HDEL", queue_keys::recoveries, sha1_hex(e));
+                filed.emplace_back(e);
+            }
+        }
+        Reply n = move_back(conn, {pk, queue_keys::queue(q, true)}, filed);
+        out.requeued += static_cast<std::size_t>(n.as_integer());
+        out.quarantined += filed.size();
+    }
+    Pipeline p;
+    if (out.quarantined > 0) {
+        const StatPeriods periods = stat_periods(now);
+        for (std::string_view c : {"processed", "failed"}) {
+            std::string base = fmt::format("{}{}", queue_keys::stat_prefix, c);
+            const auto n = static_cast<long long>(out.quarantined);
+            p.command("INCRBY", base, n);
+            p.command("INCRBY", base + ":" + periods.day, n)
+                .command("EXPIRE", base + ":" + periods.day, 15552000);
+            p.command("INCRBY", base + ":" + periods.hour, n)
+                .command("EXPIRE", base + ":" + periods.hour, 172800);
+        }
+    }
+    if (unregister) {
+        p.command("SREM", queue_keys::workers, worker_id);
+        for (const auto& k : {queue_keys::worker(worker_id), queue_keys::worker_started(worker_id),
+                              queue_keys::worker_queues(worker_id), queue_keys::worker_threads(worker_id)})
+            p.command("DEL", k);
+    }
+    if (mode == RecoverMode::dead) {
+        if (!expected_heartbeat.empty()) p.command("DEL", queue_keys::heartbeat(worker_id));
+        p.command("ZREM", queue_keys::heartbeats, worker_id);
+    }
+    if (!p.empty()) conn.execute(p);  // bookkeeping: a key of the wrong type only skips its part
+    return out;
+}
+
+}  // namespace
+
 Recovered recover_worker(const Connection& conn, std::string_view worker_id, RecoverMode mode,
                          std::size_t max_recoveries, bool unregister, std::string_view expected_heartbeat) {
+    if (conn.is_cluster())
+        return recover_worker_cluster(conn, worker_id, mode, max_recoveries, unregister, expected_heartbeat);
     // KEYS: 1 processing list, 2 retools:workers, 3 worker key, 4 :started, 5 :queues, 6 retools:failed,
     //       7 heartbeat, 8 retools:recoveries, 9 :threads, 10 retools:heartbeats
     // ARGV: 1 worker id, 2 mode (resync | own | dead), 3 now, 4 max recoveries (0 = no limit),
@@ -240,17 +394,18 @@ return {n, q}
 )lua")};
     const double now = unix_now();
     const StatPeriods periods = stat_periods(now);
-    Reply r = script(conn,
-                     {queue_keys::processing(worker_id), queue_keys::workers, queue_keys::worker(worker_id),
-                      queue_keys::worker_started(worker_id), queue_keys::worker_queues(worker_id),
-                      queue_keys::failed, queue_keys::heartbeat(worker_id), queue_keys::recoveries,
-                      queue_keys::worker_threads(worker_id), queue_keys::heartbeats},
-                     worker_id,
-                     mode == RecoverMode::resync ? "resync"
-                     : mode == RecoverMode::own  ? "own"
-                                                 : "dead",
-                     python_repr(now), static_cast<long long>(max_recoveries), expected_heartbeat,
-                     unregister ? "1" : "0", periods.day, periods.hour);
+    Reply r =
+        script(conn,
+               {queue_keys::processing(worker_id, "", false), queue_keys::workers,
+                queue_keys::worker(worker_id), queue_keys::worker_started(worker_id),
+                queue_keys::worker_queues(worker_id), queue_keys::failed, queue_keys::heartbeat(worker_id),
+                queue_keys::recoveries, queue_keys::worker_threads(worker_id), queue_keys::heartbeats},
+               worker_id,
+               mode == RecoverMode::resync ? "resync"
+               : mode == RecoverMode::own  ? "own"
+                                           : "dead",
+               python_repr(now), static_cast<long long>(max_recoveries), expected_heartbeat,
+               unregister ? "1" : "0", periods.day, periods.hour);
     Recovered out;
     long long requeued = r[0].as_integer();
     if (requeued < 0) {
@@ -290,6 +445,14 @@ Recovered recover_dead_workers(const Connection& conn, std::chrono::milliseconds
     if (!r.is_error())
         for (const Reply& member : r.as_array()) recover_if_dead(conn, member.view(), max_recoveries, total);
     if (!full_scan) return total;
+    if (conn.is_cluster()) {
+        // SCAN sees one node: on a cluster the full scan checks every
+        // registered worker instead (workers there always beat, so the
+        // heartbeat set above finds the others).
+        for (const Reply& member : conn.command("SMEMBERS", queue_keys::workers).as_array())
+            recover_if_dead(conn, member.view(), max_recoveries, total);
+        return total;
+    }
     // Every processing list: also those of workers that never beat (older
     // versions) or whose heartbeat entry was lost.
     std::string cursor = "0";

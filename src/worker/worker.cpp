@@ -13,9 +13,9 @@
 #include <nlohmann/json.hpp>
 
 #include <retools/detail/python_repr.hpp>
-#include "core/random_token.hpp"
 
 #include "core/clock.hpp"
+#include "core/random_token.hpp"
 #include "queue/keys.hpp"
 #include "worker/executor.hpp"
 #include "worker/fetch.hpp"
@@ -310,7 +310,9 @@ void Worker::register_worker() const {
     p.command("SET", keys::heartbeat(wid), state_->heartbeat_json(wid, 0), "PX",
               state_->options.heartbeat_timeout.count());
     p.command("ZADD", keys::heartbeats, now, wid);
-    for (const Reply& r : state_->conn.transaction(p)) r.check();
+    // On a cluster these keys are in many slots: a split pipeline, not a transaction.
+    const auto replies = state_->conn.is_cluster() ? state_->conn.execute(p) : state_->conn.transaction(p);
+    for (const Reply& r : replies) r.check();
 }
 
 void Worker::unregister_worker(std::string_view worker_id) const {
@@ -323,7 +325,8 @@ void Worker::unregister_worker(std::string_view worker_id) const {
     p.command("DEL", keys::worker_threads(wid));
     p.command("DEL", keys::heartbeat(wid));
     p.command("ZREM", keys::heartbeats, wid);
-    for (const Reply& r : state_->conn.transaction(p)) r.check();
+    const auto replies = state_->conn.is_cluster() ? state_->conn.execute(p) : state_->conn.transaction(p);
+    for (const Reply& r : replies) r.check();
 }
 
 std::size_t Worker::prune_dead_workers() const {
@@ -700,7 +703,14 @@ WorkSummary Worker::work(WorkOptions options) {
     try {
         // Jobs still held (kept for a key of the wrong type) stay registered
         // to us; our heartbeat then expires and another worker recovers them.
-        if (state_->conn.command("EXISTS", keys::processing(wid)).as_integer() == 0) unregister_worker(wid);
+        long long held = 0;
+        if (state_->conn.is_cluster()) {
+            for (const auto& q : state_->queues)
+                held += state_->conn.command("EXISTS", keys::processing(wid, q, true)).as_integer();
+        } else {
+            held = state_->conn.command("EXISTS", keys::processing(wid, "", false)).as_integer();
+        }
+        if (held == 0) unregister_worker(wid);
     } catch (const Error& e) {
         if (s.logs(WorkerLog::failures))
             fmt::print(stderr, "retools-worker: {}: could not unregister: {}\n", wid, e.what());

@@ -102,8 +102,8 @@ TEST_F(WorkerTest, RunsEnqueuedJobsAndCleansUp) {
     EXPECT_EQ(summary.succeeded, 2u);
     EXPECT_EQ(summary.failed, 0u);
     EXPECT_EQ(records(conn, "out"), json({"a", "b"}));
-    EXPECT_EQ(conn.command("LLEN", keys::queue("main")).as_integer(), 0);
-    EXPECT_EQ(conn.command("EXISTS", keys::processing(w.id())).as_integer(), 0);
+    EXPECT_EQ(conn.command("LLEN", keys::queue("main", false)).as_integer(), 0);
+    EXPECT_EQ(conn.command("EXISTS", keys::processing(w.id(), "", false)).as_integer(), 0);
     EXPECT_EQ(conn.command("LLEN", keys::failed).as_integer(), 0);
     // Clean shutdown: no registry keys left.
     EXPECT_EQ(conn.command("SCARD", keys::workers).as_integer(), 0);
@@ -117,7 +117,7 @@ TEST_F(WorkerTest, RunsAPayloadWrittenByPythonRetools) {
     // What Python's QueueManager.enqueue writes (json.dumps, default separators).
     std::string payload = R"({"job_id": "0f8fad5bd9cb469fa16570867728950e", "job": "tests.jobs:record", )"
                           R"("kwargs": {"tag": "caf\u00e9"}, "events": {}, "metadata": {}, "state": {}})";
-    conn.command("RPUSH", keys::queue("main"), payload);
+    conn.command("RPUSH", keys::queue("main", false), payload);
     Worker w{{"main"}, quiet()};
     w.register_job("tests.jobs:record", recorder(conn));
     EXPECT_EQ(w.work({.burst = true}).succeeded, 1u);
@@ -161,8 +161,8 @@ TEST_F(WorkerTest, BurstMakesFewRoundTrips) {
     // acknowledged at most 2 ms late, so a slow (sanitizer, loaded) build
     // sends more acknowledgements: the bound is one round trip per two jobs.
     EXPECT_LT(conn.round_trips() - before, 100u);
-    EXPECT_EQ(conn.command("LLEN", keys::queue("main")).as_integer(), 0);
-    EXPECT_EQ(conn.command("EXISTS", keys::processing(w.id())).as_integer(), 0);
+    EXPECT_EQ(conn.command("LLEN", keys::queue("main", false)).as_integer(), 0);
+    EXPECT_EQ(conn.command("EXISTS", keys::processing(w.id(), "", false)).as_integer(), 0);
 }
 
 TEST_F(WorkerTest, BlockingModeWakesWithinMillisecondsAndHonoursPriority) {
@@ -191,8 +191,9 @@ TEST_F(WorkerTest, BlockingModeWakesWithinMillisecondsAndHonoursPriority) {
     // Idle again, then a low and a high job arrive together: high runs first.
     std::this_thread::sleep_for(100ms);
     retools::Pipeline p;
-    p.command("RPUSH", keys::queue("low"), qm.make_payload("1", "tests.jobs:stamp", {{"tag", "low"}}));
-    p.command("RPUSH", keys::queue("high"), qm.make_payload("2", "tests.jobs:stamp", {{"tag", "high"}}));
+    p.command("RPUSH", keys::queue("low", false), qm.make_payload("1", "tests.jobs:stamp", {{"tag", "low"}}));
+    p.command("RPUSH", keys::queue("high", false),
+              qm.make_payload("2", "tests.jobs:stamp", {{"tag", "high"}}));
     conn.transaction(p);
     ASSERT_TRUE(wait_until([&] {
         std::lock_guard lock(m);
@@ -303,7 +304,7 @@ TEST_F(WorkerTest, AbortJobFromPrerunSkipsQuietly) {
     EXPECT_EQ(failures, 0);
     EXPECT_EQ(records(conn, "out"), json({"kept"}));
     EXPECT_EQ(conn.command("LLEN", keys::failed).as_integer(), 0);
-    EXPECT_EQ(conn.command("EXISTS", keys::processing(w.id())).as_integer(), 0);
+    EXPECT_EQ(conn.command("EXISTS", keys::processing(w.id(), "", false)).as_integer(), 0);
 }
 
 TEST_F(WorkerTest, FailuresLandInTheFailedListVerbatimAndTheWorkerCarriesOn) {
@@ -314,7 +315,7 @@ TEST_F(WorkerTest, FailuresLandInTheFailedListVerbatimAndTheWorkerCarriesOn) {
         qm.make_payload("id-unknown", "tests.jobs:nobody", json::object()),
         qm.make_payload("id-throws", "tests.jobs:boom", json::object()),
     };
-    for (const auto& p : payloads) conn.command("RPUSH", keys::queue("main"), p);
+    for (const auto& p : payloads) conn.command("RPUSH", keys::queue("main", false), p);
     qm.subscriber("job_prerun", "tests.ev:missing");
     qm.enqueue("tests.jobs:record", {{"tag", "no handler"}});
     qm = QueueManager{conn};
@@ -351,7 +352,7 @@ TEST_F(WorkerTest, FailuresLandInTheFailedListVerbatimAndTheWorkerCarriesOn) {
     EXPECT_NE(errors[3].find("runtime_error"), std::string::npos) << errors[3];
     EXPECT_NE(errors[4].find("unknown job_prerun handler 'tests.ev:missing'"), std::string::npos)
         << errors[4];
-    EXPECT_EQ(conn.command("EXISTS", keys::processing(w.id())).as_integer(), 0);
+    EXPECT_EQ(conn.command("EXISTS", keys::processing(w.id(), "", false)).as_integer(), 0);
 }
 
 TEST_F(WorkerTest, RetriesWithBackoffThroughTheDelayedSet) {
@@ -373,7 +374,7 @@ TEST_F(WorkerTest, RetriesWithBackoffThroughTheDelayedSet) {
     EXPECT_EQ(states[1].value("retried", 0), 1);
     EXPECT_EQ(states[2].value("retried", 0), 2);
     EXPECT_EQ(conn.command("LLEN", keys::failed).as_integer(), 0);
-    EXPECT_EQ(conn.command("ZCARD", keys::delayed).as_integer(), 0);
+    EXPECT_EQ(conn.command("ZCARD", keys::delayed_all).as_integer(), 0);
 }
 
 TEST_F(WorkerTest, RetriesExhaustedGoToTheFailedList) {
@@ -384,7 +385,7 @@ TEST_F(WorkerTest, RetriesExhaustedGoToTheFailedList) {
     auto summary = w.work({.interval = 10ms, .max_jobs = 2});
     EXPECT_EQ(summary.failed, 2u);
     EXPECT_EQ(conn.command("LLEN", keys::failed).as_integer(), 1);
-    EXPECT_EQ(conn.command("ZCARD", keys::delayed).as_integer(), 0);
+    EXPECT_EQ(conn.command("ZCARD", keys::delayed_all).as_integer(), 0);
 }
 
 TEST_F(WorkerTest, StoresResultsWhenAsked) {
@@ -530,7 +531,7 @@ TEST_F(WorkerTest, RegistryKeysWhileWorking) {
     EXPECT_EQ(working.at("payload").at("job_id"), id);
     EXPECT_NEAR(working.at("run_at").get<double>(), retools::detail::unix_now(), 5.0);
     // The job sits in the processing list while it runs.
-    EXPECT_EQ(conn.command("LLEN", keys::processing(w.id())).as_integer(), 1);
+    EXPECT_EQ(conn.command("LLEN", keys::processing(w.id(), "", false)).as_integer(), 1);
 
     auto workers = Worker::get_workers(conn);
     ASSERT_EQ(workers.size(), 1u);
@@ -565,28 +566,29 @@ TEST_F(WorkerTest, PrunesDeadWorkersOfThisHostAndRequeuesTheirJobs) {
         conn.command("SET", keys::worker_started(id), "1.5");
         conn.command("SET", keys::worker_queues(id), "main");
     }
-    conn.command("RPUSH", keys::processing(dead_id), "main\n" + p1, "main\n" + p2);
+    conn.command("RPUSH", keys::processing(dead_id, "", false), "main\n" + p1, "main\n" + p2);
     qm.enqueue("tests.jobs:record", {{"tag", "queued"}});
 
     Worker w{{"main"}, quiet()};
     EXPECT_EQ(w.prune_dead_workers(), 2u);
     EXPECT_EQ(Worker::get_worker_ids(conn),
               std::vector<std::string>{other_host});  // other hosts are left alone
-    EXPECT_EQ(conn.command("EXISTS", keys::worker_started(dead_id), keys::processing(dead_id)).as_integer(),
+    EXPECT_EQ(conn.command("EXISTS", keys::worker_started(dead_id), keys::processing(dead_id, "", false))
+                  .as_integer(),
               0);
     // Back at the head, in their original order.
-    auto q = conn.command("LRANGE", keys::queue("main"), 0, -1).as_array();
+    auto q = conn.command("LRANGE", keys::queue("main", false), 0, -1).as_array();
     ASSERT_EQ(q.size(), 3u);
     EXPECT_EQ(q[0].as_string(), p1);
     EXPECT_EQ(q[1].as_string(), p2);
 
     // A processing list whose worker is not registered at all.
-    conn.command("RPUSH", keys::processing("gone:42:main"), "main\n" + p1);
+    conn.command("RPUSH", keys::processing("gone:42:main", "", false), "main\n" + p1);
     EXPECT_EQ(Worker::requeue_orphans(conn), 1u);
-    EXPECT_EQ(conn.command("LLEN", keys::queue("main")).as_integer(), 4);
+    EXPECT_EQ(conn.command("LLEN", keys::queue("main", false)).as_integer(), 4);
 
     // Start-up does the same.
-    conn.command("RPUSH", keys::processing("gone:43:main"), "main\n" + p2);
+    conn.command("RPUSH", keys::processing("gone:43:main", "", false), "main\n" + p2);
     w.register_job("tests.jobs:record", recorder(conn));
     EXPECT_EQ(w.work({.burst = true}).succeeded, 5u);
     EXPECT_EQ(records(conn, "out"), json({"orphan2", "orphan1", "orphan1", "orphan2", "queued"}));
@@ -613,10 +615,11 @@ TEST_F(WorkerTest, SigkilledWorkerLosesNothing) {
     ASSERT_TRUE(wait_until([&] { return conn.command("GET", "runs").as_optional_string() == "1"; }));
     child.signal(SIGKILL);
     EXPECT_EQ(child.exit_code(), -SIGKILL);
-    EXPECT_EQ(conn.command("LLEN", keys::queue("main")).as_integer() +
-                  conn.command("LLEN", keys::processing(fmt::format("{}:{}:main", host(), child.pid())))
-                      .as_integer(),
-              2);
+    EXPECT_EQ(
+        conn.command("LLEN", keys::queue("main", false)).as_integer() +
+            conn.command("LLEN", keys::processing(fmt::format("{}:{}:main", host(), child.pid()), "", false))
+                .as_integer(),
+        2);
 
     Worker w{{"main"}, quiet()};
     w.register_job("tests.jobs:slow", job);
@@ -633,7 +636,7 @@ TEST_F(WorkerTest, MaxJobsAndPauseResume) {
     Worker w{{"main"}, quiet()};
     w.register_job("tests.jobs:record", recorder(conn));
     EXPECT_EQ(w.work({.max_jobs = 2}).succeeded, 2u);
-    EXPECT_EQ(conn.command("LLEN", keys::queue("main")).as_integer(), 3);
+    EXPECT_EQ(conn.command("LLEN", keys::queue("main", false)).as_integer(), 3);
     EXPECT_EQ(records(conn, "out"), json({"0", "1"}));
 
     w.pause();
@@ -656,7 +659,7 @@ TEST_F(WorkerTest, RunsScheduledJobsWhenDue) {
     EXPECT_EQ(w.work({.interval = 20ms, .max_jobs = 2}).succeeded, 2u);
     EXPECT_GE(std::chrono::steady_clock::now() - t0, 150ms);
     EXPECT_EQ(records(conn, "out"), json({"now", "later"}));
-    EXPECT_EQ(conn.command("ZCARD", keys::delayed).as_integer(), 0);
+    EXPECT_EQ(conn.command("ZCARD", keys::delayed_all).as_integer(), 0);
 }
 
 TEST_F(WorkerTest, FailedJobsCanBeRetriedThroughTheQueueManager) {
@@ -709,8 +712,8 @@ TEST_F(WorkerTest, RunsJobsRegisteredStatically) {
 }
 
 TEST_F(WorkerTest, BinaryGarbageInAQueueIsFiledNotFatal) {
-    conn.command("RPUSH", keys::queue("main"), std::string("\xff\xfe\x00garbage", 10));
-    conn.command("RPUSH", keys::queue("main"), "");
+    conn.command("RPUSH", keys::queue("main", false), std::string("\xff\xfe\x00garbage", 10));
+    conn.command("RPUSH", keys::queue("main", false), "");
     QueueManager{conn}.enqueue("tests.jobs:record", {{"tag", "fine"}});
     Worker w{{"main"}, quiet()};
     w.register_job("tests.jobs:record", recorder(conn));
@@ -720,5 +723,5 @@ TEST_F(WorkerTest, BinaryGarbageInAQueueIsFiledNotFatal) {
     EXPECT_EQ(conn.command("LLEN", keys::failed).as_integer(), 2);
     auto second = retools::FailedJob::from_json(conn.command("LINDEX", keys::failed, 1).as_string());
     EXPECT_EQ(second.payload, "");
-    EXPECT_EQ(conn.command("EXISTS", keys::processing(w.id())).as_integer(), 0);
+    EXPECT_EQ(conn.command("EXISTS", keys::processing(w.id(), "", false)).as_integer(), 0);
 }

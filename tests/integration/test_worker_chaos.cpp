@@ -92,7 +92,7 @@ TEST(WorkerChaos, EveryJobFinishesThroughWorkerKillsAndARedisRestart) {
     auto finished = [&] {
         return retry([&] {
             if (conn.command("HLEN", "chaos:runs").as_integer() < total_jobs) return false;
-            if (conn.command("LLEN", keys::queue("chaos")).as_integer() != 0) return false;
+            if (conn.command("LLEN", keys::queue("chaos", false)).as_integer() != 0) return false;
             return conn.command("KEYS", "retools:processing:*").size() == 0;
         });
     };
@@ -135,7 +135,7 @@ TEST(WorkerChaos, EveryJobFinishesThroughWorkerKillsAndARedisRestart) {
         total_jobs, kills, duplicates, most);
     EXPECT_EQ(all.size() / 2, static_cast<std::size_t>(total_jobs));
     EXPECT_EQ(conn.command("LLEN", keys::failed).as_integer(), 0);
-    EXPECT_EQ(conn.command("LLEN", keys::queue("chaos")).as_integer(), 0);
+    EXPECT_EQ(conn.command("LLEN", keys::queue("chaos", false)).as_integer(), 0);
     EXPECT_EQ(conn.command("KEYS", "retools:processing:*").size(), 0u);
     // A kill repeats at most what its worker had run but not yet acknowledged
     // (a few ms of jobs per thread); the restart, what every worker had.

@@ -80,7 +80,7 @@ TEST_F(WorkerCli, ForkModeBurstDrainsTheQueueInChildProcesses) {
     ASSERT_EQ(pids.size(), 3u);
     for (const auto& p : pids) EXPECT_NE(p, std::to_string(worker.pid()));
     EXPECT_NE(pids[0], pids[1]);
-    EXPECT_EQ(conn.command("LLEN", keys::queue("main")).as_integer(), 0);
+    EXPECT_EQ(conn.command("LLEN", keys::queue("main", false)).as_integer(), 0);
 }
 
 TEST_F(WorkerCli, ThreadPoolRunsJobsConcurrently) {

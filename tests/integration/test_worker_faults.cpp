@@ -57,9 +57,10 @@ TEST_F(WorkerFaultsTest, FailedJobIsKeptWhileTheFailedListIsNotAList) {
     Worker w{{"main"}, quiet()};
     w.register_job("tests.jobs:boom", [](const json&) -> json { throw std::runtime_error("boom"); });
     std::thread t([&] { w.work({.interval = 50ms}); });
-    ASSERT_TRUE(rt::wait_until([&] { return llen(keys::queue("main")) == 0; }));
+    ASSERT_TRUE(rt::wait_until([&] { return llen(keys::queue("main", false)) == 0; }));
     std::this_thread::sleep_for(300ms);  // the worker tries to file the failure meanwhile
-    EXPECT_EQ(llen(keys::processing(w.id())), 1) << "the failed job left the processing list unfiled";
+    EXPECT_EQ(llen(keys::processing(w.id(), "", false)), 1)
+        << "the failed job left the processing list unfiled";
     conn.command("DEL", keys::failed);  // an operator fixes the key
     EXPECT_TRUE(rt::wait_until([&] { return llen(keys::failed) == 1; }));
     w.stop();
@@ -70,7 +71,7 @@ TEST_F(WorkerFaultsTest, FailedJobIsKeptWhileTheFailedListIsNotAList) {
 }
 
 TEST_F(WorkerFaultsTest, AQueueKeyThatIsNotAListStrandsNoJobAndTheWorkerResumesOnceFixed) {
-    conn.command("HSET", keys::queue("low"), "f", "v");
+    conn.command("HSET", keys::queue("low", false), "f", "v");
     QueueManager{conn}.enqueue("tests.jobs:record", {{"tag", "x"}});
     Worker w{{"main", "low"}, quiet()};
     w.register_job("tests.jobs:record", [this](const json& kw) -> json {
@@ -80,9 +81,9 @@ TEST_F(WorkerFaultsTest, AQueueKeyThatIsNotAListStrandsNoJobAndTheWorkerResumesO
     std::thread t([&] { w.work({.interval = 50ms}); });
     std::this_thread::sleep_for(300ms);
     // Either it ran, or it is still waiting in its queue: not parked unseen in the processing list.
-    EXPECT_EQ(llen(keys::processing(w.id())), 0);
-    EXPECT_EQ(llen("out") + llen(keys::queue("main")), 1);
-    conn.command("DEL", keys::queue("low"));  // an operator fixes the key
+    EXPECT_EQ(llen(keys::processing(w.id(), "", false)), 0);
+    EXPECT_EQ(llen("out") + llen(keys::queue("main", false)), 1);
+    conn.command("DEL", keys::queue("low", false));  // an operator fixes the key
     EXPECT_TRUE(rt::wait_until([&] { return llen("out") == 1; }));
     w.stop();
     t.join();
@@ -90,7 +91,7 @@ TEST_F(WorkerFaultsTest, AQueueKeyThatIsNotAListStrandsNoJobAndTheWorkerResumesO
 
 TEST_F(WorkerFaultsTest, DueJobForAQueueKeyThatIsNotAListIsFiledIntact) {
     QueueManager qm{conn};
-    conn.command("HSET", keys::queue("other"), "f", "v");
+    conn.command("HSET", keys::queue("other", false), "f", "v");
     qm.enqueue_at(std::chrono::system_clock::now() - 1s, "tests.jobs:x", {{"a", 1}}, {.queue_name = "other"});
     std::string payload = qm.scheduled_jobs().at(0).job.payload();
     Worker w{{"main"}, quiet()};  // its fetch promotes due jobs of every queue
@@ -102,8 +103,8 @@ TEST_F(WorkerFaultsTest, DueJobForAQueueKeyThatIsNotAListIsFiledIntact) {
 }
 
 TEST_F(WorkerFaultsTest, OrphanedJobsWhoseQueueKeyIsNotAListAreFiledIntact) {
-    const std::string orphan = keys::processing("gone-host:1:main");  // no such registered worker
-    conn.command("HSET", keys::queue("bad"), "f", "v");
+    const std::string orphan = keys::processing("gone-host:1:main", "", false);  // no such registered worker
+    conn.command("HSET", keys::queue("bad", false), "f", "v");
     conn.command("RPUSH", orphan, "no newline: unreadable", "bad\n{\"job\": \"x\"}",
                  "main\n{\"job\": \"y\"}");
     try {
@@ -111,7 +112,7 @@ TEST_F(WorkerFaultsTest, OrphanedJobsWhoseQueueKeyIsNotAListAreFiledIntact) {
     } catch (const retools::Error&) {
         // an error is fine as long as every job is kept
     }
-    EXPECT_EQ(llen(keys::queue("main")), 1);
+    EXPECT_EQ(llen(keys::queue("main", false)), 1);
     auto failed = QueueManager{conn}.failed_jobs();
     bool filed = failed.size() == 2 && failed[0].payload == "{\"job\": \"x\"}" && failed[0].queue == "bad";
     bool kept = llen(orphan) >= 1;
@@ -119,7 +120,7 @@ TEST_F(WorkerFaultsTest, OrphanedJobsWhoseQueueKeyIsNotAListAreFiledIntact) {
     if (filed) {
         EXPECT_EQ(failed[1].payload, "no newline: unreadable");  // the garbage entry too, verbatim
         EXPECT_NE(failed[1].error.find("unreadable"), std::string::npos);
-        EXPECT_NE(failed[0].error.find(keys::queue("bad")), std::string::npos) << failed[0].error;
+        EXPECT_NE(failed[0].error.find(keys::queue("bad", false)), std::string::npos) << failed[0].error;
     }
 }
 
@@ -152,8 +153,8 @@ TEST(WorkerDeadServer, BacksOffWithoutSpinning) {
         });
         QueueManager{c}.enqueue("tests.jobs:wait");
         std::thread t([&] { w.work({.interval = 20ms, .blocking = blocking}); });
-        ASSERT_TRUE(
-            rt::wait_until([&] { return c.command("LLEN", keys::processing(w.id())).as_integer() == 1; }));
+        ASSERT_TRUE(rt::wait_until(
+            [&] { return c.command("LLEN", keys::processing(w.id(), "", false)).as_integer() == 1; }));
         server.kill();
         release = true;  // the job finishes while Redis is gone: its bookkeeping must wait
         auto before = cpu_time();
@@ -257,7 +258,7 @@ TEST_F(WorkerFaultsTest, ForkFailuresUnderAPidsLimitRequeueWithBackoffAndFailNot
             return std::string(buf);
         }(),
         worker.pid());
-    EXPECT_EQ(llen(keys::queue("main")) + llen(keys::processing(wid)), 20);
+    EXPECT_EQ(llen(keys::queue("main", false)) + llen(keys::processing(wid, "", false)), 20);
     EXPECT_TRUE(conn.command("GET", "retools:stat:processed").is_nil());
     // The limit lifted, the worker carries on by itself.
     conn.command("SET", "lift", 1);

@@ -58,7 +58,7 @@ protected:
         conn.command("SADD", keys::workers, id);
         conn.command("SET", keys::worker_started(id), "1.5");
         conn.command("SET", keys::worker_queues(id), "main");
-        for (const auto& p : payloads) conn.command("RPUSH", keys::processing(id), "main\n" + p);
+        for (const auto& p : payloads) conn.command("RPUSH", keys::processing(id, "", false), "main\n" + p);
     }
     // A heartbeat of a live process elsewhere (another host or container).
     void live_heartbeat(const std::string& id, const std::string& host_name, long pid,
@@ -106,7 +106,7 @@ TEST_F(WorkerFleetTest, OtherHostsWorkerWithoutHeartbeatHasItsJobsRecovered) {
     t.join();
     ASSERT_TRUE(ran);
     EXPECT_LT(took, 600ms);  // within heartbeat_timeout
-    EXPECT_FALSE(exists(keys::processing("otherhost:1:main")));
+    EXPECT_FALSE(exists(keys::processing("otherhost:1:main", "", false)));
 }
 
 TEST_F(WorkerFleetTest, OtherHostsWorkerWithALiveHeartbeatIsNeverTouched) {
@@ -118,11 +118,11 @@ TEST_F(WorkerFleetTest, OtherHostsWorkerWithALiveHeartbeatIsNeverTouched) {
     std::this_thread::sleep_for(1500ms);  // several beats and timeouts of ours
     w.stop();
     t.join();
-    EXPECT_EQ(llen(keys::processing("otherhost:1:main")), 2);
+    EXPECT_EQ(llen(keys::processing("otherhost:1:main", "", false)), 2);
     EXPECT_EQ(runs("a"), 0);
     EXPECT_EQ(conn.command("SISMEMBER", keys::workers, "otherhost:1:main").as_integer(), 1);
     EXPECT_EQ(Worker::requeue_orphans(conn), 0u);
-    EXPECT_EQ(llen(keys::processing("otherhost:1:main")), 2);
+    EXPECT_EQ(llen(keys::processing("otherhost:1:main", "", false)), 2);
 }
 
 TEST_F(WorkerFleetTest, WorkersWithTheSameHostAndPidButOtherHeartbeatsNeverRequeueEachOther) {
@@ -141,8 +141,8 @@ TEST_F(WorkerFleetTest, WorkersWithTheSameHostAndPidButOtherHeartbeatsNeverReque
     std::this_thread::sleep_for(1000ms);
     w.stop();
     t.join();
-    EXPECT_EQ(llen(keys::processing(a)), 1);
-    EXPECT_EQ(llen(keys::processing(b)), 1);
+    EXPECT_EQ(llen(keys::processing(a, "", false)), 1);
+    EXPECT_EQ(llen(keys::processing(b, "", false)), 1);
     EXPECT_EQ(conn.command("SCARD", keys::workers).as_integer(), 2);
     EXPECT_EQ(runs("a") + runs("b"), 0);
 }
@@ -164,7 +164,7 @@ TEST_F(WorkerFleetTest, ATwinHoldingOurIdMakesUsWorkUnderAnotherIdAndIsLeftAlone
     EXPECT_NE(seen, ours);
     EXPECT_EQ(seen, fmt::format("{}~{}:{}:main", host(), seen.substr(host().size() + 1, 8), ::getpid()));
     EXPECT_EQ(std::count(seen.begin(), seen.end(), ':'), 2) << "Python splits ids into three fields";
-    EXPECT_EQ(llen(keys::processing(ours)), 1);
+    EXPECT_EQ(llen(keys::processing(ours, "", false)), 1);
     EXPECT_EQ(runs("twin"), 0);
     EXPECT_EQ(w.id(), ours);  // back to the usual id once work() returned
 }
@@ -217,7 +217,7 @@ TEST_F(WorkerFleetTest, PrunedLiveWorkerRegistersAgainAndItsJobRunsExactlyOnce) 
     // Back in the registry within one beat (plus scheduling slack).
     EXPECT_TRUE(wait_until(
         [&] { return conn.command("SISMEMBER", keys::workers, first_id).as_integer() == 1; }, 400ms));
-    ASSERT_TRUE(wait_until([&] { return llen(keys::processing(first_id)) == 0; }, 4s));
+    ASSERT_TRUE(wait_until([&] { return llen(keys::processing(first_id, "", false)) == 0; }, 4s));
     std::this_thread::sleep_for(800ms);  // the second worker had every chance to run it again
     EXPECT_EQ(runs("slow"), 1);
     EXPECT_EQ(conn.command("GET", "ran-by").as_string(), "first");
@@ -283,7 +283,7 @@ TEST_F(WorkerFleetTest, AJobThatAbortsItsWorkerIsQuarantinedAfterMaxRecoveries) 
     EXPECT_EQ(failed[0].error, "worker died 3 times while running this job");
     EXPECT_NE(failed[0].payload.find("poison"), std::string::npos);
     for (int i = 0; i < 3; ++i) EXPECT_EQ(runs(fmt::format("n{}", i)), 1);
-    EXPECT_EQ(llen(keys::queue("main")), 0);
+    EXPECT_EQ(llen(keys::queue("main", false)), 0);
     EXPECT_EQ(conn.command("KEYS", "retools:processing:*").size(), 0u);
     EXPECT_EQ(conn.command("GET", "retools:stat:failed").as_string(), "1");
 }
@@ -306,7 +306,7 @@ TEST_P(HostilePayload, A200000DeepPayloadIsFiledByteExactAndItsNeighboursRun) {
     QueueManager qm{conn};
     qm.enqueue("tests.fleet:record", {{"tag", "before"}});
     const std::string deep = deep_payload();
-    conn.command("RPUSH", keys::queue("main"), deep);
+    conn.command("RPUSH", keys::queue("main", false), deep);
     qm.enqueue("tests.fleet:record", {{"tag", "after"}});
     EXPECT_THROW_MSG(qm.get_jobs("main"), retools::QueueError, "nests deeper than 512 levels");
     EXPECT_THROW_MSG(qm.get_job("deep", "main"), retools::QueueError, "no job 'deep'");
@@ -331,7 +331,7 @@ INSTANTIATE_TEST_SUITE_P(Modes, HostilePayload,
 TEST_F(WorkerFleetTest, InvalidUtf8PayloadIsKeptAndRetriedByteExact) {
     const std::string bad(
         "{\"job_id\": \"u\", \"job\": \"x:y\xff\", \"kwargs\": {}, \"events\": {}, \"state\": {}}\xfe", 72);
-    conn.command("RPUSH", keys::queue("main"), bad);
+    conn.command("RPUSH", keys::queue("main", false), bad);
     Worker w{{"main"}, fast()};
     EXPECT_EQ(w.work({.burst = true}).failed, 1u);
     QueueManager qm{conn};
@@ -342,11 +342,11 @@ TEST_F(WorkerFleetTest, InvalidUtf8PayloadIsKeptAndRetriedByteExact) {
     EXPECT_TRUE(entry.contains("payload_base64"));
     EXPECT_TRUE(entry.at("payload").is_string());  // a readable copy
     ASSERT_TRUE(qm.retry_failed(failed[0]));
-    EXPECT_TRUE(conn.command("LINDEX", keys::queue("main"), 0).as_string() == bad);
+    EXPECT_TRUE(conn.command("LINDEX", keys::queue("main", false), 0).as_string() == bad);
 
     // The same through the Lua paths: quarantined by recovery, retried by retry_all_failed.
-    conn.command("DEL", keys::queue("main"));
-    conn.command("RPUSH", keys::processing("gone:7:main"), "main\n" + bad);
+    conn.command("DEL", keys::queue("main", false));
+    conn.command("RPUSH", keys::processing("gone:7:main", "", false), "main\n" + bad);
     auto r =
         retools::detail::recover_worker(conn, "gone:7:main", retools::detail::RecoverMode::dead, 1, true);
     EXPECT_EQ(r.quarantined, 1u);
@@ -355,7 +355,7 @@ TEST_F(WorkerFleetTest, InvalidUtf8PayloadIsKeptAndRetriedByteExact) {
     EXPECT_EQ(failed[0].error, "worker died 1 times while running this job");
     EXPECT_TRUE(failed[0].payload == bad);
     EXPECT_EQ(qm.retry_all_failed(), 1u);
-    EXPECT_TRUE(conn.command("LINDEX", keys::queue("main"), 0).as_string() == bad);
+    EXPECT_TRUE(conn.command("LINDEX", keys::queue("main", false), 0).as_string() == bad);
 }
 
 TEST_F(WorkerFleetTest, PayloadLargerThanTheLimitIsFiledUnread) {
@@ -434,14 +434,14 @@ TEST_F(WorkerFleetTest, AFastJobIsAcknowledgedWhileASlowOneStillRuns) {
     });
     w.register_job("tests.fleet:fast", [](const json&) -> json { return 42; });
     std::thread t([&] { w.work({.interval = 20ms}); });
-    ASSERT_TRUE(wait_until([&] { return llen(keys::processing(w.id())) == 1; }));
+    ASSERT_TRUE(wait_until([&] { return llen(keys::processing(w.id(), "", false)) == 1; }));
     for (int i = 0; i < 20; ++i) {
         auto start = std::chrono::steady_clock::now();
         std::string id = qm.enqueue("tests.fleet:fast", {}, {.metadata = {{"result_ttl", 60}}});
         auto r = qm.wait_for_result(id, 2s);
         ASSERT_TRUE(r && r->ok);
         EXPECT_LT(std::chrono::steady_clock::now() - start, 150ms);
-        EXPECT_TRUE(wait_until([&] { return llen(keys::processing(w.id())) == 1; }, 50ms));
+        EXPECT_TRUE(wait_until([&] { return llen(keys::processing(w.id(), "", false)) == 1; }, 50ms));
     }
     release = true;
     w.stop();
@@ -450,8 +450,8 @@ TEST_F(WorkerFleetTest, AFastJobIsAcknowledgedWhileASlowOneStillRuns) {
 
 TEST_F(WorkerFleetTest, AWrongTypedQueueStallsOnlyItselfAndBadDelayedOrFailedNeverStopFetching) {
     QueueManager qm{conn};
-    conn.command("HSET", keys::queue("bad"), "f", "v");
-    conn.command("SET", keys::delayed, "not a zset");
+    conn.command("HSET", keys::queue("bad", false), "f", "v");
+    conn.command("SET", keys::delayed_all, "not a zset");
     conn.command("SET", keys::failed, "not a list");
     for (int i = 0; i < 3; ++i) qm.enqueue("tests.fleet:record", {{"tag", fmt::format("j{}", i)}});
     Worker w{{"bad", "main"}, fast()};
@@ -461,5 +461,5 @@ TEST_F(WorkerFleetTest, AWrongTypedQueueStallsOnlyItselfAndBadDelayedOrFailedNev
     w.stop();
     t.join();
     EXPECT_TRUE(ran);
-    EXPECT_EQ(conn.command("TYPE", keys::queue("bad")).as_string(), "hash");
+    EXPECT_EQ(conn.command("TYPE", keys::queue("bad", false)).as_string(), "hash");
 }

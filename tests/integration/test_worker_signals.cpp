@@ -55,7 +55,7 @@ protected:
         EXPECT_EQ(conn.command("SCARD", keys::workers).as_integer(), 0);
         std::string id = fmt::format("{}:{}:main", host(), worker.pid());
         EXPECT_EQ(conn.command("EXISTS", keys::worker(id), keys::worker_started(id), keys::worker_queues(id),
-                               keys::processing(id))
+                               keys::processing(id, "", false))
                       .as_integer(),
                   0);
     }
@@ -76,9 +76,9 @@ TEST_F(WorkerSignals, QuitFinishesTheRunningJobThenStops) {
     ASSERT_TRUE(wait_until([&] { return len("started") == 1; }));
     worker.signal(SIGQUIT);
     expect_clean_shutdown(worker);
-    EXPECT_EQ(len("done"), 1);               // "a" finished
-    EXPECT_EQ(len("started"), 1);            // "b" never started
-    EXPECT_EQ(len(keys::queue("main")), 1);  // and is still queued
+    EXPECT_EQ(len("done"), 1);                      // "a" finished
+    EXPECT_EQ(len("started"), 1);                   // "b" never started
+    EXPECT_EQ(len(keys::queue("main", false)), 1);  // and is still queued
 }
 
 TEST_F(WorkerSignals, TermKillsTheForkedChildAndRequeuesItsJob) {
@@ -93,7 +93,7 @@ TEST_F(WorkerSignals, TermKillsTheForkedChildAndRequeuesItsJob) {
     EXPECT_EQ(len("done"), 0);
     EXPECT_EQ(len(keys::failed), 0);
     // Interrupted, not failed: back at the head of its queue.
-    auto q = conn.command("LRANGE", keys::queue("main"), 0, -1).as_array();
+    auto q = conn.command("LRANGE", keys::queue("main", false), 0, -1).as_array();
     ASSERT_EQ(q.size(), 2u);
     EXPECT_NE(q[0].as_string().find(id), std::string::npos);
 }
@@ -132,7 +132,7 @@ TEST_F(WorkerSignals, Usr2PausesAndContResumes) {
     qm.enqueue("sig.jobs:slow", {{"tag", "waits"}, {"ms", 1}});
     std::this_thread::sleep_for(300ms);
     EXPECT_EQ(len("started"), 0);  // paused: not taken
-    EXPECT_EQ(len(keys::queue("main")), 1);
+    EXPECT_EQ(len(keys::queue("main", false)), 1);
     worker.signal(SIGCONT);
     EXPECT_TRUE(wait_until([&] { return len("done") == 1; }, 1s));
     worker.signal(SIGTERM);
@@ -171,7 +171,7 @@ TEST_F(WorkerSignals, SigkillingOneOfSeveralWorkersLosesNoJob) {
     // At least once: only jobs the killed worker held can have run twice.
     EXPECT_GE(total, jobs);
     EXPECT_LT(total, jobs + 300);
-    EXPECT_EQ(len(keys::queue("main")), 0);
+    EXPECT_EQ(len(keys::queue("main", false)), 0);
     EXPECT_EQ(conn.command("SCARD", keys::workers).as_integer(), 0);
 }
 
@@ -183,7 +183,7 @@ TEST_F(WorkerSignals, CtrlCToTheWholeProcessGroupRequeuesForkedJobs) {
     ::kill(-worker.pid(), SIGINT);  // what a terminal's Ctrl-C does: the worker and its job process
     expect_clean_shutdown(worker);
     EXPECT_EQ(len(keys::failed), 0);
-    auto q = conn.command("LRANGE", keys::queue("main"), 0, -1).as_array();
+    auto q = conn.command("LRANGE", keys::queue("main", false), 0, -1).as_array();
     ASSERT_EQ(q.size(), 1u);
     EXPECT_NE(q[0].as_string().find(id), std::string::npos);
 }
