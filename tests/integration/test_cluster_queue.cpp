@@ -26,6 +26,7 @@
 #include "process.hpp"
 #include "queue/keys.hpp"
 #include "redis_cluster.hpp"
+#include "run_program.hpp"
 #include "wait.hpp"
 #include "worker/liveness.hpp"
 
@@ -389,3 +390,49 @@ TEST_F(ClusterQueueTest, AWorkerDrains5000JobsWhileSlotsMoveWithNoneLostOrLeftIn
     EXPECT_TRUE(keys_matching("retools:processing:*").empty());
     EXPECT_EQ(qm.failed_count(), 0u);
 }
+
+#ifdef RETOOLS_TOOL_PROGRAM
+// The `retools` program reads the cluster layout: scheduled jobs in every
+// queue's own set, workers from the beat index (SCAN sees one node), and the
+// jobs a worker holds in its per-queue processing lists.
+TEST_F(ClusterQueueTest, TheRetoolsProgramCountsScheduledAndHeldJobsOnACluster) {
+    QueueManager qm{conn};
+    const auto now = std::chrono::system_clock::now();
+    for (const char* q : {"a", "b", "c", "d"})
+        qm.enqueue_at(now + 1h, "tests.cq:record", {{"tag", q}}, {.queue_name = q});
+    std::atomic<bool> release{false}, started{false};
+    Worker w{{"slow", "other"}, quiet({.concurrency = 1})};
+    w.register_job("tests.cq:hold", [&](const json&) -> json {
+        started = true;
+        wait_until([&] { return release.load(); }, 10s);
+        return nullptr;
+    });
+    qm.enqueue("tests.cq:hold", json::object(), {.queue_name = "slow"});
+    std::thread t([&] { w.work({.interval = 50ms, .blocking = true}); });
+    const bool running = wait_until([&] { return started.load(); }, 5s);
+    rt::ProgramResult r;
+    if (running) r = rt::run_program({RETOOLS_TOOL_PROGRAM, "--url", cluster().url(), "info", "--json"});
+    release = true;
+    w.stop();
+    t.join();
+    ASSERT_TRUE(running);
+    ASSERT_EQ(r.code, 0) << r.err;
+    json info = json::parse(r.out, nullptr, false);
+    ASSERT_FALSE(info.is_discarded()) << r.out;
+    EXPECT_EQ(info["scheduled_count"], 4) << r.out;
+    ASSERT_EQ(info["workers"].size(), 1u) << r.out;
+    EXPECT_EQ(info["workers"][0]["processing"], 1) << r.out;
+    // Every read-only command runs on a cluster URL (none sends a cross-slot command).
+    retools::CacheRegion::add_region("cq_region", 60s);
+    auto square = retools::cache_region("cq_region", "cq.square", [](int x) { return x * x; });
+    EXPECT_EQ(square(3), 9);
+    for (std::vector<std::string> args : std::vector<std::vector<std::string>>{
+             {"queues"}, {"workers"}, {"failed"}, {"scheduled"}, {"regions"}, {"stats", "cq_region"}}) {
+        args.insert(args.begin(), {RETOOLS_TOOL_PROGRAM, "--url", cluster().url()});
+        args.push_back("--json");
+        rt::ProgramResult out = rt::run_program(args);
+        EXPECT_EQ(out.code, 0) << args[3] << ": " << out.err;
+        EXPECT_FALSE(json::parse(out.out, nullptr, false).is_discarded()) << args[3] << ": " << out.out;
+    }
+}
+#endif

@@ -99,8 +99,7 @@ std::string render_metrics(const Views& views) {
     e.family("retools_failed_jobs", "gauge", "Entries in the failed-job list.");
     e.sample("retools_failed_jobs", static_cast<double>(qm.failed_count()));
     e.family("retools_scheduled_jobs", "gauge", "Jobs waiting for their due time (scheduled or retries).");
-    e.sample("retools_scheduled_jobs",
-             static_cast<double>(views.connection().command("ZCARD", "retools:delayed").as_integer()));
+    e.sample("retools_scheduled_jobs", static_cast<double>(views.scheduled_count()));
 
     e.family("retools_cache_hits", "gauge", "Cache hits today (local date), per region and namespace.");
     for (const auto& r : cache)

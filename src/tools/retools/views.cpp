@@ -27,6 +27,23 @@ std::string worker_key(std::string_view id) {
 std::string processing_key(std::string_view id) {
     return fmt::format("retools:processing:{}", id);
 }
+// On a cluster a worker has one processing list per queue, and each queue its
+// own scheduled set, under the queue name's hash tag (docs/redis-layout.md).
+std::string cluster_processing_key(std::string_view queue, std::string_view id) {
+    return fmt::format("retools:processing:{{{}}}:{}", queue, id);
+}
+std::string cluster_delayed_key(std::string_view queue) {
+    return fmt::format("retools:delayed:{{{}}}", queue);
+}
+
+// The values of `keys`, in order, in one round trip: MGET, or on a cluster
+// (where the keys sit in different slots) a pipeline of GETs split per node.
+std::vector<Reply> get_all(const Connection& conn, const std::vector<std::string>& keys) {
+    if (!conn.is_cluster()) return conn.command("MGET", keys).as_array();
+    Pipeline p;
+    for (const std::string& k : keys) p.command("GET", k);
+    return conn.execute(p);
+}
 
 std::optional<double> number_of(const Reply& r) {
     if (!r.is_string()) return std::nullopt;
@@ -184,6 +201,11 @@ json Views::workers() const {
         for (const Reply& k : r[1].as_array())
             ids.insert(k.as_string().substr(stat_keys::heartbeat_prefix.size()));
     } while (cursor != "0");
+    if (conn_.is_cluster()) {
+        // SCAN saw one node; the beat index lists every worker with a heartbeat.
+        for (const Reply& r : conn_.command("ZRANGE", "retools:heartbeats", 0, -1).as_array())
+            ids.insert(r.as_string());
+    }
 
     json out = json::array();
     if (ids.empty()) return out;
@@ -245,7 +267,15 @@ json Views::workers() const {
             for (const char* f : {"mode", "version"})
                 if (hb.contains(f) && hb[f].is_string()) w[f] = hb[f];
         }
-        w["processing"] = processing.is_integer() ? processing.as_integer() : 0;
+        long long held = processing.is_integer() ? processing.as_integer() : 0;
+        if (conn_.is_cluster()) {
+            Pipeline lists;
+            for (const json& q : w["queues"])
+                if (q.is_string()) lists.command("LLEN", cluster_processing_key(q.get<std::string>(), id));
+            for (const Reply& n : conn_.execute(lists))
+                if (n.is_integer()) held += n.as_integer();
+        }
+        w["processing"] = held;
         w["current"] = nullptr;
         if (current.is_string()) {
             json c = parse_or_null(current.view());
@@ -275,9 +305,9 @@ json Views::workers() const {
 
 json Views::counters() const {
     std::string today = utc_stamp(now_seconds());
-    Reply r = conn_.command("MGET", stat_keys::processed, stat_keys::failed,
-                            fmt::format("{}:{}", stat_keys::processed, today),
-                            fmt::format("{}:{}", stat_keys::failed, today));
+    std::vector<Reply> r = get_all(conn_, {std::string(stat_keys::processed), std::string(stat_keys::failed),
+                                           fmt::format("{}:{}", stat_keys::processed, today),
+                                           fmt::format("{}:{}", stat_keys::failed, today)});
     return {{"processed", count_of(r[0])},
             {"failed", count_of(r[1])},
             {"processed_today", count_of(r[2])},
@@ -295,7 +325,7 @@ json Views::history(int hours) const {
         keys.push_back(fmt::format("{}:{}", stat_keys::processed, s));
         keys.push_back(fmt::format("{}:{}", stat_keys::failed, s));
     }
-    Reply r = conn_.command("MGET", keys);
+    std::vector<Reply> r = get_all(conn_, keys);
     for (std::size_t i = 0; i < stamps.size(); ++i)
         out.push_back(
             {{"hour", stamps[i]}, {"processed", count_of(r[2 * i])}, {"failed", count_of(r[2 * i + 1])}});
@@ -429,7 +459,18 @@ json Views::info() const {
             {"workers", ws},
             {"busy_workers", busy},
             {"failed_count", qm_.failed_count()},
-            {"scheduled_count", conn_.command("ZCARD", "retools:delayed").as_integer()}};
+            {"scheduled_count", scheduled_count()}};
+}
+
+long long Views::scheduled_count() const {
+    long long n = conn_.command("ZCARD", "retools:delayed").as_integer();
+    if (!conn_.is_cluster()) return n;
+    Pipeline p;
+    for (const Reply& q : conn_.command("SMEMBERS", "retools:queues").as_array())
+        p.command("ZCARD", cluster_delayed_key(q.view()));
+    for (const Reply& r : conn_.execute(p))
+        if (r.is_integer()) n += r.as_integer();
+    return n;
 }
 
 }  // namespace retools::tools

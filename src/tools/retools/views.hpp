@@ -67,6 +67,8 @@ public:
     nlohmann::json cache() const;
     /// Summary: server, counters, queues, workers, failed and scheduled counts.
     nlohmann::json info() const;
+    /// Jobs waiting for their due time (scheduled or retries), every queue.
+    long long scheduled_count() const;
 
 private:
     Connection conn_;
