@@ -73,6 +73,11 @@ Reply Link::receive(Deadline deadline, long long timeout_ms) {
 }
 
 void Link::receive_many(std::size_t n, Deadline deadline, long long timeout_ms, std::vector<Reply>& out) {
+    if (n <= 4) {  // a shared owner saves nothing for a few replies
+        out.reserve(out.size() + n);
+        for (std::size_t i = 0; i < n; ++i) out.push_back(receive(deadline, timeout_ms));
+        return;
+    }
     struct Batch {
         std::vector<redisReply*> roots;
         Batch() = default;

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <iterator>
@@ -221,14 +222,57 @@ void append_python_string_repr(std::string& out, std::string_view s) {
 }
 
 std::string python_repr(double value) {
-    if (std::isnan(value)) return "nan";
-    if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
-    // fmt's shortest round-trip form switches to exponent notation at the
-    // same thresholds as Python (exp < -4 or >= 16) and pads the exponent to
-    // two digits; Python adds ".0" to integral values in fixed notation.
-    std::string text = fmt::format("{}", value);
-    if (text.find_first_of(".e") == std::string::npos) text += ".0";
-    return text;
+    std::string out;
+    append_python_repr(out, value);
+    return out;
+}
+
+void append_python_repr(std::string& out, double value) {
+    if (std::isnan(value)) {
+        out.append("nan");
+        return;
+    }
+    if (std::isinf(value)) {
+        out.append(value > 0 ? "inf" : "-inf");
+        return;
+    }
+    // The shortest digits that read back as `value` (what Python's repr
+    // prints), from to_chars in scientific form: "d.ddde+XX", the exponent
+    // padded to two digits as Python does. Python writes exponents from -4 to
+    // 15 in fixed notation instead, integral values with ".0". (This runs for
+    // every enqueue's timestamp: to_chars costs a fraction of a format call.)
+    char buf[40];
+    const auto res = std::to_chars(buf, buf + sizeof buf, value, std::chars_format::scientific);
+    const std::string_view sci(buf, static_cast<std::size_t>(res.ptr - buf));
+    const std::size_t e = sci.find('e');
+    int exp = 0;
+    std::from_chars(buf + e + 1 + (sci[e + 1] == '+' ? 1 : 0), res.ptr, exp);
+    if (exp < -4 || exp >= 16) {
+        out.append(sci);
+        return;
+    }
+    // Fixed notation, built in place: at most 17 digits, 21 characters of
+    // padding and a sign.
+    char fixed[48];
+    char* o = fixed;
+    std::size_t i = 0;
+    if (sci[0] == '-') *o++ = '-', i = 1;
+    char digits[20];
+    std::size_t n = 0;
+    for (; i < e; ++i)
+        if (sci[i] != '.') digits[n++] = sci[i];
+    if (exp < 0) {
+        *o++ = '0', *o++ = '.';
+        for (int z = -exp - 1; z > 0; --z) *o++ = '0';
+        for (std::size_t k = 0; k < n; ++k) *o++ = digits[k];
+    } else {
+        const auto whole = static_cast<std::size_t>(exp) + 1;
+        for (std::size_t k = 0; k < whole; ++k) *o++ = k < n ? digits[k] : '0';
+        *o++ = '.';
+        if (n <= whole) *o++ = '0';
+        for (std::size_t k = whole; k < n; ++k) *o++ = digits[k];
+    }
+    out.append(fixed, static_cast<std::size_t>(o - fixed));
 }
 
 }  // namespace retools::detail

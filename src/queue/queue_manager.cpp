@@ -74,6 +74,7 @@ struct PayloadTemplate {
 struct Scratch {
     Pipeline pipeline;
     std::string payload;
+    std::string metadata;
 
     static Scratch& get() {
         thread_local Scratch scratch;
@@ -212,10 +213,11 @@ namespace {
 // when it has none, for the CLI/dashboard's queue latency. Python retools reads
 // metadata as an opaque dict, so this changes nothing for it. Keys in
 // nlohmann's (sorted) order, as Job::to_json writes them.
-std::string metadata_text(const nlohmann::json& metadata, double now) {
-    std::string out;
+void append_metadata(std::string& out, const nlohmann::json& metadata, double now) {
     if (metadata.is_null() || metadata.empty()) {
-        out.append(R"({"enqueued_at": )"sv).append(detail::python_repr(now)).push_back('}');
+        out.append(R"({"enqueued_at": )"sv);
+        detail::append_python_repr(out, now);
+        out.push_back('}');
     } else if (metadata.contains("enqueued_at")) {
         detail::python_json_dump(metadata, out, "metadata");
     } else {
@@ -223,6 +225,11 @@ std::string metadata_text(const nlohmann::json& metadata, double now) {
         with["enqueued_at"] = now;
         detail::python_json_dump(with, out, "metadata");
     }
+}
+
+std::string metadata_text(const nlohmann::json& metadata, double now) {
+    std::string out;
+    append_metadata(out, metadata, now);
     return out;
 }
 
@@ -272,7 +279,9 @@ std::string QueueManager::enqueue(std::string_view job_name, const nlohmann::jso
     std::string id = detail::uuid4_hex();
     Scratch& s = Scratch::get();
     s.payload.clear();
-    write_payload(s.payload, plan, id, kwargs, metadata_text(options.metadata, detail::unix_now()));
+    s.metadata.clear();
+    append_metadata(s.metadata, options.metadata, detail::unix_now());
+    write_payload(s.payload, plan, id, kwargs, s.metadata);
     s.pipeline.command("RPUSH", key, s.payload);
     s.pipeline.command("SADD", keys::queues, queue);
     auto replies = conn_.execute(s.pipeline);

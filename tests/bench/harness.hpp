@@ -14,6 +14,10 @@
 
 #include <retools/connection.hpp>
 
+namespace retools::test {
+class RedisCluster;
+}
+
 namespace bench {
 
 using Clock = std::chrono::steady_clock;
@@ -39,6 +43,7 @@ struct Env {
     std::string tls_url;  // rediss:// to the same server's TLS port; empty: none (an external --url)
     int tls_port = 0;     // that port
     std::string tls_ca;   // the CA certificate file that verifies it
+    const retools::test::RedisCluster* cluster = nullptr;  // a private 3-master cluster; null: none
 };
 
 /// One timed run.

@@ -20,6 +20,7 @@
 #include <retools/connection.hpp>
 
 #include "harness.hpp"
+#include "redis_cluster.hpp"
 #include "redis_server.hpp"
 #include "rows.hpp"
 #include "tls_server.hpp"
@@ -103,6 +104,7 @@ int main(int argc, char** argv) {
 
     std::unique_ptr<retools::test::TestCertificates> certs;
     std::unique_ptr<retools::test::RedisServer> server;
+    std::unique_ptr<retools::test::RedisCluster> cluster;
     std::string tls_url;
     int tls_port = 0;
     if (url.empty()) {
@@ -115,6 +117,7 @@ int main(int argc, char** argv) {
                      "--tls-auth-clients", "no"}});
         url = server->url();
         tls_url = fmt::format("rediss://127.0.0.1:{}/0?ca_file={}", tls_port, certs->ca_cert);
+        cluster = std::make_unique<retools::test::RedisCluster>();  // for the Cluster rows
     }
     auto options = retools::ConnectionOptions::from_url(url);
     if (options.db != 0) usage("--url must name database 0 (peers use databases 1 to 4)");
@@ -126,7 +129,8 @@ int main(int argc, char** argv) {
                    .counts = counts,
                    .tls_url = tls_url,
                    .tls_port = tls_port,
-                   .tls_ca = certs ? certs->ca_cert : std::string()};
+                   .tls_ca = certs ? certs->ca_cert : std::string(),
+                   .cluster = cluster.get()};
     retools::global_connection() = env.conn;
     fmt::print(stderr, "retools-bench: redis-server at {}{}\n", url, smoke ? " (smoke counts)" : "");
 
@@ -136,6 +140,7 @@ int main(int argc, char** argv) {
     bench::add_lock_rows(env, rows);
     bench::add_queue_rows(env, rows);
     bench::add_worker_rows(env, rows);
+    bench::add_cluster_rows(env, rows);
     if (!only.empty())
         std::erase_if(rows, [&](const bench::Row& r) { return r.id.find(only) == std::string::npos; });
     for (auto& r : rows) {
@@ -198,6 +203,8 @@ int main(int argc, char** argv) {
                        ratio("cache_get_many_100", "retools", "cache_hit_100_single", "retools"), 20});
     targets.push_back({"  the same for raw hiredis (the ceiling of the line above)",
                        ratio("cache_get_many_100", "floor", "cache_hit_100_single", "floor"), 0});
+    targets.push_back({"enqueue from 16 threads: 3-master cluster vs one server (same run)",
+                       ratio("enqueue_16_cluster", "retools", "enqueue_16_single", "retools"), 0});
     targets.push_back({"cache near-cache hit ≥ 1,000,000 hits/s (one thread)",
                        [&results]() { return results.rate("cache_hit_near", "retools"); }, 1000000, 0,
                        "{:.0f} hits/s"});

@@ -12,5 +12,6 @@ void add_lock_rows(const Env& env, std::vector<Row>& rows);
 void add_cache_rows(const Env& env, std::vector<Row>& rows);
 void add_queue_rows(const Env& env, std::vector<Row>& rows);
 void add_worker_rows(const Env& env, std::vector<Row>& rows);
+void add_cluster_rows(const Env& env, std::vector<Row>& rows);
 
 }  // namespace bench

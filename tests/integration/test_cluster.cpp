@@ -17,6 +17,7 @@
 
 #include <retools/retools.hpp>
 
+#include "cluster_test.hpp"
 #include "core/cluster.hpp"
 #include "expect.hpp"
 #include "process.hpp"
@@ -30,24 +31,7 @@ using retools::detail::key_slot;
 
 namespace {
 
-class ClusterTest : public ::testing::Test {
-protected:
-    static void SetUpTestSuite() {
-        if (!cluster_) cluster_ = std::make_unique<rt::RedisCluster>();
-    }
-    static void TearDownTestSuite() { cluster_.reset(); }
-    void SetUp() override {
-        ASSERT_TRUE(cluster_->wait_ok()) << cluster_->state();
-        cluster_->flush_all();
-        retools::global_connection() = conn;
-    }
-    rt::RedisCluster& cluster() { return *cluster_; }
-
-    static std::unique_ptr<rt::RedisCluster> cluster_;
-    Connection conn{cluster_->url()};
-};
-
-std::unique_ptr<rt::RedisCluster> ClusterTest::cluster_;
+class ClusterTest : public rt::ClusterTestBase {};
 
 // A key on a different master than `key`.
 std::string key_elsewhere(rt::RedisCluster& c, const std::string& key) {

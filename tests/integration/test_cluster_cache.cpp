@@ -18,6 +18,7 @@
 
 #include <retools/retools.hpp>
 
+#include "cluster_test.hpp"
 #include "core/clock.hpp"
 #include "core/cluster.hpp"
 #include "redis_cluster.hpp"
@@ -32,23 +33,17 @@ using retools::detail::key_slot;
 
 namespace {
 
-class ClusterCacheTest : public ::testing::Test {
+class ClusterCacheTest : public rt::ClusterTestBase {
 protected:
-    static void SetUpTestSuite() {
-        if (!cluster_) cluster_ = std::make_unique<rt::RedisCluster>();
-    }
-    static void TearDownTestSuite() { cluster_.reset(); }
     void SetUp() override {
-        ASSERT_TRUE(cluster_->wait_ok()) << cluster_->state();
-        cluster_->flush_all();
-        retools::global_connection() = conn;
+        ClusterTestBase::SetUp();
+        if (HasFatalFailure()) return;
         CacheRegion::enabled = true;
         CacheRegion::statistics = true;
         CacheRegion::add_region("short_term",
                                 {.expires = 60s, .redis_expiration = 3600s, .first_value_wait = 5s});
         today = retools::detail::local_date();
     }
-    rt::RedisCluster& cluster() { return *cluster_; }
 
     std::string get(const std::string& key) {
         return conn.command("GET", key).as_optional_string().value_or("<nil>");
@@ -65,12 +60,8 @@ protected:
         return fmt::format("{{{}:{}:{}}}", region, ns, key);
     }
 
-    static std::unique_ptr<rt::RedisCluster> cluster_;
-    Connection conn{cluster_->url()};
     std::string today;
 };
-
-std::unique_ptr<rt::RedisCluster> ClusterCacheTest::cluster_;
 
 }  // namespace
 

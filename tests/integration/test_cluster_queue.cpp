@@ -21,6 +21,7 @@
 
 #include <retools/retools.hpp>
 
+#include "cluster_test.hpp"
 #include "core/cluster.hpp"
 #include "core/sha1.hpp"
 #include "process.hpp"
@@ -44,19 +45,8 @@ using rt::wait_until;
 
 namespace {
 
-class ClusterQueueTest : public ::testing::Test {
+class ClusterQueueTest : public rt::ClusterTestBase {
 protected:
-    static void SetUpTestSuite() {
-        if (!cluster_) cluster_ = std::make_unique<rt::RedisCluster>();
-    }
-    static void TearDownTestSuite() { cluster_.reset(); }
-    void SetUp() override {
-        ASSERT_TRUE(cluster_->wait_ok()) << cluster_->state();
-        cluster_->flush_all();
-        retools::global_connection() = conn;
-    }
-    rt::RedisCluster& cluster() { return *cluster_; }
-
     WorkerOptions quiet(WorkerOptions o = {}) {
         o.connection = conn;
         o.handle_signals = false;
@@ -87,12 +77,7 @@ protected:
         for (const Reply& r : conn.command("LRANGE", "ran", 0, -1).as_array()) out.push_back(r.as_string());
         return out;
     }
-
-    static std::unique_ptr<rt::RedisCluster> cluster_;
-    Connection conn{cluster_->url()};
 };
-
-std::unique_ptr<rt::RedisCluster> ClusterQueueTest::cluster_;
 
 }  // namespace
 

@@ -1,4 +1,8 @@
 // Connection options and URL parsing, and Python float text: no server needed.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
 #include <string>
 #include <tuple>
 
@@ -9,9 +13,8 @@
 #include <retools/detail/python_repr.hpp>
 #include <retools/errors.hpp>
 
-#include "core/sentinel.hpp"
-
 #include "../support/expect.hpp"
+#include "core/sentinel.hpp"
 
 using retools::Connection;
 using retools::ConnectionOptions;
@@ -194,6 +197,32 @@ TEST(PythonRepr, WritesFloatsLikePython) {
     EXPECT_EQ(python_repr(1.0 / 0.0), "inf");
     EXPECT_EQ(python_repr(-1.0 / 0.0), "-inf");
     EXPECT_EQ(python_repr(0.0 / 0.0), "nan");
+    EXPECT_EQ(python_repr(0.0), "0.0");
+    EXPECT_EQ(python_repr(-1.5), "-1.5");
+    EXPECT_EQ(python_repr(1.5e15), "1500000000000000.0");
+    EXPECT_EQ(python_repr(9999999999999998.0), "9999999999999998.0");
+    EXPECT_EQ(python_repr(0.00012), "0.00012");
+    EXPECT_EQ(python_repr(1.2e-5), "1.2e-05");
+    EXPECT_EQ(python_repr(5e-324), "5e-324");
+    EXPECT_EQ(python_repr(1.7976931348623157e308), "1.7976931348623157e+308");
+    EXPECT_EQ(python_repr(123.0), "123.0");
+}
+
+// fmt's shortest form follows Python's thresholds too: the two must agree on
+// values of every magnitude (a reference the fast path is checked against).
+TEST(PythonRepr, AgreesWithTheShortestRoundTripOfFmt) {
+    using retools::detail::python_repr;
+    std::mt19937_64 rng(12345);
+    for (int i = 0; i < 200000; ++i) {
+        std::uint64_t bits = rng();
+        double v;
+        std::memcpy(&v, &bits, sizeof v);
+        if (i % 2 == 0) v = std::ldexp(static_cast<double>(bits >> 11), static_cast<int>(bits % 120) - 90);
+        if (!std::isfinite(v)) continue;
+        std::string ref = fmt::format("{}", v);
+        if (ref.find_first_of(".e") == std::string::npos) ref += ".0";
+        ASSERT_EQ(python_repr(v), ref) << bits;
+    }
 }
 
 // ---- redis-sentinel:// ------------------------------------------------------------
@@ -301,7 +330,8 @@ TEST(SentinelRetry, OnlyRequestsThatOnlyReadCountAsRepeatable) {
         return retools::detail::read_only_request(buffer.data());
     };
     EXPECT_TRUE(read_only(std::tuple{"GET", "k"}));
-    EXPECT_TRUE(read_only(std::tuple{"get", "k"}, std::tuple{"HGETALL", "h"}, std::tuple{"LRANGE", "q", 0, -1}));
+    EXPECT_TRUE(
+        read_only(std::tuple{"get", "k"}, std::tuple{"HGETALL", "h"}, std::tuple{"LRANGE", "q", 0, -1}));
     EXPECT_FALSE(read_only(std::tuple{"INCR", "k"}));
     EXPECT_FALSE(read_only(std::tuple{"GET", "k"}, std::tuple{"SET", "k", "v"}));
     EXPECT_FALSE(read_only(std::tuple{"EVALSHA", "0123", 0}));

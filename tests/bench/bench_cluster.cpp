@@ -1,0 +1,131 @@
+// Redis Cluster (3 masters on loopback, started by retools-bench): a GET and
+// an enqueue through a cluster Connection, beside raw hiredis sending the same
+// commands straight to the node that owns each key; and enqueues from 16
+// threads into 16 queues (spread over the masters), against the same on the
+// single server.
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include <retools/queue.hpp>
+
+#include "core/cluster.hpp"
+#include "raw.hpp"
+#include "redis_cluster.hpp"
+#include "rows.hpp"
+
+namespace bench {
+namespace {
+
+constexpr std::string_view kKey = "bench:cluster:key";
+
+// A raw connection to the master of `key`'s slot.
+std::unique_ptr<RawConnection> raw_for(const Env& env, std::string_view key) {
+    Env node = env;
+    node.host = "127.0.0.1";
+    node.port = env.cluster->master_of(retools::detail::key_slot(key));
+    return std::make_unique<RawConnection>(node);
+}
+
+Run retools_get(const Env& env, std::size_t count) {
+    retools::Connection conn{env.cluster->url()};
+    conn.command("SET", kKey, "value");
+    return {time_it([&] {
+                for (std::size_t i = 0; i < count; ++i) conn.command("GET", kKey);
+            }),
+            {}};
+}
+
+Run raw_get(const Env& env, std::size_t count) {
+    auto raw = raw_for(env, kKey);
+    raw->cmd("SET", kKey, "value");
+    raw->read();
+    return {time_it([&] {
+                for (std::size_t i = 0; i < count; ++i) {
+                    raw->cmd("GET", kKey);
+                    raw->read();
+                }
+            }),
+            {}};
+}
+
+Run retools_enqueue(const Env& env, std::size_t count) {
+    retools::QueueManager qm{retools::Connection{env.cluster->url()}};
+    return {time_it([&] {
+                for (std::size_t i = 0; i < count; ++i) qm.enqueue(kNoopJob);
+            }),
+            {}};
+}
+
+// What an enqueue sends on a cluster: RPUSH to the queue (its own slot) and
+// SADD to retools:queues, each to its node; one request when both are on one node.
+Run raw_enqueue(const Env& env, std::size_t count) {
+    const std::string queue = "retools:queue:{main}";
+    const int queue_node = env.cluster->master_of(retools::detail::key_slot(queue));
+    const int set_node = env.cluster->master_of(retools::detail::key_slot("retools:queues"));
+    auto to_queue = raw_for(env, queue);
+    std::unique_ptr<RawConnection> to_set = queue_node == set_node ? nullptr : raw_for(env, "retools:queues");
+    std::string p;
+    return {time_it([&] {
+                for (std::size_t i = 0; i < count; ++i) {
+                    noop_payload(p);
+                    to_queue->cmd("RPUSH", queue, p);
+                    if (to_set) {
+                        to_set->cmd("SADD", "retools:queues", "main");
+                        to_queue->read();
+                        to_set->read();
+                    } else {
+                        to_queue->cmd("SADD", "retools:queues", "main");
+                        to_queue->read(2);
+                    }
+                }
+            }),
+            {}};
+}
+
+// 16 threads, each enqueueing into a queue of its own, through one Connection.
+Run enqueue_16(const retools::Connection& conn, std::size_t count) {
+    retools::QueueManager qm{conn};
+    return {run_threads(16, count,
+                        [&](std::size_t t, std::size_t ops) {
+                            const std::string queue = fmt::format("q{}", t);
+                            for (std::size_t i = 0; i < ops; ++i)
+                                qm.enqueue(kNoopJob, nullptr, {.queue_name = queue});
+                        }),
+            {}};
+}
+
+}  // namespace
+
+void add_cluster_rows(const Env& env, std::vector<Row>& rows) {
+    if (env.cluster == nullptr) return;
+    const std::size_t n = env.counts.ops;
+    rows.push_back({.id = "cluster_get",
+                    .label = "Cluster: one command (GET), floor raw to the key's node",
+                    .count = n,
+                    .retools = retools_get,
+                    .floor = raw_get,
+                    .floor_target = 0.9});
+    rows.push_back({.id = "cluster_enqueue_one",
+                    .label = "Cluster: enqueue one job, floor raw to each key's node",
+                    .count = n,
+                    .retools = retools_enqueue,
+                    .floor = raw_enqueue,
+                    .floor_target = 0.9});
+    rows.push_back({.id = "enqueue_16_single",
+                    .label = "Queue: enqueue, 16 threads into 16 queues, one server",
+                    .count = n,
+                    .retools = [](const Env& e, std::size_t c) { return enqueue_16(e.conn, c); }});
+    rows.push_back({.id = "enqueue_16_cluster",
+                    .label = "Queue: enqueue, 16 threads into 16 queues, 3-master cluster",
+                    .count = n,
+                    .retools = [](const Env& e, std::size_t c) {
+                        return enqueue_16(retools::Connection{e.cluster->url()}, c);
+                    }});
+}
+
+}  // namespace bench
