@@ -158,6 +158,7 @@ struct ConnectionOptions {
 class Connection;
 
 namespace detail {
+class ClusterRouter;  // sends one pipeline's parts to several nodes at once
 /// Throws ReplyError for the error reply `reply` to command number `index` in
 /// `buffer`, naming the command and the key(s) it acted on. Here because the
 /// command templates below need it; defined with the other error translations.
@@ -318,6 +319,7 @@ public:
     void reset() const;
 
 private:
+    friend class detail::ClusterRouter;
     struct Impl;  // the pool and transport, in src/core/connection_impl.hpp
     std::shared_ptr<Impl> impl_;
 };

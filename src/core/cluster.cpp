@@ -4,12 +4,15 @@
 #include <cctype>
 #include <charconv>
 #include <set>
+#include <memory>
 #include <thread>
+#include <tuple>
 
 #include <fmt/format.h>
 
 #include <retools/errors.hpp>
 
+#include "core/connection_impl.hpp"
 #include "core/errors.hpp"
 #include "core/resp_commands.hpp"
 #include "core/sentinel.hpp"
@@ -697,6 +700,9 @@ Reply ClusterRouter::one_command(const ParsedCommand& command, std::optional<std
         [](const Reply& r) { return &r; });
 }
 
+// A pipeline is split per node. Every node's part goes out before any reply
+// is read, so a pipeline over k nodes waits about one round trip, not k.
+// Commands on different nodes were never ordered against each other.
 std::vector<Reply> ClusterRouter::execute(const Pipeline& pipeline) {
     const auto commands = parse_commands(pipeline.buffer().data());
     const std::size_t n = commands.size();
@@ -705,7 +711,7 @@ std::vector<Reply> ClusterRouter::execute(const Pipeline& pipeline) {
 
     // Group by node, keyless commands with the node of the command before them.
     std::vector<Endpoint> targets(n);
-    std::vector<Endpoint> order;  // nodes in order of first use
+    std::vector<Endpoint> order;  // the nodes used
     std::optional<Endpoint> previous;
     for (std::size_t i = 0; i < n; ++i) {
         targets[i] = slots[i] || !previous ? route(slots[i], false).endpoint : *previous;
@@ -715,29 +721,72 @@ std::vector<Reply> ClusterRouter::execute(const Pipeline& pipeline) {
     std::vector<Reply> replies(n);
     std::vector<std::size_t> again;  // redirected or cut off: sent once more, alone
     const bool reads = read_only_request(pipeline.buffer().data());
-    for (const Endpoint& target : order) {
-        std::vector<std::size_t> members;
-        Pipeline part;
-        for (std::size_t i = 0; i < n; ++i)
-            if (targets[i] == target) members.push_back(i);
-        std::vector<Reply> got;
-        try {
-            round_trips_.fetch_add(1, std::memory_order_relaxed);
-            if (order.size() == 1) {
-                got = node(target).execute(pipeline);
-            } else {
-                for (std::size_t i : members) part.append_encoded(commands[i].resp, 1);
-                got = node(target).execute(part);
-            }
-        } catch (const ConnectionError& e) {
-            mark_stale();
-            if (!reads && !nothing_sent(e)) throw;
-            again.insert(again.end(), members.begin(), members.end());
-            continue;
-        }
+    // A part that failed: a read, or a request that never left, is sent again
+    // alone; a write that may have run reaches the caller.
+    auto failed = [&](const std::vector<std::size_t>& members, const ConnectionError& e) {
+        mark_stale();
+        if (!reads && !nothing_sent(e)) throw;
+        again.insert(again.end(), members.begin(), members.end());
+    };
+    auto take = [&](const std::vector<std::size_t>& members, std::vector<Reply>& got) {
         for (std::size_t k = 0; k < members.size() && k < got.size(); ++k) {
             replies[members[k]] = std::move(got[k]);
             if (redirect_kind(replies[members[k]]) != RedirectKind::none) again.push_back(members[k]);
+        }
+    };
+    if (order.size() == 1) {
+        std::vector<std::size_t> all(n);
+        for (std::size_t i = 0; i < n; ++i) all[i] = i;
+        try {
+            round_trips_.fetch_add(1, std::memory_order_relaxed);
+            std::vector<Reply> got = node(order.front()).execute(pipeline);
+            take(all, got);
+        } catch (const ConnectionError& e) {
+            failed(all, e);
+        }
+    } else {
+        // Links are leased in endpoint order: two threads that each need the
+        // same full pools cannot each hold one while waiting for the other.
+        std::sort(order.begin(), order.end(), [](const Endpoint& a, const Endpoint& b) {
+            return std::tie(a.host, a.port) < std::tie(b.host, b.port);
+        });
+        struct Part {
+            std::vector<std::size_t> members;
+            Pipeline request;
+            std::unique_ptr<Connection::Impl::Lease> lease;  // set while its replies are owed
+        };
+        std::vector<Part> parts(order.size());
+        for (std::size_t i = 0; i < n; ++i) {
+            Part& part = parts[static_cast<std::size_t>(
+                std::find(order.begin(), order.end(), targets[i]) - order.begin())];
+            part.members.push_back(i);
+            part.request.append_encoded(commands[i].resp, 1);
+        }
+        const auto timeout = node_options_.command_timeout;
+        const Deadline deadline = deadline_after(timeout);
+        for (std::size_t p = 0; p < parts.size(); ++p) {
+            Part& part = parts[p];
+            try {
+                round_trips_.fetch_add(1, std::memory_order_relaxed);
+                part.lease = std::make_unique<Connection::Impl::Lease>(*node(order[p]).impl_);
+                const std::string_view request = part.request.buffer().data();
+                part.lease->link().send({&request, 1}, part.members.size(), deadline, timeout.count());
+            } catch (const ConnectionError& e) {
+                part.lease.reset();
+                failed(part.members, e);
+            }
+        }
+        for (Part& part : parts) {
+            if (!part.lease) continue;
+            try {
+                std::vector<Reply> got;
+                part.lease->link().receive_many(part.members.size(), deadline, timeout.count(), got);
+                part.lease.reset();
+                take(part.members, got);
+            } catch (const ConnectionError& e) {
+                part.lease.reset();
+                failed(part.members, e);
+            }
         }
     }
     std::sort(again.begin(), again.end());
