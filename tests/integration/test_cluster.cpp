@@ -91,6 +91,26 @@ TEST_F(ClusterTest, PipelineIsSplitPerNodeAndRepliesComeBackInOrder) {
     EXPECT_EQ(conn.round_trips() - before_q, 1u);
 }
 
+// The nodes' parts go out together: two parts that each make their node wait
+// one second (BLPOP on an empty list) take about one second, not two.
+TEST_F(ClusterTest, PartsOfASplitPipelineWaitForTheirNodesAtTheSameTime) {
+    const std::string here = "wait:a", there = key_elsewhere(cluster(), here);
+    conn.command("DEL", here);
+    conn.command("DEL", there);
+    retools::Pipeline p;
+    p.command("BLPOP", here, 1);
+    p.command("BLPOP", there, 1);
+    conn.command("PING");  // the slot map is read on first use
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<retools::Reply> replies = conn.execute(p);
+    const auto took = std::chrono::steady_clock::now() - start;
+    ASSERT_EQ(replies.size(), 2u);
+    EXPECT_TRUE(replies[0].is_nil());
+    EXPECT_TRUE(replies[1].is_nil());
+    EXPECT_GE(took, 900ms);
+    EXPECT_LT(took, 1800ms) << "the parts were sent one after the other";
+}
+
 TEST_F(ClusterTest, CrossSlotTransactionIsRejectedNamingTheKeys) {
     const std::string a = "acct:alice", b = key_elsewhere(cluster(), a);
     retools::Pipeline p;
