@@ -1,5 +1,5 @@
-// Redis Cluster (3 masters on loopback, started by retools-bench): a GET and
-// an enqueue through a cluster Connection, beside raw hiredis sending the same
+// Redis Cluster (3 masters on loopback, started by retools-bench): a GET, a
+// cache hit and an enqueue through a cluster Connection, beside raw hiredis sending the same
 // commands straight to the node that owns each key; and enqueues from 16
 // threads into 16 queues (spread over the masters), against the same on the
 // single server.
@@ -11,8 +11,13 @@
 
 #include <fmt/format.h>
 
+#include <retools/cache.hpp>
+#include <retools/detail/python_repr.hpp>
+#include <retools/pickle.hpp>
 #include <retools/queue.hpp>
 
+#include "cache/keys.hpp"
+#include "core/clock.hpp"
 #include "core/cluster.hpp"
 #include "raw.hpp"
 #include "redis_cluster.hpp"
@@ -57,6 +62,55 @@ Run retools_enqueue(const Env& env, std::size_t count) {
     retools::QueueManager qm{retools::Connection{env.cluster->url()}};
     return {time_it([&] {
                 for (std::size_t i = 0; i < count; ++i) qm.enqueue(kNoopJob);
+            }),
+            {}};
+}
+
+constexpr std::string_view kRegion = "bench_cluster";
+constexpr std::string_view kNamespace = "bench.cluster_things";
+
+std::string cluster_things(const std::string& term, int limit) {
+    std::string out;
+    for (int i = 0; i < limit; ++i) out += term + " ";
+    return out;
+}
+
+// A fresh hit with statistics through a region on the cluster Connection.
+Run retools_hit(const Env& env, std::size_t count) {
+    retools::CacheRegion::add_region(std::string(kRegion),
+                                     {.expires = std::chrono::hours(1),
+                                      .connection = retools::Connection{env.cluster->url()}});
+    auto cached = retools::cache_region(std::string(kRegion), std::string(kNamespace), cluster_things);
+    cached("bunny", 10);
+    std::size_t total = 0;
+    double seconds = time_it([&] {
+        for (std::size_t i = 0; i < count; ++i) total += cached("bunny", 10).size();
+    });
+    if (total != count * 60) throw std::runtime_error("bad cached value");
+    return {seconds, {}};
+}
+
+// What that hit sends: MULTI/HGETALL/GET/INCR/EXEC on the keys of the call,
+// which share one hash tag, to their node.
+Run raw_hit(const Env& env, std::size_t count) {
+    namespace keys = retools::detail::cache_keys;
+    const std::string vkey = keys::value(kRegion, kNamespace, "bunny 10", true);
+    auto raw = raw_for(env, vkey);
+    raw->cmd("HSET", vkey, "created", retools::detail::python_repr(retools::detail::unix_now()), "value",
+             retools::pickle::dumps(cluster_things("bunny", 10)));
+    raw->read();
+    return {time_it([&] {
+                for (std::size_t i = 0; i < count; ++i) {
+                    const std::string hkey =
+                        keys::hits(retools::detail::local_date(), kRegion, kNamespace, "bunny 10", true);
+                    raw->cmd("MULTI");
+                    raw->cmd("HGETALL", vkey);
+                    raw->cmd("GET", hkey);
+                    raw->cmd("INCR", hkey);
+                    raw->cmd("EXEC");
+                    auto exec = raw->read(5);
+                    if (exec->element[0]->elements != 4) throw std::runtime_error("floor: no cached value");
+                }
             }),
             {}};
 }
@@ -109,6 +163,12 @@ void add_cluster_rows(const Env& env, std::vector<Row>& rows) {
                     .count = n,
                     .retools = retools_get,
                     .floor = raw_get,
+                    .floor_target = 0.9});
+    rows.push_back({.id = "cluster_cache_hit",
+                    .label = "Cluster: cache hit with statistics, floor raw to the call's node",
+                    .count = n,
+                    .retools = retools_hit,
+                    .floor = raw_hit,
                     .floor_target = 0.9});
     rows.push_back({.id = "cluster_enqueue_one",
                     .label = "Cluster: enqueue one job, floor raw to each key's node",

@@ -1,6 +1,9 @@
 // Redis Cluster under faults: slots resharded under load, a master failed
-// over (CLUSTER FAILOVER) and a master SIGKILLed, on real clusters.
+// over (CLUSTER FAILOVER) and a master SIGKILLed, on real clusters; with
+// commands and locks, and with a worker draining jobs beside cached calls.
+#include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -13,13 +16,16 @@
 
 #include "core/cluster.hpp"
 #include "expect.hpp"
+#include "queue/keys.hpp"
 #include "redis_cluster.hpp"
 #include "wait.hpp"
 
 namespace rt = retools::test;
 using namespace std::chrono_literals;
+using nlohmann::json;
 using retools::Connection;
 using retools::detail::key_slot;
+using rt::wait_until;
 
 namespace {
 
@@ -82,7 +88,156 @@ std::vector<std::uint16_t> busy_slots_on(rt::RedisCluster& c, int port, std::siz
     return {out.begin(), out.end()};
 }
 
+// The replica of the master on `master`.
+int replica_of(rt::RedisCluster& c, int master) {
+    for (int port : c.ports()) {
+        if (port == master || !c.running(port)) continue;
+        auto info = rt::RedisCluster::direct(port).command("INFO", "replication").as_string();
+        if (info.find(fmt::format("master_port:{}", master)) != std::string::npos) return port;
+    }
+    return 0;
+}
+
+enum class Fault { manual_failover, kill_master };
+
+// A worker drains three queues (one whose master fails) while a producer
+// enqueues and two threads make cached calls; the master of the first queue
+// is failed over by `fault`. Every job runs (at least once: a master killed
+// before it replicated an acknowledgement may make the worker run one
+// again), no list keeps a job, and callers carry on.
+void drain_through(Fault fault) {
+    rt::RedisCluster cluster{{.replicas = 1, .node_timeout = 1000ms}};
+    Connection conn{cluster.url()};
+    retools::QueueManager qm{conn};
+    const std::vector<std::string> names{"fo0", "fo1", "fo2"};
+    const std::uint16_t slot = key_slot(retools::detail::queue_keys::queue(names[0], true));
+    const int victim = cluster.master_of(slot);
+    const int replica = replica_of(cluster, victim);
+    ASSERT_NE(replica, 0) << cluster.state();
+
+    // Half the jobs before the fault (replicated, so a kill loses none of
+    // them), half enqueued while it happens.
+    constexpr int kBefore = 1500, kDuring = 1500;
+    for (std::size_t q = 0; q < names.size(); ++q) {
+        std::vector<json> part;
+        for (int i = static_cast<int>(q); i < kBefore; i += static_cast<int>(names.size()))
+            part.push_back({{"tag", i}});
+        qm.enqueue_many("tests.fo:record", part, {.queue_name = names[q]});
+    }
+    ASSERT_TRUE(cluster.wait_replicated());
+
+    std::mutex mutex;
+    std::vector<int> runs(kBefore + kDuring, 0);
+    retools::Worker worker{names,
+                           {.connection = conn,
+                            .concurrency = 4,
+                            .handle_signals = false,
+                            .log = retools::WorkerLog::none,
+                            .heartbeat_interval = 100ms,
+                            .heartbeat_timeout = 600ms}};
+    worker.register_job("tests.fo:record", [&](const json& kw) -> json {
+        std::this_thread::sleep_for(1ms);  // the drain outlasts the fault
+        std::lock_guard lock(mutex);
+        ++runs.at(kw.at("tag").get<std::size_t>());
+        return nullptr;
+    });
+    auto ran_once = [&] {
+        std::lock_guard lock(mutex);
+        return std::count_if(runs.begin(), runs.end(), [](int n) { return n > 0; });
+    };
+    std::thread working([&] { worker.work({.interval = 10ms}); });
+
+    // Enqueued while the fault happens; one refused mid-fault is retried (an
+    // enqueue that reached the dead master unacknowledged may run twice).
+    std::atomic<long> enqueue_errors{0};
+    std::thread producer([&] {
+        for (int i = kBefore; i < kBefore + kDuring; ++i) {
+            const std::string& queue = names[static_cast<std::size_t>(i) % names.size()];
+            for (;;) {
+                try {
+                    qm.enqueue("tests.fo:record", {{"tag", i}}, {.queue_name = queue});
+                    break;
+                } catch (const retools::Error&) {
+                    ++enqueue_errors;
+                    std::this_thread::sleep_for(20ms);
+                }
+            }
+            if (i % 10 == 0) std::this_thread::sleep_for(2ms);
+        }
+    });
+
+    // Cached calls on keys spread over every master (the victim's among them).
+    retools::CacheRegion::add_region("fo_region", {.expires = 60s, .connection = conn});
+    auto cached = retools::cache_region("fo_region", "tests.fo:twice", [](int x) { return 2 * x; });
+    std::atomic<bool> stop_callers{false};
+    std::atomic<long> calls{0}, call_errors{0}, wrong{0};
+    std::vector<std::thread> callers;
+    for (int t = 0; t < 2; ++t)
+        callers.emplace_back([&, t] {
+            for (int i = 0; !stop_callers; ++i) {
+                try {
+                    const int x = (i * 2 + t) % 60;
+                    if (cached(x) != 2 * x) ++wrong;
+                    ++calls;
+                } catch (const retools::Error&) {
+                    ++call_errors;
+                }
+            }
+        });
+
+    ASSERT_TRUE(wait_until([&] { return ran_once() > 300 && calls > 100; }, 10s));
+    if (fault == Fault::manual_failover)
+        rt::RedisCluster::direct(replica).command("CLUSTER", "FAILOVER");
+    else
+        cluster.kill_node(victim);
+    ASSERT_TRUE(wait_until([&] { return cluster.master_of(slot) == replica; }, 15s)) << cluster.state();
+    const long errors_at_failover = call_errors;
+    const long calls_at_failover = calls;
+    EXPECT_TRUE(wait_until([&] { return calls > calls_at_failover + 200; }, 10s));
+
+    producer.join();
+    // Every job ran, and nothing waits in a queue or a processing list: a
+    // fetch whose reply died with the master is put back by the worker's resync.
+    auto settled = [&] {
+        if (ran_once() != kBefore + kDuring) return false;
+        for (const auto& q : names)
+            if (qm.queue_length(q) != 0) return false;
+        for (int port : cluster.master_ports())
+            if (!rt::RedisCluster::direct(port).command("KEYS", "retools:processing:*").as_array().empty())
+                return false;
+        return true;
+    };
+    const bool drained = wait_until(settled, 30s);
+    stop_callers = true;
+    for (auto& t : callers) t.join();
+    worker.stop();
+    working.join();
+    EXPECT_TRUE(drained) << ran_once() << " of " << kBefore + kDuring << " jobs ran; " << cluster.state();
+    EXPECT_EQ(qm.failed_count(), 0u);
+    EXPECT_EQ(wrong, 0);
+    // Callers: none sees a manual failover; a kill fails only the calls in
+    // flight on the dead master, and none after the replica took over.
+    if (fault == Fault::manual_failover) {
+        EXPECT_EQ(call_errors, 0);
+        EXPECT_EQ(enqueue_errors, 0);
+        std::lock_guard lock(mutex);
+        EXPECT_EQ(std::count_if(runs.begin(), runs.end(), [](int n) { return n > 1; }), 0)
+            << "a job ran twice through a manual failover";
+    } else {
+        EXPECT_LE(errors_at_failover, 10);
+        EXPECT_EQ(call_errors, errors_at_failover);
+    }
+}
+
 }  // namespace
+
+TEST(ClusterFaults, WorkerAndCachedCallsCarryOnThroughAManualFailover) {
+    drain_through(Fault::manual_failover);
+}
+
+TEST(ClusterFaults, WorkerAndCachedCallsCarryOnThroughAKilledMaster) {
+    drain_through(Fault::kill_master);
+}
 
 TEST(ClusterFaults, ReshardingUnderLoadReachesNoCaller) {
     rt::RedisCluster cluster;
