@@ -361,50 +361,60 @@ std::vector<ParsedCommand> parse_commands(std::string_view resp) {
     return out;
 }
 
-std::vector<std::string_view> command_keys(const std::vector<std::string_view>& args) {
-    std::vector<std::string_view> keys;
-    if (args.size() < 2) return keys;
+namespace {
+
+// Calls `key(k)` for each key of the command `args`, in order; allocates nothing.
+template <class Key>
+void visit_keys(const std::vector<std::string_view>& args, Key&& key) {
+    if (args.size() < 2) return;
     const std::size_t n = args.size();
     switch (spec_of(args[0])) {
         case KeySpec::none:
             break;
         case KeySpec::first:
-            keys.push_back(args[1]);
+            key(args[1]);
             break;
         case KeySpec::second:
-            if (n > 2) keys.push_back(args[2]);
+            if (n > 2) key(args[2]);
             break;
         case KeySpec::first_two:
-            keys.push_back(args[1]);
-            if (n > 2) keys.push_back(args[2]);
+            key(args[1]);
+            if (n > 2) key(args[2]);
             break;
         case KeySpec::all:
-            keys.assign(args.begin() + 1, args.end());
+            for (std::size_t i = 1; i < n; ++i) key(args[i]);
             break;
         case KeySpec::pairs:
-            for (std::size_t i = 1; i < n; i += 2) keys.push_back(args[i]);
+            for (std::size_t i = 1; i < n; i += 2) key(args[i]);
             break;
         case KeySpec::all_but_last:
-            keys.assign(args.begin() + 1, args.end() - 1);
+            for (std::size_t i = 1; i + 1 < n; ++i) key(args[i]);
             break;
         case KeySpec::numkeys:
             for (std::size_t i = 0, count = count_at(args, 2); i < count && 3 + i < n; ++i)
-                keys.push_back(args[3 + i]);
+                key(args[3 + i]);
             break;
         case KeySpec::dest_numkeys:
-            keys.push_back(args[1]);
+            key(args[1]);
             for (std::size_t i = 0, count = count_at(args, 2); i < count && 3 + i < n; ++i)
-                keys.push_back(args[3 + i]);
+                key(args[3 + i]);
             break;
         case KeySpec::streams:
             for (std::size_t i = 1; i < n; ++i) {
                 if (!iequals(args[i], "STREAMS")) continue;
                 const std::size_t half = (n - i - 1) / 2;
-                for (std::size_t k = 0; k < half; ++k) keys.push_back(args[i + 1 + k]);
+                for (std::size_t k = 0; k < half; ++k) key(args[i + 1 + k]);
                 break;
             }
             break;
     }
+}
+
+}  // namespace
+
+std::vector<std::string_view> command_keys(const std::vector<std::string_view>& args) {
+    std::vector<std::string_view> keys;
+    visit_keys(args, [&](std::string_view k) { keys.push_back(k); });
     return keys;
 }
 
@@ -448,14 +458,13 @@ ClusterRouter::ClusterRouter(const ConnectionOptions& options, std::atomic<std::
 ClusterRouter::~ClusterRouter() = default;
 
 Connection& ClusterRouter::node(const Endpoint& endpoint) {
-    std::string name = text(endpoint);
     std::lock_guard lock(nodes_mutex_);
-    auto it = nodes_.find(name);
+    auto it = nodes_.find(endpoint);
     if (it != nodes_.end()) return *it->second;
     ConnectionOptions o = node_options_;
     o.host = endpoint.host;
     o.port = endpoint.port;
-    return *nodes_.emplace(std::move(name), std::make_unique<Connection>(std::move(o))).first->second;
+    return *nodes_.emplace(endpoint, std::make_unique<Connection>(std::move(o))).first->second;
 }
 
 void ClusterRouter::refresh_if_due() {
@@ -592,35 +601,38 @@ void ClusterRouter::moved(std::uint16_t slot, const Endpoint& to) {
     mark_stale();  // a slot seldom moves alone: read the whole map before the next request
 }
 
-std::optional<std::uint16_t> ClusterRouter::slot_of(const std::vector<ParsedCommand>& commands,
-                                                    std::string_view what) const {
+std::optional<std::uint16_t> ClusterRouter::slot_of(std::string_view resp, std::string_view what,
+                                                    bool* reads) const {
     std::optional<std::uint16_t> slot;
-    std::string_view first_key;
-    for (const ParsedCommand& c : commands) {
-        for (std::string_view key : command_keys(c.args)) {
+    bool mixed = false, any = false, all_read = true;
+    const bool well_formed = for_each_command(resp, [&](const std::vector<std::string_view>& args, std::string_view) {
+        any = true;
+        if (reads) all_read = all_read && read_only_command(args[0]);
+        visit_keys(args, [&](std::string_view key) {
             const std::uint16_t s = key_slot(key);
-            if (!slot) {
+            if (!slot)
                 slot = s;
-                first_key = key;
-                continue;
-            }
-            if (s == *slot) continue;
-            // Name every key with its slot: the fix is a common hash tag.
-            std::string list;
-            std::size_t shown = 0;
-            for (const ParsedCommand& c2 : commands)
-                for (std::string_view k : command_keys(c2.args))
-                    if (shown++ < 8)
-                        list += fmt::format("{}{} (slot {})", list.empty() ? "" : ", ", k.substr(0, 200),
-                                            key_slot(k));
-            throw ConfigurationError(fmt::format(
-                "Redis Cluster: the keys of this {} are in different hash slots: {}; keys used together "
-                "need one hash tag, e.g. {{tag}}:a and {{tag}}:b",
-                what, list));
-        }
-    }
-    (void)first_key;
-    return slot;
+            else if (s != *slot)
+                mixed = true;
+        });
+        return !mixed;
+    });
+    if (reads) *reads = well_formed && any && all_read;
+    if (!mixed) return slot;
+    // Name every key with its slot: the fix is a common hash tag.
+    std::string list;
+    std::size_t shown = 0;
+    for_each_command(resp, [&](const std::vector<std::string_view>& args, std::string_view) {
+        visit_keys(args, [&](std::string_view k) {
+            if (shown++ < 8)
+                list += fmt::format("{}{} (slot {})", list.empty() ? "" : ", ", k.substr(0, 200), key_slot(k));
+        });
+        return true;
+    });
+    throw ConfigurationError(
+        fmt::format("Redis Cluster: the keys of this {} are in different hash slots: {}; keys used together "
+                    "need one hash tag, e.g. {{tag}}:a and {{tag}}:b",
+                    what, list));
 }
 
 // Sends until the answer is not a redirection: MOVED corrects the map and
@@ -667,10 +679,14 @@ auto ClusterRouter::routed(std::optional<std::uint16_t> slot, bool replica_ok, b
 
 Reply ClusterRouter::execute_one(const CommandBuffer& buffer, std::chrono::milliseconds block,
                                  std::optional<std::string_view> routing_key) {
-    auto commands = parse_commands(buffer.data());
-    std::optional<std::uint16_t> slot =
-        routing_key ? std::optional(key_slot(*routing_key)) : slot_of(commands, "command");
-    const bool reads = read_only_request(buffer.data());
+    bool reads = false;
+    std::optional<std::uint16_t> slot;
+    if (routing_key) {
+        slot = key_slot(*routing_key);  // the caller names the key; the command is not checked
+        reads = read_only_request(buffer.data());
+    } else {
+        slot = slot_of(buffer.data(), "command", &reads);
+    }
     return routed(
         slot, reads, reads, block,
         [&](Connection& node, bool asking, bool replica) {
@@ -707,7 +723,7 @@ std::vector<Reply> ClusterRouter::execute(const Pipeline& pipeline) {
     const auto commands = parse_commands(pipeline.buffer().data());
     const std::size_t n = commands.size();
     std::vector<std::optional<std::uint16_t>> slots(n);
-    for (std::size_t i = 0; i < n; ++i) slots[i] = slot_of({commands[i]}, "command");
+    for (std::size_t i = 0; i < n; ++i) slots[i] = slot_of(commands[i].resp, "command");
 
     // Group by node, keyless commands with the node of the command before them.
     std::vector<Endpoint> targets(n);
@@ -795,45 +811,31 @@ std::vector<Reply> ClusterRouter::execute(const Pipeline& pipeline) {
 }
 
 TransactionReplies ClusterRouter::transaction(const CommandBuffer& buffer) {
-    const auto commands = parse_commands(buffer.data());
-    const std::optional<std::uint16_t> slot = slot_of(commands, "transaction");
-    const std::size_t n = commands.size();
-    TransactionReplies out;
-    auto result = routed(
+    const std::optional<std::uint16_t> slot = slot_of(buffer.data(), "transaction");
+    return routed(
         slot, false, false, std::chrono::milliseconds(0),
         [&](Connection& node, bool asking, bool) {
-            Pipeline p;
-            if (asking) p.command("ASKING");
-            p.command("MULTI");
-            p.append_encoded(buffer.data(), n);
-            p.command("EXEC");
-            std::vector<Reply> got = node.execute(p);
-            if (asking) got.erase(got.begin());
-            return got;
+            Connection::Impl::Lease lease(*node.impl_);
+            return node.impl_->transaction_on(lease.link(), buffer, asking);
         },
         // A command refused while queueing (MOVED, ASK, TRYAGAIN) aborts EXEC: nothing ran.
-        [](const std::vector<Reply>& got) -> const Reply* {
-            for (const Reply& r : got)
-                if (redirect_kind(r) != RedirectKind::none) return &r;
+        [](const TransactionReplies& got) -> const Reply* {
+            for (const Reply* r : {&got.multi, got.rejected ? &*got.rejected : nullptr, &got.exec})
+                if (r && redirect_kind(*r) != RedirectKind::none) return r;
             return nullptr;
         });
-    out.multi = result.front();
-    for (std::size_t i = 1; i + 1 < result.size(); ++i)
-        if (result[i].is_error() && !out.rejected) out.rejected = result[i];
-    out.exec = result.back();
-    return out;
 }
 
 std::size_t ClusterRouter::open_connections() const {
     std::lock_guard lock(nodes_mutex_);
     std::size_t total = 0;
-    for (const auto& [name, conn] : nodes_) total += conn->open_connections();
+    for (const auto& [endpoint, conn] : nodes_) total += conn->open_connections();
     return total;
 }
 
 void ClusterRouter::reset() const {
     std::lock_guard lock(nodes_mutex_);
-    for (const auto& [name, conn] : nodes_) conn->reset();
+    for (const auto& [endpoint, conn] : nodes_) conn->reset();
 }
 
 }  // namespace retools::detail

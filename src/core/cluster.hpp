@@ -122,8 +122,11 @@ private:
     Reply one_command(const ParsedCommand& command, std::optional<std::uint16_t> slot);
     void moved(std::uint16_t slot, const Endpoint& to);
     void mark_stale() noexcept { stale_.store(true, std::memory_order_relaxed); }
-    std::optional<std::uint16_t> slot_of(const std::vector<ParsedCommand>& commands,
-                                         std::string_view what) const;
+    /// The one slot of every key in `resp` (none: no key); keys in two
+    /// slots throw ConfigurationError naming them (`what`: "command", ...).
+    /// `reads`, when given, is set to read_only_request(resp) (one pass for both).
+    std::optional<std::uint16_t> slot_of(std::string_view resp, std::string_view what,
+                                         bool* reads = nullptr) const;
 
     const ConnectionOptions options_;  // options_.cluster is set
     const ConnectionOptions node_options_;
@@ -139,7 +142,12 @@ private:
     std::atomic<std::uint64_t> spread_{0};  // keyless commands and replicas, round robin
 
     mutable std::mutex nodes_mutex_;
-    std::map<std::string, std::unique_ptr<Connection>> nodes_;  // by host:port; never removed
+    struct EndpointLess {
+        bool operator()(const Endpoint& a, const Endpoint& b) const noexcept {
+            return a.port != b.port ? a.port < b.port : a.host < b.host;
+        }
+    };
+    std::map<Endpoint, std::unique_ptr<Connection>, EndpointLess> nodes_;  // never removed
 };
 
 }  // namespace retools::detail

@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include <fmt/format.h>
@@ -290,6 +291,27 @@ std::vector<Reply> Connection::execute(const Pipeline& pipeline) const {
         refused_replies);
 }
 
+detail::TransactionReplies Connection::Impl::transaction_on(detail::Link& link,
+                                                           const detail::CommandBuffer& buffer, bool asking) {
+    static constexpr std::string_view kAsking = "*1\r\n$6\r\nASKING\r\n";
+    const auto timeout = options.command_timeout;
+    round_trips.fetch_add(1, std::memory_order_relaxed);
+    detail::Deadline deadline = detail::deadline_after(timeout);
+    const std::string_view parts[] = {kAsking, kMulti, buffer.data(), kExec};
+    const std::span<const std::string_view> all(parts);
+    const std::span<const std::string_view> sent = asking ? all : all.subspan(1);
+    link.send(sent, buffer.commands() + (asking ? 3 : 2), deadline, timeout.count());
+    detail::TransactionReplies out;
+    if (asking) (void)link.receive(deadline, timeout.count());  // +OK
+    out.multi = link.receive(deadline, timeout.count());         // +OK
+    for (std::size_t i = 0; i < buffer.commands(); ++i) {
+        Reply queued = link.receive(deadline, timeout.count());
+        if (queued.is_error() && !out.rejected) out.rejected = queued;
+    }
+    out.exec = link.receive(deadline, timeout.count());
+    return out;
+}
+
 std::vector<Reply> Connection::transaction(const Pipeline& pipeline) const {
     const auto& buffer = pipeline.buffer();
     if (buffer.empty()) return {};
@@ -299,21 +321,7 @@ std::vector<Reply> Connection::transaction(const Pipeline& pipeline) const {
     Replies r = cluster ? cluster->transaction(buffer)
                         : impl_->with_failover(
                               buffer.data(),
-                              [&](detail::Link& link) {
-                                  impl_->round_trips.fetch_add(1, std::memory_order_relaxed);
-                                  detail::Deadline deadline = detail::deadline_after(timeout);
-                                  const std::string_view parts[] = {kMulti, buffer.data(), kExec};
-                                  link.send(parts, buffer.commands() + 2, deadline, timeout.count());
-                                  // Every reply is read before anything throws, so the link stays reusable.
-                                  Replies out;
-                                  out.multi = link.receive(deadline, timeout.count());  // +OK
-                                  for (std::size_t i = 0; i < buffer.commands(); ++i) {
-                                      Reply queued = link.receive(deadline, timeout.count());
-                                      if (queued.is_error() && !out.rejected) out.rejected = queued;
-                                  }
-                                  out.exec = link.receive(deadline, timeout.count());
-                                  return out;
-                              },
+                              [&](detail::Link& link) { return impl_->transaction_on(link, buffer); },
                               [](const Replies& out) -> const Reply* {
                                   if (detail::failover_reply(out.multi)) return &out.multi;
                                   if (out.rejected && detail::failover_reply(*out.rejected))

@@ -68,6 +68,11 @@ struct Connection::Impl {
     /// failover and sends again when safe (see connection.cpp).
     template <class Attempt, class Refusal>
     auto with_failover(std::string_view request, Attempt&& attempt, Refusal&& refusal);
+    /// MULTI, the commands of `buffer` and EXEC as one request on `link`
+    /// (after ASKING when `asking`; its +OK is dropped). Every reply is read
+    /// before anything throws, so the link stays reusable.
+    detail::TransactionReplies transaction_on(detail::Link& link, const detail::CommandBuffer& buffer,
+                                              bool asking = false);
     /// Whether a pooled idle link may serve another round trip.
     bool still_good(detail::Link& link) const;
 

@@ -1,5 +1,6 @@
 #include "core/sentinel.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <span>
@@ -61,23 +62,25 @@ std::vector<std::string> words(const std::string& s) {
     return out;
 }
 
-// Commands that never write: sending one again cannot change data.
+// Commands that never write: sending one again cannot change data. Sorted:
+// every request on a cluster or Sentinel connection looks its commands up.
 constexpr std::string_view kReadOnly[] = {
-    "GET",       "MGET",       "EXISTS", "TTL",        "PTTL",          "TYPE",      "STRLEN",
-    "GETRANGE",  "HGET",       "HMGET",  "HGETALL",    "HEXISTS",       "HLEN",      "HKEYS",
-    "HVALS",     "HSTRLEN",    "LRANGE", "LLEN",       "LINDEX",        "LPOS",      "SMEMBERS",
-    "SISMEMBER", "SMISMEMBER", "SCARD",  "ZRANGE",     "ZRANGEBYSCORE", "ZREVRANGE", "ZREVRANGEBYSCORE",
-    "ZSCORE",    "ZMSCORE",    "ZCARD",  "ZCOUNT",     "ZRANK",         "ZREVRANK",  "SCAN",
-    "SSCAN",     "HSCAN",      "ZSCAN",  "KEYS",       "DBSIZE",        "PING",      "ECHO",
-    "ROLE",      "INFO",       "TIME",   "EXPIRETIME", "PEXPIRETIME"};
-
-bool read_only_command(std::string_view name) {
-    for (auto r : kReadOnly)
-        if (iequals(name, r)) return true;
-    return false;
-}
+    "DBSIZE", "ECHO", "EXISTS", "EXPIRETIME", "GET", "GETRANGE", "HEXISTS", "HGET", "HGETALL", "HKEYS",
+    "HLEN", "HMGET", "HSCAN", "HSTRLEN", "HVALS", "INFO", "KEYS", "LINDEX", "LLEN", "LPOS", "LRANGE",
+    "MGET", "PEXPIRETIME", "PING", "PTTL", "ROLE", "SCAN", "SCARD", "SISMEMBER", "SMEMBERS", "SMISMEMBER",
+    "SSCAN", "STRLEN", "TIME", "TTL", "TYPE", "ZCARD", "ZCOUNT", "ZMSCORE", "ZRANGE", "ZRANGEBYSCORE",
+    "ZRANK", "ZREVRANGE", "ZREVRANGEBYSCORE", "ZREVRANK", "ZSCAN", "ZSCORE"};
+static_assert(std::is_sorted(std::begin(kReadOnly), std::end(kReadOnly)));
 
 }  // namespace
+
+bool read_only_command(std::string_view name) {
+    char upper[24];
+    if (name.size() > sizeof upper) return false;
+    for (std::size_t i = 0; i < name.size(); ++i)
+        upper[i] = static_cast<char>(std::toupper(static_cast<unsigned char>(name[i])));
+    return std::binary_search(std::begin(kReadOnly), std::end(kReadOnly), std::string_view(upper, name.size()));
+}
 
 bool read_only_request(std::string_view resp) {
     bool any = false, all = true;

@@ -41,6 +41,8 @@ std::string describe_sentinel(const ConnectionOptions& options);
 /// Checks SentinelOptions when a Connection is made; throws ConfigurationError.
 void validate_sentinel(const ConnectionOptions& options);
 
+/// True when the command `name` (any case) only reads: GET, HGETALL, ...
+bool read_only_command(std::string_view name);
 /// True when every command of the RESP `request` only reads (GET, HGETALL,
 /// LRANGE ...): sending it again cannot change anything.
 bool read_only_request(std::string_view request);
