@@ -3,7 +3,7 @@
 // queue's hash tag), enqueues, scheduled jobs, retries, the failed list,
 // results, priority order across queues in different slots, queues spread
 // over every master, recovery of a SIGKILLed worker process, and a worker
-// draining jobs while slots move.
+// draining jobs while callers use the cache and slots move.
 #include <signal.h>
 #include <unistd.h>
 
@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -22,6 +23,7 @@
 #include <retools/retools.hpp>
 
 #include "cluster_test.hpp"
+#include "cache/keys.hpp"
 #include "core/cluster.hpp"
 #include "core/sha1.hpp"
 #include "process.hpp"
@@ -340,7 +342,11 @@ TEST_F(ClusterQueueTest, ADeadWorkerOfAnotherHostHasEachQueuesListRecoveredAndIt
     EXPECT_EQ(conn.command("GET", "retools:stat:failed").as_string(), "1");
 }
 
-TEST_F(ClusterQueueTest, AWorkerDrains5000JobsWhileSlotsMoveWithNoneLostOrLeftInProcessing) {
+// Slots move while a worker drains 5,000 jobs and four threads make cached
+// calls: the slots of the three queues and of one cached call go to another
+// master, key by key. No job is lost or left in a processing list, and no
+// error or wrong value reaches a caller.
+TEST_F(ClusterQueueTest, AWorkerDrains5000JobsAndCallersUseTheCacheWhileSlotsMove) {
     QueueManager qm{conn};
     const std::vector<std::string> names{"r0", "r1", "r2"};
     std::vector<json> kwargs;
@@ -356,24 +362,57 @@ TEST_F(ClusterQueueTest, AWorkerDrains5000JobsWhileSlotsMoveWithNoneLostOrLeftIn
         return nullptr;
     });
     std::thread t([&] { w.work({.interval = 10ms}); });
-    // Move the slot of each queue (with its processing lists) to another master while jobs run.
-    for (const auto& q : names) {
-        const auto slot = key_slot(keys::queue(q, true));
+
+    retools::CacheRegion::add_region("cq_reshard", {.expires = 60s, .connection = conn});
+    auto cached = retools::cache_region("cq_reshard", "tests.cq:twice", [](int x) { return 2 * x; });
+    std::atomic<bool> stop_callers{false};
+    std::atomic<long> calls{0}, call_errors{0}, wrong{0};
+    std::string last_error;
+    std::mutex error_mutex;
+    std::vector<std::thread> callers;
+    for (int c = 0; c < 4; ++c)
+        callers.emplace_back([&, c] {
+            for (int i = 0; !stop_callers; ++i) {
+                const int x = (i * 4 + c) % 40;
+                try {
+                    if (cached(x) != 2 * x) ++wrong;
+                    ++calls;
+                } catch (const std::exception& e) {
+                    ++call_errors;
+                    std::lock_guard lock(error_mutex);
+                    last_error = e.what();
+                }
+            }
+        });
+    ASSERT_TRUE(wait_until([&] { return calls > 100; }, 10s));
+
+    // The slot of each queue (with its processing lists), then that of one
+    // cached call (its value, lock and counters), each to another master.
+    std::vector<std::uint16_t> slots;
+    for (const auto& q : names) slots.push_back(key_slot(keys::queue(q, true)));
+    slots.push_back(key_slot(retools::detail::cache_keys::value("cq_reshard", "tests.cq:twice", "7", true)));
+    for (std::uint16_t slot : slots) {
         const int from = cluster().master_of(slot);
         int to = 0;
         for (int p : cluster().master_ports())
             if (p != from) to = p;
+        const long before = calls;
         cluster().move_slot(slot, to, 10, [] { std::this_thread::sleep_for(5ms); });
-        EXPECT_EQ(cluster().master_of(slot), to) << q;
+        EXPECT_EQ(cluster().master_of(slot), to) << slot;
+        EXPECT_TRUE(wait_until([&] { return calls > before + 20; }, 10s));
     }
     // A second or two in a plain build; the bound leaves room for sanitizer builds.
     const bool drained = wait_until([&] { return conn.command("SCARD", "done").as_integer() == 5000; }, 60s);
+    stop_callers = true;
+    for (auto& c : callers) c.join();
     w.stop();
     t.join();
     EXPECT_TRUE(drained) << conn.command("SCARD", "done").as_integer();
     for (const auto& q : names) EXPECT_EQ(qm.queue_length(q), 0u) << q;
     EXPECT_TRUE(keys_matching("retools:processing:*").empty());
     EXPECT_EQ(qm.failed_count(), 0u);
+    EXPECT_EQ(call_errors, 0) << last_error;
+    EXPECT_EQ(wrong, 0);
 }
 
 #ifdef RETOOLS_TOOL_PROGRAM
