@@ -9,6 +9,7 @@
 #include <retools/detail/command_buffer.hpp>
 
 #include "core/errors.hpp"
+#include "core/reply_reader.hpp"
 
 namespace retools::detail {
 namespace {
@@ -49,12 +50,10 @@ std::unique_ptr<Link> Link::open(const ConnectionOptions& options, const TlsCont
 }
 
 Link::Link(std::unique_ptr<Transport> transport)
-    : transport_(std::move(transport)), reader_(redisReaderCreate()) {
-    if (reader_ == nullptr) throw std::bad_alloc();
-}
+    : transport_(std::move(transport)), reader_(create_reply_reader()) {}
 
 Link::~Link() {
-    redisReaderFree(reader_);
+    free_reply_reader(reader_);
 }
 
 void Link::send(std::span<const std::string_view> parts, std::size_t replies, Deadline deadline,
@@ -98,10 +97,10 @@ redisReply* Link::receive_raw(Deadline deadline, long long timeout_ms) {
     try {
         for (;;) {
             void* raw = nullptr;
-            if (redisReaderGetReply(reader_, &raw) != REDIS_OK)
+            if (next_reply(reader_, &raw) != REDIS_OK)
                 throw_connection_error(
                     server(), "reading a reply",
-                    fmt::format("protocol error: {}{}", reader_->errstr,
+                    fmt::format("protocol error: {}{}", reply_reader_error(reader_),
                                 transport_->is_tls() ? ""
                                                      : " (if the server speaks TLS on this port, use "
                                                        "rediss:// or ConnectionOptions.tls)"));

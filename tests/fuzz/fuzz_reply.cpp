@@ -10,6 +10,8 @@
 #include <retools/errors.hpp>
 #include <retools/reply.hpp>
 
+#include "core/reply_reader.hpp"
+
 namespace {
 
 void walk(const retools::Reply& reply, int depth) {
@@ -38,18 +40,19 @@ void walk(const retools::Reply& reply, int depth) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-    redisReader* reader = redisReaderCreate();
-    if (reader == nullptr) return 0;
+    // The reader the library uses: a reply may not declare more array
+    // elements than kMaxReplyElements (hiredis allocates an array up front).
+    redisReader* reader = retools::detail::create_reply_reader();
     // Feed in two pieces, as a socket would, to exercise partial replies.
     std::size_t half = size / 2;
     if (redisReaderFeed(reader, reinterpret_cast<const char*>(data), half) == REDIS_OK &&
         redisReaderFeed(reader, reinterpret_cast<const char*>(data) + half, size - half) == REDIS_OK) {
         for (int i = 0; i < 64; ++i) {
             void* raw = nullptr;
-            if (redisReaderGetReply(reader, &raw) != REDIS_OK || raw == nullptr) break;
+            if (retools::detail::next_reply(reader, &raw) != REDIS_OK || raw == nullptr) break;
             walk(retools::Reply::adopt(static_cast<redisReply*>(raw)), 0);
         }
     }
-    redisReaderFree(reader);
+    retools::detail::free_reply_reader(reader);
     return 0;
 }
