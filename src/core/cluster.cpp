@@ -3,10 +3,9 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
-#include <set>
 #include <memory>
+#include <set>
 #include <thread>
-#include <tuple>
 
 #include <fmt/format.h>
 
@@ -763,9 +762,7 @@ std::vector<Reply> ClusterRouter::execute(const Pipeline& pipeline) {
     } else {
         // Links are leased in endpoint order: two threads that each need the
         // same full pools cannot each hold one while waiting for the other.
-        std::sort(order.begin(), order.end(), [](const Endpoint& a, const Endpoint& b) {
-            return std::tie(a.host, a.port) < std::tie(b.host, b.port);
-        });
+        std::sort(order.begin(), order.end(), EndpointLess{});
         struct Part {
             std::vector<std::size_t> members;
             Pipeline request;

@@ -264,13 +264,7 @@ TEST(ClusterFaults, ManualFailoverOfAMasterIsFollowed) {
     ASSERT_TRUE(cluster.wait_replicated());
     const std::uint16_t slot = key_slot("k0");
     const int old_master = cluster.master_of(slot);
-    // The replica of that master.
-    int replica = 0;
-    for (int port : cluster.ports()) {
-        if (port == old_master) continue;
-        auto info = rt::RedisCluster::direct(port).command("INFO", "replication").as_string();
-        if (info.find(fmt::format("master_port:{}", old_master)) != std::string::npos) replica = port;
-    }
+    const int replica = replica_of(cluster, old_master);
     ASSERT_NE(replica, 0);
     Workload load(cluster.url(), 4);
     ASSERT_TRUE(rt::wait_until([&] { return load.done() > 100; }, 5s));
