@@ -1,5 +1,11 @@
-# RETOOLS_WERROR turns every warning into an error (CI sets it).
-option(RETOOLS_WERROR "Treat compiler warnings as errors" OFF)
+# RETOOLS_WERROR turns every warning into an error; on by default under CI
+# (CI=true in the environment when the tree is first configured).
+if("$ENV{CI}" STREQUAL "true")
+  set(_retools_werror_default ON)
+else()
+  set(_retools_werror_default OFF)
+endif()
+option(RETOOLS_WERROR "Treat compiler warnings as errors" ${_retools_werror_default})
 
 function(retools_set_warnings target)
   if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")

@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets (clang, ASan+UBSan) and runs each for a bounded
+# Builds the libFuzzer targets (clang, ASan+UBSan: they live in the `asan`
+# preset's tree, beside the sanitizer test build) and runs each for a bounded
 # time over its seed corpus. Any crash, leak or sanitizer report fails the run.
 #   scripts/fuzz.sh [SECONDS]   default 30 per target (fuzz_pickle gets twice that)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-30}
 scripts/install-deps.sh
-cmake --preset fuzz >/dev/null
-cmake --build --preset fuzz
+cmake --preset asan >/dev/null
+targets=(fuzz_reply fuzz_payload fuzz_pickle fuzz_url)
+cmake --build --preset asan --target "${targets[@]}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-for bin in build/fuzz/tests/fuzz/fuzz_*; do
-  [ -x "$bin" ] || continue
-  name=$(basename "$bin")
+for name in "${targets[@]}"; do
+  bin=build/asan/tests/fuzz/$name
   seeds="tests/fuzz/corpus/${name#fuzz_}"
   budget=$seconds
   [ "$name" = fuzz_pickle ] && budget=$((seconds * 2))

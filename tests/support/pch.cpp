@@ -1,0 +1,1 @@
+// Owns the test binaries' precompiled header (see tests/CMakeLists.txt).
