@@ -6,8 +6,9 @@
 // also block until a job arrives. No single Redis command does both (BLMOVE
 // has one source; BLPOP/BLMPOP take the job off the queue into a socket
 // buffer, where a SIGKILL loses it). So the two are split:
-//  - taking: one Lua script (src/worker/lua/fetch.lua) moves up to N jobs from the first
-//    non-empty queues, in priority order, to `retools:processing:<id>`; the
+//  - taking: one Lua script (src/worker/lua/fetch.lua) moves up to N jobs
+//    from the first non-empty queues, in priority order, to
+//    `retools:processing:<id>`; the
 //    same call applies the finish bookkeeping of the jobs finished since the
 //    last call, so a busy worker makes one round trip per batch;
 //  - waiting: when every queue was empty, one connection per queue blocks in
