@@ -6,11 +6,12 @@ set -euo pipefail
 # Build: compiler, CMake, libraries. Tests: redis-server (also Sentinel), redis-cli
 # (Cluster set-up), openssl (test certificates), python3 with redis-py (the
 # cross-language checks), chromium (the dashboard in a real browser), clang
-# with libFuzzer (fuzz targets).
+# with libFuzzer (fuzz targets), lua5.1 (luac5.1 parses the Lua scripts as the
+# Lua that Redis runs).
 packages=(cmake ninja-build g++ pkg-config libhiredis-dev libfmt-dev nlohmann-json3-dev libssl-dev
           libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev
           redis-server redis-tools openssl python3 python3-redis chromium
-          clang libfuzzer-14-dev libclang-rt-14-dev)
+          clang libfuzzer-14-dev libclang-rt-14-dev lua5.1)
 packages+=("$@")  # extra packages a caller needs (e.g. benchmark peers)
 
 missing=()

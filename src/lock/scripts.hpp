@@ -1,5 +1,6 @@
 #pragma once
-// The Lua scripts of the lock and the limiter (one place, so the benchmark floor runs the same ones).
+// The Lua scripts of the lock and the limiter (their text: src/lock/lua/), in
+// one place so that the benchmark floor runs the same ones.
 
 #include <chrono>
 

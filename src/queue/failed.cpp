@@ -13,6 +13,7 @@
 #include "core/errors.hpp"
 #include "core/json_limits.hpp"
 #include "core/utf8.hpp"
+#include "generated/lua_scripts.hpp"
 #include "queue/json_fields.hpp"
 #include "queue/keys.hpp"
 #include "queue/payloads.hpp"
@@ -102,20 +103,9 @@ std::size_t QueueManager::failed_count() const {
 
 bool QueueManager::retry_failed(const FailedJob& failed) const {
     detail::validate_queue_name(failed.queue);
-    // KEYS[1] = retools:failed, KEYS[2] = queue key, KEYS[3] = retools:queues;
-    // ARGV[1] = the entry, ARGV[2] = its payload (exact bytes), ARGV[3] = its queue name.
-    // The queue key is checked before the entry leaves the failed list: a script
-    // error keeps the writes before it, and would lose the job.
-    static const Script retry_one{R"lua(
-local t = redis.call('TYPE', KEYS[2]).ok
-if t ~= 'none' and t ~= 'list' then
-  return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' holds a ' .. t .. ', not a list')
-end
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[2])
-redis.call('SADD', KEYS[3], ARGV[3])
-return 1
-)lua"};
+    // Single node: src/queue/lua/retry_failed.lua, which checks the queue key
+    // before the entry leaves the failed list.
+    static const Script retry_one{std::string(detail::lua::queue_retry_failed)};
     std::string entry = failed.entry.empty() ? failed.to_json() : failed.entry;
     const std::string queue_key = keys::queue(failed.queue, conn_.is_cluster());
     if (conn_.is_cluster()) {
@@ -136,39 +126,9 @@ return 1
 }
 
 std::size_t QueueManager::retry_all_failed() const {
-    // KEYS[1] = retools:failed, KEYS[2] = retools:queues; ARGV[1] = queue key prefix.
     // Entries that cannot be retried (unreadable, or their queue key is not a
-    // list) stay, in order. Nothing may fail half-way: an error after some pushes
-    // would leave those entries in the list too, to be retried twice.
-    static const Script retry_all{std::string(detail::failed_entry_lua) + R"lua(
-local t = redis.call('TYPE', KEYS[2]).ok
-if t ~= 'none' and t ~= 'set' then
-  return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' holds a ' .. t .. ', not a set')
-end
-local entries = redis.call('LRANGE', KEYS[1], 0, -1)
-local keep = {}
-local moved = 0
-for _, e in ipairs(entries) do
-  local ok, f = pcall(cjson.decode, e)
-  local pushed = false
-  local payload = ok and type(f) == 'table' and entry_payload(f)
-  if payload and type(f.queue) == 'string' and f.queue ~= '' and not string.find(f.queue, '[:,]') then
-    local r = redis.pcall('RPUSH', ARGV[1] .. f.queue, payload)
-    pushed = not (type(r) == 'table' and r.err)
-  end
-  if pushed then
-    redis.call('SADD', KEYS[2], f.queue)
-    moved = moved + 1
-  else
-    keep[#keep + 1] = e
-  end
-end
-redis.call('DEL', KEYS[1])
-for i = 1, #keep, 1000 do
-  redis.call('RPUSH', KEYS[1], unpack(keep, i, math.min(i + 999, #keep)))
-end
-return moved
-)lua"};
+    // list) stay, in order. Single node: src/queue/lua/retry_all_failed.lua.
+    static const Script retry_all{std::string(detail::lua::queue_retry_all_failed)};
     if (conn_.is_cluster()) {
         // One entry at a time (see retry_failed); unreadable entries and those
         // whose queue key refuses them stay.

@@ -7,6 +7,7 @@
 #include <retools/queue.hpp>
 #include <retools/script.hpp>
 
+#include "generated/lua_scripts.hpp"
 #include "queue/json_fields.hpp"
 #include "queue/keys.hpp"
 #include "queue/payloads.hpp"
@@ -70,14 +71,9 @@ void QueueManager::store_result(std::string_view job_id, const JobResult& result
 }
 
 std::optional<JobResult> QueueManager::get_result(std::string_view job_id) const {
-    // KEYS[1] = result key. The documented form is a one-element list; a plain
-    // string (SET by another writer) is read too.
-    static const Script peek_result{R"lua(
-local t = redis.call('TYPE', KEYS[1]).ok
-if t == 'list' then return redis.call('LINDEX', KEYS[1], 0) end
-if t == 'string' then return redis.call('GET', KEYS[1]) end
-return false
-)lua"};
+    // The documented form is a one-element list; a plain string (SET by
+    // another writer) is read too (src/queue/lua/get_result.lua).
+    static const Script peek_result{std::string(detail::lua::queue_get_result)};
     Reply r = peek_result(conn_, {keys::result(job_id)});
     if (r.is_nil()) return std::nullopt;
     return JobResult::from_json(r.view());

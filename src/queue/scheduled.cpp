@@ -12,6 +12,7 @@
 #include "core/clock.hpp"
 #include "core/errors.hpp"
 #include "core/json_limits.hpp"
+#include "generated/lua_scripts.hpp"
 #include "queue/keys.hpp"
 #include "queue/payloads.hpp"
 #include "queue/python_json.hpp"
@@ -98,12 +99,8 @@ std::vector<std::string> delayed_queues(const Connection& conn) {
 std::size_t QueueManager::promote_due_jobs(system_clock::time_point now, std::size_t limit) const {
     if (limit == 0) return 0;
     if (conn_.is_cluster()) {
-        // KEYS[1] = retools:delayed:{q}, KEYS[2] = retools:queue:{q} (one slot);
-        // ARGV[1] = now, ARGV[2] = limit, ARGV[3] = q. Returns {moved, bad members, note}.
-        static const Script promote_one{std::string(detail::promote_queue_lua) + R"lua(
-local moved, bad, note = promote_queue(KEYS[1], KEYS[2], ARGV[3], ARGV[1], tonumber(ARGV[2]))
-return {moved, bad, note or ''}
-)lua"};
+        // One queue's delayed set at a time (src/queue/lua/promote_due_cluster.lua).
+        static const Script promote_one{std::string(detail::lua::queue_promote_due_cluster)};
         std::size_t moved = 0;
         for (const auto& q : detail::delayed_queues(conn_)) {
             if (moved >= limit) break;
@@ -115,44 +112,9 @@ return {moved, bad, note or ''}
         }
         return moved;
     }
-    // KEYS[1] = retools:delayed, KEYS[2] = retools:queues, KEYS[3] = retools:failed;
-    // ARGV[1] = now, ARGV[2] = limit, ARGV[3] = queue key prefix, ARGV[4] = failed_at.
-    // Queue keys are derived from the entries (they cannot be known beforehand).
-    // Nothing leaves retools:delayed before it has landed elsewhere: a key of the
-    // wrong type must not turn a script error (which keeps earlier writes) into a
-    // lost job. Tracking keys are checked up front; a queue key that will not take
-    // the job files it, intact, in retools:failed with the reason.
-    // (retools:queues is only an index: it is written last.)
-    static const Script promote_script{std::string(detail::failed_entry_lua) + R"lua(
-for _, check in ipairs({{KEYS[1], 'zset'}, {KEYS[3], 'list'}}) do
-  local t = redis.call('TYPE', check[1])['ok']
-  if t ~= 'none' and t ~= check[2] then
-    return redis.error_reply('WRONGTYPE ' .. check[1] .. ' holds a ' .. t .. ', not a ' .. check[2])
-  end
-end
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-local moved = 0
-for _, member in ipairs(due) do
-  local ok, entry = pcall(cjson.decode, member)
-  local problem, payload, queue = 'malformed entry in retools:delayed', member, ''
-  if ok and type(entry) == 'table' and type(entry.queue) == 'string' and type(entry.payload) == 'string'
-     and entry.queue ~= '' and not string.find(entry.queue, '[:,]') then
-    local pushed = redis.pcall('RPUSH', ARGV[3] .. entry.queue, entry.payload)
-    if type(pushed) == 'table' and pushed.err then
-      problem, payload, queue = ARGV[3] .. entry.queue .. ' refused the job: ' .. pushed.err, entry.payload, entry.queue
-    else
-      problem = nil
-      moved = moved + 1
-    end
-  end
-  if problem then
-    redis.call('RPUSH', KEYS[3], failed_entry(payload, queue, '', problem, tonumber(ARGV[4])))
-  end
-  redis.call('ZREM', KEYS[1], member)
-  if not problem then redis.call('SADD', KEYS[2], entry.queue) end
-end
-return moved
-)lua"};
+    // Nothing leaves retools:delayed before it has landed elsewhere; a queue key
+    // that will not take a job files it in retools:failed (src/queue/lua/promote_due.lua).
+    static const Script promote_script{std::string(detail::lua::queue_promote_due)};
     Reply r = promote_script(conn_, {keys::delayed_all, keys::queues, keys::failed}, to_unix(now),
                              static_cast<long long>(limit), keys::queue_prefix, detail::unix_now());
     return static_cast<std::size_t>(r.as_integer());
@@ -207,20 +169,8 @@ std::vector<ScheduledJob> QueueManager::scheduled_jobs() const {
 }
 
 bool QueueManager::cancel_scheduled(std::string_view job_id) const {
-    // KEYS[1] = retools:delayed; ARGV[1] = job id. Returns 1 when removed.
-    static const Script cancel_script{R"lua(
-for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local ok, entry = pcall(cjson.decode, member)
-  if ok and type(entry) == 'table' and type(entry.payload) == 'string' then
-    local ok2, job = pcall(cjson.decode, entry.payload)
-    if ok2 and type(job) == 'table' and job.job_id == ARGV[1] then
-      redis.call('ZREM', KEYS[1], member)
-      return 1
-    end
-  end
-end
-return 0
-)lua"};
+    // src/queue/lua/cancel_scheduled.lua: 1 when removed.
+    static const Script cancel_script{std::string(detail::lua::queue_cancel_scheduled)};
     if (conn_.is_cluster()) {
         for (const auto& q : detail::delayed_queues(conn_))
             if (cancel_script(conn_, {keys::delayed(q, true)}, job_id).as_integer() == 1) return true;

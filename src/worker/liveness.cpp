@@ -33,6 +33,7 @@
 #include "core/clock.hpp"
 #include "core/json_limits.hpp"
 #include "core/sha1.hpp"
+#include "generated/lua_scripts.hpp"
 #include "queue/keys.hpp"
 #include "queue/payloads.hpp"
 #include "worker/counters.hpp"
@@ -182,32 +183,9 @@ std::vector<std::string> served_queues(const Connection& conn, std::string_view 
 Recovered recover_worker_cluster(const Connection& conn, std::string_view worker_id, RecoverMode mode,
                                  std::size_t max_recoveries, bool unregister,
                                  std::string_view expected_heartbeat) {
-    // KEYS: 1 processing list, 2 its queue (one slot); ARGV: entries already filed in retools:failed.
-    // Moves the rest, from the tail, to the head of the queue (their order is kept,
-    // ahead of anything enqueued since). Returns how many were requeued.
-    static const Script move_back{R"lua(
-for _, k in ipairs({{KEYS[1], 'list'}, {KEYS[2], 'list'}}) do
-  local t = redis.call('TYPE', k[1])['ok']
-  if t ~= 'none' and t ~= k[2] then
-    return redis.error_reply('WRONGTYPE ' .. k[1] .. ' holds a ' .. t .. ', not a list; ' .. KEYS[1] .. ' keeps its jobs')
-  end
-end
-local drop = {}
-for i = 1, #ARGV do drop[ARGV[i]] = (drop[ARGV[i]] or 0) + 1 end
-local n = 0
-while true do
-  local e = redis.call('RPOP', KEYS[1])
-  if not e then break end
-  if drop[e] and drop[e] > 0 then
-    drop[e] = drop[e] - 1
-  else
-    local nl = string.find(e, '\n', 1, true)
-    redis.call('LPUSH', KEYS[2], string.sub(e, (nl or 0) + 1))
-    n = n + 1
-  end
-end
-return n
-)lua"};
+    // Moves the entries not already filed in retools:failed to the head of the
+    // queue, keeping their order (src/worker/lua/recover_cluster.lua).
+    static const Script move_back{std::string(lua::worker_recover_cluster)};
     Recovered out;
     Reply hb = conn.command("GET", queue_keys::heartbeat(worker_id));
     if (mode == RecoverMode::dead) {
@@ -307,91 +285,9 @@ Recovered recover_worker(const Connection& conn, std::string_view worker_id, Rec
                          std::size_t max_recoveries, bool unregister, std::string_view expected_heartbeat) {
     if (conn.is_cluster())
         return recover_worker_cluster(conn, worker_id, mode, max_recoveries, unregister, expected_heartbeat);
-    // KEYS: 1 processing list, 2 retools:workers, 3 worker key, 4 :started, 5 :queues, 6 retools:failed,
-    //       7 heartbeat, 8 retools:recoveries, 9 :threads, 10 retools:heartbeats
-    // ARGV: 1 worker id, 2 mode (resync | own | dead), 3 now, 4 max recoveries (0 = no limit),
-    //       5 the heartbeat value a 'dead' owner may still have ('' = none), 6 '1' to unregister,
-    //       7 UTC day, 8 UTC hour (counters of quarantined jobs)
-    // Returns {requeued, quarantined}, or {-1, 0} when the owner is alive.
-    // Takes from the tail and pushes on the head, so the jobs keep their order
-    // and come before anything enqueued since. Deaths are counted only for the
-    // first <:threads> entries (the oldest, the ones that can have been
-    // running). An entry leaves the list only once it has landed somewhere.
-    static const Script script{std::string(failed_entry_lua).append(counters_lua).append(R"lua(
-local function typ(k) return redis.call('TYPE', k)['ok'] end
-local mode = ARGV[2]
-if mode == 'dead' then
-  local t = typ(KEYS[7])
-  if t == 'string' then
-    if ARGV[5] == '' or redis.call('GET', KEYS[7]) ~= ARGV[5] then return {-1, 0} end
-  elseif t ~= 'none' then
-    return {-1, 0}
-  end
-end
-local t = typ(KEYS[1])
-if t ~= 'list' and t ~= 'none' then
-  return redis.error_reply('WRONGTYPE ' .. KEYS[1] .. ' holds a ' .. t .. ', not a list')
-end
-local ft = typ(KEYS[6])
-local failed_ok = ft == 'none' or ft == 'list'
-local rt = typ(KEYS[8])
-local counting = mode ~= 'resync' and (rt == 'none' or rt == 'hash')
-local threads = 1
-if counting then
-  local th = redis.pcall('GET', KEYS[9])
-  if type(th) == 'string' and tonumber(th) then threads = tonumber(th) end
-end
-local max = tonumber(ARGV[4])
-local len = redis.call('LLEN', KEYS[1])
-local n, q = 0, 0
-while len > 0 do
-  local e = redis.call('LINDEX', KEYS[1], -1)
-  local nl = string.find(e, '\n', 1, true)
-  local problem, payload, queue, poison = 'unreadable processing-list entry', e, '', false
-  if nl and nl > 1 then
-    queue, payload, problem = string.sub(e, 1, nl - 1), string.sub(e, nl + 1), nil
-    if counting and len - 1 < threads then
-      local f = redis.sha1hex(e)
-      local c = redis.call('HINCRBY', KEYS[8], f, 1)
-      redis.call('EXPIRE', KEYS[8], 604800)
-      if max > 0 and c >= max then
-        problem, poison = 'worker died ' .. c .. ' times while running this job', true
-        redis.call('HDEL', KEYS[8], f)
-      end
-    end
-    if not problem or (poison and not failed_ok) then
-      local key = 'retools:queue:' .. queue
-      local r = redis.pcall('LPUSH', key, payload)
-      if type(r) == 'table' and r.err then
-        problem = key .. ' refused the job: ' .. r.err
-      else
-        problem = nil
-        n = n + 1
-      end
-    end
-  end
-  if problem then
-    if not failed_ok then
-      return redis.error_reply('WRONGTYPE ' .. KEYS[6] .. ' holds a ' .. ft .. ', not a list; ' ..
-        KEYS[1] .. ' keeps its remaining jobs')
-    end
-    redis.call('RPUSH', KEYS[6], failed_entry(payload, queue, ARGV[1], problem, tonumber(ARGV[3])))
-    q = q + 1
-  end
-  redis.call('RPOP', KEYS[1])
-  len = len - 1
-end
-count_finished(q, q, ARGV[7], ARGV[8])
-if ARGV[6] == '1' then
-  redis.pcall('SREM', KEYS[2], ARGV[1])
-  redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[9])
-end
-if mode == 'dead' then
-  if ARGV[5] ~= '' then redis.call('DEL', KEYS[7]) end
-  redis.pcall('ZREM', KEYS[10], ARGV[1])
-end
-return {n, q}
-)lua")};
+    // One atomic call (src/worker/lua/recover.lua, which lists its KEYS and
+    // ARGV): {requeued, quarantined}, or {-1, 0} when the owner is alive.
+    static const Script script{std::string(lua::worker_recover)};
     const double now = unix_now();
     const StatPeriods periods = stat_periods(now);
     Reply r =
@@ -491,18 +387,9 @@ std::size_t prune_dead_workers(const Connection& conn, std::size_t max_recoverie
 std::optional<std::string> claim_heartbeat(const Connection& conn, std::string_view worker_id,
                                            std::string_view instance, std::string_view heartbeat,
                                            std::chrono::milliseconds ttl) {
-    // KEYS[1] = heartbeat key; ARGV: 1 heartbeat JSON, 2 TTL ms, 3 `"instance": "<token>"`.
-    // Returns the heartbeat of another instance holding the id, or nil once claimed.
-    static const Script script{R"lua(
-local t = redis.call('TYPE', KEYS[1])['ok']
-if t ~= 'none' then
-  if t ~= 'string' then return 'a ' .. t end
-  local cur = redis.call('GET', KEYS[1])
-  if not string.find(cur, ARGV[3], 1, true) then return cur end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return false
-)lua"};
+    // src/worker/lua/claim_heartbeat.lua: the heartbeat of another instance
+    // holding the id, or nil once claimed.
+    static const Script script{std::string(lua::worker_claim_heartbeat)};
     Reply r = script(conn, {queue_keys::heartbeat(worker_id)}, heartbeat, static_cast<long long>(ttl.count()),
                      fmt::format("\"instance\": \"{}\"", instance));
     if (r.is_nil()) return std::nullopt;
