@@ -11,7 +11,7 @@ set -euo pipefail
 packages=(cmake ninja-build g++ pkg-config libhiredis-dev libfmt-dev nlohmann-json3-dev libssl-dev
           libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev
           redis-server redis-tools openssl python3 python3-redis chromium
-          clang libfuzzer-14-dev libclang-rt-14-dev lua5.1)
+          clang libfuzzer-14-dev libclang-rt-14-dev lua5.1 ccache)
 packages+=("$@")  # extra packages a caller needs (e.g. benchmark peers)
 
 missing=()
