@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <retools/detail/concepts.hpp>
 #include <retools/detail/python_repr.hpp>
 #include <retools/errors.hpp>
 
@@ -67,11 +68,6 @@ struct Codec {
 };
 
 namespace detail {
-
-template <class T>
-struct is_std_optional : std::false_type {};
-template <class T>
-struct is_std_optional<std::optional<T>> : std::true_type {};
 
 template <class T>
 concept JsonConvertible = requires(nlohmann::json& j, const T& value, T& out) {
@@ -199,7 +195,7 @@ struct Codec<std::optional<T>, std::enable_if_t<detail::JsonConvertible<T>>> {
 
 template <class T>
 struct Codec<T, std::enable_if_t<!std::is_arithmetic_v<T> && !std::is_same_v<T, std::string> &&
-                                 !detail::is_std_optional<T>::value && !std::is_same_v<T, nlohmann::json> &&
+                                 !detail::is_optional<T>::value && !std::is_same_v<T, nlohmann::json> &&
                                  detail::JsonConvertible<T>>> {
     using retools_builtin = void;
     static std::string encode(const T& value) { return detail::json_text(nlohmann::json(value)); }

@@ -158,11 +158,19 @@ struct ConnectionOptions {
 class Connection;
 
 namespace detail {
-class ClusterRouter;  // sends one pipeline's parts to several nodes at once
+struct ConnectionAccess;  // the library's own way in (src/core/connection_access.hpp)
 /// Throws ReplyError for the error reply `reply` to command number `index` in
 /// `buffer`, naming the command and the key(s) it acted on. Here because the
 /// command templates below need it; defined with the other error translations.
 [[noreturn]] void throw_command_error(const Reply& reply, const CommandBuffer& buffer, std::size_t index = 0);
+/// Sends the one command encoded in `buffer` through `conn` and returns its
+/// reply, an error reply included (the templates below decide whether to
+/// throw). `key` routes it on a Redis Cluster (Connection::command_for_key);
+/// `block` is added to the timeout (Connection::blocking_command). Here
+/// because the command templates need it; defined in src/core/connection.cpp.
+Reply send_command(const Connection& conn, const CommandBuffer& buffer,
+                   std::optional<std::string_view> key = std::nullopt,
+                   std::chrono::milliseconds block = std::chrono::milliseconds{0});
 }  // namespace detail
 
 /// Commands collected for one round trip.
@@ -174,23 +182,22 @@ class ClusterRouter;  // sends one pipeline's parts to several nodes at once
 /// ```
 class Pipeline {
 public:
+    /// Appends one command; arguments as for Connection::command().
     template <class... Args>
     Pipeline& command(const Args&... args) {
         buffer_.add(args...);
         return *this;
     }
+    /// Number of commands collected.
     std::size_t size() const noexcept { return buffer_.commands(); }
     bool empty() const noexcept { return buffer_.empty(); }
+    /// Forgets the commands, keeping the memory for reuse.
     void clear() noexcept { buffer_.clear(); }
+    /// Reserves `bytes` of encoded commands.
     void reserve(std::size_t bytes) { buffer_.reserve(bytes); }
-    /// Appends `commands` commands already encoded in RESP (as buffer().data() holds them).
-    Pipeline& append_encoded(std::string_view resp, std::size_t commands) {
-        buffer_.append_encoded(resp, commands);
-        return *this;
-    }
-    const detail::CommandBuffer& buffer() const noexcept { return buffer_; }
 
 private:
+    friend struct detail::ConnectionAccess;  // Connection sends the encoded commands
     detail::CommandBuffer buffer_;
 };
 
@@ -248,7 +255,7 @@ public:
     Reply command(const Args&... args) const {
         detail::CommandBuffer buffer;
         buffer.add(args...);
-        Reply reply = execute_one(buffer);
+        Reply reply = detail::send_command(*this, buffer);
         if (reply.is_error()) detail::throw_command_error(reply, buffer);
         return reply;
     }
@@ -264,7 +271,7 @@ public:
     Reply command_for_key(std::string_view key, const Args&... args) const {
         detail::CommandBuffer buffer;
         buffer.add(args...);
-        Reply reply = execute_for_key(key, buffer);
+        Reply reply = detail::send_command(*this, buffer, key);
         if (reply.is_error()) detail::throw_command_error(reply, buffer);
         return reply;
     }
@@ -275,7 +282,7 @@ public:
     Reply blocking_command(std::chrono::milliseconds block, const Args&... args) const {
         detail::CommandBuffer buffer;
         buffer.add(args...);
-        Reply reply = execute_one(buffer, block);
+        Reply reply = detail::send_command(*this, buffer, std::nullopt, block);
         if (reply.is_error()) detail::throw_command_error(reply, buffer);
         return reply;
     }
@@ -289,15 +296,7 @@ public:
     /// and nothing runs.
     std::vector<Reply> transaction(const Pipeline& pipeline) const;
 
-    /// Sends an already-encoded single command (one round trip). Unlike
-    /// command(), an error reply is returned, not thrown.
-    Reply execute_one(const detail::CommandBuffer& buffer,
-                      std::chrono::milliseconds block = std::chrono::milliseconds{0}) const;
-
-    /// execute_one() routed by `key` on a Redis Cluster (see command_for_key()).
-    Reply execute_for_key(std::string_view key, const detail::CommandBuffer& buffer,
-                          std::chrono::milliseconds block = std::chrono::milliseconds{0}) const;
-
+    /// The options this pool was made with (copies share them).
     const ConnectionOptions& options() const noexcept;
 
     /// True when this is a Redis Cluster connection (ConnectionOptions::cluster):
@@ -305,10 +304,20 @@ public:
     bool is_cluster() const noexcept { return options().cluster.has_value(); }
 
     /// Round trips made through this pool since it was created (copies share
-    /// it). For tests and benchmarks that count round trips per operation.
+    /// the count): one per command(), execute() or transaction() call, one
+    /// per node a Cluster pipeline reaches, one per redirection followed. For
+    /// monitoring, and for tests and benchmarks that count round trips per
+    /// operation:
+    ///
+    /// ```cpp
+    /// auto before = conn.round_trips();
+    /// conn.execute(pipeline);
+    /// assert(conn.round_trips() - before == 1);
+    /// ```
     std::uint64_t round_trips() const noexcept;
 
-    /// Connections currently open in this process (idle or in use).
+    /// Connections this pool has open in this process (idle or in use; with a
+    /// Cluster, over every node): never more than pool_size per server.
     std::size_t open_connections() const noexcept;
 
     /// With ConnectionOptions::sentinel: how often this process's pool saw the
@@ -319,7 +328,7 @@ public:
     void reset() const;
 
 private:
-    friend class detail::ClusterRouter;
+    friend struct detail::ConnectionAccess;
     struct Impl;  // the pool and transport, in src/core/connection_impl.hpp
     std::shared_ptr<Impl> impl_;
 };

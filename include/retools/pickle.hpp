@@ -31,6 +31,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <retools/codec.hpp>
+#include <retools/detail/concepts.hpp>
+
 namespace retools::pickle {
 
 /// One unpickled Python value: None, bool, int, float, str, bytes, list,
@@ -234,35 +237,16 @@ private:
 
 namespace detail {
 
-template <class T>
-struct is_optional : std::false_type {};
-template <class T>
-struct is_optional<std::optional<T>> : std::true_type {};
+using ::retools::detail::is_optional;
+using ::retools::detail::JsonConvertible;
+using ::retools::detail::MapLike;
+using ::retools::detail::SetLike;
+using ::retools::detail::StringLike;
+using ::retools::detail::TupleLike;
 
-template <class T>
-concept StringLike = std::is_convertible_v<const T&, std::string_view> && !std::is_same_v<T, std::nullptr_t>;
-template <class T>
-concept MapLike = std::ranges::input_range<const T&> && requires {
-    typename T::key_type;
-    typename T::mapped_type;
-};
-template <class T>
-concept SetLike = std::ranges::input_range<const T&> && !MapLike<T> && requires {
-    typename T::key_type;
-};
-template <class T>
-concept TupleLike = requires {
-    std::tuple_size<T>::value;
-}
-&&!std::ranges::range<T>;
 template <class T>
 concept SequenceLike = std::ranges::input_range<const T&> && !StringLike<T> && !MapLike<T> && !SetLike<T> &&
                        !std::is_same_v<std::remove_cvref_t<std::ranges::range_value_t<const T&>>, T>;
-template <class T>
-concept JsonConvertible = requires(nlohmann::json& j, const T& value, T& out) {
-    nlohmann::to_json(j, value);
-    nlohmann::from_json(static_cast<const nlohmann::json&>(j), out);
-};
 template <class T>
 concept FixedArray = requires {
     std::tuple_size<T>::value;

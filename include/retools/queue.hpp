@@ -4,9 +4,7 @@
 
 #include <chrono>
 #include <cstddef>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -19,6 +17,10 @@
 #include <retools/job.hpp>
 
 namespace retools {
+
+namespace detail {
+struct QueueManagerAccess;
+}  // namespace detail
 
 /// Options of one enqueue. An aggregate: use designated initializers.
 struct EnqueueOptions {
@@ -119,10 +121,20 @@ public:
     /// Throws ConfigurationError for an invalid default queue name.
     explicit QueueManager(Connection conn, std::string default_queue_name = "main");
 
+    /// Copies the configuration (connection, default queue, set_queue_for_job
+    /// choices, subscribers); the copy is then configured independently.
+    /// What enqueues cached per job name is not copied: the copy rebuilds it.
+    QueueManager(const QueueManager& other);
+    QueueManager& operator=(const QueueManager& other);
+    /// Moves leave `other` with no state: it may only be assigned to or destroyed.
+    QueueManager(QueueManager&& other) noexcept;
+    QueueManager& operator=(QueueManager&& other) noexcept;
+    ~QueueManager();
+
     /// The connection every call uses.
-    const Connection& connection() const noexcept { return conn_; }
+    const Connection& connection() const noexcept;
     /// The queue jobs go to when neither enqueue() nor set_queue_for_job names one.
-    const std::string& default_queue_name() const noexcept { return default_queue_; }
+    const std::string& default_queue_name() const noexcept;
 
     /// Jobs named `job_name` go to `queue_name` when enqueue() is not given a
     /// queue (the original accepted this but never applied it).
@@ -289,55 +301,10 @@ public:
     std::optional<JobResult> wait_for_result(std::string_view job_id,
                                              std::chrono::milliseconds timeout) const;
 
-    /// The payload text enqueue() would write (no Redis access), without the
-    /// `enqueued_at` an enqueue adds; for tests and tools that write payloads
-    /// themselves.
-    std::string make_payload(std::string_view job_id, std::string_view job_name, const nlohmann::json& kwargs,
-                             const nlohmann::json& metadata = nullptr) const;
-
 private:
-    std::string resolve_queue(std::string_view job_name, std::string_view requested) const;
-    std::string build_payload(std::string_view job_name, const nlohmann::json& kwargs,
-                              const EnqueueOptions& options, std::string& queue, std::string& id,
-                              double enqueued_at) const;
-    std::string events_json(std::string_view job_name) const;
-
-    // What every enqueue of one job name shares, serialized once: the queue
-    // set_queue_for_job chose (or the default), its key, and the payload's
-    // fixed parts. Payload = `{"job_id": "` id head kwargs events metadata
-    // `, "state": {}}`.
-    struct JobPlan {
-        std::string queue;
-        std::string queue_key;  // retools:queue:<queue>
-        std::string head;       // `", "job": "<name>", "kwargs": `
-        std::string events;     // `, "events": {...}, "metadata": `
-    };
-    // Filled lazily by const members (hence the mutex), emptied by the
-    // configuring members (which must not run concurrently with others, see
-    // the class comment). Plans are never removed otherwise, so a reference
-    // stays valid without holding the lock. A copy starts empty.
-    struct PlanCache {
-        PlanCache() = default;
-        PlanCache(const PlanCache&) {}
-        PlanCache& operator=(const PlanCache&) {
-            plans.clear();
-            return *this;
-        }
-        std::mutex mutex;
-        std::map<std::string, std::unique_ptr<const JobPlan>, std::less<>> plans;
-    };
-    // The cached plan of `job_name` (validated); when the cache is full, a
-    // fresh one built into `uncached`.
-    const JobPlan& plan_for(std::string_view job_name, std::unique_ptr<const JobPlan>& uncached) const;
-
-    Connection conn_;
-    std::string default_queue_;
-    std::map<std::string, std::string, std::less<>> job_queues_;
-    // event → handlers, global and per job name.
-    std::map<std::string, std::vector<std::string>, std::less<>> global_events_;
-    std::map<std::string, std::map<std::string, std::vector<std::string>, std::less<>>, std::less<>>
-        job_events_;
-    mutable PlanCache plans_;
+    friend struct detail::QueueManagerAccess;  // the library's test hooks (src/queue/test_hooks.hpp)
+    struct Impl;  // configuration and plan cache (src/queue/queue_manager_impl.hpp)
+    std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace retools

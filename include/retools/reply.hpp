@@ -9,9 +9,11 @@
 #include <string_view>
 #include <vector>
 
-struct redisReply;  // hiredis; kept out of the public headers
-
 namespace retools {
+
+namespace detail {
+struct ReplyAccess;  // the library's way in (src/core/reply_access.hpp)
+}  // namespace detail
 
 /// One reply from Redis, owning its memory. Copies are cheap (elements of an
 /// array share the array's storage). A nil reply is "missing", not an error:
@@ -64,19 +66,15 @@ public:
     /// Throws ReplyError if this is an error reply.
     const Reply& check() const;
 
-    /// Takes ownership of a hiredis reply (internal).
-    static Reply adopt(redisReply* reply);
-    /// A reply whose memory `owner` keeps alive (internal: the replies of one
-    /// pipeline share one owner instead of one allocation each).
-    static Reply adopt_shared(std::shared_ptr<const void> owner, const redisReply* node);
-
 private:
-    Reply(std::shared_ptr<const redisReply> root, const redisReply* node)
-        : root_(std::move(root)), node_(node) {}
+    friend struct detail::ReplyAccess;
+    Reply(std::shared_ptr<const void> root, const void* node) : root_(std::move(root)), node_(node) {}
     [[noreturn]] void type_mismatch(std::string_view wanted) const;
 
-    std::shared_ptr<const redisReply> root_;
-    const redisReply* node_ = nullptr;
+    // The parsed reply tree (owned by root_) and this reply's node in it;
+    // their type is the client library's, known only to src/.
+    std::shared_ptr<const void> root_;
+    const void* node_ = nullptr;
 };
 
 std::string_view to_string(Reply::Type type) noexcept;

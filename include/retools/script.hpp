@@ -41,11 +41,11 @@ public:
     Reply run(const Connection& conn, const Keys& keys, const Args&... args) const {
         detail::CommandBuffer buffer;
         buffer.add("EVALSHA", sha_, std::ranges::size(keys), keys, args...);
-        Reply reply = conn.execute_one(buffer);
+        Reply reply = detail::send_command(conn, buffer);
         if (is_noscript(reply)) {
             buffer.clear();
             buffer.add("EVAL", source_, std::ranges::size(keys), keys, args...);
-            reply = conn.execute_one(buffer);
+            reply = detail::send_command(conn, buffer);
         }
         if (reply.is_error()) detail::throw_command_error(reply, buffer);
         return reply;

@@ -23,6 +23,7 @@
 #include "cache/refresh.hpp"
 #include "cache/registry.hpp"
 #include "core/clock.hpp"
+#include "core/connection_access.hpp"
 #include "core/errors.hpp"
 #include "core/random_token.hpp"
 
@@ -284,7 +285,7 @@ LoadOutcome cache_load(const RegionSettings& region, std::string_view ns, std::s
             hash = replies.at(0);
             existing_hits = parse_count(replies.at(1));
         } else {
-            hash = conn.execute_one(p.buffer());
+            hash = detail::send_command(conn, detail::ConnectionAccess::buffer(p));
         }
         if (hash.is_error())
             throw ReplyError(

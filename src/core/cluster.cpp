@@ -11,6 +11,7 @@
 
 #include <retools/errors.hpp>
 
+#include "core/connection_access.hpp"
 #include "core/connection_impl.hpp"
 #include "core/errors.hpp"
 #include "core/resp_commands.hpp"
@@ -390,13 +391,11 @@ void visit_keys(const std::vector<std::string_view>& args, Key&& key) {
             for (std::size_t i = 1; i + 1 < n; ++i) key(args[i]);
             break;
         case KeySpec::numkeys:
-            for (std::size_t i = 0, count = count_at(args, 2); i < count && 3 + i < n; ++i)
-                key(args[3 + i]);
+            for (std::size_t i = 0, count = count_at(args, 2); i < count && 3 + i < n; ++i) key(args[3 + i]);
             break;
         case KeySpec::dest_numkeys:
             key(args[1]);
-            for (std::size_t i = 0, count = count_at(args, 2); i < count && 3 + i < n; ++i)
-                key(args[3 + i]);
+            for (std::size_t i = 0, count = count_at(args, 2); i < count && 3 + i < n; ++i) key(args[3 + i]);
             break;
         case KeySpec::streams:
             for (std::size_t i = 1; i < n; ++i) {
@@ -604,18 +603,19 @@ std::optional<std::uint16_t> ClusterRouter::slot_of(std::string_view resp, std::
                                                     bool* reads) const {
     std::optional<std::uint16_t> slot;
     bool mixed = false, any = false, all_read = true;
-    const bool well_formed = for_each_command(resp, [&](const std::vector<std::string_view>& args, std::string_view) {
-        any = true;
-        if (reads) all_read = all_read && read_only_command(args[0]);
-        visit_keys(args, [&](std::string_view key) {
-            const std::uint16_t s = key_slot(key);
-            if (!slot)
-                slot = s;
-            else if (s != *slot)
-                mixed = true;
+    const bool well_formed =
+        for_each_command(resp, [&](const std::vector<std::string_view>& args, std::string_view) {
+            any = true;
+            if (reads) all_read = all_read && read_only_command(args[0]);
+            visit_keys(args, [&](std::string_view key) {
+                const std::uint16_t s = key_slot(key);
+                if (!slot)
+                    slot = s;
+                else if (s != *slot)
+                    mixed = true;
+            });
+            return !mixed;
         });
-        return !mixed;
-    });
     if (reads) *reads = well_formed && any && all_read;
     if (!mixed) return slot;
     // Name every key with its slot: the fix is a common hash tag.
@@ -624,7 +624,8 @@ std::optional<std::uint16_t> ClusterRouter::slot_of(std::string_view resp, std::
     for_each_command(resp, [&](const std::vector<std::string_view>& args, std::string_view) {
         visit_keys(args, [&](std::string_view k) {
             if (shown++ < 8)
-                list += fmt::format("{}{} (slot {})", list.empty() ? "" : ", ", k.substr(0, 200), key_slot(k));
+                list +=
+                    fmt::format("{}{} (slot {})", list.empty() ? "" : ", ", k.substr(0, 200), key_slot(k));
         });
         return true;
     });
@@ -689,11 +690,11 @@ Reply ClusterRouter::execute_one(const CommandBuffer& buffer, std::chrono::milli
     return routed(
         slot, reads, reads, block,
         [&](Connection& node, bool asking, bool replica) {
-            if (!asking && !replica) return node.execute_one(buffer, block);
+            if (!asking && !replica) return send_command(node, buffer, std::nullopt, block);
             Pipeline p;
             if (asking) p.command("ASKING");
             if (replica) p.command("READONLY");
-            p.append_encoded(buffer.data(), 1);
+            ConnectionAccess::buffer(p).append_encoded(buffer.data(), 1);
             return node.execute(p).back();
         },
         [](const Reply& r) { return &r; });
@@ -706,10 +707,10 @@ Reply ClusterRouter::one_command(const ParsedCommand& command, std::optional<std
     return routed(
         slot, false, reads, std::chrono::milliseconds(0),
         [&](Connection& node, bool asking, bool) {
-            if (!asking) return node.execute_one(buffer);
+            if (!asking) return send_command(node, buffer);
             Pipeline p;
             p.command("ASKING");
-            p.append_encoded(command.resp, 1);
+            ConnectionAccess::buffer(p).append_encoded(command.resp, 1);
             return node.execute(p).back();
         },
         [](const Reply& r) { return &r; });
@@ -719,7 +720,7 @@ Reply ClusterRouter::one_command(const ParsedCommand& command, std::optional<std
 // is read, so a pipeline over k nodes waits about one round trip, not k.
 // Commands on different nodes were never ordered against each other.
 std::vector<Reply> ClusterRouter::execute(const Pipeline& pipeline) {
-    const auto commands = parse_commands(pipeline.buffer().data());
+    const auto commands = parse_commands(ConnectionAccess::buffer(pipeline).data());
     const std::size_t n = commands.size();
     std::vector<std::optional<std::uint16_t>> slots(n);
     for (std::size_t i = 0; i < n; ++i) slots[i] = slot_of(commands[i].resp, "command");
@@ -735,7 +736,7 @@ std::vector<Reply> ClusterRouter::execute(const Pipeline& pipeline) {
     }
     std::vector<Reply> replies(n);
     std::vector<std::size_t> again;  // redirected or cut off: sent once more, alone
-    const bool reads = read_only_request(pipeline.buffer().data());
+    const bool reads = read_only_request(ConnectionAccess::buffer(pipeline).data());
     // A part that failed: a read, or a request that never left, is sent again
     // alone; a write that may have run reaches the caller.
     auto failed = [&](const std::vector<std::size_t>& members, const ConnectionError& e) {
@@ -766,14 +767,14 @@ std::vector<Reply> ClusterRouter::execute(const Pipeline& pipeline) {
         struct Part {
             std::vector<std::size_t> members;
             Pipeline request;
-            std::unique_ptr<Connection::Impl::Lease> lease;  // set while its replies are owed
+            std::unique_ptr<ConnectionAccess::Impl::Lease> lease;  // set while its replies are owed
         };
         std::vector<Part> parts(order.size());
         for (std::size_t i = 0; i < n; ++i) {
-            Part& part = parts[static_cast<std::size_t>(
-                std::find(order.begin(), order.end(), targets[i]) - order.begin())];
+            Part& part = parts[static_cast<std::size_t>(std::find(order.begin(), order.end(), targets[i]) -
+                                                        order.begin())];
             part.members.push_back(i);
-            part.request.append_encoded(commands[i].resp, 1);
+            ConnectionAccess::buffer(part.request).append_encoded(commands[i].resp, 1);
         }
         const auto timeout = node_options_.command_timeout;
         const Deadline deadline = deadline_after(timeout);
@@ -781,8 +782,9 @@ std::vector<Reply> ClusterRouter::execute(const Pipeline& pipeline) {
             Part& part = parts[p];
             try {
                 round_trips_.fetch_add(1, std::memory_order_relaxed);
-                part.lease = std::make_unique<Connection::Impl::Lease>(*node(order[p]).impl_);
-                const std::string_view request = part.request.buffer().data();
+                part.lease =
+                    std::make_unique<ConnectionAccess::Impl::Lease>(ConnectionAccess::impl(node(order[p])));
+                const std::string_view request = ConnectionAccess::buffer(part.request).data();
                 part.lease->link().send({&request, 1}, part.members.size(), deadline, timeout.count());
             } catch (const ConnectionError& e) {
                 part.lease.reset();
@@ -812,8 +814,9 @@ TransactionReplies ClusterRouter::transaction(const CommandBuffer& buffer) {
     return routed(
         slot, false, false, std::chrono::milliseconds(0),
         [&](Connection& node, bool asking, bool) {
-            Connection::Impl::Lease lease(*node.impl_);
-            return node.impl_->transaction_on(lease.link(), buffer, asking);
+            ConnectionAccess::Impl& impl = ConnectionAccess::impl(node);
+            ConnectionAccess::Impl::Lease lease(impl);
+            return impl.transaction_on(lease.link(), buffer, asking);
         },
         // A command refused while queueing (MOVED, ASK, TRYAGAIN) aborts EXEC: nothing ran.
         [](const TransactionReplies& got) -> const Reply* {

@@ -10,6 +10,7 @@
 #include <retools/connection.hpp>
 #include <retools/errors.hpp>
 
+#include "core/connection_access.hpp"
 #include "core/connection_impl.hpp"
 #include "core/errors.hpp"
 
@@ -249,22 +250,17 @@ const Reply* refused_replies(const std::vector<Reply>& replies) {
 
 }  // namespace
 
-Reply Connection::execute_for_key(std::string_view key, const detail::CommandBuffer& buffer,
-                                  std::chrono::milliseconds block) const {
-    if (auto* cluster = impl_->current_pool().cluster.get()) return cluster->execute_one(buffer, block, key);
-    return execute_one(buffer, block);
-}
-
-Reply Connection::execute_one(const detail::CommandBuffer& buffer, std::chrono::milliseconds block) const {
-    if (auto* cluster = impl_->current_pool().cluster.get())
-        return cluster->execute_one(buffer, block, std::nullopt);
-    auto timeout = impl_->options.command_timeout;
+Reply detail::send_command(const Connection& conn, const CommandBuffer& buffer,
+                           std::optional<std::string_view> key, std::chrono::milliseconds block) {
+    ConnectionAccess::Impl& impl = ConnectionAccess::impl(conn);
+    if (auto* cluster = impl.current_pool().cluster.get()) return cluster->execute_one(buffer, block, key);
+    auto timeout = impl.options.command_timeout;
     if (timeout.count() > 0 && block.count() > 0) timeout += block;  // the server holds the reply that long
     std::string_view request = buffer.data();
-    return impl_->with_failover(
+    return impl.with_failover(
         request,
-        [&](detail::Link& link) {
-            impl_->round_trips.fetch_add(1, std::memory_order_relaxed);
+        [&](Link& link) {
+            impl.round_trips.fetch_add(1, std::memory_order_relaxed);
             detail::Deadline deadline = detail::deadline_after(timeout);
             link.send({&request, 1}, 1, deadline, timeout.count());
             return link.receive(deadline, timeout.count());
@@ -273,7 +269,7 @@ Reply Connection::execute_one(const detail::CommandBuffer& buffer, std::chrono::
 }
 
 std::vector<Reply> Connection::execute(const Pipeline& pipeline) const {
-    const auto& buffer = pipeline.buffer();
+    const auto& buffer = detail::ConnectionAccess::buffer(pipeline);
     if (buffer.empty()) return {};
     if (auto* cluster = impl_->current_pool().cluster.get()) return cluster->execute(pipeline);
     auto timeout = impl_->options.command_timeout;
@@ -292,7 +288,8 @@ std::vector<Reply> Connection::execute(const Pipeline& pipeline) const {
 }
 
 detail::TransactionReplies Connection::Impl::transaction_on(detail::Link& link,
-                                                           const detail::CommandBuffer& buffer, bool asking) {
+                                                            const detail::CommandBuffer& buffer,
+                                                            bool asking) {
     static constexpr std::string_view kAsking = "*1\r\n$6\r\nASKING\r\n";
     const auto timeout = options.command_timeout;
     round_trips.fetch_add(1, std::memory_order_relaxed);
@@ -303,7 +300,7 @@ detail::TransactionReplies Connection::Impl::transaction_on(detail::Link& link,
     link.send(sent, buffer.commands() + (asking ? 3 : 2), deadline, timeout.count());
     detail::TransactionReplies out;
     if (asking) (void)link.receive(deadline, timeout.count());  // +OK
-    out.multi = link.receive(deadline, timeout.count());         // +OK
+    out.multi = link.receive(deadline, timeout.count());        // +OK
     for (std::size_t i = 0; i < buffer.commands(); ++i) {
         Reply queued = link.receive(deadline, timeout.count());
         if (queued.is_error() && !out.rejected) out.rejected = queued;
@@ -313,21 +310,20 @@ detail::TransactionReplies Connection::Impl::transaction_on(detail::Link& link,
 }
 
 std::vector<Reply> Connection::transaction(const Pipeline& pipeline) const {
-    const auto& buffer = pipeline.buffer();
+    const auto& buffer = detail::ConnectionAccess::buffer(pipeline);
     if (buffer.empty()) return {};
     auto timeout = impl_->options.command_timeout;
     using Replies = detail::TransactionReplies;
     auto* cluster = impl_->current_pool().cluster.get();
-    Replies r = cluster ? cluster->transaction(buffer)
-                        : impl_->with_failover(
-                              buffer.data(),
-                              [&](detail::Link& link) { return impl_->transaction_on(link, buffer); },
-                              [](const Replies& out) -> const Reply* {
-                                  if (detail::failover_reply(out.multi)) return &out.multi;
-                                  if (out.rejected && detail::failover_reply(*out.rejected))
-                                      return &*out.rejected;
-                                  return refused_reply(out.exec);
-                              });
+    Replies r =
+        cluster ? cluster->transaction(buffer)
+                : impl_->with_failover(
+                      buffer.data(), [&](detail::Link& link) { return impl_->transaction_on(link, buffer); },
+                      [](const Replies& out) -> const Reply* {
+                          if (detail::failover_reply(out.multi)) return &out.multi;
+                          if (out.rejected && detail::failover_reply(*out.rejected)) return &*out.rejected;
+                          return refused_reply(out.exec);
+                      });
     r.multi.check();
     if (r.rejected) r.rejected->check();
     Reply& exec = r.exec;

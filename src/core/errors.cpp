@@ -11,6 +11,7 @@
 
 #include <retools/errors.hpp>
 
+#include "core/connection_access.hpp"
 #include "core/resp_commands.hpp"
 
 namespace retools::detail {
@@ -92,7 +93,7 @@ void throw_command_error(const Reply& reply, const CommandBuffer& buffer, std::s
 
 void check_replies(const std::vector<Reply>& replies, const Pipeline& pipeline) {
     for (std::size_t i = 0; i < replies.size(); ++i)
-        if (replies[i].is_error()) throw_command_error(replies[i], pipeline.buffer(), i);
+        if (replies[i].is_error()) throw_command_error(replies[i], ConnectionAccess::buffer(pipeline), i);
 }
 
 }  // namespace retools::detail

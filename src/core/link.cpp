@@ -9,6 +9,7 @@
 #include <retools/detail/command_buffer.hpp>
 
 #include "core/errors.hpp"
+#include "core/reply_access.hpp"
 #include "core/reply_reader.hpp"
 
 namespace retools::detail {
@@ -68,7 +69,7 @@ void Link::send(std::span<const std::string_view> parts, std::size_t replies, De
 }
 
 Reply Link::receive(Deadline deadline, long long timeout_ms) {
-    return Reply::adopt(receive_raw(deadline, timeout_ms));
+    return ReplyAccess::adopt(receive_raw(deadline, timeout_ms));
 }
 
 void Link::receive_many(std::size_t n, Deadline deadline, long long timeout_ms, std::vector<Reply>& out) {
@@ -90,7 +91,7 @@ void Link::receive_many(std::size_t n, Deadline deadline, long long timeout_ms, 
     batch->roots.reserve(n);
     for (std::size_t i = 0; i < n; ++i) batch->roots.push_back(receive_raw(deadline, timeout_ms));
     out.reserve(out.size() + n);
-    for (redisReply* r : batch->roots) out.push_back(Reply::adopt_shared(batch, r));
+    for (redisReply* r : batch->roots) out.push_back(ReplyAccess::adopt_shared(batch, r));
 }
 
 redisReply* Link::receive_raw(Deadline deadline, long long timeout_ms) {

@@ -9,23 +9,30 @@
 #include <retools/reply.hpp>
 
 #include "core/errors.hpp"
+#include "core/reply_access.hpp"
 
 namespace retools {
 
-Reply Reply::adopt(redisReply* reply) {
+namespace {
+const redisReply* tree(const void* node) noexcept {
+    return static_cast<const redisReply*>(node);
+}
+}  // namespace
+
+Reply detail::ReplyAccess::adopt(redisReply* reply) {
     if (reply == nullptr) return Reply{};
-    std::shared_ptr<const redisReply> root(
-        reply, [](const redisReply* r) { freeReplyObject(const_cast<redisReply*>(r)); });
+    std::shared_ptr<const void> root(
+        reply, [](const void* r) { freeReplyObject(const_cast<redisReply*>(tree(r))); });
     return Reply{std::move(root), reply};
 }
 
-Reply Reply::adopt_shared(std::shared_ptr<const void> owner, const redisReply* node) {
-    return Reply{std::shared_ptr<const redisReply>(std::move(owner), node), node};
+Reply detail::ReplyAccess::adopt_shared(std::shared_ptr<const void> owner, const redisReply* node) {
+    return Reply{std::move(owner), node};
 }
 
 Reply::Type Reply::type() const noexcept {
     if (node_ == nullptr) return Type::nil;
-    switch (node_->type) {
+    switch (tree(node_)->type) {
         case REDIS_REPLY_INTEGER:
             return Type::integer;
         case REDIS_REPLY_STRING:
@@ -71,12 +78,12 @@ void Reply::type_mismatch(std::string_view wanted) const {
 
 long long Reply::as_integer() const {
     if (!is_integer()) type_mismatch("integer");
-    return node_->integer;
+    return tree(node_)->integer;
 }
 
 std::string_view Reply::view() const {
     if (!is_string()) type_mismatch("string");
-    return {node_->str, node_->len};
+    return {tree(node_)->str, tree(node_)->len};
 }
 
 std::string Reply::as_string() const {
@@ -89,7 +96,7 @@ std::optional<std::string> Reply::as_optional_string() const {
 }
 
 double Reply::as_double() const {
-    if (is_integer()) return static_cast<double>(node_->integer);
+    if (is_integer()) return static_cast<double>(tree(node_)->integer);
     std::string_view text = view();
     double value = 0;
     auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
@@ -104,26 +111,27 @@ std::vector<Reply> Reply::as_array() const {
     if (is_nil()) return {};
     if (!is_array()) type_mismatch("array");
     std::vector<Reply> out;
-    out.reserve(node_->elements);
-    for (std::size_t i = 0; i < node_->elements; ++i) out.push_back(Reply{root_, node_->element[i]});
+    out.reserve(tree(node_)->elements);
+    for (std::size_t i = 0; i < tree(node_)->elements; ++i)
+        out.push_back(Reply{root_, tree(node_)->element[i]});
     return out;
 }
 
 std::size_t Reply::size() const {
     if (is_nil()) return 0;
     if (!is_array()) type_mismatch("array");
-    return node_->elements;
+    return tree(node_)->elements;
 }
 
 Reply Reply::operator[](std::size_t i) const {
     if (i >= size())
         detail::throw_reply_error(fmt::format("reply index {} out of range (size {})", i, size()));
-    return Reply{root_, node_->element[i]};
+    return Reply{root_, tree(node_)->element[i]};
 }
 
 std::string_view Reply::error_message() const noexcept {
     if (!is_error()) return {};
-    return {node_->str, node_->len};
+    return {tree(node_)->str, tree(node_)->len};
 }
 
 }  // namespace retools

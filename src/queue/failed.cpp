@@ -18,6 +18,7 @@
 #include "queue/keys.hpp"
 #include "queue/payloads.hpp"
 #include "queue/python_json.hpp"
+#include "queue/queue_manager_impl.hpp"
 
 namespace retools {
 
@@ -83,7 +84,7 @@ FailedJob FailedJob::from_json(std::string_view text) {
 
 std::vector<FailedJob> QueueManager::failed_jobs() const {
     std::vector<FailedJob> out;
-    for (const auto& r : conn_.command("LRANGE", keys::failed, 0, -1).as_array()) {
+    for (const auto& r : impl_->conn_.command("LRANGE", keys::failed, 0, -1).as_array()) {
         try {
             out.push_back(FailedJob::from_json(r.view()));
         } catch (const QueueError& e) {
@@ -98,7 +99,7 @@ std::vector<FailedJob> QueueManager::failed_jobs() const {
 }
 
 std::size_t QueueManager::failed_count() const {
-    return static_cast<std::size_t>(conn_.command("LLEN", keys::failed).as_integer());
+    return static_cast<std::size_t>(impl_->conn_.command("LLEN", keys::failed).as_integer());
 }
 
 bool QueueManager::retry_failed(const FailedJob& failed) const {
@@ -107,21 +108,22 @@ bool QueueManager::retry_failed(const FailedJob& failed) const {
     // before the entry leaves the failed list.
     static const Script retry_one{std::string(detail::lua::queue_retry_failed)};
     std::string entry = failed.entry.empty() ? failed.to_json() : failed.entry;
-    const std::string queue_key = keys::queue(failed.queue, conn_.is_cluster());
-    if (conn_.is_cluster()) {
+    const std::string queue_key = keys::queue(failed.queue, impl_->conn_.is_cluster());
+    if (impl_->conn_.is_cluster()) {
         // The failed list and the queue are in different slots: the job is
         // pushed first and leaves the failed list after (a crash in between
         // duplicates it, never loses it). An entry another caller retried
         // meanwhile takes our push back off the tail.
-        conn_.command("RPUSH", queue_key, failed.payload).check();
-        if (conn_.command("LREM", keys::failed, 1, entry).as_integer() == 0) {
-            conn_.command("LREM", queue_key, -1, failed.payload);
+        impl_->conn_.command("RPUSH", queue_key, failed.payload).check();
+        if (impl_->conn_.command("LREM", keys::failed, 1, entry).as_integer() == 0) {
+            impl_->conn_.command("LREM", queue_key, -1, failed.payload);
             return false;
         }
-        conn_.command("SADD", keys::queues, failed.queue);
+        impl_->conn_.command("SADD", keys::queues, failed.queue);
         return true;
     }
-    Reply r = retry_one(conn_, {keys::failed, queue_key, keys::queues}, entry, failed.payload, failed.queue);
+    Reply r =
+        retry_one(impl_->conn_, {keys::failed, queue_key, keys::queues}, entry, failed.payload, failed.queue);
     return r.as_integer() == 1;
 }
 
@@ -129,7 +131,7 @@ std::size_t QueueManager::retry_all_failed() const {
     // Entries that cannot be retried (unreadable, or their queue key is not a
     // list) stay, in order. Single node: src/queue/lua/retry_all_failed.lua.
     static const Script retry_all{std::string(detail::lua::queue_retry_all_failed)};
-    if (conn_.is_cluster()) {
+    if (impl_->conn_.is_cluster()) {
         // One entry at a time (see retry_failed); unreadable entries and those
         // whose queue key refuses them stay.
         std::size_t moved = 0;
@@ -143,25 +145,25 @@ std::size_t QueueManager::retry_all_failed() const {
         }
         return moved;
     }
-    Reply r = retry_all(conn_, {keys::failed, keys::queues}, keys::queue_prefix);
+    Reply r = retry_all(impl_->conn_, {keys::failed, keys::queues}, keys::queue_prefix);
     return static_cast<std::size_t>(r.as_integer());
 }
 
 bool QueueManager::remove_failed(const FailedJob& failed) const {
     std::string entry = failed.entry.empty() ? failed.to_json() : failed.entry;
-    return conn_.command("LREM", keys::failed, 1, entry).as_integer() == 1;
+    return impl_->conn_.command("LREM", keys::failed, 1, entry).as_integer() == 1;
 }
 
 std::size_t QueueManager::clear_failed() const {
     Pipeline p;
     p.command("LLEN", keys::failed).command("DEL", keys::failed);
-    return static_cast<std::size_t>(conn_.transaction(p).at(0).as_integer());
+    return static_cast<std::size_t>(impl_->conn_.transaction(p).at(0).as_integer());
 }
 
 void QueueManager::record_failure(FailedJob failed) const {
     Pipeline p;
     detail::add_record_failure(p, std::move(failed));
-    detail::check_replies(conn_.execute(p), p);
+    detail::check_replies(impl_->conn_.execute(p), p);
 }
 
 namespace detail {

@@ -8,12 +8,15 @@
 #include <retools/queue.hpp>
 
 #include "core/clock.hpp"
+#include "core/connection_access.hpp"
 #include "core/errors.hpp"
 #include "core/random_token.hpp"
 #include "queue/indexed_range.hpp"
 #include "queue/keys.hpp"
 #include "queue/payloads.hpp"
 #include "queue/python_json.hpp"
+#include "queue/queue_manager_impl.hpp"
+#include "queue/test_hooks.hpp"
 
 namespace retools {
 
@@ -83,7 +86,7 @@ struct Scratch {
     }
     void trim() {
         constexpr std::size_t keep = std::size_t{16} << 20;
-        if (pipeline.buffer().data().capacity() > keep) pipeline = Pipeline{};
+        if (detail::ConnectionAccess::buffer(pipeline).data().capacity() > keep) pipeline = Pipeline{};
         if (payload.capacity() > keep) payload = std::string{};
     }
 };
@@ -112,32 +115,51 @@ struct Destination {
 
 QueueManager::QueueManager() : QueueManager(global_connection()) {}
 
-QueueManager::QueueManager(Connection conn, std::string default_queue_name)
-    : conn_(std::move(conn)), default_queue_(std::move(default_queue_name)) {
-    detail::validate_queue_name(default_queue_);
+QueueManager::QueueManager(Connection conn, std::string default_queue_name) {
+    detail::validate_queue_name(default_queue_name);
+    impl_ = std::make_unique<Impl>(std::move(conn), std::move(default_queue_name));
+}
+
+QueueManager::QueueManager(const QueueManager& other) : impl_(std::make_unique<Impl>(*other.impl_)) {}
+
+QueueManager& QueueManager::operator=(const QueueManager& other) {
+    if (this != &other) impl_ = std::make_unique<Impl>(*other.impl_);
+    return *this;
+}
+
+QueueManager::QueueManager(QueueManager&& other) noexcept = default;
+QueueManager& QueueManager::operator=(QueueManager&& other) noexcept = default;
+QueueManager::~QueueManager() = default;
+
+const Connection& QueueManager::connection() const noexcept {
+    return impl_->conn_;
+}
+
+const std::string& QueueManager::default_queue_name() const noexcept {
+    return impl_->default_queue_;
 }
 
 void QueueManager::set_queue_for_job(std::string job_name, std::string queue_name) {
     detail::validate_job_name(job_name);
     detail::validate_queue_name(queue_name);
-    job_queues_[std::move(job_name)] = std::move(queue_name);
-    plans_.plans.clear();
+    impl_->job_queues_[std::move(job_name)] = std::move(queue_name);
+    impl_->clear_plans();
 }
 
 void QueueManager::subscriber(std::string event, std::string handler) {
     validate_event(event, handler);
-    global_events_[std::move(event)].push_back(std::move(handler));
-    plans_.plans.clear();
+    impl_->global_events_[std::move(event)].push_back(std::move(handler));
+    impl_->clear_plans();
 }
 
 void QueueManager::subscriber(std::string event, std::string job_name, std::string handler) {
     validate_event(event, handler);
     detail::validate_job_name(job_name);
-    job_events_[std::move(job_name)][std::move(event)].push_back(std::move(handler));
-    plans_.plans.clear();
+    impl_->job_events_[std::move(job_name)][std::move(event)].push_back(std::move(handler));
+    impl_->clear_plans();
 }
 
-std::string QueueManager::resolve_queue(std::string_view job_name, std::string_view requested) const {
+std::string QueueManager::Impl::resolve_queue(std::string_view job_name, std::string_view requested) const {
     if (!requested.empty()) {
         detail::validate_queue_name(requested);
         return std::string(requested);
@@ -146,7 +168,7 @@ std::string QueueManager::resolve_queue(std::string_view job_name, std::string_v
     return it != job_queues_.end() ? it->second : default_queue_;
 }
 
-std::string QueueManager::events_json(std::string_view job_name) const {
+std::string QueueManager::Impl::events_json(std::string_view job_name) const {
     // Global handlers first, then the job's own, without touching either map
     // (the original's shallow copy made per-job handlers leak into the globals).
     nlohmann::json events = nlohmann::json::object();
@@ -162,12 +184,12 @@ std::string QueueManager::events_json(std::string_view job_name) const {
     return out;
 }
 
-std::string QueueManager::make_payload(std::string_view job_id, std::string_view job_name,
-                                       const nlohmann::json& kwargs, const nlohmann::json& metadata) const {
+std::string detail::make_payload(const QueueManager& qm, std::string_view job_id, std::string_view job_name,
+                                 const nlohmann::json& kwargs, const nlohmann::json& metadata) {
     detail::validate_job_name(job_name);
     check_object(kwargs, "kwargs");
     check_object(metadata, "metadata");
-    PayloadTemplate t{job_name, events_json(job_name), metadata};
+    PayloadTemplate t{job_name, QueueManagerAccess::impl(qm).events_json(job_name), metadata};
     std::string out = "{\"job_id\": ";
     detail::python_json_string(job_id, out, "job id");
     // The template starts with the closing quote of a bare hex id; the id here is quoted already.
@@ -180,16 +202,16 @@ std::string QueueManager::make_payload(std::string_view job_id, std::string_view
     return out;
 }
 
-const QueueManager::JobPlan& QueueManager::plan_for(std::string_view job_name,
-                                                    std::unique_ptr<const JobPlan>& uncached) const {
+const QueueManager::Impl::JobPlan& QueueManager::Impl::plan_for(
+    std::string_view job_name, std::unique_ptr<const Impl::JobPlan>& uncached) const {
     // Bounded, in case job names are generated: past the bound, plans are built per call.
     constexpr std::size_t max_plans = 1024;
     {
-        std::lock_guard lock(plans_.mutex);
-        if (auto it = plans_.plans.find(job_name); it != plans_.plans.end()) return *it->second;
+        std::lock_guard lock(plans_mutex_);
+        if (auto it = plans_.find(job_name); it != plans_.end()) return *it->second;
     }
     detail::validate_job_name(job_name);
-    auto plan = std::make_unique<JobPlan>();
+    auto plan = std::make_unique<Impl::JobPlan>();
     plan->queue = resolve_queue(job_name, {});
     plan->queue_key = keys::queue(plan->queue, conn_.is_cluster());
     plan->head = "\", \"job\": ";
@@ -198,13 +220,13 @@ const QueueManager::JobPlan& QueueManager::plan_for(std::string_view job_name,
     plan->events = ", \"events\": ";
     plan->events.append(events_json(job_name));
     plan->events.append(", \"metadata\": ");
-    std::lock_guard lock(plans_.mutex);
-    if (auto it = plans_.plans.find(job_name); it != plans_.plans.end()) return *it->second;
-    if (plans_.plans.size() >= max_plans) {
+    std::lock_guard lock(plans_mutex_);
+    if (auto it = plans_.find(job_name); it != plans_.end()) return *it->second;
+    if (plans_.size() >= max_plans) {
         uncached = std::move(plan);
         return *uncached;
     }
-    return *plans_.plans.emplace(std::string(job_name), std::move(plan)).first->second;
+    return *plans_.emplace(std::string(job_name), std::move(plan)).first->second;
 }
 
 namespace {
@@ -249,11 +271,11 @@ void write_payload(std::string& out, const auto& plan, std::string_view id, cons
 
 }  // namespace
 
-std::string QueueManager::build_payload(std::string_view job_name, const nlohmann::json& kwargs,
-                                        const EnqueueOptions& options, std::string& queue, std::string& id,
-                                        double enqueued_at) const {
-    std::unique_ptr<const JobPlan> uncached;
-    const JobPlan& plan = plan_for(job_name, uncached);
+std::string QueueManager::Impl::build_payload(std::string_view job_name, const nlohmann::json& kwargs,
+                                              const EnqueueOptions& options, std::string& queue,
+                                              std::string& id, double enqueued_at) const {
+    std::unique_ptr<const Impl::JobPlan> uncached;
+    const Impl::JobPlan& plan = plan_for(job_name, uncached);
     check_object(kwargs, "kwargs");
     check_object(options.metadata, "metadata");
     if (options.queue_name.empty()) {
@@ -270,11 +292,11 @@ std::string QueueManager::build_payload(std::string_view job_name, const nlohman
 
 std::string QueueManager::enqueue(std::string_view job_name, const nlohmann::json& kwargs,
                                   const EnqueueOptions& options) const {
-    std::unique_ptr<const JobPlan> uncached;
-    const JobPlan& plan = plan_for(job_name, uncached);
+    std::unique_ptr<const Impl::JobPlan> uncached;
+    const Impl::JobPlan& plan = impl_->plan_for(job_name, uncached);
     check_object(kwargs, "kwargs");
     check_object(options.metadata, "metadata");
-    const Destination to{plan.queue, plan.queue_key, options.queue_name, conn_.is_cluster()};
+    const Destination to{plan.queue, plan.queue_key, options.queue_name, impl_->conn_.is_cluster()};
     const std::string_view queue = to.queue, key = to.key;
     std::string id = detail::uuid4_hex();
     Scratch& s = Scratch::get();
@@ -284,7 +306,7 @@ std::string QueueManager::enqueue(std::string_view job_name, const nlohmann::jso
     write_payload(s.payload, plan, id, kwargs, s.metadata);
     s.pipeline.command("RPUSH", key, s.payload);
     s.pipeline.command("SADD", keys::queues, queue);
-    auto replies = conn_.execute(s.pipeline);
+    auto replies = impl_->conn_.execute(s.pipeline);
     detail::check_replies(replies, s.pipeline);  // names the key of a refused command
     s.trim();
     return id;
@@ -294,17 +316,17 @@ std::vector<std::string> QueueManager::enqueue_batch(std::span<const JobSpec> jo
     // Validate everything first: a bad job sends nothing (payloads are
     // serialized while the pipeline is built, before anything is sent).
     struct Resolved {
-        const JobPlan* plan;
+        const Impl::JobPlan* plan;
         std::string_view queue;
     };
     std::vector<Resolved> resolved(jobs.size());
-    std::vector<std::unique_ptr<const JobPlan>> uncached_plans;
+    std::vector<std::unique_ptr<const Impl::JobPlan>> uncached_plans;
     std::map<std::string_view, std::string, std::less<>> requested_keys;  // queue → key, for explicit queues
     for (std::size_t i = 0; i < jobs.size(); ++i) {
         const auto& spec = jobs[i];
         try {
-            std::unique_ptr<const JobPlan> uncached;
-            const JobPlan& plan = plan_for(spec.job_name, uncached);
+            std::unique_ptr<const Impl::JobPlan> uncached;
+            const Impl::JobPlan& plan = impl_->plan_for(spec.job_name, uncached);
             if (uncached) uncached_plans.push_back(std::move(uncached));
             check_object(spec.kwargs, "kwargs");
             check_object(spec.options.metadata, "metadata");
@@ -350,14 +372,14 @@ std::vector<std::string> QueueManager::enqueue_batch(std::span<const JobSpec> jo
         } else {
             auto it = requested_keys.find(queue);
             if (it == requested_keys.end())
-                it = requested_keys.emplace(queue, keys::queue(queue, conn_.is_cluster())).first;
+                it = requested_keys.emplace(queue, keys::queue(queue, impl_->conn_.is_cluster())).first;
             key = it->second;
         }
         s.pipeline.command("RPUSH", key, detail::IndexedRange(begin, end, payload_of));
         begin = end;
     }
     s.pipeline.command("SADD", keys::queues, names);
-    auto replies = conn_.execute(s.pipeline);
+    auto replies = impl_->conn_.execute(s.pipeline);
     detail::check_replies(replies, s.pipeline);  // names the key of a refused command
     s.trim();
     return ids;
@@ -366,8 +388,8 @@ std::vector<std::string> QueueManager::enqueue_batch(std::span<const JobSpec> jo
 std::vector<std::string> QueueManager::enqueue_many(std::string_view job_name,
                                                     std::span<const nlohmann::json> kwargs_list,
                                                     const EnqueueOptions& options) const {
-    std::unique_ptr<const JobPlan> uncached;
-    const JobPlan& plan = plan_for(job_name, uncached);
+    std::unique_ptr<const Impl::JobPlan> uncached;
+    const Impl::JobPlan& plan = impl_->plan_for(job_name, uncached);
     check_object(options.metadata, "metadata");
     for (std::size_t i = 0; i < kwargs_list.size(); ++i)
         if (!kwargs_list[i].is_null() && !kwargs_list[i].is_object())
@@ -375,7 +397,7 @@ std::vector<std::string> QueueManager::enqueue_many(std::string_view job_name,
                 fmt::format("kwargs #{} must be a JSON object, not a {}", i, kwargs_list[i].type_name()));
     std::vector<std::string> ids;
     if (kwargs_list.empty()) return ids;
-    const Destination to{plan.queue, plan.queue_key, options.queue_name, conn_.is_cluster()};
+    const Destination to{plan.queue, plan.queue_key, options.queue_name, impl_->conn_.is_cluster()};
     const std::string_view queue = to.queue, key = to.key;
 
     // Each payload is serialized into one reused buffer and copied straight
@@ -397,16 +419,17 @@ std::vector<std::string> QueueManager::enqueue_many(std::string_view job_name,
         s.pipeline.command("RPUSH", key, detail::IndexedRange(at, end, payload_of));
     }
     s.pipeline.command("SADD", keys::queues, queue);
-    auto replies = conn_.execute(s.pipeline);
+    auto replies = impl_->conn_.execute(s.pipeline);
     detail::check_replies(replies, s.pipeline);  // names the key of a refused command
     s.trim();
     return ids;
 }
 
 Job QueueManager::get_job(std::string_view job_id, std::string_view queue_name) const {
-    std::string queue = queue_name.empty() ? default_queue_ : std::string(queue_name);
+    std::string queue = queue_name.empty() ? impl_->default_queue_ : std::string(queue_name);
     detail::validate_queue_name(queue);
-    auto entries = conn_.command("LRANGE", keys::queue(queue, conn_.is_cluster()), 0, -1).as_array();
+    auto entries =
+        impl_->conn_.command("LRANGE", keys::queue(queue, impl_->conn_.is_cluster()), 0, -1).as_array();
     bool plain_id = std::all_of(job_id.begin(), job_id.end(), [](char c) {
         return c >= 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '/';
     });
@@ -415,7 +438,7 @@ Job QueueManager::get_job(std::string_view job_id, std::string_view queue_name) 
         // for ids JSON writes unescaped).
         if (plain_id && entry.view().find(job_id) == std::string_view::npos) continue;
         try {
-            Job job = Job::from_payload(entry.view(), queue, conn_);
+            Job job = Job::from_payload(entry.view(), queue, impl_->conn_);
             if (job.id() == job_id) return job;
         } catch (const QueueError&) {
             // A malformed entry is not the job asked for; the worker files it as failed.
@@ -425,14 +448,15 @@ Job QueueManager::get_job(std::string_view job_id, std::string_view queue_name) 
 }
 
 std::vector<Job> QueueManager::get_jobs(std::string_view queue_name) const {
-    std::string queue = queue_name.empty() ? default_queue_ : std::string(queue_name);
+    std::string queue = queue_name.empty() ? impl_->default_queue_ : std::string(queue_name);
     detail::validate_queue_name(queue);
-    auto entries = conn_.command("LRANGE", keys::queue(queue, conn_.is_cluster()), 0, -1).as_array();
+    auto entries =
+        impl_->conn_.command("LRANGE", keys::queue(queue, impl_->conn_.is_cluster()), 0, -1).as_array();
     std::vector<Job> jobs;
     jobs.reserve(entries.size());
     for (std::size_t i = 0; i < entries.size(); ++i) {
         try {
-            jobs.push_back(Job::from_payload(entries[i].view(), queue, conn_));
+            jobs.push_back(Job::from_payload(entries[i].view(), queue, impl_->conn_));
         } catch (const QueueError& e) {
             throw QueueError(fmt::format("queue '{}' entry {}: {}", queue, i, e.what()));
         }
@@ -441,15 +465,16 @@ std::vector<Job> QueueManager::get_jobs(std::string_view queue_name) const {
 }
 
 std::size_t QueueManager::queue_length(std::string_view queue_name) const {
-    std::string queue = queue_name.empty() ? default_queue_ : std::string(queue_name);
+    std::string queue = queue_name.empty() ? impl_->default_queue_ : std::string(queue_name);
     detail::validate_queue_name(queue);
     return static_cast<std::size_t>(
-        conn_.command("LLEN", keys::queue(queue, conn_.is_cluster())).as_integer());
+        impl_->conn_.command("LLEN", keys::queue(queue, impl_->conn_.is_cluster())).as_integer());
 }
 
 std::vector<std::string> QueueManager::queue_names() const {
     std::vector<std::string> names;
-    for (const auto& r : conn_.command("SMEMBERS", keys::queues).as_array()) names.push_back(r.as_string());
+    for (const auto& r : impl_->conn_.command("SMEMBERS", keys::queues).as_array())
+        names.push_back(r.as_string());
     std::sort(names.begin(), names.end());
     return names;
 }

@@ -12,6 +12,7 @@
 #include "queue/keys.hpp"
 #include "queue/payloads.hpp"
 #include "queue/python_json.hpp"
+#include "queue/queue_manager_impl.hpp"
 
 namespace retools {
 
@@ -67,14 +68,14 @@ void QueueManager::store_result(std::string_view job_id, const JobResult& result
                                 std::chrono::seconds ttl) const {
     Pipeline p;
     detail::add_store_result(p, job_id, result, ttl);
-    conn_.transaction(p);
+    impl_->conn_.transaction(p);
 }
 
 std::optional<JobResult> QueueManager::get_result(std::string_view job_id) const {
     // The documented form is a one-element list; a plain string (SET by
     // another writer) is read too (src/queue/lua/get_result.lua).
     static const Script peek_result{std::string(detail::lua::queue_get_result)};
-    Reply r = peek_result(conn_, {keys::result(job_id)});
+    Reply r = peek_result(impl_->conn_, {keys::result(job_id)});
     if (r.is_nil()) return std::nullopt;
     return JobResult::from_json(r.view());
 }
@@ -96,13 +97,9 @@ std::optional<JobResult> QueueManager::wait_for_result(std::string_view job_id,
         slice = std::min(slice * 2, milliseconds{1000});
         // Rotating the one-element list onto itself leaves it (and its TTL) in
         // place and hands it on to the next blocked waiter.
-        Reply r = conn_.execute_one(
-            [&] {
-                detail::CommandBuffer b;
-                b.add("BLMOVE", key, key, "LEFT", "RIGHT", static_cast<double>(block.count()) / 1000.0);
-                return b;
-            }(),
-            block);
+        detail::CommandBuffer b;
+        b.add("BLMOVE", key, key, "LEFT", "RIGHT", static_cast<double>(block.count()) / 1000.0);
+        Reply r = detail::send_command(impl_->conn_, b, std::nullopt, block);
         if (r.is_error()) {
             if (r.error_message().starts_with("WRONGTYPE")) continue;  // a string appeared: look again
             r.check();

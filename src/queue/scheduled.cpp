@@ -16,6 +16,7 @@
 #include "queue/keys.hpp"
 #include "queue/payloads.hpp"
 #include "queue/python_json.hpp"
+#include "queue/queue_manager_impl.hpp"
 
 namespace retools {
 
@@ -51,13 +52,13 @@ std::string QueueManager::enqueue_at(system_clock::time_point when, std::string_
                                      const nlohmann::json& kwargs, const EnqueueOptions& options) const {
     std::string queue, id;
     // A scheduled job is enqueued when it is due: that is its enqueued_at.
-    std::string payload = build_payload(job_name, kwargs, options, queue, id, to_unix(when));
-    const bool cluster = conn_.is_cluster();
+    std::string payload = impl_->build_payload(job_name, kwargs, options, queue, id, to_unix(when));
+    const bool cluster = impl_->conn_.is_cluster();
     Pipeline p;
     p.command("ZADD", keys::delayed(queue, cluster), to_unix(when), detail::delayed_member(queue, payload));
     // A cluster has one delayed set per queue: promoters find them through retools:queues.
     if (cluster) p.command("SADD", keys::queues, queue);
-    detail::check_replies(conn_.execute(p), p);
+    detail::check_replies(impl_->conn_.execute(p), p);
     return id;
 }
 
@@ -98,42 +99,42 @@ std::vector<std::string> delayed_queues(const Connection& conn) {
 
 std::size_t QueueManager::promote_due_jobs(system_clock::time_point now, std::size_t limit) const {
     if (limit == 0) return 0;
-    if (conn_.is_cluster()) {
+    if (impl_->conn_.is_cluster()) {
         // One queue's delayed set at a time (src/queue/lua/promote_due_cluster.lua).
         static const Script promote_one{std::string(detail::lua::queue_promote_due_cluster)};
         std::size_t moved = 0;
-        for (const auto& q : detail::delayed_queues(conn_)) {
+        for (const auto& q : detail::delayed_queues(impl_->conn_)) {
             if (moved >= limit) break;
-            Reply r = promote_one(conn_, {keys::delayed(q, true), keys::queue(q, true)}, to_unix(now),
+            Reply r = promote_one(impl_->conn_, {keys::delayed(q, true), keys::queue(q, true)}, to_unix(now),
                                   static_cast<long long>(limit - moved), q);
             moved += static_cast<std::size_t>(r[0].as_integer());
             if (r[1].size() > 0)
-                detail::quarantine_delayed(conn_, q, r[1].as_array(), "", detail::unix_now());
+                detail::quarantine_delayed(impl_->conn_, q, r[1].as_array(), "", detail::unix_now());
         }
         return moved;
     }
     // Nothing leaves retools:delayed before it has landed elsewhere; a queue key
     // that will not take a job files it in retools:failed (src/queue/lua/promote_due.lua).
     static const Script promote_script{std::string(detail::lua::queue_promote_due)};
-    Reply r = promote_script(conn_, {keys::delayed_all, keys::queues, keys::failed}, to_unix(now),
+    Reply r = promote_script(impl_->conn_, {keys::delayed_all, keys::queues, keys::failed}, to_unix(now),
                              static_cast<long long>(limit), keys::queue_prefix, detail::unix_now());
     return static_cast<std::size_t>(r.as_integer());
 }
 
 std::optional<system_clock::time_point> QueueManager::next_due_time() const {
-    if (conn_.is_cluster()) {
+    if (impl_->conn_.is_cluster()) {
         Pipeline p;
-        for (const auto& q : detail::delayed_queues(conn_))
+        for (const auto& q : detail::delayed_queues(impl_->conn_))
             p.command("ZRANGE", keys::delayed(q, true), 0, 0, "WITHSCORES");
         std::optional<double> first;
         if (!p.empty())
-            for (const Reply& r : conn_.execute(p))
+            for (const Reply& r : impl_->conn_.execute(p))
                 if (!r.is_error() && r.size() >= 2 && (!first || r[1].as_double() < *first))
                     first = r[1].as_double();
         if (!first) return std::nullopt;
         return from_unix(*first);
     }
-    Reply r = conn_.command("ZRANGE", keys::delayed_all, 0, 0, "WITHSCORES");
+    Reply r = impl_->conn_.command("ZRANGE", keys::delayed_all, 0, 0, "WITHSCORES");
     if (r.size() < 2) return std::nullopt;
     return from_unix(r[1].as_double());
 }
@@ -141,13 +142,13 @@ std::optional<system_clock::time_point> QueueManager::next_due_time() const {
 std::vector<ScheduledJob> QueueManager::scheduled_jobs() const {
     std::vector<ScheduledJob> out;
     std::vector<Reply> sets;
-    if (conn_.is_cluster()) {
+    if (impl_->conn_.is_cluster()) {
         Pipeline p;
-        for (const auto& q : detail::delayed_queues(conn_))
+        for (const auto& q : detail::delayed_queues(impl_->conn_))
             p.command("ZRANGE", keys::delayed(q, true), 0, -1, "WITHSCORES");
-        if (!p.empty()) sets = conn_.execute(p);
+        if (!p.empty()) sets = impl_->conn_.execute(p);
     } else {
-        sets.push_back(conn_.command("ZRANGE", keys::delayed_all, 0, -1, "WITHSCORES"));
+        sets.push_back(impl_->conn_.command("ZRANGE", keys::delayed_all, 0, -1, "WITHSCORES"));
     }
     for (const Reply& r : sets) {
         if (r.is_error()) continue;
@@ -156,7 +157,7 @@ std::vector<ScheduledJob> QueueManager::scheduled_jobs() const {
                 detail::check_json_depth(r[i].view(), "retools:delayed entry");
                 auto entry = nlohmann::json::parse(r[i].view());
                 out.push_back({Job::from_payload(entry.at("payload").get<std::string>(),
-                                                 entry.at("queue").get<std::string>(), conn_),
+                                                 entry.at("queue").get<std::string>(), impl_->conn_),
                                from_unix(r[i + 1].as_double())});
             } catch (const nlohmann::json::exception&) {
             } catch (const QueueError&) {}
@@ -171,12 +172,12 @@ std::vector<ScheduledJob> QueueManager::scheduled_jobs() const {
 bool QueueManager::cancel_scheduled(std::string_view job_id) const {
     // src/queue/lua/cancel_scheduled.lua: 1 when removed.
     static const Script cancel_script{std::string(detail::lua::queue_cancel_scheduled)};
-    if (conn_.is_cluster()) {
-        for (const auto& q : detail::delayed_queues(conn_))
-            if (cancel_script(conn_, {keys::delayed(q, true)}, job_id).as_integer() == 1) return true;
+    if (impl_->conn_.is_cluster()) {
+        for (const auto& q : detail::delayed_queues(impl_->conn_))
+            if (cancel_script(impl_->conn_, {keys::delayed(q, true)}, job_id).as_integer() == 1) return true;
         return false;
     }
-    return cancel_script(conn_, {keys::delayed_all}, job_id).as_integer() == 1;
+    return cancel_script(impl_->conn_, {keys::delayed_all}, job_id).as_integer() == 1;
 }
 
 namespace detail {
@@ -205,8 +206,8 @@ system_clock::time_point add_retry_later(Pipeline& p, Job& job, std::chrono::dur
 
 system_clock::time_point QueueManager::retry_later(Job& job, std::chrono::duration<double> delay) const {
     Pipeline p;
-    auto due = detail::add_retry_later(p, job, delay, conn_.is_cluster());
-    detail::check_replies(conn_.execute(p), p);
+    auto due = detail::add_retry_later(p, job, delay, impl_->conn_.is_cluster());
+    detail::check_replies(impl_->conn_.execute(p), p);
     return due;
 }
 

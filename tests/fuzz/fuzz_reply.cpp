@@ -10,6 +10,7 @@
 #include <retools/errors.hpp>
 #include <retools/reply.hpp>
 
+#include "core/reply_access.hpp"
 #include "core/reply_reader.hpp"
 
 namespace {
@@ -50,7 +51,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         for (int i = 0; i < 64; ++i) {
             void* raw = nullptr;
             if (retools::detail::next_reply(reader, &raw) != REDIS_OK || raw == nullptr) break;
-            walk(retools::Reply::adopt(static_cast<redisReply*>(raw)), 0);
+            walk(retools::detail::ReplyAccess::adopt(static_cast<redisReply*>(raw)), 0);
         }
     }
     retools::detail::free_reply_reader(reader);

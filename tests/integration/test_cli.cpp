@@ -15,6 +15,7 @@
 #include <retools/queue.hpp>
 #include <retools/worker.hpp>
 
+#include "queue/test_hooks.hpp"
 #include "redis_test.hpp"
 #include "run_program.hpp"
 
@@ -61,14 +62,15 @@ protected:
         // jobs, the first pushed as Python retools does (no enqueued_at: latency unknown).
         high_id = qm.enqueue("tests.cli:urgent", {{"n", 1}},
                              {.queue_name = "high", .metadata = {{"enqueued_at", now - 30}}});
-        conn.command(
-            "RPUSH", "retools:queue:main",
-            qm.make_payload("0123456789abcdef0123456789abcde0", "tests.cli:send", {{"to", "a@example.com"}}));
+        conn.command("RPUSH", "retools:queue:main",
+                     retools::detail::make_payload(qm, "0123456789abcdef0123456789abcde0", "tests.cli:send",
+                                                   {{"to", "a@example.com"}}));
         conn.command("SADD", "retools:queues", "main");
         qm.enqueue("tests.cli:send", {{"to", "b@example.com"}});
         // Failed: one with a hand-written payload, one more.
         qm.record_failure({odd_payload, "main", "ValueError: bad image", "host:1:main", now - 60});
-        qm.record_failure({qm.make_payload("feedfacefeedfacefeedfacefeedface", "tests.cli:other", {{"x", 2}}),
+        qm.record_failure({retools::detail::make_payload(qm, "feedfacefeedfacefeedfacefeedface",
+                                                         "tests.cli:other", {{"x", 2}}),
                            "high", "TimeoutError", "host:1:high", now - 30});
         // Scheduled in an hour.
         scheduled_id = qm.enqueue_in(1h, "tests.cli:later", {{"n", 5}});
@@ -355,11 +357,11 @@ TEST_F(Cli, DestructiveFailedCommandsNeedYesWithoutATerminal) {
     ASSERT_EQ(qm.failed_count(), 1u);
     EXPECT_EQ(qm.failed_jobs()[0].payload, odd_payload);
 
-    qm.record_failure({qm.make_payload("aa", "tests.cli:x", {}), "main", "e", "w", 0});
+    qm.record_failure({retools::detail::make_payload(qm, "aa", "tests.cli:x", {}), "main", "e", "w", 0});
     json all = run_json({"failed", "retry-all", "--yes"});
     EXPECT_EQ(all["retried"], 2);
     EXPECT_EQ(qm.failed_count(), 0u);
-    qm.record_failure({qm.make_payload("bb", "tests.cli:x", {}), "main", "e", "w", 0});
+    qm.record_failure({retools::detail::make_payload(qm, "bb", "tests.cli:x", {}), "main", "e", "w", 0});
     auto cleared = run({"failed", "clear", "--yes"});
     ASSERT_EQ(cleared.code, 0) << cleared.err;
     EXPECT_TRUE(has_line(cleared.out, {"Removed 1 failed jobs"})) << cleared.out;

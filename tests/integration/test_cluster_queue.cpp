@@ -22,12 +22,13 @@
 
 #include <retools/retools.hpp>
 
-#include "cluster_test.hpp"
 #include "cache/keys.hpp"
+#include "cluster_test.hpp"
 #include "core/cluster.hpp"
 #include "core/sha1.hpp"
 #include "process.hpp"
 #include "queue/keys.hpp"
+#include "queue/test_hooks.hpp"
 #include "redis_cluster.hpp"
 #include "run_program.hpp"
 #include "wait.hpp"
@@ -310,7 +311,7 @@ TEST_F(ClusterQueueTest, ADeadWorkerOfAnotherHostHasEachQueuesListRecoveredAndIt
     QueueManager qm{conn};
     const std::string id = "otherhost:1:a,b";
     auto payload = [&](const std::string& tag) {
-        return qm.make_payload(tag, "tests.cq:record", {{"tag", tag}});
+        return retools::detail::make_payload(qm, tag, "tests.cq:record", {{"tag", tag}});
     };
     conn.command("SADD", keys::workers, id);
     conn.command("SET", keys::worker_queues(id), "a,b");

@@ -11,6 +11,7 @@
 #include <retools/cache.hpp>
 #include <retools/queue.hpp>
 
+#include "queue/test_hooks.hpp"
 #include "redis_test.hpp"
 #include "run_program.hpp"
 #include "web_server.hpp"
@@ -36,11 +37,11 @@ protected:
         qm.enqueue("tests.web:send", {{"to", "b@example.com"}});
         // Pushed as Python retools does: no enqueued_at, so the latency is unknown.
         conn.command("RPUSH", "retools:queue:high",
-                     qm.make_payload("0123456789abcdef0123456789abcde1", evil,
-                                     {{"x", "<img src=x onerror=alert(2)>"}}));
+                     retools::detail::make_payload(qm, "0123456789abcdef0123456789abcde1", evil,
+                                                   {{"x", "<img src=x onerror=alert(2)>"}}));
         conn.command("SADD", "retools:queues", "high");
-        failed_payload =
-            qm.make_payload("0123456789abcdef0123456789abcdef", "tests.web:resize", {{"image", "a.png"}});
+        failed_payload = retools::detail::make_payload(qm, "0123456789abcdef0123456789abcdef",
+                                                       "tests.web:resize", {{"image", "a.png"}});
         qm.record_failure(
             {failed_payload, "images", "ValueError: <b>bad</b> image", "host:1:images", now - 60});
         scheduled_id = qm.enqueue_in(1h, "tests.web:later", {{"n", 5}});
@@ -188,8 +189,8 @@ TEST_F(Web, ApiMirrorsMatchRedis) {
 TEST_F(Web, AttackerControlledTextIsEscaped) {
     rt::WebServer server;
     ASSERT_TRUE(server.ready()) << server.log();
-    qm.record_failure(
-        {qm.make_payload("ab", evil, {{"y", "\"><svg onload=alert(3)>"}}), "main", evil, "w", 0});
+    qm.record_failure({retools::detail::make_payload(qm, "ab", evil, {{"y", "\"><svg onload=alert(3)>"}}),
+                       "main", evil, "w", 0});
     for (const char* path : {"/", "/queues", "/failed"}) {
         auto r = server.client().Get(path);
         ASSERT_TRUE(r);

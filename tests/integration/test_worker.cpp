@@ -14,6 +14,7 @@
 
 #include "core/clock.hpp"
 #include "queue/keys.hpp"
+#include "queue/test_hooks.hpp"
 #include "redis_test.hpp"
 
 using namespace std::chrono_literals;
@@ -191,9 +192,10 @@ TEST_F(WorkerTest, BlockingModeWakesWithinMillisecondsAndHonoursPriority) {
     // Idle again, then a low and a high job arrive together: high runs first.
     std::this_thread::sleep_for(100ms);
     retools::Pipeline p;
-    p.command("RPUSH", keys::queue("low", false), qm.make_payload("1", "tests.jobs:stamp", {{"tag", "low"}}));
+    p.command("RPUSH", keys::queue("low", false),
+              retools::detail::make_payload(qm, "1", "tests.jobs:stamp", {{"tag", "low"}}));
     p.command("RPUSH", keys::queue("high", false),
-              qm.make_payload("2", "tests.jobs:stamp", {{"tag", "high"}}));
+              retools::detail::make_payload(qm, "2", "tests.jobs:stamp", {{"tag", "high"}}));
     conn.transaction(p);
     ASSERT_TRUE(wait_until([&] {
         std::lock_guard lock(m);
@@ -312,8 +314,8 @@ TEST_F(WorkerTest, FailuresLandInTheFailedListVerbatimAndTheWorkerCarriesOn) {
     std::vector<std::string> payloads = {
         "this is not json",
         R"({"job_id": "x1", "kwargs": {}})",  // lacks "job"
-        qm.make_payload("id-unknown", "tests.jobs:nobody", json::object()),
-        qm.make_payload("id-throws", "tests.jobs:boom", json::object()),
+        retools::detail::make_payload(qm, "id-unknown", "tests.jobs:nobody", json::object()),
+        retools::detail::make_payload(qm, "id-throws", "tests.jobs:boom", json::object()),
     };
     for (const auto& p : payloads) conn.command("RPUSH", keys::queue("main", false), p);
     qm.subscriber("job_prerun", "tests.ev:missing");
@@ -559,8 +561,8 @@ TEST_F(WorkerTest, PrunesDeadWorkersOfThisHostAndRequeuesTheirJobs) {
     std::string dead_id = fmt::format("{}:{}:main", host(), dead.pid());
     std::string other_host = "some-other-host:1:main";
     QueueManager qm{conn};
-    std::string p1 = qm.make_payload("j1", "tests.jobs:record", {{"tag", "orphan1"}});
-    std::string p2 = qm.make_payload("j2", "tests.jobs:record", {{"tag", "orphan2"}});
+    std::string p1 = retools::detail::make_payload(qm, "j1", "tests.jobs:record", {{"tag", "orphan1"}});
+    std::string p2 = retools::detail::make_payload(qm, "j2", "tests.jobs:record", {{"tag", "orphan2"}});
     for (const auto& id : {dead_id, other_host}) {
         conn.command("SADD", keys::workers, id);
         conn.command("SET", keys::worker_started(id), "1.5");

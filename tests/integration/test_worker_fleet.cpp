@@ -19,6 +19,7 @@
 #include "core/clock.hpp"
 #include "expect.hpp"
 #include "queue/keys.hpp"
+#include "queue/test_hooks.hpp"
 #include "redis_test.hpp"
 #include "worker/liveness.hpp"
 
@@ -75,7 +76,7 @@ protected:
                      "PX", 60000);
     }
     std::string payload(const std::string& tag) {
-        return QueueManager{conn}.make_payload(tag, "tests.fleet:record", {{"tag", tag}});
+        return retools::detail::make_payload(QueueManager{conn}, tag, "tests.fleet:record", {{"tag", tag}});
     }
     // Counts runs per tag in the hash "runs".
     static retools::JobFunction record(const retools::Connection& conn) {

@@ -10,6 +10,7 @@
 
 #include "../support/expect.hpp"
 #include "core/cluster.hpp"
+#include "core/connection_access.hpp"
 
 using retools::ConnectionOptions;
 using retools::detail::command_keys;
@@ -57,10 +58,11 @@ TEST(ClusterSlots, KeysOfCommands) {
 TEST(ClusterSlots, ParsesCommandsOfABuffer) {
     retools::Pipeline p;
     p.command("SET", "a", "1").command("GET", "b");
-    auto commands = retools::detail::parse_commands(p.buffer().data());
+    auto commands = retools::detail::parse_commands(retools::detail::ConnectionAccess::buffer(p).data());
     ASSERT_EQ(commands.size(), 2u);
     EXPECT_EQ(commands[0].args, (std::vector<std::string_view>{"SET", "a", "1"}));
-    EXPECT_EQ(std::string(commands[0].resp) + std::string(commands[1].resp), p.buffer().data());
+    EXPECT_EQ(std::string(commands[0].resp) + std::string(commands[1].resp),
+              retools::detail::ConnectionAccess::buffer(p).data());
 }
 
 TEST(ClusterUrl, ParsesSeedsUserAndPassword) {

@@ -11,12 +11,10 @@
 #include <string_view>
 #include <type_traits>
 
+#include <retools/detail/concepts.hpp>
 #include <retools/detail/python_repr.hpp>
 
 namespace retools::detail {
-
-template <class T>
-concept StringLike = std::is_convertible_v<const T&, std::string_view>;
 
 template <class T>
 concept IntegerArg = std::integral<std::remove_cvref_t<T>> && !std::same_as<std::remove_cvref_t<T>, bool> &&
@@ -40,6 +38,8 @@ class CommandBuffer {
 public:
     template <class... Args>
     void add(const Args&... args) {
+        static_assert(!(std::is_same_v<Args, std::nullptr_t> || ...),
+                      "retools: nullptr is not a command argument (pass \"\" for an empty string)");
         static_assert((CommandArg<Args> && ...),
                       "retools: command arguments must be strings, integers, floating point "
                       "numbers or ranges of those (bool and char are rejected as ambiguous)");

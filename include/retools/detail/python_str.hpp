@@ -32,40 +32,16 @@
 
 #include <fmt/format.h>
 
+#include <retools/detail/concepts.hpp>
 #include <retools/detail/python_repr.hpp>
 #include <retools/errors.hpp>
 
 namespace retools::detail {
 
-template <class T>
-concept PyStringLike =
-    std::is_convertible_v<const T&, std::string_view> && !std::is_same_v<T, std::nullptr_t>;
-
 // A range whose elements are not the range itself (std::filesystem::path is).
 template <class T>
 concept PyRange = std::ranges::input_range<const T&> &&
     !std::is_same_v<std::remove_cvref_t<std::ranges::range_value_t<const T&>>, T>;
-
-template <class T>
-concept PyTupleLike = requires {
-    std::tuple_size<T>::value;
-}
-&&!std::ranges::range<T>;
-
-template <class T>
-concept PyMap = PyRange<T> && requires {
-    typename T::key_type;
-    typename T::mapped_type;
-};
-template <class T>
-concept PySet = PyRange<T> && !PyMap<T> && requires {
-    typename T::key_type;
-};
-
-template <class T>
-struct is_optional : std::false_type {};
-template <class T>
-struct is_optional<std::optional<T>> : std::true_type {};
 
 template <class T>
 constexpr bool python_renderable();
@@ -78,14 +54,14 @@ constexpr bool python_renderable_tuple(std::index_sequence<I...>) {
 /// True when T has a Python str() rendering (see the table above).
 template <class T>
 constexpr bool python_renderable() {
-    if constexpr (PyStringLike<T> || std::is_arithmetic_v<T> || std::is_same_v<T, std::nullptr_t> ||
+    if constexpr (StringLike<T> || std::is_arithmetic_v<T> || std::is_same_v<T, std::nullptr_t> ||
                   std::is_same_v<T, std::nullopt_t>) {
         return true;
     } else if constexpr (is_optional<T>::value) {
         return python_renderable<typename T::value_type>();
-    } else if constexpr (PyTupleLike<T>) {
+    } else if constexpr (TupleLike<T>) {
         return python_renderable_tuple<T>(std::make_index_sequence<std::tuple_size_v<T>>{});
-    } else if constexpr (PyMap<T>) {
+    } else if constexpr (MapLike<T>) {
         return python_renderable<std::remove_cvref_t<typename T::key_type>>() &&
                python_renderable<std::remove_cvref_t<typename T::mapped_type>>();
     } else if constexpr (PyRange<T>) {
@@ -141,7 +117,7 @@ void append_python(std::string& out, const T& value, bool repr) {
             append_python_string_repr(out, std::string_view(&value, 1));
         else
             out += value;
-    } else if constexpr (PyStringLike<T>) {
+    } else if constexpr (StringLike<T>) {
         if constexpr (std::is_pointer_v<T>) {
             if (value == nullptr)
                 throw ConfigurationError(
@@ -167,9 +143,9 @@ void append_python(std::string& out, const T& value, bool repr) {
             append_python(out, *value, repr);
         else
             out += "None";
-    } else if constexpr (PyTupleLike<T>) {
+    } else if constexpr (TupleLike<T>) {
         append_python_tuple(out, value, std::make_index_sequence<std::tuple_size_v<T>>{});
-    } else if constexpr (PyMap<T>) {
+    } else if constexpr (MapLike<T>) {
         out += '{';
         bool first = true;
         for (const auto& [k, v] : value) {
@@ -180,7 +156,7 @@ void append_python(std::string& out, const T& value, bool repr) {
             append_python(out, v, true);
         }
         out += '}';
-    } else if constexpr (PySet<T>) {
+    } else if constexpr (SetLike<T>) {
         if (std::ranges::empty(value)) {
             out += "set()";
             return;
