@@ -261,12 +261,12 @@ void read_values(const LoadContext& c, std::span<KeyJob*> jobs) {
             job.existing_hits = incr.is_integer() ? incr.as_integer() - 1 : 0;  // not a number: as 0
         }
         StoredValue stored = parse_fields(hash);
+        job.fsm = KeyLoad{c.mode, expires, beta};
         if (job.near_read) {
             if (stored.has_value && (c.mode != Regenerate::when_stale || job.fsm.fresh(stored, now)))
                 job.near_read->fill(stored.value, stored.created, stored.delta);
             job.near_read.reset();
         }
-        job.fsm = KeyLoad{c.mode, expires, beta};
         job.step = job.fsm.read(stored, decodes(job, stored), now, beta > 0 ? uniform_draw() : 1.0);
         if (job.step == LoadStep::serve) after_serve(c, job, stored.created);
     }
@@ -355,11 +355,13 @@ void produce_values(std::span<KeyJob*> jobs, std::size_t threads) {
 }
 
 void check_stored(const LoadContext& c, const KeyJob& job, const std::vector<Reply>& replies, std::size_t at) {
-    static constexpr std::string_view what[] = {"value", "expiry", "region set", "namespace set", "key set"};
+    const std::string stored_keys[] = {job.value_key, job.value_key, std::string(cache_keys::regions),
+                                       cache_keys::namespaces(c.region.name),
+                                       cache_keys::keyset(c.region.name, c.ns)};
     for (std::size_t j = 0; j < 5; ++j)
         if (replies.at(at + j).is_error())
-            throw ReplyError(fmt::format("cache region {}: storing {} ({}) failed: {}", c.region.name,
-                                         job.value_key, what[j], replies[at + j].error_message()));
+            throw ReplyError(fmt::format("cache region {}: storing {}:{} failed at {}: {}", c.region.name, c.ns,
+                                         job.key, stored_keys[j], replies[at + j].error_message()));
 }
 
 // Step 4 on a cluster: a transaction per key (its value, counters and lock
