@@ -13,6 +13,10 @@
 
 namespace retools {
 
+namespace detail {
+class DogpileLocks;  // the cache's batch form of Lock (src/lock/dogpile.hpp)
+}
+
 /// How a Lock acquires and keeps its key. An aggregate: use designated initializers.
 ///
 /// ```cpp
@@ -176,6 +180,7 @@ public:
 
 private:
     class Watchdog;  // the auto-renewal thread (src/lock/watchdog.hpp)
+    friend class detail::DogpileLocks;  // takes over a Lock's acquisition and renewal
 
     static std::chrono::milliseconds to_budget_ms(double ms) noexcept;
     template <class Rep, class Period>

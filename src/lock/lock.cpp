@@ -8,9 +8,9 @@
 
 #include <retools/lock.hpp>
 
-#include "core/cluster.hpp"
 #include "core/random_token.hpp"
 #include "lock/backoff.hpp"
+#include "lock/dogpile.hpp"
 #include "lock/scripts.hpp"
 #include "lock/watchdog.hpp"
 
@@ -22,16 +22,8 @@ using std::chrono::steady_clock;
 
 constexpr std::chrono::microseconds first_retry_delay{5000};  // as in Python retools
 
-// `<key>:fence` outlives the last acquisition by a day (or twice the lock's
-// TTL, if longer); after that, tokens continue from the server's clock.
-constexpr milliseconds min_fence_ttl{24 * 3600 * 1000};
-
-// `<key>:fence`, `:signal`, `:waiting`: in the original's layout the key and
-// the suffix; on a cluster named to share the key's slot (`{<key>}:fence`
-// when the key has no hash tag), since one script touches them together.
 std::string sibling_key(const Connection& conn, const std::string& key, std::string_view suffix) {
-    if (!conn.is_cluster()) return key + std::string(suffix);
-    return detail::same_slot_key(key, suffix);
+    return detail::lock_sibling_key(conn, key, suffix);
 }
 
 void validate(const std::string& key, const LockOptions& o) {
@@ -143,7 +135,7 @@ bool Lock::acquire_within(milliseconds budget) {
 
 bool Lock::attempt(milliseconds& retry_in, bool will_wait) {
     std::string token = detail::random_token();
-    const milliseconds fence_ttl = std::max(min_fence_ttl, options_.expires * 2);
+    const milliseconds fence_ttl = detail::lock_fence_ttl(options_.expires);
     // Outlives the longest gap between two attempts of this waiter.
     const milliseconds mark_ttl = will_wait ? options_.max_retry_delay + milliseconds{1000} : milliseconds{0};
     Reply reply = detail::lock_acquire_script()(

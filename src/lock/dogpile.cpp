@@ -1,0 +1,216 @@
+#include "lock/dogpile.hpp"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include <retools/script.hpp>
+
+#include "core/cluster.hpp"
+#include "core/errors.hpp"
+#include "core/random_token.hpp"
+#include "lock/scripts.hpp"
+#include "lock/watchdog.hpp"
+
+namespace retools::detail {
+namespace {
+
+// `<key>:fence` outlives the last acquisition by a day (or twice the lock's
+// TTL, if longer); after that, tokens continue from the server's clock.
+constexpr std::chrono::milliseconds min_fence_ttl{24 * 3600 * 1000};
+
+// lock_acquire_script() for many keys, one attempt each (no waiting mark):
+// per key, SET NX PX, and when taken the fencing token drawn as Lock draws it.
+// KEYS = lock key, `:fence`, `:waiting` of key 1, of key 2...; ARGV[1] = TTL
+// in ms, ARGV[2] = TTL of the fence keys in ms, ARGV[i + 2] = token of key i.
+// Returns per key its fencing token when taken, else 0.
+const Script& acquire_many_script() {
+    static const Script script{R"lua(
+if redis.replicate_commands then redis.replicate_commands() end  -- TIME before writes, Redis < 5
+local out, now = {}, nil
+for i = 1, #ARGV - 2 do
+  local key, fence_key = KEYS[3 * i - 2], KEYS[3 * i - 1]
+  out[i] = 0
+  if redis.call('SET', key, ARGV[i + 2], 'NX', 'PX', ARGV[1]) then
+    if not now then
+      local t = redis.call('TIME')
+      now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    end
+    local fence = math.max(now, (tonumber(redis.call('GET', fence_key)) or 0) + 1)
+    redis.call('SET', fence_key, string.format('%.0f', fence), 'PX', ARGV[2])
+    out[i] = fence
+  end
+end
+return out
+)lua"};
+    return script;
+}
+
+// lock_release_script() for many keys: compare-and-delete, and when a Lock
+// waits (`<key>:waiting`), one push to `<key>:signal` (kept ARGV[1] ms) that
+// wakes it at once. KEYS = lock key, `:signal`, `:waiting` of key 1, of key
+// 2...; ARGV[1] = TTL of a signal in ms, ARGV[i + 1] = token of key i.
+const Script& release_many_script() {
+    static const Script script{R"lua(
+for i = 1, #ARGV - 1 do
+  local key, signal, waiting = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  if redis.call('GET', key) == ARGV[i + 1] then
+    redis.call('DEL', key)
+    if redis.call('EXISTS', waiting) == 1 then
+      redis.call('DEL', signal)
+      redis.call('LPUSH', signal, '1')
+      redis.call('PEXPIRE', signal, ARGV[1])
+    end
+  end
+end
+return 1
+)lua"};
+    return script;
+}
+
+bool is_noscript(const Reply& reply) {
+    return reply.is_error() && reply.error_message().starts_with("NOSCRIPT");
+}
+
+}  // namespace
+
+LockOptions dogpile_lock_options(const Connection& conn, std::chrono::milliseconds expires,
+                                 std::chrono::milliseconds timeout) {
+    return LockOptions{.expires = std::max(expires, std::chrono::milliseconds{1}),
+                       .timeout = timeout,
+                       .connection = conn,
+                       .max_retry_delay = dogpile_max_retry_delay,
+                       .auto_renew = dogpile_renewed(expires)};
+}
+
+std::string lock_sibling_key(const Connection& conn, const std::string& key, std::string_view suffix) {
+    if (!conn.is_cluster()) return key + std::string(suffix);
+    return same_slot_key(key, suffix);
+}
+
+std::chrono::milliseconds lock_fence_ttl(std::chrono::milliseconds expires) noexcept {
+    return std::max(min_fence_ttl, expires * 2);
+}
+
+DogpileLocks::DogpileLocks(const Connection& conn, std::chrono::milliseconds expires)
+    : conn_(conn), cluster_(conn.is_cluster()), ttl_(std::max(expires, std::chrono::milliseconds{1})) {}
+
+DogpileLocks::~DogpileLocks() {
+    if (keys_.empty()) return;
+    try {
+        Pipeline p;
+        add_release(p);
+        (void)conn_.execute(p);
+    } catch (...) {
+        // The keys expire on their own after `expires`.
+    }
+}
+
+void DogpileLocks::add_try_lock(Pipeline& p, const std::vector<std::string>& keys) {
+    pending_keys_ = keys;
+    pending_tokens_.clear();
+    for (std::size_t i = 0; i < keys.size(); ++i) pending_tokens_.push_back(random_token());
+    const long long fence_ttl = lock_fence_ttl(ttl_).count();
+    const Script& script = acquire_many_script();
+    if (cluster_) {
+        // The keys are in many slots: a script call each (EVAL: the nodes may not know it).
+        for (std::size_t i = 0; i < keys.size(); ++i)
+            p.command("EVAL", script.source(), 3, keys[i], lock_sibling_key(conn_, keys[i], ":fence"),
+                      lock_sibling_key(conn_, keys[i], ":waiting"), ttl_.count(), fence_ttl,
+                      pending_tokens_[i]);
+        return;
+    }
+    std::vector<std::string> script_keys;
+    script_keys.reserve(keys.size() * 3);
+    for (const std::string& k : keys) {
+        script_keys.push_back(k);
+        script_keys.push_back(k + ":fence");
+        script_keys.push_back(k + ":waiting");
+    }
+    if (send_source_)
+        p.command("EVAL", script.source(), script_keys.size(), script_keys, ttl_.count(), fence_ttl,
+                  pending_tokens_);
+    else
+        p.command("EVALSHA", script.sha(), script_keys.size(), script_keys, ttl_.count(), fence_ttl,
+                  pending_tokens_);
+}
+
+std::vector<bool> DogpileLocks::taken(const std::vector<Reply>& replies, std::size_t at, bool& source_needed) {
+    const std::size_t n = pending_keys_.size();
+    std::vector<bool> out(n, false);
+    source_needed = !cluster_ && is_noscript(replies.at(at));
+    if (source_needed) return out;
+    for (std::size_t i = 0; i < n; ++i) {
+        const Reply& r = cluster_ ? replies.at(at + i) : replies.at(at);
+        if (r.is_error())
+            throw ReplyError(fmt::format("dogpile lock {}: {}", pending_keys_[i], r.error_message()));
+        if ((cluster_ ? r[0] : r[i]).as_integer() == 0) continue;
+        out[i] = true;
+        std::unique_ptr<Lock::Watchdog> renewal;
+        if (dogpile_renewed(ttl_))
+            renewal = std::make_unique<Lock::Watchdog>(conn_, pending_keys_[i], pending_tokens_[i], ttl_);
+        hold(std::move(pending_keys_[i]), std::move(pending_tokens_[i]), std::move(renewal));
+    }
+    pending_keys_.clear();
+    pending_tokens_.clear();
+    return out;
+}
+
+void DogpileLocks::adopt(Lock&& lock) {
+    if (!lock.held()) return;
+    hold(lock.key_, std::move(lock.token_), std::move(lock.watchdog_));
+    lock.token_.clear();
+}
+
+bool DogpileLocks::holds(const std::string& key) const {
+    return std::find(keys_.begin(), keys_.end(), key) != keys_.end();
+}
+
+void DogpileLocks::hold(std::string key, std::string token, std::unique_ptr<Lock::Watchdog> renewal) {
+    keys_.push_back(std::move(key));
+    tokens_.push_back(std::move(token));
+    renewals_.push_back(std::move(renewal));
+}
+
+void DogpileLocks::forget_at(std::size_t i) noexcept {
+    auto at = static_cast<std::ptrdiff_t>(i);
+    // Stop renewing before deleting, so no renewal follows the release. A
+    // forked child leaks the parent's renewal (see Lock::forget).
+    if (renewals_[i] && !renewals_[i]->in_owner_process()) (void)renewals_[i].release();
+    keys_.erase(keys_.begin() + at);
+    tokens_.erase(tokens_.begin() + at);
+    renewals_.erase(renewals_.begin() + at);
+}
+
+void DogpileLocks::add_release(Pipeline& p) {
+    if (keys_.empty()) return;
+    if (cluster_) {
+        while (!keys_.empty()) add_release_at(p, keys_.size() - 1);
+        return;
+    }
+    std::vector<std::string> script_keys;
+    script_keys.reserve(keys_.size() * 3);
+    for (const std::string& k : keys_) {
+        script_keys.push_back(k);
+        script_keys.push_back(k + ":signal");
+        script_keys.push_back(k + ":waiting");
+    }
+    // EVAL: it may run in a transaction, where a NOSCRIPT could not be retried.
+    p.command("EVAL", release_many_script().source(), script_keys.size(), script_keys,
+              lock_signal_ttl.count(), tokens_);
+    while (!keys_.empty()) forget_at(keys_.size() - 1);
+}
+
+void DogpileLocks::add_release_of(Pipeline& p, const std::string& key) {
+    auto at = std::find(keys_.begin(), keys_.end(), key);
+    if (at != keys_.end()) add_release_at(p, static_cast<std::size_t>(at - keys_.begin()));
+}
+
+void DogpileLocks::add_release_at(Pipeline& p, std::size_t i) {
+    const std::string& key = keys_[i];
+    p.command("EVAL", release_many_script().source(), 3, key, lock_sibling_key(conn_, key, ":signal"),
+              lock_sibling_key(conn_, key, ":waiting"), lock_signal_ttl.count(), tokens_[i]);
+    forget_at(i);
+}
+
+}  // namespace retools::detail
