@@ -22,6 +22,7 @@
 #include "worker/fetch.hpp"
 #include "worker/liveness.hpp"
 #include "worker/signals.hpp"
+#include "worker/topology.hpp"
 
 #ifndef RETOOLS_VERSION_STRING
 #define RETOOLS_VERSION_STRING "0"
@@ -49,12 +50,14 @@ struct Worker::State final : detail::CompletionSink {
     State(std::vector<std::string> q, WorkerOptions o)
         : queues(std::move(q)),
           options(std::move(o)),
-          conn(options.connection ? *options.connection : global_connection()) {}
+          conn(options.connection ? *options.connection : global_connection()),
+          topology(detail::make_queue_topology(conn)) {}
 
     std::vector<std::string> queues;
     WorkerOptions options;
     Connection conn;
-    std::string fixed_id;  // from_id(): the registered id, not ours
+    std::unique_ptr<detail::QueueTopology> topology;  // single node or cluster, from conn's options
+    std::string fixed_id;                             // from_id(): the registered id, not ours
     mutable std::string id;
     mutable pid_t id_pid = -1;
     JobRegistry registry;
@@ -315,9 +318,7 @@ void Worker::register_worker() const {
     p.command("SET", keys::heartbeat(wid), state_->heartbeat_json(wid, 0), "PX",
               state_->options.heartbeat_timeout.count());
     p.command("ZADD", keys::heartbeats, now, wid);
-    // On a cluster these keys are in many slots: a split pipeline, not a transaction.
-    const auto replies = state_->conn.is_cluster() ? state_->conn.execute(p) : state_->conn.transaction(p);
-    for (const Reply& r : replies) r.check();
+    for (const Reply& r : state_->topology->apply(state_->conn, p)) r.check();
 }
 
 void Worker::unregister_worker(std::string_view worker_id) const {
@@ -330,8 +331,7 @@ void Worker::unregister_worker(std::string_view worker_id) const {
     p.command("DEL", keys::worker_threads(wid));
     p.command("DEL", keys::heartbeat(wid));
     p.command("ZREM", keys::heartbeats, wid);
-    const auto replies = state_->conn.is_cluster() ? state_->conn.execute(p) : state_->conn.transaction(p);
-    for (const Reply& r : replies) r.check();
+    for (const Reply& r : state_->topology->apply(state_->conn, p)) r.check();
 }
 
 std::size_t Worker::prune_dead_workers() const {
@@ -677,14 +677,7 @@ WorkSummary Worker::work(WorkOptions options) {
     try {
         // Jobs still held (kept for a key of the wrong type) stay registered
         // to us; our heartbeat then expires and another worker recovers them.
-        long long held = 0;
-        if (state_->conn.is_cluster()) {
-            for (const auto& q : state_->queues)
-                held += state_->conn.command("EXISTS", keys::processing(wid, q, true)).as_integer();
-        } else {
-            held = state_->conn.command("EXISTS", keys::processing(wid, "", false)).as_integer();
-        }
-        if (held == 0) unregister_worker(wid);
+        if (s.topology->processing_lists(s.conn, wid, s.queues) == 0) unregister_worker(wid);
     } catch (const Error& e) {
         if (s.logs(WorkerLog::failures))
             fmt::print(stderr, "retools-worker: {}: could not unregister: {}\n", wid, e.what());
