@@ -17,10 +17,12 @@
 #include "core/clock.hpp"
 #include "core/random_token.hpp"
 #include "queue/keys.hpp"
+#include "worker/dispatch_fsm.hpp"
 #include "worker/executor.hpp"
 #include "worker/fetch.hpp"
 #include "worker/liveness.hpp"
 #include "worker/signals.hpp"
+#include "worker/topology.hpp"
 
 #ifndef RETOOLS_VERSION_STRING
 #define RETOOLS_VERSION_STRING "0"
@@ -38,9 +40,6 @@ namespace {
 // A finished job leaves the processing list (and its result is stored) at most
 // this long after it finished, whatever else runs.
 constexpr auto ack_delay = std::chrono::milliseconds(2);
-// Fork mode: pauses after a fork or pipe that failed, doubling up to the cap.
-constexpr auto fork_backoff_min = std::chrono::milliseconds(50);
-constexpr auto fork_backoff_max = std::chrono::milliseconds(5000);
 
 std::string json_text(std::string_view s) {
     return nlohmann::json(std::string(s)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -51,12 +50,14 @@ struct Worker::State final : detail::CompletionSink {
     State(std::vector<std::string> q, WorkerOptions o)
         : queues(std::move(q)),
           options(std::move(o)),
-          conn(options.connection ? *options.connection : global_connection()) {}
+          conn(options.connection ? *options.connection : global_connection()),
+          topology(detail::make_queue_topology(conn)) {}
 
     std::vector<std::string> queues;
     WorkerOptions options;
     Connection conn;
-    std::string fixed_id;  // from_id(): the registered id, not ours
+    std::unique_ptr<detail::QueueTopology> topology;  // single node or cluster, from conn's options
+    std::string fixed_id;                             // from_id(): the registered id, not ours
     mutable std::string id;
     mutable pid_t id_pid = -1;
     JobRegistry registry;
@@ -196,6 +197,13 @@ struct Worker::State final : detail::CompletionSink {
             RETOOLS_VERSION_STRING, detail::python_repr(detail::unix_now()), instance,
             json_text(detail::pid_space()));
     }
+
+    /// Claims a heartbeat for this run: `base_id`, or a twin's id when a live
+    /// process elsewhere holds that one (added to `claimed`). Returns the id worked as.
+    std::string claim_working_id(const std::string& base_id, std::vector<std::string>& claimed,
+                                 const std::string& queue_names);
+
+    class Dispatch;
 };
 
 namespace {
@@ -310,9 +318,7 @@ void Worker::register_worker() const {
     p.command("SET", keys::heartbeat(wid), state_->heartbeat_json(wid, 0), "PX",
               state_->options.heartbeat_timeout.count());
     p.command("ZADD", keys::heartbeats, now, wid);
-    // On a cluster these keys are in many slots: a split pipeline, not a transaction.
-    const auto replies = state_->conn.is_cluster() ? state_->conn.execute(p) : state_->conn.transaction(p);
-    for (const Reply& r : replies) r.check();
+    for (const Reply& r : state_->topology->apply(state_->conn, p)) r.check();
 }
 
 void Worker::unregister_worker(std::string_view worker_id) const {
@@ -325,8 +331,7 @@ void Worker::unregister_worker(std::string_view worker_id) const {
     p.command("DEL", keys::worker_threads(wid));
     p.command("DEL", keys::heartbeat(wid));
     p.command("ZREM", keys::heartbeats, wid);
-    const auto replies = state_->conn.is_cluster() ? state_->conn.execute(p) : state_->conn.transaction(p);
-    for (const Reply& r : replies) r.check();
+    for (const Reply& r : state_->topology->apply(state_->conn, p)) r.check();
 }
 
 std::size_t Worker::prune_dead_workers() const {
@@ -341,6 +346,289 @@ Worker Worker::from_id(std::string_view worker_id, const Connection& conn) {
     Worker w{detail::split_queue_names(queues.view()), {.connection = conn}};
     w.state_->fixed_id = std::string(worker_id);
     return w;
+}
+
+// One work() call's dispatch loop: performs what its DispatchFsm decides
+// (fetching, finishing, beating, recovering, waiting) and reports back.
+class Worker::State::Dispatch {
+public:
+    Dispatch(State& s, std::string wid, const WorkOptions& options, std::string queue_names)
+        : s_(s),
+          opt_(s.options),
+          wid_(std::move(wid)),
+          fetch_(s.conn, wid_, s.queues),
+          executor_(make_executor(s)),
+          fsm_(config(s.options, options), steady::now(), s.conn.master_switches()) {
+        if (options.blocking && !options.burst)
+            waiter_.emplace(s.conn, s.queues, std::max(options.interval, std::chrono::milliseconds(1)), [&s] {
+                {
+                    std::lock_guard lock(s.mutex);
+                    s.queue_ready = true;
+                }
+                s.cv.notify_one();
+            });
+        beat_.ttl_ms = opt_.heartbeat_timeout.count();
+        beat_.queues = std::move(queue_names);
+        beat_.started = detail::python_repr(s.started);
+        beat_.threads = opt_.concurrency;
+    }
+
+    WorkSummary run() {
+        detail::DispatchEvent event = round();
+        for (;;) {
+            const detail::DispatchAction action = fsm_.resume(event);
+            switch (action.kind) {
+                case Action::Kind::stop:
+                    executor_.reset();  // joins threads / reaps children
+                    return fsm_.summary();
+                case Action::Kind::poll:
+                    break;
+                case Action::Kind::pause:
+                    pause(action.delay);
+                    break;
+                case Action::Kind::wait:
+                    wait(action);
+                    break;
+                default:
+                    event = perform(action);
+                    continue;
+            }
+            event = round();
+        }
+    }
+
+private:
+    using Action = detail::DispatchAction;
+    using Event = detail::DispatchEvent;
+
+    static detail::DispatchConfig config(const WorkerOptions& opt, const WorkOptions& options) {
+        return {.concurrency = opt.concurrency,
+                .fork_mode = opt.mode == ExecutionMode::fork,
+                .prefetch_window = opt.prefetch_window,
+                .max_prefetch = opt.max_prefetch,
+                .max_jobs = options.max_jobs,
+                .burst = options.burst,
+                .interval = std::max(options.interval, std::chrono::milliseconds(1)),
+                .heartbeat_interval = opt.heartbeat_interval,
+                .heartbeat_timeout = opt.heartbeat_timeout};
+    }
+
+    static std::unique_ptr<detail::Executor> make_executor(State& s) {
+        const auto& opt = s.options;
+        detail::ExecutorConfig config;
+        config.limits.max_payload_bytes = opt.max_payload_bytes;
+        if (opt.job_timeout) config.limits.job_timeout = detail::to_seconds(*opt.job_timeout);
+        config.job_timeout = opt.job_timeout;
+        return opt.mode == ExecutionMode::fork
+                   ? detail::make_fork_executor(s.registry, s.conn, s, config)
+                   : detail::make_thread_executor(opt.concurrency, s.registry, s.conn, s, config);
+    }
+
+    // A round begins: what was requested and what finished since the last one.
+    Event round() {
+        detail::DispatchRequests r;
+        {
+            std::lock_guard lock(s_.mutex);
+            done_.swap(s_.completed);
+            unstarted_.swap(s_.unstarted);
+            s_.queue_ready = false;
+            r.stop_now = s_.stop_now;
+            r.stop_graceful = s_.stop_graceful;
+            r.paused = s_.paused;
+            r.kill_children = s_.kill_children;
+            s_.kill_children = false;
+            control_ = s_.control;
+        }
+        return {.kind = Event::Kind::woke,
+                .now = steady::now(),
+                .requests = r,
+                .finished = done_,
+                .unstarted = unstarted_.size(),
+                .master_switches = s_.conn.master_switches()};
+    }
+
+    Event perform(const Action& action) {
+        switch (action.kind) {
+            case Action::Kind::signal_jobs:
+                executor_->signal_running(action.signal);
+                return {};
+            case Action::Kind::check_timeouts:
+                return {.kind = Event::Kind::timeouts_checked, .next_check = executor_->enforce_timeouts()};
+            case Action::Kind::requeue_unstarted:
+                requeue_unstarted(action.delay);
+                return {};
+            case Action::Kind::finish:
+                finish();
+                return {};
+            case Action::Kind::take_backlog: {
+                auto back = executor_->take_backlog();
+                // LPUSH one by one: newest first, so the oldest ends at the head.
+                for (auto it = back.rbegin(); it != back.rend(); ++it) batch_.requeue(*it);
+                return {.kind = Event::Kind::backlog_taken, .count = back.size()};
+            }
+            case Action::Kind::resync:
+                return resync();
+            case Action::Kind::recover:
+                return recover(action.full_scan);
+            case Action::Kind::exchange:
+                return exchange(action);
+            case Action::Kind::start_jobs:
+                executor_->submit_many(taken_);
+                taken_.clear();
+                return {};
+            default:
+                return {};  // the loop's own actions never come here
+        }
+    }
+
+    void requeue_unstarted(std::chrono::milliseconds backoff) {
+        // Not run: back at the head of the queue (oldest first), and a pause.
+        if (s_.logs(WorkerLog::failures))
+            fmt::print(stderr, "retools-worker: {}: {}; {} job(s) requeued, pausing {} ms\n", wid_,
+                       unstarted_.front().second, unstarted_.size(), backoff.count());
+        for (auto it = unstarted_.rbegin(); it != unstarted_.rend(); ++it) batch_.requeue(it->first);
+        unstarted_.clear();
+    }
+
+    void finish() {
+        const double now = detail::unix_now();
+        for (auto& d : done_) {
+            const auto& o = d.outcome;
+            bool bad = o.status == JobStatus::failed || o.status == JobStatus::retry || o.timed_out;
+            if (s_.logs(WorkerLog::jobs) || (bad && s_.logs(WorkerLog::failures)))
+                fmt::print(stderr, "retools-worker: job {} {} queue={} {:.3f}ms {}{}{}\n",
+                           o.job_id.empty() ? "-" : o.job_id, o.job_name.empty() ? "-" : o.job_name,
+                           d.job.queue(), o.seconds * 1000, status_text(o.status),
+                           o.error.empty() ? "" : ": ", o.error);
+            batch_.add(std::move(d), wid_, now);
+        }
+        done_.clear();
+    }
+
+    Event resync() {
+        try {
+            if (std::size_t n =
+                    detail::recover_worker(s_.conn, wid_, detail::RecoverMode::resync, 0, false).requeued;
+                n && s_.logs(WorkerLog::failures))
+                fmt::print(stderr, "retools-worker: {}: requeued {} job(s) taken during a Redis error\n",
+                           wid_, n);
+            return {.kind = Event::Kind::resynced};
+        } catch (const Error&) {
+            return {.kind = Event::Kind::resync_failed};
+        }
+    }
+
+    Event recover(bool full) {
+        try {
+            auto r = detail::recover_dead_workers(s_.conn, opt_.heartbeat_timeout, opt_.max_recoveries, full);
+            if ((r.requeued || r.quarantined) && s_.logs(WorkerLog::failures))
+                fmt::print(stderr,
+                           "retools-worker: {}: recovered dead workers' jobs: {} requeued, {} to "
+                           "retools:failed\n",
+                           wid_, r.requeued, r.quarantined);
+            return {.kind = Event::Kind::scanned};
+        } catch (const Error& e) {
+            if (s_.logs(WorkerLog::failures))
+                fmt::print(stderr, "retools-worker: {}: recovering dead workers failed: {}\n", wid_,
+                           e.what());
+            return {.kind = Event::Kind::scan_failed};
+        }
+    }
+
+    Event exchange(const Action& action) {
+        try {
+            if (action.beat) beat_.json = s_.heartbeat_json(wid_, action.busy);
+            if (action.resend) batch_.append(kept_);
+            std::string note = fetch_.exchange(batch_, action.count, action.idle,
+                                               action.beat ? &beat_ : nullptr, taken_, &kept_);
+            if (!note.empty() && s_.logs(WorkerLog::failures) && note != last_note_)
+                fmt::print(stderr, "retools-worker: {}: {}\n", wid_, note);
+            last_note_ = std::move(note);
+            batch_.clear();
+            return {.kind = Event::Kind::fetched, .count = taken_.size(), .kept = !kept_.empty()};
+        } catch (const Error& e) {
+            if (s_.logs(WorkerLog::failures))
+                fmt::print(stderr, "retools-worker: {}: Redis error, retrying: {}\n", wid_, e.what());
+            return {.kind = Event::Kind::fetch_failed, .kept = !kept_.empty()};
+        }
+    }
+
+    // After a Redis error: a pause that a request (stop, pause, a signal) cuts short.
+    void pause(std::chrono::milliseconds delay) {
+        std::unique_lock lock(s_.mutex);
+        s_.cv.wait_for(lock, delay, [&] { return s_.control != control_; });
+    }
+
+    void wait(const Action& action) {
+        if (action.arm_waiter && waiter_) waiter_->arm();
+        std::unique_lock lock(s_.mutex);
+        const auto wake_at = std::min(steady::now() + action.interval, action.deadline);
+        auto enough = [&](std::size_t pending) { return fsm_.enough(pending); };
+        s_.wake_after = action.wake_after;
+        // Finished jobs wait for `enough` company at most ack_delay: the
+        // first completion wakes us (once) to set that deadline.
+        for (;;) {
+            auto until = wake_at;
+            if (!s_.completed.empty()) until = std::min(until, s_.first_pending + ack_delay);
+            s_.ack_watch = s_.completed.empty();
+            const bool woken = s_.cv.wait_until(lock, until, [&] {
+                return s_.control != control_ || s_.queue_ready || enough(s_.completed.size()) ||
+                       (s_.ack_watch && !s_.completed.empty());
+            });
+            if (!woken || s_.control != control_ || s_.queue_ready || enough(s_.completed.size())) break;
+        }
+        s_.ack_watch = false;
+        s_.wake_after = 1;
+    }
+
+    State& s_;
+    const WorkerOptions& opt_;
+    const std::string wid_;
+    detail::ReliableFetch fetch_;
+    std::unique_ptr<detail::Executor> executor_;
+    std::optional<detail::QueueWaiter> waiter_;
+    detail::FinishBatch batch_;
+    // Finish operations a key of the wrong type refused (their jobs wait in
+    // the processing list): sent again every 200 ms while fetching goes on.
+    detail::FinishBatch kept_;
+    std::vector<TakenJob> taken_;
+    std::vector<FinishedJob> done_;
+    std::vector<std::pair<TakenJob, std::string>> unstarted_;
+    std::string last_note_;  // the fetch's last complaint, logged when it changes
+    detail::Beat beat_;
+    std::uint64_t control_ = 0;  // s_.control when the round began: a change is a new request
+    detail::DispatchFsm fsm_;
+};
+
+std::string Worker::State::claim_working_id(const std::string& base_id, std::vector<std::string>& claimed,
+                                            const std::string& queue_names) {
+    // Claim our id's heartbeat. Another live instance may hold it: a process
+    // with our host name and pid in another container (containers in a pod
+    // share the host name, and each is pid 1). Then this worker works as
+    // `<host>~<token>:<pid>:<queues>`: still the original's three fields, so
+    // Python reads it, and a host part no Python worker will prune. A holder
+    // that is a gone process of our own pid space (a predecessor with our pid)
+    // is dead: its jobs are recovered first.
+    std::string wid = base_id;
+    for (int attempt = 0;; ++attempt) {
+        auto foreign =
+            detail::claim_heartbeat(conn, wid, instance, heartbeat_json(wid, 0), options.heartbeat_timeout);
+        if (!foreign) return wid;
+        if (attempt < 3 && detail::heartbeat_owner_gone(*foreign, instance)) {
+            detail::recover_worker(conn, wid, detail::RecoverMode::dead, options.max_recoveries, false,
+                                   *foreign);
+            continue;
+        }
+        wid = fmt::format("{}~{}:{}:{}", detail::hostname(), instance.substr(0, 8), ::getpid(), queue_names);
+        if (!detail::claim_worker_id(wid))
+            throw ConfigurationError(
+                fmt::format("retools: worker '{}' is already working in this process", wid));
+        claimed.push_back(wid);
+        working_id = &keep_id(wid);
+        if (logs(WorkerLog::failures))
+            fmt::print(stderr, "retools-worker: {} is held by another live process; working as {}\n", base_id,
+                       wid);
+    }
 }
 
 WorkSummary Worker::work(WorkOptions options) {
@@ -360,35 +648,7 @@ WorkSummary Worker::work(WorkOptions options) {
     const auto& opt = s.options;
     s.instance = detail::uuid4_hex().substr(0, 16);
     s.started = detail::unix_now();
-
-    // Claim our id's heartbeat. Another live instance may hold it: a process
-    // with our host name and pid in another container (containers in a pod
-    // share the host name, and each is pid 1). Then this worker works as
-    // `<host>~<token>:<pid>:<queues>`: still the original's three fields, so
-    // Python reads it, and a host part no Python worker will prune. A holder
-    // that is a gone process of our own pid space (a predecessor with our pid)
-    // is dead: its jobs are recovered first.
-    std::string wid = base_id;
-    for (int attempt = 0;; ++attempt) {
-        auto foreign =
-            detail::claim_heartbeat(s.conn, wid, s.instance, s.heartbeat_json(wid, 0), opt.heartbeat_timeout);
-        if (!foreign) break;
-        if (attempt < 3 && detail::heartbeat_owner_gone(*foreign, s.instance)) {
-            detail::recover_worker(s.conn, wid, detail::RecoverMode::dead, opt.max_recoveries, false,
-                                   *foreign);
-            continue;
-        }
-        wid = fmt::format("{}~{}:{}:{}", detail::hostname(), s.instance.substr(0, 8), ::getpid(),
-                          queue_names());
-        if (!detail::claim_worker_id(wid))
-            throw ConfigurationError(
-                fmt::format("retools: worker '{}' is already working in this process", wid));
-        release.ids.push_back(wid);
-        s.working_id = &s.keep_id(wid);
-        if (s.logs(WorkerLog::failures))
-            fmt::print(stderr, "retools-worker: {} is held by another live process; working as {}\n", base_id,
-                       wid);
-    }
+    const std::string wid = s.claim_working_id(base_id, release.ids, queue_names());
 
     // Requests are cleared on the way out, not here: a stop() that races with
     // the start of work() still stops it.
@@ -401,9 +661,6 @@ WorkSummary Worker::work(WorkOptions options) {
             s.unstarted.clear();
         }
     } reset{s};
-    const bool fork_mode = opt.mode == ExecutionMode::fork;
-    const std::size_t concurrency = opt.concurrency;
-    const auto interval = std::max(options.interval, std::chrono::milliseconds(1));
 
     std::optional<detail::SignalWatcher> signals;
     if (opt.handle_signals) signals.emplace([&s](int sig) { s.on_signal(sig); });
@@ -415,302 +672,12 @@ WorkSummary Worker::work(WorkOptions options) {
     detail::recover_dead_workers(s.conn, opt.heartbeat_timeout, opt.max_recoveries, true);
     register_worker();
 
-    WorkSummary summary;
-    {
-        detail::ReliableFetch fetch(s.conn, wid, s.queues);
-        detail::ExecutorConfig config;
-        config.limits.max_payload_bytes = opt.max_payload_bytes;
-        if (opt.job_timeout) config.limits.job_timeout = detail::to_seconds(*opt.job_timeout);
-        config.job_timeout = opt.job_timeout;
-        std::unique_ptr<detail::Executor> executor =
-            fork_mode ? detail::make_fork_executor(s.registry, s.conn, s, config)
-                      : detail::make_thread_executor(concurrency, s.registry, s.conn, s, config);
-        std::optional<detail::QueueWaiter> waiter;
-        if (options.blocking && !options.burst)
-            waiter.emplace(s.conn, s.queues, interval, [&s] {
-                {
-                    std::lock_guard lock(s.mutex);
-                    s.queue_ready = true;
-                }
-                s.cv.notify_one();
-            });
-
-        detail::FinishBatch batch;
-        // Finish operations a key of the wrong type refused (their jobs wait in
-        // the processing list): sent again every 200 ms while fetching goes on.
-        detail::FinishBatch kept;
-        auto kept_retry_at = steady::time_point::min();
-        std::vector<TakenJob> taken;
-        std::vector<FinishedJob> done;
-        std::string last_note;  // the fetch's last complaint, logged when it changes
-        std::size_t in_flight = 0;
-        std::size_t taken_total = 0;
-        double avg_seconds = -1;  // average job duration, for the prefetch window
-        bool killed_for_stop = false;
-        bool escalated = false;
-        constexpr auto stop_grace = std::chrono::seconds(10);  // TERM, then KILL after this long
-        auto kill_deadline = std::chrono::steady_clock::time_point::max();
-        bool resync = false;        // a fetch failed: its jobs may sit unseen in our processing list
-        bool queues_empty = false;  // the last fetch found nothing more to take
-        int failures_in_a_row = 0;
-        // A Sentinel failover may have lost the acknowledgement of finished jobs
-        // (sent to the old master after its replica detached): their entries
-        // then sit in our processing list on the new master. Resync after each.
-        std::uint64_t master_switches = s.conn.master_switches();
-        // Heartbeats ride on the fetch; recovery of dead workers runs as often.
-        auto next_beat = steady::now() + opt.heartbeat_interval;
-        auto next_recovery = next_beat;
-        auto next_full_scan = steady::now() + 10 * opt.heartbeat_timeout;
-        auto backoff = std::chrono::milliseconds(0);  // fork failures
-        auto backoff_until = steady::time_point::min();
-        std::vector<std::pair<TakenJob, std::string>> unstarted;
-        detail::Beat beat;
-        beat.ttl_ms = opt.heartbeat_timeout.count();
-        beat.queues = queue_names();
-        beat.started = detail::python_repr(s.started);
-        beat.threads = concurrency;
-
-        auto prefetch = [&]() -> std::size_t {
-            if (fork_mode || opt.prefetch_window.count() == 0) return 0;
-            std::size_t cap = opt.max_prefetch == 0 ? 10000 : opt.max_prefetch;
-            if (avg_seconds < 0) return std::min<std::size_t>(cap, 4);
-            double n = detail::to_seconds(opt.prefetch_window) / std::max(avg_seconds, 1e-7);
-            return n >= static_cast<double>(cap) ? cap : static_cast<std::size_t>(n);
-        };
-        auto wants_refill = [&](std::size_t load, std::size_t pf) {
-            return load < concurrency || (pf > 0 && load <= concurrency + pf / 2);
-        };
-
-        for (;;) {
-            bool stop_now, stopping, paused, kill;
-            std::uint64_t control;
-            {
-                std::lock_guard lock(s.mutex);
-                done.swap(s.completed);
-                unstarted.swap(s.unstarted);
-                s.queue_ready = false;
-                stop_now = s.stop_now;
-                stopping = s.stop_now || s.stop_graceful;
-                paused = s.paused;
-                kill = s.kill_children;
-                s.kill_children = false;
-                control = s.control;
-            }
-            if (kill) executor->signal_running(SIGTERM);
-            if (stop_now && !killed_for_stop) {
-                executor->signal_running(SIGTERM);
-                killed_for_stop = true;
-                kill_deadline = std::chrono::steady_clock::now() + stop_grace;
-            }
-            if (killed_for_stop && !escalated && std::chrono::steady_clock::now() >= kill_deadline) {
-                executor->signal_running(SIGKILL);  // a job process that ignores TERM
-                escalated = true;
-            }
-
-            const double now = detail::unix_now();
-            const auto steady_now = steady::now();
-            const auto timeout_check = executor->enforce_timeouts();
-            if (!done.empty()) backoff = std::chrono::milliseconds(0);  // jobs run again
-            if (!unstarted.empty()) {
-                // Not run: back at the head of the queue (oldest first), and a pause.
-                backoff = std::clamp(backoff * 2, fork_backoff_min, fork_backoff_max);
-                backoff_until = steady_now + backoff;
-                if (s.logs(WorkerLog::failures))
-                    fmt::print(stderr, "retools-worker: {}: {}; {} job(s) requeued, pausing {} ms\n", wid,
-                               unstarted.front().second, unstarted.size(), backoff.count());
-                for (auto it = unstarted.rbegin(); it != unstarted.rend(); ++it) batch.requeue(it->first);
-                in_flight -= unstarted.size();
-                unstarted.clear();
-            }
-            for (auto& d : done) {
-                --in_flight;
-                auto& o = d.outcome;
-                if (o.status == JobStatus::failed && killed_for_stop &&
-                    (o.killed_by == SIGTERM || o.killed_by == SIGKILL))
-                    o.status = JobStatus::requeue;  // stopped by us, not failed: run it again later
-                avg_seconds = avg_seconds < 0 ? o.seconds : 0.8 * avg_seconds + 0.2 * o.seconds;
-                switch (o.status) {
-                    case JobStatus::succeeded:
-                        ++summary.succeeded;
-                        break;
-                    case JobStatus::failed:
-                    case JobStatus::retry:
-                        ++summary.failed;
-                        break;
-                    case JobStatus::aborted:
-                        ++summary.aborted;
-                        break;
-                    case JobStatus::requeue:
-                        ++summary.requeued;
-                        break;
-                }
-                bool bad = o.status == JobStatus::failed || o.status == JobStatus::retry || o.timed_out;
-                if (s.logs(WorkerLog::jobs) || (bad && s.logs(WorkerLog::failures)))
-                    fmt::print(stderr, "retools-worker: job {} {} queue={} {:.3f}ms {}{}{}\n",
-                               o.job_id.empty() ? "-" : o.job_id, o.job_name.empty() ? "-" : o.job_name,
-                               d.job.queue(), o.seconds * 1000, status_text(o.status),
-                               o.error.empty() ? "" : ": ", o.error);
-                batch.add(std::move(d), wid, now);
-            }
-            done.clear();
-
-            // max_jobs reached: take no more, but finish what was taken.
-            const bool limit_reached = options.max_jobs && taken_total >= options.max_jobs;
-            if (stopping) {
-                auto back = executor->take_backlog();
-                in_flight -= back.size();
-                summary.requeued += back.size();
-                // LPUSH one by one: newest first, so the oldest ends at the head.
-                for (auto it = back.rbegin(); it != back.rend(); ++it) batch.requeue(*it);
-            }
-
-            std::size_t want = 0;
-            const std::size_t pf = prefetch();
-            const bool backing_off = steady_now < backoff_until;
-            if (!stopping && !limit_reached && !paused && !backing_off && wants_refill(in_flight, pf)) {
-                // Bounded: the script unpacks the batch onto Lua's stack (8000 slots).
-                want = std::min<std::size_t>(concurrency + pf - in_flight, 4096);
-                if (options.max_jobs) want = std::min(want, options.max_jobs - taken_total);
-            }
-
-            if (std::uint64_t sw = s.conn.master_switches(); sw != master_switches) {
-                master_switches = sw;
-                resync = true;
-            }
-            if (resync && in_flight == 0 && batch.empty()) {
-                // A fetch whose reply was lost may have moved jobs to our processing
-                // list that we never saw; with nothing in flight, all there is such.
-                try {
-                    if (std::size_t n =
-                            detail::recover_worker(s.conn, wid, detail::RecoverMode::resync, 0, false)
-                                .requeued;
-                        n && s.logs(WorkerLog::failures))
-                        fmt::print(stderr,
-                                   "retools-worker: {}: requeued {} job(s) taken during a Redis error\n", wid,
-                                   n);
-                    resync = false;
-                } catch (const Error&) {}
-            }
-
-            // Dead workers' jobs: stale heartbeats every beat, every processing
-            // list now and then (those of workers that never beat).
-            if (!stopping && steady_now >= next_recovery) {
-                const bool full = steady_now >= next_full_scan;
-                try {
-                    auto r =
-                        detail::recover_dead_workers(s.conn, opt.heartbeat_timeout, opt.max_recoveries, full);
-                    if ((r.requeued || r.quarantined) && s.logs(WorkerLog::failures))
-                        fmt::print(stderr,
-                                   "retools-worker: {}: recovered dead workers' jobs: {} requeued, {} to "
-                                   "retools:failed\n",
-                                   wid, r.requeued, r.quarantined);
-                    if (full) next_full_scan = steady_now + 10 * opt.heartbeat_timeout;
-                } catch (const Error& e) {
-                    if (s.logs(WorkerLog::failures))
-                        fmt::print(stderr, "retools-worker: {}: recovering dead workers failed: {}\n", wid,
-                                   e.what());
-                }
-                next_recovery = steady_now + opt.heartbeat_interval;
-            }
-
-            const bool beat_due = steady_now >= next_beat;
-            const bool resend = !kept.empty() && steady_now >= kept_retry_at;
-            std::size_t got = 0;
-            if (want > 0 || !batch.empty() || beat_due || resend) {
-                try {
-                    if (beat_due) beat.json = s.heartbeat_json(wid, in_flight);
-                    if (resend) batch.append(kept);
-                    const bool had_kept = !kept.empty();
-                    std::string note =
-                        fetch.exchange(batch, want, in_flight == 0, beat_due ? &beat : nullptr, taken, &kept);
-                    if (!had_kept && !kept.empty())
-                        kept_retry_at = steady_now + std::chrono::milliseconds(200);
-                    if (!note.empty() && s.logs(WorkerLog::failures) && note != last_note)
-                        fmt::print(stderr, "retools-worker: {}: {}\n", wid, note);
-                    last_note = std::move(note);
-                    if (beat_due) next_beat = steady_now + opt.heartbeat_interval;
-                    batch.clear();
-                    failures_in_a_row = 0;
-                } catch (const Error& e) {
-                    ++failures_in_a_row;
-                    resync = true;
-                    if (s.logs(WorkerLog::failures))
-                        fmt::print(stderr, "retools-worker: {}: Redis error, retrying: {}\n", wid, e.what());
-                    if (stopping && in_flight == 0 && failures_in_a_row > 3)
-                        break;  // leave the rest to recovery
-                    std::unique_lock lock(s.mutex);
-                    s.cv.wait_for(lock, std::chrono::milliseconds(std::min(100 * failures_in_a_row, 2000)),
-                                  [&] { return s.control != control; });
-                    continue;
-                }
-                got = taken.size();
-                taken_total += got;
-                in_flight += got;
-                executor->submit_many(taken);
-                taken.clear();
-            }
-
-            if ((stopping || limit_reached) && in_flight == 0 && batch.empty()) break;
-            const bool drained = want > 0 && got < want;  // every queue came up empty
-            if (want > 0) queues_empty = drained;
-            if (options.burst && drained && in_flight == 0 && batch.empty()) break;
-            if (got > 0 && !drained) continue;  // there may be more, and room for it
-
-            if (drained && waiter) waiter->arm();
-            std::unique_lock lock(s.mutex);
-            auto wake_at = std::chrono::steady_clock::now() + interval;
-            if (killed_for_stop && !escalated) wake_at = std::min(wake_at, kill_deadline);
-            wake_at = std::min({wake_at, next_beat, next_recovery, timeout_check});
-            if (!kept.empty()) wake_at = std::min(wake_at, kept_retry_at);
-            if (backing_off) wake_at = std::min(wake_at, backoff_until);
-            auto enough = [&](std::size_t pending) {
-                if (pending == 0) return false;
-                std::size_t left = in_flight - std::min(pending, in_flight);
-                if (stopping || limit_reached || left == 0) return true;
-                // Queues known empty: look again only when a thread idles, not
-                // after every completion (blocking mode is told of new jobs anyway).
-                return queues_empty ? left < concurrency : wants_refill(left, pf);
-            };
-            // enough() only turns true as jobs complete: the executors wake us
-            // once, at the first count that is enough (found by bisection).
-            std::size_t lo = 1, hi = std::max<std::size_t>(in_flight, 1);
-            while (lo < hi) {
-                std::size_t mid = lo + (hi - lo) / 2;
-                if (enough(mid))
-                    hi = mid;
-                else
-                    lo = mid + 1;
-            }
-            s.wake_after = lo;
-            // Finished jobs wait for `enough` company at most ack_delay: the
-            // first completion wakes us (once) to set that deadline.
-            for (;;) {
-                auto until = wake_at;
-                if (!s.completed.empty()) until = std::min(until, s.first_pending + ack_delay);
-                s.ack_watch = s.completed.empty();
-                const bool woken = s.cv.wait_until(lock, until, [&] {
-                    return s.control != control || s.queue_ready || enough(s.completed.size()) ||
-                           (s.ack_watch && !s.completed.empty());
-                });
-                if (!woken || s.control != control || s.queue_ready || enough(s.completed.size())) break;
-            }
-            s.ack_watch = false;
-            s.wake_after = 1;
-        }
-        executor.reset();  // joins threads / reaps children
-    }
+    const WorkSummary summary = State::Dispatch(s, wid, options, queue_names()).run();
     signals.reset();
     try {
         // Jobs still held (kept for a key of the wrong type) stay registered
         // to us; our heartbeat then expires and another worker recovers them.
-        long long held = 0;
-        if (state_->conn.is_cluster()) {
-            for (const auto& q : state_->queues)
-                held += state_->conn.command("EXISTS", keys::processing(wid, q, true)).as_integer();
-        } else {
-            held = state_->conn.command("EXISTS", keys::processing(wid, "", false)).as_integer();
-        }
-        if (held == 0) unregister_worker(wid);
+        if (s.topology->processing_lists(s.conn, wid, s.queues) == 0) unregister_worker(wid);
     } catch (const Error& e) {
         if (s.logs(WorkerLog::failures))
             fmt::print(stderr, "retools-worker: {}: could not unregister: {}\n", wid, e.what());
