@@ -635,7 +635,8 @@ auto ClusterRouter::routed(std::optional<std::uint16_t> slot, bool replica_ok, b
     using Result = std::decay_t<decltype(send(std::declval<Connection&>(), false, false))>;
     RedirectStep step;  // the first send: where the map says
     for (;;) {
-        const Target target = step.to ? Target{*step.to, false} : route(slot, replica_ok && fsm.attempts() == 0);
+        const Target target =
+            step.to ? Target{*step.to, false} : route(slot, replica_ok && fsm.attempts() == 0);
         std::optional<Result> result;
         try {
             round_trips_.fetch_add(1, std::memory_order_relaxed);

@@ -428,7 +428,8 @@ TEST_F(ClusterQueueTest, SlotsMovingKeyByKeyStayMidMigrationWhileEveryCallerCarr
     constexpr int initial = 1500;
     for (std::size_t q = 0; q < names.size(); ++q) {
         std::vector<json> part;
-        for (int i = static_cast<int>(q); i < initial; i += static_cast<int>(names.size())) part.push_back({{"tag", i}});
+        for (int i = static_cast<int>(q); i < initial; i += static_cast<int>(names.size()))
+            part.push_back({{"tag", i}});
         qm.enqueue_many("tests.cq:count", part, {.queue_name = names[q]});
     }
     // The keys whose slots move: the queues (with their processing lists and
@@ -442,7 +443,8 @@ TEST_F(ClusterQueueTest, SlotsMovingKeyByKeyStayMidMigrationWhileEveryCallerCarr
     for (const auto& k : moving_keys) {
         slots.push_back(key_slot(k));
         // Keys nobody uses, so that each slot takes a while to empty.
-        for (int i = 0; i < 8; ++i) conn.command("SET", retools::detail::same_slot_key(k, fmt::format(":filler:{}", i)), i);
+        for (int i = 0; i < 8; ++i)
+            conn.command("SET", retools::detail::same_slot_key(k, fmt::format(":filler:{}", i)), i);
     }
 
     std::atomic<long> problems{0};
@@ -471,7 +473,8 @@ TEST_F(ClusterQueueTest, SlotsMovingKeyByKeyStayMidMigrationWhileEveryCallerCarr
             for (int i = 0; !stop; ++i) {
                 const int x = (i * 2 + c) % 20;
                 try {
-                    if (const int got = cached(x); got != 3 * x) problem(fmt::format("cached({}) = {}", x, got));
+                    if (const int got = cached(x); got != 3 * x)
+                        problem(fmt::format("cached({}) = {}", x, got));
                     ++calls;
                 } catch (const std::exception& e) {
                     problem(fmt::format("cached call: {}", e.what()));
@@ -496,7 +499,8 @@ TEST_F(ClusterQueueTest, SlotsMovingKeyByKeyStayMidMigrationWhileEveryCallerCarr
     threads.emplace_back([&] {
         for (int i = initial; !stop; ++i) {
             try {
-                qm.enqueue("tests.cq:count", {{"tag", i}}, {.queue_name = names[static_cast<std::size_t>(i) % 3]});
+                qm.enqueue("tests.cq:count", {{"tag", i}},
+                           {.queue_name = names[static_cast<std::size_t>(i) % 3]});
                 ++enqueued;
             } catch (const std::exception& e) {
                 problem(fmt::format("enqueue: {}", e.what()));

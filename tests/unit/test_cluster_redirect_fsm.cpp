@@ -24,7 +24,9 @@ namespace {
 const Endpoint a{"127.0.0.1", 7000}, b{"127.0.0.1", 7001}, c{"127.0.0.1", 7002};
 const Clock::time_point t0{};  // any fixed instant: the machine is given its times
 
-RedirectFsm fsm_until(std::chrono::milliseconds budget) { return RedirectFsm(2274, t0, t0 + budget); }
+RedirectFsm fsm_until(std::chrono::milliseconds budget) {
+    return RedirectFsm(2274, t0, t0 + budget);
+}
 
 }  // namespace
 
@@ -106,7 +108,8 @@ TEST(ClusterRedirectFsm, NewHopsDuringAMigrationArePausedOnlyWhenRepeated) {
     RedirectFsm fsm = fsm_until(5s);
     // ASK a→b, b says TRYAGAIN (keys still split), the map sends to a, a says ASK b again.
     EXPECT_EQ(fsm.on_reply(RedirectKind::ask, "ASK 2274 127.0.0.1:7001", a, t0).pause, 0ms);
-    RedirectStep retry = fsm.on_reply(RedirectKind::retry, "TRYAGAIN Multiple keys request during rehashing", b, t0);
+    RedirectStep retry =
+        fsm.on_reply(RedirectKind::retry, "TRYAGAIN Multiple keys request during rehashing", b, t0);
     EXPECT_EQ(retry.action, Action::resend);
     EXPECT_FALSE(retry.to);  // where the map says
     EXPECT_EQ(retry.pause, 5ms);
@@ -144,8 +147,9 @@ TEST(ClusterRedirectFsm, ARedirectionIsFollowedUntilTheDeadlineAndThenNamesTheSl
     // A node that has not learnt of the move and the new owner disagree for good.
     for (;; ++sent) {
         const bool from_a = sent % 2 == 0;
-        s = fsm.on_reply(RedirectKind::moved, from_a ? "MOVED 2274 127.0.0.1:7001" : "MOVED 2274 127.0.0.1:7000",
-                         from_a ? a : b, now);
+        s = fsm.on_reply(RedirectKind::moved,
+                         from_a ? "MOVED 2274 127.0.0.1:7001" : "MOVED 2274 127.0.0.1:7000", from_a ? a : b,
+                         now);
         if (s.action != Action::resend) break;
         now += s.pause + 1ms;  // each send takes a millisecond
         ASSERT_LT(sent, 10000);
@@ -178,7 +182,7 @@ TEST(ClusterRedirectFsm, TheMapIsReadAtMostEveryGapWhateverTheErrors) {
     using retools::detail::map_refresh_due;
     EXPECT_TRUE(map_refresh_due(true, kMinMapRefreshGap, 0s, 0s));
     EXPECT_FALSE(map_refresh_due(true, kMinMapRefreshGap - 1ms, 0s, 0s));  // a storm: one read per gap
-    EXPECT_FALSE(map_refresh_due(false, 1h, 1h, 0s));                     // no interval: only when stale
-    EXPECT_TRUE(map_refresh_due(false, 1h, 61s, 60s));                    // the periodic read
+    EXPECT_FALSE(map_refresh_due(false, 1h, 1h, 0s));                      // no interval: only when stale
+    EXPECT_TRUE(map_refresh_due(false, 1h, 61s, 60s));                     // the periodic read
     EXPECT_FALSE(map_refresh_due(false, 1h, 59s, 60s));
 }
