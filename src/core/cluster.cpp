@@ -6,11 +6,14 @@
 #include <memory>
 #include <set>
 #include <thread>
+#include <type_traits>
+#include <utility>
 
 #include <fmt/format.h>
 
 #include <retools/errors.hpp>
 
+#include "core/cluster_redirect_fsm.hpp"
 #include "core/connection_access.hpp"
 #include "core/connection_impl.hpp"
 #include "core/errors.hpp"
@@ -257,31 +260,6 @@ std::string text(const Endpoint& e) {
     return fmt::format("{}:{}", e.host, e.port);
 }
 
-// `MOVED 3999 127.0.0.1:6381` / `ASK ...`: the slot and the node. An empty
-// host (a node that does not know its address) means the node that answered.
-std::optional<std::pair<std::uint16_t, Endpoint>> redirection(std::string_view message,
-                                                              const Endpoint& from) {
-    auto space = message.find(' ');
-    if (space == std::string_view::npos) return std::nullopt;
-    std::string_view rest = message.substr(space + 1);
-    auto space2 = rest.find(' ');
-    if (space2 == std::string_view::npos) return std::nullopt;
-    unsigned slot = 0;
-    auto [end, ec] = std::from_chars(rest.data(), rest.data() + space2, slot);
-    if (ec != std::errc{} || slot >= kClusterSlots) return std::nullopt;
-    std::string_view address = rest.substr(space2 + 1);
-    auto colon = address.rfind(':');
-    if (colon == std::string_view::npos) return std::nullopt;
-    int port = 0;
-    auto [pend, pec] = std::from_chars(address.data() + colon + 1, address.data() + address.size(), port);
-    if (pec != std::errc{} || port <= 0 || port > 65535) return std::nullopt;
-    std::string host(address.substr(0, colon));
-    if (host.size() > 1 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-    if (host.empty()) host = from.host;
-    return std::pair{static_cast<std::uint16_t>(slot), Endpoint{host, port}};
-}
-
-enum class RedirectKind { none, moved, ask, retry };
 
 RedirectKind redirect_kind(const Reply& reply) {
     if (!reply.is_error()) return RedirectKind::none;
@@ -300,11 +278,6 @@ bool nothing_sent(const ConnectionError& e) {
     std::string_view m = e.what();
     return m.find(" while connecting") != std::string_view::npos ||
            m.find("pooled connections stayed busy") != std::string_view::npos;
-}
-
-void pause(int attempt) {
-    std::this_thread::sleep_for(
-        std::min<std::chrono::milliseconds>(5ms * (1 << std::min(attempt, 6)), 100ms));
 }
 
 ConnectionOptions node_options(const ConnectionOptions& options) {
@@ -465,15 +438,15 @@ Connection& ClusterRouter::node(const Endpoint& endpoint) {
     return *nodes_.emplace(endpoint, std::make_unique<Connection>(std::move(o))).first->second;
 }
 
+// Errors (MOVED, a lost connection) mark the map stale; it is read again at
+// most every kMinMapRefreshGap, however many requests saw them.
 void ClusterRouter::refresh_if_due() {
-    bool due = stale_.load(std::memory_order_relaxed);
-    const auto interval = options_.cluster->refresh_interval;
-    if (!due && interval.count() > 0) {
-        const auto now = Clock::now().time_since_epoch().count();
-        due = now - refreshed_at_.load(std::memory_order_relaxed) >
-              std::chrono::duration_cast<Clock::duration>(interval).count();
-    }
-    if (due) refresh(false);
+    const auto now = Clock::now().time_since_epoch().count();
+    const Clock::duration since_tried{now - refresh_tried_at_.load(std::memory_order_relaxed)};
+    const Clock::duration since_read{now - refreshed_at_.load(std::memory_order_relaxed)};
+    if (map_refresh_due(stale_.load(std::memory_order_relaxed), since_tried, since_read,
+                        std::chrono::duration_cast<Clock::duration>(options_.cluster->refresh_interval)))
+        refresh(false);
 }
 
 bool ClusterRouter::refresh(bool wait) {
@@ -482,11 +455,17 @@ bool ClusterRouter::refresh(bool wait) {
         guard.lock();
     else if (!guard.try_lock())
         return true;  // another thread is reading the map; use the one we have
-    // The nodes we know first (the seeds may be gone), then the seeds.
+    refresh_tried_at_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+    // The node a MOVED named first (it knows it serves the slot, where a node
+    // that has not learnt of the move yet would send us back), the nodes we
+    // know (the seeds may be gone), then the seeds.
     std::vector<Endpoint> ask;
     {
-        std::shared_lock lock(map_mutex_);
-        for (const Shard& s : shards_) ask.push_back(s.master);
+        std::unique_lock lock(map_mutex_);
+        if (moved_to_) ask.push_back(*moved_to_);
+        moved_to_.reset();
+        for (const Shard& s : shards_)
+            if (std::find(ask.begin(), ask.end(), s.master) == ask.end()) ask.push_back(s.master);
         for (const Shard& s : shards_) ask.insert(ask.end(), s.replicas.begin(), s.replicas.end());
     }
     for (const Endpoint& e : options_.cluster->seeds)
@@ -595,8 +574,9 @@ void ClusterRouter::moved(std::uint16_t slot, const Endpoint& to) {
             it = shards_.end() - 1;
         }
         slot_shard_[slot] = static_cast<std::int16_t>(it - shards_.begin());
+        moved_to_ = to;
     }
-    mark_stale();  // a slot seldom moves alone: read the whole map before the next request
+    mark_stale();  // a slot seldom moves alone: read the whole map when due
 }
 
 std::optional<std::uint16_t> ClusterRouter::slot_of(std::string_view resp, std::string_view what,
@@ -635,45 +615,50 @@ std::optional<std::uint16_t> ClusterRouter::slot_of(std::string_view resp, std::
                     what, list));
 }
 
-// Sends until the answer is not a redirection: MOVED corrects the map and
-// sends again; ASK sends once to the named node after ASKING; TRYAGAIN and
-// CLUSTERDOWN (nothing ran) wait a little and send again, within the call's
-// time. A connection failure marks the map stale; the request is sent again
-// only when nothing of it left (`nothing_sent`) or `resend_ok` (it only reads).
+// Sends until the answer is not a redirection, within the call's time
+// (command_timeout, at least 1 s, plus `block`); RedirectFsm decides each
+// step. MOVED: straight to the node named (the map is corrected, and read
+// again when due); ASK: `ASKING` and the command on the node named, once;
+// TRYAGAIN and CLUSTERDOWN (nothing ran): a little later, where the map says.
+// A hop seen before pauses briefly instead of spinning. A redirection still
+// under way at the deadline is a ConnectionError naming the slot, never the
+// raw reply. A connection failure marks the map stale; the request is sent
+// again only when nothing of it left (`nothing_sent`) or `resend_ok` (it only
+// reads).
 template <class Send, class Redirect>
 auto ClusterRouter::routed(std::optional<std::uint16_t> slot, bool replica_ok, bool resend_ok,
                            std::chrono::milliseconds block, Send&& send, Redirect&& redirect_of) {
     const auto budget = std::max<std::chrono::milliseconds>(
         options_.command_timeout.count() > 0 ? options_.command_timeout : std::chrono::milliseconds(60000),
         1000ms);
-    const auto deadline = Clock::now() + budget + block;
-    std::optional<Endpoint> asking;
-    for (int attempt = 0;; ++attempt) {
-        Target target = asking ? Target{*asking, false} : route(slot, replica_ok && attempt == 0);
-        const bool was_asking = asking.has_value();
-        asking.reset();
+    const auto started = Clock::now();
+    RedirectFsm fsm(slot, started, started + budget + block);
+    using Result = std::decay_t<decltype(send(std::declval<Connection&>(), false, false))>;
+    RedirectStep step;  // the first send: where the map says
+    for (;;) {
+        const Target target =
+            step.to ? Target{*step.to, false} : route(slot, replica_ok && fsm.attempts() == 0);
+        std::optional<Result> result;
         try {
             round_trips_.fetch_add(1, std::memory_order_relaxed);
-            auto result = send(node(target.endpoint), was_asking, target.replica);
-            const Reply* r = redirect_of(result);
-            const RedirectKind kind = r ? redirect_kind(*r) : RedirectKind::none;
-            if (kind == RedirectKind::none || attempt >= 30 || Clock::now() > deadline) return result;
-            if (kind == RedirectKind::retry) {
-                mark_stale();
-                pause(attempt);
-                continue;
-            }
-            auto where = redirection(r->error_message(), target.endpoint);
-            if (!where) return result;
-            if (kind == RedirectKind::moved)
-                moved(where->first, where->second);
-            else
-                asking = where->second;
+            result.emplace(send(node(target.endpoint), step.asking, target.replica));
         } catch (const ConnectionError& e) {
             mark_stale();
-            if ((!resend_ok && !nothing_sent(e)) || Clock::now() > deadline) throw;
-            pause(attempt);
+            step = fsm.on_connection_error(resend_ok || nothing_sent(e), Clock::now());
+            if (step.action == RedirectStep::Action::give_up) throw;
         }
+        if (result) {
+            const Reply* r = redirect_of(*result);
+            const RedirectKind kind = r ? redirect_kind(*r) : RedirectKind::none;
+            step = fsm.on_reply(kind, kind == RedirectKind::none ? std::string_view() : r->error_message(),
+                                target.endpoint, Clock::now());
+            if (step.action == RedirectStep::Action::deliver) return std::move(*result);
+            if (step.action == RedirectStep::Action::give_up)
+                throw ConnectionError(fsm.give_up_message(describe_cluster(options_), Clock::now()));
+        }
+        if (step.correct_map) moved(step.slot, *step.to);
+        if (step.refresh_map) mark_stale();
+        if (step.pause.count() > 0) std::this_thread::sleep_for(step.pause);
     }
 }
 

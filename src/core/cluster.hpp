@@ -7,8 +7,9 @@
 // MOVED (the slot moved for good: the map is corrected and read again), ASK
 // (the slot is migrating: `ASKING` and the command once on the named node),
 // TRYAGAIN (a multi-key request during a migration) and CLUSTERDOWN (a
-// failover under way: nothing ran), and reads the map again after a
-// connection failure and every ClusterOptions::refresh_interval.
+// failover under way: nothing ran) for as long as the call's time allows
+// (the decisions: cluster_redirect_fsm.hpp), and reads the map again after
+// a connection failure and every ClusterOptions::refresh_interval.
 
 #include <array>
 #include <atomic>
@@ -115,7 +116,7 @@ private:
     /// answered. `wait`: wait for a refresh under way instead of skipping.
     bool refresh(bool wait);
     /// Sends with `send(node, asking, replica)` until the reply is not a
-    /// redirection (see cluster.cpp).
+    /// redirection or the call's time is up (see cluster.cpp).
     template <class Send, class Redirect>
     auto routed(std::optional<std::uint16_t> slot, bool replica_ok, bool resend_ok,
                 std::chrono::milliseconds block, Send&& send, Redirect&& redirect);
@@ -137,6 +138,8 @@ private:
     std::array<std::int16_t, kClusterSlots> slot_shard_{};  // index into shards_, -1: unknown
     std::atomic<bool> stale_{true};
     std::atomic<std::int64_t> refreshed_at_{0};  // steady clock, ns
+    std::atomic<std::int64_t> refresh_tried_at_{0};  // steady clock, ns: the last read begun
+    std::optional<Endpoint> moved_to_;  // under map_mutex_: the node the last MOVED named
     std::mutex refresh_mutex_;                   // one reader of the map at a time
     std::atomic<std::uint64_t> refreshes_{0};
     std::atomic<std::uint64_t> spread_{0};  // keyless commands and replicas, round robin

@@ -68,6 +68,51 @@ TEST_F(ClusterTest, EachKeyGoesToTheMasterOfItsSlot) {
     EXPECT_NE(conn.command("INFO", "server").as_string().find("redis_version"), std::string::npos);
 }
 
+// Nodes that keep sending a request back and forth (a slot marked migrating
+// to a node that does not import it: ASK there, MOVED back) hold a call
+// until its time is up, with pauses between the hops rather than a spin;
+// then the caller gets a ConnectionError naming the slot, never the raw
+// redirection as a ReplyError.
+TEST_F(ClusterTest, ARedirectionThatNeverEndsIsAConnectionErrorNamingTheSlotAtTheDeadline) {
+    const std::string key = "ping-pong";
+    const std::uint16_t slot = key_slot(key);
+    const int owner = cluster().master_of(slot);
+    int other = 0;
+    for (int p : cluster().master_ports())
+        if (p != owner) other = p;
+    ASSERT_NE(other, 0);
+    retools::ConnectionOptions o = cluster().options();
+    o.command_timeout = 1000ms;
+    Connection c{o};
+    c.command("PING");  // the map is read before the clock starts
+    Connection direct = rt::RedisCluster::direct(owner);
+    direct.command("CLUSTER", "SETSLOT", slot, "MIGRATING", cluster().node_id(other));
+    const auto trips = c.round_trips();
+    const auto t0 = std::chrono::steady_clock::now();
+    std::string message = "no error";
+    bool connection_error = false;
+    try {
+        c.command("GET", key);
+    } catch (const retools::ConnectionError& e) {
+        connection_error = true;
+        message = e.what();
+    } catch (const std::exception& e) {
+        message = e.what();
+    }
+    const auto elapsed = std::chrono::steady_clock::now() - t0;
+    const auto sent = c.round_trips() - trips;
+    direct.command("CLUSTER", "SETSLOT", slot, "STABLE");
+    EXPECT_TRUE(connection_error) << message;
+    EXPECT_NE(message.find(fmt::format("slot {}", slot)), std::string::npos) << message;
+    EXPECT_NE(message.find("kept redirecting"), std::string::npos) << message;
+    EXPECT_GE(elapsed, 900ms);
+    EXPECT_LT(elapsed, 3s);
+    // Paused hops (1 ms doubling to 50 ms): a few dozen sends, not thousands.
+    EXPECT_GT(sent, 10u);
+    EXPECT_LT(sent, 200u) << message;
+    EXPECT_TRUE(c.command("GET", key).is_nil());  // once the nodes agree, served at once
+}
+
 TEST_F(ClusterTest, PipelineIsSplitPerNodeAndRepliesComeBackInOrder) {
     retools::Pipeline p;
     for (int i = 0; i < 60; ++i) p.command("SET", fmt::format("p{}", i), i * 10);

@@ -416,6 +416,136 @@ TEST_F(ClusterQueueTest, AWorkerDrains5000JobsAndCallersUseTheCacheWhileSlotsMov
     EXPECT_EQ(wrong, 0);
 }
 
+// Slots move slowly: one key per MIGRATE with a pause between keys, so each
+// slot stays mid-migration (ASK; TRYAGAIN for the worker's multi-key
+// scripts) for a while, then its owners disagree for a moment (the new owner
+// knows, the old one and the third master not yet). Meanwhile a worker
+// drains jobs, a thread enqueues more, callers make cached calls and two
+// threads take a lock whose slot moves. No call, lock, enqueue or worker step
+// fails, no job is lost or left held, no value is wrong.
+TEST_F(ClusterQueueTest, SlotsMovingKeyByKeyStayMidMigrationWhileEveryCallerCarriesOn) {
+    QueueManager qm{conn};
+    const std::vector<std::string> names{"m0", "m1", "m2"};
+    constexpr int initial = 1500;
+    for (std::size_t q = 0; q < names.size(); ++q) {
+        std::vector<json> part;
+        for (int i = static_cast<int>(q); i < initial; i += static_cast<int>(names.size()))
+            part.push_back({{"tag", i}});
+        qm.enqueue_many("tests.cq:count", part, {.queue_name = names[q]});
+    }
+    // The keys whose slots move: the queues (with their processing lists and
+    // delayed sets), one cached call (its value, lock and counters), a lock.
+    const std::string lock_key = "cq-slow-lock";
+    std::vector<std::string> moving_keys;
+    for (const auto& q : names) moving_keys.push_back(keys::queue(q, true));
+    moving_keys.push_back(retools::detail::cache_keys::value("cq_slow", "tests.cq:thrice", "7", true));
+    moving_keys.push_back(lock_key);
+    std::vector<std::uint16_t> slots;
+    for (const auto& k : moving_keys) {
+        slots.push_back(key_slot(k));
+        // Keys nobody uses, so that each slot takes a while to empty.
+        for (int i = 0; i < 8; ++i)
+            conn.command("SET", retools::detail::same_slot_key(k, fmt::format(":filler:{}", i)), i);
+    }
+
+    std::atomic<long> problems{0};
+    std::string first_problem;
+    std::mutex problem_mutex;
+    auto problem = [&](const std::string& what) {
+        std::lock_guard lock(problem_mutex);
+        if (problems++ == 0) first_problem = what;
+    };
+
+    testing::internal::CaptureStderr();  // the worker logs every Redis error of its steps
+    Worker w{names, quiet({.concurrency = 4, .log = retools::WorkerLog::failures})};
+    w.register_job("tests.cq:count", [c = conn](const json& kw) -> json {
+        c.command("SADD", "done", kw.at("tag").get<int>());
+        return nullptr;
+    });
+    std::thread worker([&] { w.work({.interval = 10ms}); });
+
+    std::atomic<bool> stop{false};
+    std::atomic<long> calls{0}, locks{0}, enqueued{0};
+    std::vector<std::thread> threads;
+    retools::CacheRegion::add_region("cq_slow", {.expires = 60s, .connection = conn});
+    auto cached = retools::cache_region("cq_slow", "tests.cq:thrice", [](int x) { return 3 * x; });
+    for (int c = 0; c < 2; ++c)
+        threads.emplace_back([&, c] {
+            for (int i = 0; !stop; ++i) {
+                const int x = (i * 2 + c) % 20;
+                try {
+                    if (const int got = cached(x); got != 3 * x)
+                        problem(fmt::format("cached({}) = {}", x, got));
+                    ++calls;
+                } catch (const std::exception& e) {
+                    problem(fmt::format("cached call: {}", e.what()));
+                }
+            }
+        });
+    for (int c = 0; c < 2; ++c)
+        threads.emplace_back([&] {
+            const std::string inside = retools::detail::same_slot_key(lock_key, ":inside");
+            while (!stop) {
+                try {
+                    retools::Lock lock{lock_key, {.expires = 10s, .timeout = 10s, .connection = conn,
+                                                  .max_retry_delay = 5ms}};
+                    if (conn.command("INCR", inside).as_integer() != 1) problem("two holders of the lock");
+                    conn.command("DECR", inside);
+                    ++locks;
+                } catch (const std::exception& e) {
+                    problem(fmt::format("lock: {}", e.what()));
+                }
+            }
+        });
+    threads.emplace_back([&] {
+        for (int i = initial; !stop; ++i) {
+            try {
+                qm.enqueue("tests.cq:count", {{"tag", i}},
+                           {.queue_name = names[static_cast<std::size_t>(i) % 3]});
+                ++enqueued;
+            } catch (const std::exception& e) {
+                problem(fmt::format("enqueue: {}", e.what()));
+                break;  // its tag may be queued: the count below would not know
+            }
+            std::this_thread::sleep_for(2ms);
+        }
+    });
+    const bool warm = wait_until([&] { return calls > 50 && locks > 10 && enqueued > 10; }, 10s);
+
+    // Each slot to another master, key by key: about 10 keys at 20 ms, then
+    // 100 ms between the SETSLOT NODE of each master.
+    const auto started = std::chrono::steady_clock::now();
+    for (std::uint16_t slot : slots) {
+        const int from = cluster().master_of(slot);
+        int to = 0;
+        for (int p : cluster().master_ports())
+            if (p != from) to = p;
+        const long before_calls = calls, before_locks = locks;
+        cluster().move_slot_slowly(slot, to, 20ms, 100ms);
+        EXPECT_EQ(cluster().master_of(slot), to) << slot;
+        EXPECT_TRUE(wait_until([&] { return calls > before_calls + 10 && locks > before_locks + 5; }, 10s))
+            << slot;
+    }
+    const auto moving = std::chrono::steady_clock::now() - started;
+    stop = true;
+    for (auto& t : threads) t.join();
+    const long total = initial + enqueued;
+    const bool drained = wait_until([&] { return conn.command("SCARD", "done").as_integer() == total; }, 60s);
+    w.stop();
+    worker.join();
+    const std::string worker_log = testing::internal::GetCapturedStderr();
+
+    ASSERT_TRUE(warm) << calls << " " << locks << " " << enqueued << " " << first_problem;
+    EXPECT_EQ(problems, 0) << first_problem;
+    EXPECT_TRUE(drained) << conn.command("SCARD", "done").as_integer() << " of " << total;
+    for (const auto& q : names) EXPECT_EQ(qm.queue_length(q), 0u) << q;
+    EXPECT_TRUE(keys_matching("retools:processing:*").empty());
+    EXPECT_EQ(qm.failed_count(), 0u);
+    EXPECT_EQ(worker_log.find("retools-worker"), std::string::npos) << worker_log.substr(0, 2000);
+    // The slots really were mid-migration for a while: about 12 pauses each.
+    EXPECT_GE(moving, slots.size() * 10 * 20ms);
+}
+
 #ifdef RETOOLS_TOOL_PROGRAM
 // The `retools` program reads the cluster layout: scheduled jobs in every
 // queue's own set, workers from the beat index (SCAN sees one node), and the

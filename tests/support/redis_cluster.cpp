@@ -207,25 +207,35 @@ std::string RedisCluster::state() const {
 
 void RedisCluster::move_slot(std::uint16_t slot, int to_port, int batch,
                              const std::function<void()>& between) {
+    move_slot(slot, to_port, SlotMove{.batch = batch, .between = between});
+}
+
+void RedisCluster::move_slot(std::uint16_t slot, int to_port, const SlotMove& how) {
     const int from_port = master_of(slot);
     if (from_port == 0 || from_port == to_port) return;
     const std::string from_id = node_id(from_port), to_id = node_id(to_port);
+    const std::vector<int> others = master_ports();  // read before the nodes start to disagree
     Connection from = direct(from_port), to = direct(to_port);
     to.command("CLUSTER", "SETSLOT", slot, "IMPORTING", from_id);
     from.command("CLUSTER", "SETSLOT", slot, "MIGRATING", to_id);
+    std::this_thread::sleep_for(how.pause);
     for (;;) {
         std::vector<std::string> keys;
-        for (const Reply& k : from.command("CLUSTER", "GETKEYSINSLOT", slot, batch).as_array())
+        for (const Reply& k : from.command("CLUSTER", "GETKEYSINSLOT", slot, how.batch).as_array())
             keys.push_back(k.as_string());
         if (keys.empty()) break;
         from.command("MIGRATE", "127.0.0.1", to_port, "", 0, 5000, "KEYS", keys);
-        if (between) between();
+        if (how.between) how.between();
+        std::this_thread::sleep_for(how.pause);
     }
     to.command("CLUSTER", "SETSLOT", slot, "NODE", to_id);
+    std::this_thread::sleep_for(how.settle);
     from.command("CLUSTER", "SETSLOT", slot, "NODE", to_id);
-    for (int port : master_ports())
-        if (port != from_port && port != to_port)
+    for (int port : others)
+        if (port != from_port && port != to_port) {
+            std::this_thread::sleep_for(how.settle);
             direct(port).command("CLUSTER", "SETSLOT", slot, "NODE", to_id);
+        }
 }
 
 void RedisCluster::flush_all() const {

@@ -18,6 +18,22 @@
 
 namespace retools::test {
 
+/// How RedisCluster::move_slot moves a slot. Every field has a default.
+struct SlotMove {
+    /// Keys per MIGRATE. Default 10; 1 moves key by key.
+    int batch = 10;
+    /// Wait after the slot is marked importing/migrating and after each
+    /// MIGRATE, so the slot stays mid-migration (ASK, TRYAGAIN) that long.
+    /// Default 0.
+    std::chrono::milliseconds pause{0};
+    /// Wait between telling each master the new owner (the target first,
+    /// then the source, then the others), so the nodes disagree about the
+    /// slot for a while. Default 0.
+    std::chrono::milliseconds settle{0};
+    /// Runs after each MIGRATE (to interleave with a workload). Default none.
+    std::function<void()> between;
+};
+
 struct RedisClusterOptions {
     /// Masters (the slots are split evenly among them). At least 3.
     int masters = 3;
@@ -65,6 +81,16 @@ public:
     /// (to interleave with a workload).
     void move_slot(std::uint16_t slot, int to_port, int batch = 10,
                    const std::function<void()>& between = {});
+    /// move_slot with the pacing of `how` (see SlotMove).
+    void move_slot(std::uint16_t slot, int to_port, const SlotMove& how);
+    /// Moves `slot` one key per MIGRATE with `per_key` between keys, and
+    /// `settle` between the SETSLOT NODE calls: the slot stays in the ASK
+    /// state for about (keys + 1) * per_key, then its owners disagree for
+    /// about 2 * settle.
+    void move_slot_slowly(std::uint16_t slot, int to_port, std::chrono::milliseconds per_key,
+                          std::chrono::milliseconds settle) {
+        move_slot(slot, to_port, SlotMove{.batch = 1, .pause = per_key, .settle = settle});
+    }
     /// Deletes every key on every master.
     void flush_all() const;
     /// SIGKILL the node on `port` (no restart).
