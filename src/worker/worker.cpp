@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include <retools/detail/python_repr.hpp>
+#include <retools/log.hpp>
 
 #include "core/clock.hpp"
 #include "core/random_token.hpp"
@@ -386,8 +387,9 @@ WorkSummary Worker::work(WorkOptions options) {
         release.ids.push_back(wid);
         s.working_id = &s.keep_id(wid);
         if (s.logs(WorkerLog::failures))
-            fmt::print(stderr, "retools-worker: {} is held by another live process; working as {}\n", base_id,
-                       wid);
+            detail::log(LogLevel::warning,
+                        fmt::format("retools-worker: {} is held by another live process; working as {}",
+                                    base_id, wid));
     }
 
     // Requests are cleared on the way out, not here: a stop() that races with
@@ -516,8 +518,9 @@ WorkSummary Worker::work(WorkOptions options) {
                 backoff = std::clamp(backoff * 2, fork_backoff_min, fork_backoff_max);
                 backoff_until = steady_now + backoff;
                 if (s.logs(WorkerLog::failures))
-                    fmt::print(stderr, "retools-worker: {}: {}; {} job(s) requeued, pausing {} ms\n", wid,
-                               unstarted.front().second, unstarted.size(), backoff.count());
+                    detail::log(LogLevel::warning,
+                                fmt::format("retools-worker: {}: {}; {} job(s) requeued, pausing {} ms", wid,
+                                            unstarted.front().second, unstarted.size(), backoff.count()));
                 for (auto it = unstarted.rbegin(); it != unstarted.rend(); ++it) batch.requeue(it->first);
                 in_flight -= unstarted.size();
                 unstarted.clear();
@@ -546,10 +549,12 @@ WorkSummary Worker::work(WorkOptions options) {
                 }
                 bool bad = o.status == JobStatus::failed || o.status == JobStatus::retry || o.timed_out;
                 if (s.logs(WorkerLog::jobs) || (bad && s.logs(WorkerLog::failures)))
-                    fmt::print(stderr, "retools-worker: job {} {} queue={} {:.3f}ms {}{}{}\n",
-                               o.job_id.empty() ? "-" : o.job_id, o.job_name.empty() ? "-" : o.job_name,
-                               d.job.queue(), o.seconds * 1000, status_text(o.status),
-                               o.error.empty() ? "" : ": ", o.error);
+                    detail::log(
+                        bad ? LogLevel::warning : LogLevel::info,
+                        fmt::format("retools-worker: job {} {} queue={} {:.3f}ms {}{}{}",
+                                    o.job_id.empty() ? "-" : o.job_id, o.job_name.empty() ? "-" : o.job_name,
+                                    d.job.queue(), o.seconds * 1000, status_text(o.status),
+                                    o.error.empty() ? "" : ": ", o.error));
                 batch.add(std::move(d), wid, now);
             }
             done.clear();
@@ -585,9 +590,10 @@ WorkSummary Worker::work(WorkOptions options) {
                             detail::recover_worker(s.conn, wid, detail::RecoverMode::resync, 0, false)
                                 .requeued;
                         n && s.logs(WorkerLog::failures))
-                        fmt::print(stderr,
-                                   "retools-worker: {}: requeued {} job(s) taken during a Redis error\n", wid,
-                                   n);
+                        detail::log(
+                            LogLevel::warning,
+                            fmt::format("retools-worker: {}: requeued {} job(s) taken during a Redis error",
+                                        wid, n));
                     resync = false;
                 } catch (const Error&) {}
             }
@@ -600,15 +606,18 @@ WorkSummary Worker::work(WorkOptions options) {
                     auto r =
                         detail::recover_dead_workers(s.conn, opt.heartbeat_timeout, opt.max_recoveries, full);
                     if ((r.requeued || r.quarantined) && s.logs(WorkerLog::failures))
-                        fmt::print(stderr,
-                                   "retools-worker: {}: recovered dead workers' jobs: {} requeued, {} to "
-                                   "retools:failed\n",
-                                   wid, r.requeued, r.quarantined);
+                        detail::log(
+                            LogLevel::warning,
+                            fmt::format(
+                                "retools-worker: {}: recovered dead workers' jobs: {} requeued, {} to "
+                                "retools:failed",
+                                wid, r.requeued, r.quarantined));
                     if (full) next_full_scan = steady_now + 10 * opt.heartbeat_timeout;
                 } catch (const Error& e) {
                     if (s.logs(WorkerLog::failures))
-                        fmt::print(stderr, "retools-worker: {}: recovering dead workers failed: {}\n", wid,
-                                   e.what());
+                        detail::log(LogLevel::warning,
+                                    fmt::format("retools-worker: {}: recovering dead workers failed: {}", wid,
+                                                e.what()));
                 }
                 next_recovery = steady_now + opt.heartbeat_interval;
             }
@@ -626,7 +635,7 @@ WorkSummary Worker::work(WorkOptions options) {
                     if (!had_kept && !kept.empty())
                         kept_retry_at = steady_now + std::chrono::milliseconds(200);
                     if (!note.empty() && s.logs(WorkerLog::failures) && note != last_note)
-                        fmt::print(stderr, "retools-worker: {}: {}\n", wid, note);
+                        detail::log(LogLevel::warning, fmt::format("retools-worker: {}: {}", wid, note));
                     last_note = std::move(note);
                     if (beat_due) next_beat = steady_now + opt.heartbeat_interval;
                     batch.clear();
@@ -635,7 +644,9 @@ WorkSummary Worker::work(WorkOptions options) {
                     ++failures_in_a_row;
                     resync = true;
                     if (s.logs(WorkerLog::failures))
-                        fmt::print(stderr, "retools-worker: {}: Redis error, retrying: {}\n", wid, e.what());
+                        detail::log(
+                            LogLevel::warning,
+                            fmt::format("retools-worker: {}: Redis error, retrying: {}", wid, e.what()));
                     if (stopping && in_flight == 0 && failures_in_a_row > 3)
                         break;  // leave the rest to recovery
                     std::unique_lock lock(s.mutex);
@@ -713,7 +724,8 @@ WorkSummary Worker::work(WorkOptions options) {
         if (held == 0) unregister_worker(wid);
     } catch (const Error& e) {
         if (s.logs(WorkerLog::failures))
-            fmt::print(stderr, "retools-worker: {}: could not unregister: {}\n", wid, e.what());
+            detail::log(LogLevel::warning,
+                        fmt::format("retools-worker: {}: could not unregister: {}", wid, e.what()));
     }
     return summary;
 }
