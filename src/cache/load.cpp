@@ -1,5 +1,5 @@
-// The load path: CacheRegion::load and cached calls, step by step as the
-// original does it (PROTOCOL.md, "Cache").
+// The load path: CacheRegion::load and cached calls, step by step as Python
+// retools 0.4 does it, on the keys of docs/redis-layout.md ("Cache").
 #include <algorithm>
 #include <atomic>
 #include <charconv>
