@@ -8,6 +8,7 @@
 #include <retools/job.hpp>
 #include <retools/limiter.hpp>
 #include <retools/lock.hpp>
+#include <retools/log.hpp>
 #include <retools/pickle.hpp>
 #include <retools/queue.hpp>
 #include <retools/reply.hpp>

@@ -96,7 +96,7 @@ enum class ExecutionMode {
     fork,
 };
 
-/// How much a Worker writes to stderr.
+/// How much a Worker logs (through the log handler, <retools/log.hpp>; stderr by default).
 enum class WorkerLog {
     none,      ///< nothing
     failures,  ///< failed jobs and Redis errors (default)
@@ -129,7 +129,7 @@ struct WorkerOptions {
     /// runs (previous handlers are restored afterwards). Default true; false
     /// leaves signals alone (use stop(), pause(), resume()).
     bool handle_signals = true;
-    /// What to log to stderr; default WorkerLog::failures.
+    /// What to log (warnings for failures, info for each job); default WorkerLog::failures.
     WorkerLog log = WorkerLog::failures;
     /// How often a working worker refreshes its heartbeat
     /// (`retools:heartbeat:<id>`) and looks for dead workers whose jobs to

@@ -17,6 +17,7 @@
 
 #include <retools/cache.hpp>
 #include <retools/lock.hpp>
+#include <retools/log.hpp>
 #include <retools/script.hpp>
 
 #include "cache/keys.hpp"
@@ -134,19 +135,19 @@ Pipeline& scratch_pipeline() {
     return pipeline;
 }
 
-// A value the function returned but that cannot be stored exactly: say so on
-// stderr, at most once a second per process (a hot function must not flood it).
+// A value the function returned but that cannot be stored exactly: say so (a
+// warning to the log handler), at most once a second per process (a hot
+// function must not flood it).
 void report_uncached(const RegionSettings& region, std::string_view ns, std::string_view key,
                      std::string_view why) {
     static std::atomic<long long> last_second{0};
     const auto now = static_cast<long long>(unix_now());
     long long last = last_second.load(std::memory_order_relaxed);
     if (now <= last || !last_second.compare_exchange_strong(last, now)) return;
-    std::fprintf(stderr,
-                 "retools: cache region %s: %s:%s returned a value that cannot be stored (%.*s); "
-                 "returned it uncached\n",
-                 region.name.c_str(), std::string(ns).c_str(), std::string(key).c_str(),
-                 static_cast<int>(why.size()), why.data());
+    detail::log(LogLevel::warning,
+                fmt::format("retools: cache region {}: {}:{} returned a value that cannot be stored ({}); "
+                            "returned it uncached",
+                            region.name, ns, key, why));
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 
 #include <retools/detail/command_buffer.hpp>
 #include <retools/errors.hpp>
+#include <retools/log.hpp>
 
 #include "cache/near_cache.hpp"
 #include "cache/registry.hpp"
@@ -200,8 +201,8 @@ private:
                 failed = true;
                 if (!refused_reported_) {
                     refused_reported_ = true;
-                    std::fprintf(stderr, "retools: near cache off for %s: %s\n",
-                                 conn_.options().describe().c_str(), e.what());
+                    detail::log(LogLevel::warning, fmt::format("retools: near cache off for {}: {}",
+                                                               conn_.options().describe(), e.what()));
                 }
             } catch (const std::exception&) {
                 failed = true;

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include <retools/detail/python_repr.hpp>
+#include <retools/log.hpp>
 
 #include "core/clock.hpp"
 #include "core/random_token.hpp"
@@ -484,8 +485,9 @@ private:
     void requeue_unstarted(std::chrono::milliseconds backoff) {
         // Not run: back at the head of the queue (oldest first), and a pause.
         if (s_.logs(WorkerLog::failures))
-            fmt::print(stderr, "retools-worker: {}: {}; {} job(s) requeued, pausing {} ms\n", wid_,
-                       unstarted_.front().second, unstarted_.size(), backoff.count());
+            detail::log(LogLevel::warning,
+                        fmt::format("retools-worker: {}: {}; {} job(s) requeued, pausing {} ms", wid_,
+                                    unstarted_.front().second, unstarted_.size(), backoff.count()));
         for (auto it = unstarted_.rbegin(); it != unstarted_.rend(); ++it) batch_.requeue(it->first);
         unstarted_.clear();
     }
@@ -496,10 +498,10 @@ private:
             const auto& o = d.outcome;
             bool bad = o.status == JobStatus::failed || o.status == JobStatus::retry || o.timed_out;
             if (s_.logs(WorkerLog::jobs) || (bad && s_.logs(WorkerLog::failures)))
-                fmt::print(stderr, "retools-worker: job {} {} queue={} {:.3f}ms {}{}{}\n",
+                detail::log(bad ? LogLevel::warning : LogLevel::info, fmt::format("retools-worker: job {} {} queue={} {:.3f}ms {}{}{}",
                            o.job_id.empty() ? "-" : o.job_id, o.job_name.empty() ? "-" : o.job_name,
                            d.job.queue(), o.seconds * 1000, status_text(o.status),
-                           o.error.empty() ? "" : ": ", o.error);
+                           o.error.empty() ? "" : ": ", o.error));
             batch_.add(std::move(d), wid_, now);
         }
         done_.clear();
@@ -510,8 +512,8 @@ private:
             if (std::size_t n =
                     detail::recover_worker(s_.conn, wid_, detail::RecoverMode::resync, 0, false).requeued;
                 n && s_.logs(WorkerLog::failures))
-                fmt::print(stderr, "retools-worker: {}: requeued {} job(s) taken during a Redis error\n",
-                           wid_, n);
+                detail::log(LogLevel::warning, fmt::format("retools-worker: {}: requeued {} job(s) taken during a Redis error",
+                           wid_, n));
             return {.kind = Event::Kind::resynced};
         } catch (const Error&) {
             return {.kind = Event::Kind::resync_failed};
@@ -522,15 +524,14 @@ private:
         try {
             auto r = detail::recover_dead_workers(s_.conn, opt_.heartbeat_timeout, opt_.max_recoveries, full);
             if ((r.requeued || r.quarantined) && s_.logs(WorkerLog::failures))
-                fmt::print(stderr,
-                           "retools-worker: {}: recovered dead workers' jobs: {} requeued, {} to "
-                           "retools:failed\n",
-                           wid_, r.requeued, r.quarantined);
+                detail::log(LogLevel::warning, fmt::format("retools-worker: {}: recovered dead workers' jobs: {} requeued, {} to "
+                           "retools:failed",
+                           wid_, r.requeued, r.quarantined));
             return {.kind = Event::Kind::scanned};
         } catch (const Error& e) {
             if (s_.logs(WorkerLog::failures))
-                fmt::print(stderr, "retools-worker: {}: recovering dead workers failed: {}\n", wid_,
-                           e.what());
+                detail::log(LogLevel::warning, fmt::format("retools-worker: {}: recovering dead workers failed: {}", wid_,
+                           e.what()));
             return {.kind = Event::Kind::scan_failed};
         }
     }
@@ -542,13 +543,13 @@ private:
             std::string note = fetch_.exchange(batch_, action.count, action.idle,
                                                action.beat ? &beat_ : nullptr, taken_, &kept_);
             if (!note.empty() && s_.logs(WorkerLog::failures) && note != last_note_)
-                fmt::print(stderr, "retools-worker: {}: {}\n", wid_, note);
+                detail::log(LogLevel::warning, fmt::format("retools-worker: {}: {}", wid_, note));
             last_note_ = std::move(note);
             batch_.clear();
             return {.kind = Event::Kind::fetched, .count = taken_.size(), .kept = !kept_.empty()};
         } catch (const Error& e) {
             if (s_.logs(WorkerLog::failures))
-                fmt::print(stderr, "retools-worker: {}: Redis error, retrying: {}\n", wid_, e.what());
+                detail::log(LogLevel::warning, fmt::format("retools-worker: {}: Redis error, retrying: {}", wid_, e.what()));
             return {.kind = Event::Kind::fetch_failed, .kept = !kept_.empty()};
         }
     }
@@ -626,8 +627,9 @@ std::string Worker::State::claim_working_id(const std::string& base_id, std::vec
         claimed.push_back(wid);
         working_id = &keep_id(wid);
         if (logs(WorkerLog::failures))
-            fmt::print(stderr, "retools-worker: {} is held by another live process; working as {}\n", base_id,
-                       wid);
+            detail::log(LogLevel::warning,
+                        fmt::format("retools-worker: {} is held by another live process; working as {}",
+                                    base_id, wid));
     }
 }
 
@@ -680,7 +682,8 @@ WorkSummary Worker::work(WorkOptions options) {
         if (s.topology->processing_lists(s.conn, wid, s.queues) == 0) unregister_worker(wid);
     } catch (const Error& e) {
         if (s.logs(WorkerLog::failures))
-            fmt::print(stderr, "retools-worker: {}: could not unregister: {}\n", wid, e.what());
+            detail::log(LogLevel::warning,
+                        fmt::format("retools-worker: {}: could not unregister: {}", wid, e.what()));
     }
     return summary;
 }

@@ -1,5 +1,6 @@
 // Cache: a fresh hit (statistics on and off) and a miss that regenerates,
-// beside raw hiredis sending the round trips PROTOCOL.md prescribes. Regions
+// beside raw hiredis sending the same round trips as Python retools (a hit:
+// MULTI/HGETALL/GET/INCR/EXEC; a miss: lock, store, release). Regions
 // store pickle (the default): the cached string travels as its pickle, which
 // retools decodes on every hit and the floor only receives; one more row
 // caches a list of strings, which retools unpickles and its floor decodes

@@ -7,7 +7,20 @@ rm -rf "$work" && mkdir -p "$work"
 if [ "$mode" = find_package ]; then
   cmake --install "$build" --prefix "$work/prefix" >/dev/null
   cmake -S "$src/tests/consumer" -B "$work/build" -G Ninja -DCMAKE_PREFIX_PATH="$work/prefix" >/dev/null
-  PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig" pkg-config --cflags --libs retools
+  # The internal hiredis target stays internal.
+  if grep -rq retools_hiredis "$work/prefix/lib/cmake/retools"; then
+    echo "the installed package exports retools_hiredis" >&2
+    exit 1
+  fi
+  # pkg-config: the consumer's flags choose the language standard.
+  export PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig"
+  cflags=$(pkg-config --cflags retools)
+  libs=$(pkg-config --libs --static retools)
+  echo "pkg-config: $cflags $libs"
+  case " $cflags " in *" -std="*) echo "retools.pc forces a language standard: $cflags" >&2; exit 1 ;; esac
+  # shellcheck disable=SC2086  # flags are words
+  ${CXX:-c++} -std=c++20 "$src/tests/consumer/main.cpp" -o "$work/consumer-pkg-config" $cflags $libs
+  "$work/consumer-pkg-config"
 else
   cmake -S "$src/tests/consumer" -B "$work/build" -G Ninja -DRETOOLS_CONSUMER_MODE=add_subdirectory \
     -DRETOOLS_SOURCE_DIR="$src" >/dev/null

@@ -39,7 +39,8 @@ struct Golden {
 };
 
 // Generated with /usr/bin/python3 (3.11): pickle.dumps(value, protocol=p);
-// the py2_* rows are Python 2.7 cPickle.dumps(value) (PROTOCOL.md, "Values").
+// the py2_* rows are what Python 2.7's cPickle.dumps(value) writes (protocol
+// 0, the default there), which Python 2 retools stores as a cached value.
 constexpr Golden kGolden[] = {
     {"str", 0, "Vabc\np0\n."sv, "'abc'"},
     {"str", 2,
