@@ -320,7 +320,7 @@ public:
 
 private:
     friend class detail::ClusterRouter;
-    struct Impl;  // the pool and transport, in src/core/connection_impl.hpp
+    struct Impl;  // the pool and transport, in src/client/connection_impl.hpp
     std::shared_ptr<Impl> impl_;
 };
 

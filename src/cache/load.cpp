@@ -22,9 +22,9 @@
 #include "cache/near_cache.hpp"
 #include "cache/refresh.hpp"
 #include "cache/registry.hpp"
-#include "core/clock.hpp"
-#include "core/errors.hpp"
-#include "core/random_token.hpp"
+#include "client/errors.hpp"
+#include "util/clock.hpp"
+#include "util/random_token.hpp"
 
 namespace retools {
 namespace detail {

@@ -7,13 +7,13 @@
 #include <retools/errors.hpp>
 #include <retools/queue.hpp>
 
-#include "core/clock.hpp"
-#include "core/errors.hpp"
-#include "core/random_token.hpp"
+#include "client/errors.hpp"
 #include "queue/indexed_range.hpp"
 #include "queue/keys.hpp"
 #include "queue/payloads.hpp"
 #include "queue/python_json.hpp"
+#include "util/clock.hpp"
+#include "util/random_token.hpp"
 
 namespace retools {
 

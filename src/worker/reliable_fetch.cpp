@@ -29,10 +29,10 @@
 #include <retools/queue.hpp>
 #include <retools/script.hpp>
 
-#include "core/clock.hpp"
-#include "core/sha1.hpp"
 #include "queue/keys.hpp"
 #include "queue/payloads.hpp"
+#include "util/clock.hpp"
+#include "util/sha1.hpp"
 #include "worker/counters.hpp"
 #include "worker/fetch.hpp"
 

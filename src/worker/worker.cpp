@@ -14,9 +14,9 @@
 
 #include <retools/detail/python_repr.hpp>
 
-#include "core/clock.hpp"
-#include "core/random_token.hpp"
 #include "queue/keys.hpp"
+#include "util/clock.hpp"
+#include "util/random_token.hpp"
 #include "worker/executor.hpp"
 #include "worker/fetch.hpp"
 #include "worker/liveness.hpp"

@@ -10,7 +10,7 @@
 #include <retools/errors.hpp>
 #include <retools/reply.hpp>
 
-#include "core/reply_reader.hpp"
+#include "client/reply_reader.hpp"
 
 namespace {
 

@@ -22,14 +22,14 @@
 
 #include <retools/retools.hpp>
 
-#include "cluster_test.hpp"
 #include "cache/keys.hpp"
-#include "core/cluster.hpp"
-#include "core/sha1.hpp"
+#include "client/cluster.hpp"
+#include "cluster_test.hpp"
 #include "process.hpp"
 #include "queue/keys.hpp"
 #include "redis_cluster.hpp"
 #include "run_program.hpp"
+#include "util/sha1.hpp"
 #include "wait.hpp"
 #include "worker/liveness.hpp"
 

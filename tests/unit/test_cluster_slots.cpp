@@ -9,7 +9,7 @@
 #include <retools/errors.hpp>
 
 #include "../support/expect.hpp"
-#include "core/cluster.hpp"
+#include "client/cluster.hpp"
 
 using retools::ConnectionOptions;
 using retools::detail::command_keys;

@@ -9,7 +9,7 @@
 
 #include <retools/connection.hpp>
 
-#include "core/transport.hpp"
+#include "client/transport.hpp"
 
 struct ssl_ctx_st;
 struct ssl_st;

@@ -13,8 +13,8 @@
 #include <retools/detail/python_repr.hpp>
 #include <retools/pickle.hpp>
 
-#include "core/pickle_reader.hpp"
-#include "core/utf8.hpp"
+#include "python/pickle_reader.hpp"
+#include "python/utf8.hpp"
 
 namespace retools::pickle {
 namespace {

@@ -1,4 +1,4 @@
-#include "core/sentinel.hpp"
+#include "client/sentinel.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -11,10 +11,10 @@
 #include <retools/detail/command_buffer.hpp>
 #include <retools/errors.hpp>
 
-#include "core/link.hpp"
-#include "core/resp_commands.hpp"
-#include "core/tls.hpp"
-#include "core/transport.hpp"
+#include "client/link.hpp"
+#include "client/resp_commands.hpp"
+#include "client/tls.hpp"
+#include "client/transport.hpp"
 
 namespace retools::detail {
 namespace {

@@ -1,14 +1,14 @@
 // redis-cluster://[user[:password]@]host:port[,host:port...][?read_from_replicas=yes]
 //
-// The same rules as redis-sentinel:// (core/url.hpp): the user info ends at
+// The same rules as redis-sentinel:// (client/url.hpp): the user info ends at
 // the last '@' and is never quoted.
 
 #include <fmt/format.h>
 
 #include <retools/errors.hpp>
 
-#include "core/cluster.hpp"
-#include "core/url.hpp"
+#include "client/cluster.hpp"
+#include "client/url.hpp"
 
 namespace retools::detail {
 namespace {

@@ -9,7 +9,7 @@
 #include <retools/detail/python_repr.hpp>
 #include <retools/detail/python_str.hpp>
 
-#include "core/utf8.hpp"
+#include "python/utf8.hpp"
 
 namespace retools::detail {
 namespace {

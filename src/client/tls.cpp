@@ -1,4 +1,4 @@
-#include "core/tls.hpp"
+#include "client/tls.hpp"
 
 #include <arpa/inet.h>
 #include <poll.h>
@@ -17,7 +17,7 @@
 
 #include <retools/errors.hpp>
 
-#include "core/errors.hpp"
+#include "client/errors.hpp"
 
 namespace retools::detail {
 namespace {

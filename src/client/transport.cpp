@@ -1,4 +1,4 @@
-#include "core/transport.hpp"
+#include "client/transport.hpp"
 
 #include <fcntl.h>
 #include <netdb.h>
@@ -18,8 +18,8 @@
 
 #include <fmt/format.h>
 
-#include "core/errors.hpp"
-#include "core/tls.hpp"
+#include "client/errors.hpp"
+#include "client/tls.hpp"
 
 namespace retools::detail {
 namespace {

@@ -5,7 +5,7 @@
 // command_timeout; writes never raise SIGPIPE (MSG_NOSIGNAL, also under TLS).
 //
 // A Transport only moves bytes. Requests and replies (RESP framing, the
-// replies still owed) live one level up in core/link.hpp, so a later
+// replies still owed) live one level up in client/link.hpp, so a later
 // multiplexer can queue requests from many threads onto one Transport.
 
 #include <chrono>

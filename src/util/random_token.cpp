@@ -7,7 +7,7 @@
 #include <mutex>
 #include <random>
 
-#include "core/random_token.hpp"
+#include "util/random_token.hpp"
 
 namespace retools::detail {
 namespace {

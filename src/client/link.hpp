@@ -18,7 +18,7 @@
 #include <retools/connection.hpp>
 #include <retools/reply.hpp>
 
-#include "core/transport.hpp"
+#include "client/transport.hpp"
 
 struct redisReader;
 struct redisReply;

@@ -9,8 +9,8 @@
 
 #include <retools/errors.hpp>
 
-#include "core/sentinel.hpp"
-#include "core/url.hpp"
+#include "client/sentinel.hpp"
+#include "client/url.hpp"
 
 namespace retools::detail {
 namespace {

@@ -1,4 +1,4 @@
-#include "core/json_limits.hpp"
+#include "queue/json_limits.hpp"
 
 #include <fmt/format.h>
 

@@ -1,4 +1,4 @@
-#include "core/url.hpp"
+#include "client/url.hpp"
 
 #include <algorithm>
 #include <cctype>

@@ -1,5 +1,5 @@
 #pragma once
-// The pickle reader without its fast path for a single str (core/pickle.cpp),
+// The pickle reader without its fast path for a single str (python/pickle.cpp),
 // so the fuzz target can check that both read every input the same way.
 
 #include <string_view>

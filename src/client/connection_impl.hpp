@@ -15,10 +15,10 @@
 
 #include <retools/connection.hpp>
 
-#include "core/cluster.hpp"
-#include "core/link.hpp"
-#include "core/sentinel.hpp"
-#include "core/tls.hpp"
+#include "client/cluster.hpp"
+#include "client/link.hpp"
+#include "client/sentinel.hpp"
+#include "client/tls.hpp"
 
 namespace retools {
 

@@ -1,4 +1,4 @@
-#include "core/errors.hpp"
+#include "client/errors.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -11,7 +11,7 @@
 
 #include <retools/errors.hpp>
 
-#include "core/resp_commands.hpp"
+#include "client/resp_commands.hpp"
 
 namespace retools::detail {
 

@@ -6,9 +6,9 @@
 #include <retools/connection.hpp>
 #include <retools/errors.hpp>
 
-#include "core/cluster.hpp"
-#include "core/sentinel.hpp"
-#include "core/url.hpp"
+#include "client/cluster.hpp"
+#include "client/sentinel.hpp"
+#include "client/url.hpp"
 
 namespace retools {
 namespace {

@@ -1,4 +1,4 @@
-#include "core/link.hpp"
+#include "client/link.hpp"
 
 #include <algorithm>
 #include <new>
@@ -8,8 +8,8 @@
 
 #include <retools/detail/command_buffer.hpp>
 
-#include "core/errors.hpp"
-#include "core/reply_reader.hpp"
+#include "client/errors.hpp"
+#include "client/reply_reader.hpp"
 
 namespace retools::detail {
 namespace {

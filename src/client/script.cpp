@@ -1,6 +1,6 @@
 #include <retools/script.hpp>
 
-#include "core/sha1.hpp"
+#include "util/sha1.hpp"
 
 namespace retools {
 

@@ -10,8 +10,8 @@
 #include <retools/connection.hpp>
 #include <retools/errors.hpp>
 
-#include "core/connection_impl.hpp"
-#include "core/errors.hpp"
+#include "client/connection_impl.hpp"
+#include "client/errors.hpp"
 
 namespace retools {
 namespace {

@@ -3,7 +3,7 @@
 // before nlohmann_json parses it: parsing, copying and re-serialising a value
 // recurse once per nesting level, so a hostile 200,000-deep payload would
 // overflow the stack. Also base64 for keeping arbitrary bytes inside JSON
-// text (UTF-8 checks are in core/utf8.hpp).
+// text (UTF-8 checks are in python/utf8.hpp).
 
 #include <cstddef>
 #include <optional>

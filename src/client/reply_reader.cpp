@@ -1,4 +1,4 @@
-#include "core/reply_reader.hpp"
+#include "client/reply_reader.hpp"
 
 #include <hiredis/hiredis.h>
 

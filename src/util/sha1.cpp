@@ -1,5 +1,5 @@
 // SHA1 (FIPS 180-4), only to name scripts the way Redis does; not for security.
-#include "core/sha1.hpp"
+#include "util/sha1.hpp"
 
 #include <array>
 #include <cstdint>

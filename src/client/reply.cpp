@@ -8,7 +8,7 @@
 #include <retools/errors.hpp>
 #include <retools/reply.hpp>
 
-#include "core/errors.hpp"
+#include "client/errors.hpp"
 
 namespace retools {
 

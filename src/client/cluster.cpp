@@ -1,4 +1,4 @@
-#include "core/cluster.hpp"
+#include "client/cluster.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -11,10 +11,10 @@
 
 #include <retools/errors.hpp>
 
-#include "core/connection_impl.hpp"
-#include "core/errors.hpp"
-#include "core/resp_commands.hpp"
-#include "core/sentinel.hpp"
+#include "client/connection_impl.hpp"
+#include "client/errors.hpp"
+#include "client/resp_commands.hpp"
+#include "client/sentinel.hpp"
 
 namespace retools::detail {
 namespace {
