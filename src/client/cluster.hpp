@@ -53,10 +53,6 @@ struct ParsedCommand {
 };
 /// Splits a RESP request into its commands (the buffer must outlive the views).
 std::vector<ParsedCommand> parse_commands(std::string_view resp);
-/// The keys of a command, as far as retools knows its arguments (the first
-/// key for most; every key for DEL, MGET, EVALSHA ...). Unknown commands: the
-/// first argument after the name. Keyless commands (PING, INFO ...): none.
-std::vector<std::string_view> command_keys(const std::vector<std::string_view>& args);
 
 /// ConnectionOptions::from_url for `redis-cluster://` URLs.
 ConnectionOptions parse_cluster_url(std::string_view url);
@@ -124,7 +120,8 @@ private:
     void mark_stale() noexcept { stale_.store(true, std::memory_order_relaxed); }
     /// The one slot of every key in `resp` (none: no key); keys in two
     /// slots throw ConfigurationError naming them (`what`: "command", ...).
-    /// `reads`, when given, is set to read_only_request(resp) (one pass for both).
+    /// `reads`, when given, is set to read_only_request(resp) (one pass for both;
+    /// see command_table.hpp).
     std::optional<std::uint16_t> slot_of(std::string_view resp, std::string_view what,
                                          bool* reads = nullptr) const;
 

@@ -10,6 +10,7 @@
 #include <retools/connection.hpp>
 #include <retools/errors.hpp>
 
+#include "client/command_table.hpp"
 #include "client/connection_impl.hpp"
 #include "client/errors.hpp"
 

@@ -1,9 +1,7 @@
 #include "client/errors.hpp"
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 #include <string>
 
@@ -11,6 +9,7 @@
 
 #include <retools/errors.hpp>
 
+#include "client/command_table.hpp"
 #include "client/resp_commands.hpp"
 
 namespace retools::detail {
@@ -76,12 +75,13 @@ void throw_command_error(const Reply& reply, const CommandBuffer& buffer, std::s
     std::string what;
     if (!args.empty() && (args[0] == "EVALSHA" || args[0] == "EVAL")) {
         // Name the keys the script was given, not its hash or source.
-        long long keys = 0;
-        if (args.size() > 2) std::from_chars(args[2].data(), args[2].data() + args[2].size(), keys);
         what = "script";
-        for (long long k = 0; k < keys && 3 + static_cast<std::size_t>(k) < args.size(); ++k)
-            what.append(k == 0 ? " on " : ", ").append(shortened(args[3 + static_cast<std::size_t>(k)]));
-    } else if (!args.empty() && (iequals(args[0], "AUTH") || iequals(args[0], "HELLO"))) {
+        bool first = true;
+        visit_keys(args, [&](std::string_view key) {
+            what.append(first ? " on " : ", ").append(shortened(key));
+            first = false;
+        });
+    } else if (!args.empty() && command_info(args[0]).secret) {
         what = std::string(args[0]);  // the next argument may be a password
     } else {
         for (std::size_t i = 0; i < args.size() && i < 2; ++i)

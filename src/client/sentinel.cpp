@@ -1,7 +1,6 @@
 #include "client/sentinel.hpp"
 
 #include <algorithm>
-#include <cctype>
 #include <charconv>
 #include <span>
 #include <sstream>
@@ -12,7 +11,6 @@
 #include <retools/errors.hpp>
 
 #include "client/link.hpp"
-#include "client/resp_commands.hpp"
 #include "client/tls.hpp"
 #include "client/transport.hpp"
 
@@ -62,36 +60,7 @@ std::vector<std::string> words(const std::string& s) {
     return out;
 }
 
-// Commands that never write: sending one again cannot change data. Sorted:
-// every request on a cluster or Sentinel connection looks its commands up.
-constexpr std::string_view kReadOnly[] = {
-    "DBSIZE", "ECHO", "EXISTS", "EXPIRETIME", "GET", "GETRANGE", "HEXISTS", "HGET", "HGETALL", "HKEYS",
-    "HLEN", "HMGET", "HSCAN", "HSTRLEN", "HVALS", "INFO", "KEYS", "LINDEX", "LLEN", "LPOS", "LRANGE",
-    "MGET", "PEXPIRETIME", "PING", "PTTL", "ROLE", "SCAN", "SCARD", "SISMEMBER", "SMEMBERS", "SMISMEMBER",
-    "SSCAN", "STRLEN", "TIME", "TTL", "TYPE", "ZCARD", "ZCOUNT", "ZMSCORE", "ZRANGE", "ZRANGEBYSCORE",
-    "ZRANK", "ZREVRANGE", "ZREVRANGEBYSCORE", "ZREVRANK", "ZSCAN", "ZSCORE"};
-static_assert(std::is_sorted(std::begin(kReadOnly), std::end(kReadOnly)));
-
 }  // namespace
-
-bool read_only_command(std::string_view name) {
-    char upper[24];
-    if (name.size() > sizeof upper) return false;
-    for (std::size_t i = 0; i < name.size(); ++i)
-        upper[i] = static_cast<char>(std::toupper(static_cast<unsigned char>(name[i])));
-    return std::binary_search(std::begin(kReadOnly), std::end(kReadOnly), std::string_view(upper, name.size()));
-}
-
-bool read_only_request(std::string_view resp) {
-    bool any = false, all = true;
-    bool well_formed =
-        for_each_command(resp, [&](const std::vector<std::string_view>& args, std::string_view) {
-            any = true;
-            all = read_only_command(args[0]);
-            return all;
-        });
-    return well_formed && any && all;
-}
 
 bool failover_reply(const Reply& reply) {
     if (!reply.is_error()) return false;

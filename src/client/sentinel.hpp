@@ -41,11 +41,6 @@ std::string describe_sentinel(const ConnectionOptions& options);
 /// Checks SentinelOptions when a Connection is made; throws ConfigurationError.
 void validate_sentinel(const ConnectionOptions& options);
 
-/// True when the command `name` (any case) only reads: GET, HGETALL, ...
-bool read_only_command(std::string_view name);
-/// True when every command of the RESP `request` only reads (GET, HGETALL,
-/// LRANGE ...): sending it again cannot change anything.
-bool read_only_request(std::string_view request);
 /// An error reply by which a node says it did not run the command because
 /// it is not (or not yet) a usable master: READONLY, LOADING, MASTERDOWN.
 bool failover_reply(const Reply& reply);

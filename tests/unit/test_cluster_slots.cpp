@@ -10,6 +10,7 @@
 
 #include "../support/expect.hpp"
 #include "client/cluster.hpp"
+#include "client/command_table.hpp"
 
 using retools::ConnectionOptions;
 using retools::detail::command_keys;
