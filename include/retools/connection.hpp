@@ -158,7 +158,7 @@ struct ConnectionOptions {
 class Connection;
 
 namespace detail {
-struct ConnectionAccess;  // the library's own way in (src/core/connection_access.hpp)
+struct ConnectionAccess;  // the library's own way in (src/client/connection_access.hpp)
 /// Throws ReplyError for the error reply `reply` to command number `index` in
 /// `buffer`, naming the command and the key(s) it acted on. Here because the
 /// command templates below need it; defined with the other error translations.
@@ -167,7 +167,7 @@ struct ConnectionAccess;  // the library's own way in (src/core/connection_acces
 /// reply, an error reply included (the templates below decide whether to
 /// throw). `key` routes it on a Redis Cluster (Connection::command_for_key);
 /// `block` is added to the timeout (Connection::blocking_command). Here
-/// because the command templates need it; defined in src/core/connection.cpp.
+/// because the command templates need it; defined in src/client/connection.cpp.
 Reply send_command(const Connection& conn, const CommandBuffer& buffer,
                    std::optional<std::string_view> key = std::nullopt,
                    std::chrono::milliseconds block = std::chrono::milliseconds{0});
@@ -329,7 +329,7 @@ public:
 
 private:
     friend struct detail::ConnectionAccess;
-    struct Impl;  // the pool and transport, in src/core/connection_impl.hpp
+    struct Impl;  // the pool and transport, in src/client/connection_impl.hpp
     std::shared_ptr<Impl> impl_;
 };
 

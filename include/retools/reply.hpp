@@ -12,7 +12,7 @@
 namespace retools {
 
 namespace detail {
-struct ReplyAccess;  // the library's way in (src/core/reply_access.hpp)
+struct ReplyAccess;  // the library's way in (src/client/reply_access.hpp)
 }  // namespace detail
 
 /// One reply from Redis, owning its memory. Copies are cheap (elements of an

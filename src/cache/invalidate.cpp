@@ -9,8 +9,8 @@
 #include "cache/keys.hpp"
 #include "cache/near_cache.hpp"
 #include "cache/registry.hpp"
-#include "core/clock.hpp"
-#include "core/errors.hpp"
+#include "client/errors.hpp"
+#include "util/clock.hpp"
 
 namespace retools::detail {
 namespace {

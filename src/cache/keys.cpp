@@ -2,7 +2,7 @@
 
 #include <chrono>
 
-#include "core/clock.hpp"
+#include "util/clock.hpp"
 
 namespace retools::detail {
 

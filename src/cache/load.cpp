@@ -25,11 +25,11 @@
 #include "cache/near_cache.hpp"
 #include "cache/refresh.hpp"
 #include "cache/registry.hpp"
-#include "core/clock.hpp"
-#include "core/connection_access.hpp"
-#include "core/errors.hpp"
-#include "core/random_token.hpp"
+#include "client/connection_access.hpp"
+#include "client/errors.hpp"
 #include "lock/dogpile.hpp"
+#include "util/clock.hpp"
+#include "util/random_token.hpp"
 
 namespace retools {
 namespace detail {

@@ -6,7 +6,7 @@
 
 #include "cache/keys.hpp"
 #include "cache/registry.hpp"
-#include "core/errors.hpp"
+#include "client/errors.hpp"
 
 namespace retools {
 namespace {

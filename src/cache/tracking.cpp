@@ -22,8 +22,8 @@
 
 #include "cache/near_cache.hpp"
 #include "cache/registry.hpp"
-#include "core/link.hpp"
-#include "core/tls.hpp"
+#include "client/link.hpp"
+#include "client/tls.hpp"
 
 namespace retools::detail {
 namespace {

@@ -5,7 +5,7 @@
 #include <chrono>
 #include <thread>
 
-#include "core/random_token.hpp"
+#include "util/random_token.hpp"
 
 namespace retools::detail {
 

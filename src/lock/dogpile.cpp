@@ -6,9 +6,9 @@
 
 #include <retools/script.hpp>
 
-#include "core/cluster.hpp"
-#include "core/errors.hpp"
-#include "core/random_token.hpp"
+#include "client/cluster.hpp"
+#include "client/errors.hpp"
+#include "util/random_token.hpp"
 #include "lock/scripts.hpp"
 #include "lock/watchdog.hpp"
 

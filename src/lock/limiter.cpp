@@ -3,7 +3,7 @@
 
 #include <fmt/format.h>
 
-#include "core/random_token.hpp"
+#include "util/random_token.hpp"
 #include <retools/limiter.hpp>
 
 #include "lock/backoff.hpp"

@@ -8,11 +8,13 @@
 
 #include <retools/lock.hpp>
 
-#include "core/random_token.hpp"
+#include "client/cluster.hpp"
+#include "util/random_token.hpp"
 #include "lock/backoff.hpp"
 #include "lock/dogpile.hpp"
 #include "lock/scripts.hpp"
 #include "lock/watchdog.hpp"
+#include "util/random_token.hpp"
 
 namespace retools {
 namespace {

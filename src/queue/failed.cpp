@@ -9,16 +9,18 @@
 #include <retools/queue.hpp>
 #include <retools/script.hpp>
 
-#include "core/clock.hpp"
-#include "core/errors.hpp"
-#include "core/json_limits.hpp"
-#include "core/utf8.hpp"
+#include "client/errors.hpp"
 #include "generated/lua_scripts.hpp"
+#include "python/utf8.hpp"
+#include "queue/json_limits.hpp"
+#include "util/clock.hpp"
 #include "queue/json_fields.hpp"
+#include "queue/json_limits.hpp"
 #include "queue/keys.hpp"
 #include "queue/payloads.hpp"
 #include "queue/python_json.hpp"
 #include "queue/queue_manager_impl.hpp"
+#include "util/clock.hpp"
 
 namespace retools {
 

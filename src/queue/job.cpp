@@ -8,8 +8,8 @@
 #include <retools/errors.hpp>
 #include <retools/job.hpp>
 
-#include "core/json_limits.hpp"
-#include "core/utf8.hpp"
+#include "python/utf8.hpp"
+#include "queue/json_limits.hpp"
 #include "queue/keys.hpp"
 #include "queue/python_json.hpp"
 

@@ -10,7 +10,7 @@
 
 #include <retools/errors.hpp>
 
-#include "core/json_limits.hpp"
+#include "queue/json_limits.hpp"
 
 namespace retools::detail {
 

@@ -7,16 +7,18 @@
 #include <retools/errors.hpp>
 #include <retools/queue.hpp>
 
-#include "core/clock.hpp"
-#include "core/connection_access.hpp"
-#include "core/errors.hpp"
-#include "core/random_token.hpp"
+#include "client/connection_access.hpp"
+#include "client/errors.hpp"
+#include "util/clock.hpp"
+#include "util/random_token.hpp"
 #include "queue/indexed_range.hpp"
 #include "queue/keys.hpp"
 #include "queue/payloads.hpp"
 #include "queue/python_json.hpp"
 #include "queue/queue_manager_impl.hpp"
 #include "queue/test_hooks.hpp"
+#include "util/clock.hpp"
+#include "util/random_token.hpp"
 
 namespace retools {
 

@@ -9,14 +9,14 @@
 #include <retools/queue.hpp>
 #include <retools/script.hpp>
 
-#include "core/clock.hpp"
-#include "core/errors.hpp"
-#include "core/json_limits.hpp"
+#include "client/errors.hpp"
 #include "generated/lua_scripts.hpp"
+#include "queue/json_limits.hpp"
 #include "queue/keys.hpp"
 #include "queue/payloads.hpp"
 #include "queue/python_json.hpp"
 #include "queue/queue_manager_impl.hpp"
+#include "util/clock.hpp"
 
 namespace retools {
 

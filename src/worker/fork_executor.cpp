@@ -22,7 +22,7 @@
 
 #include <fmt/format.h>
 
-#include "core/clock.hpp"
+#include "util/clock.hpp"
 #include "worker/executor.hpp"
 #include "worker/signals.hpp"
 

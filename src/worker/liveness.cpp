@@ -30,12 +30,14 @@
 #include <retools/script.hpp>
 #include <retools/worker.hpp>
 
-#include "core/clock.hpp"
-#include "core/json_limits.hpp"
-#include "core/sha1.hpp"
 #include "generated/lua_scripts.hpp"
+#include "queue/json_limits.hpp"
+#include "util/clock.hpp"
+#include "util/sha1.hpp"
 #include "queue/keys.hpp"
 #include "queue/payloads.hpp"
+#include "util/clock.hpp"
+#include "util/sha1.hpp"
 #include "worker/counters.hpp"
 
 namespace retools {

@@ -11,8 +11,8 @@
 
 #include <fmt/format.h>
 
-#include "core/clock.hpp"
 #include "queue/payloads.hpp"
+#include "util/clock.hpp"
 #include "worker/outcome.hpp"
 
 namespace retools {

@@ -30,11 +30,13 @@
 #include <retools/queue.hpp>
 #include <retools/script.hpp>
 
-#include "core/clock.hpp"
-#include "core/sha1.hpp"
 #include "generated/lua_scripts.hpp"
+#include "util/clock.hpp"
+#include "util/sha1.hpp"
 #include "queue/keys.hpp"
 #include "queue/payloads.hpp"
+#include "util/clock.hpp"
+#include "util/sha1.hpp"
 #include "worker/counters.hpp"
 #include "worker/fetch.hpp"
 

@@ -15,9 +15,9 @@
 #include <retools/detail/python_repr.hpp>
 #include <retools/log.hpp>
 
-#include "core/clock.hpp"
-#include "core/random_token.hpp"
 #include "queue/keys.hpp"
+#include "util/clock.hpp"
+#include "util/random_token.hpp"
 #include "worker/dispatch_fsm.hpp"
 #include "worker/executor.hpp"
 #include "worker/fetch.hpp"

@@ -19,9 +19,9 @@
 #include <retools/detail/python_repr.hpp>
 #include <retools/pickle.hpp>
 
-#include "core/clock.hpp"
 #include "raw.hpp"
 #include "rows.hpp"
+#include "util/clock.hpp"
 
 namespace bench {
 namespace {

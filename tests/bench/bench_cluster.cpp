@@ -17,11 +17,11 @@
 #include <retools/queue.hpp>
 
 #include "cache/keys.hpp"
-#include "core/clock.hpp"
-#include "core/cluster.hpp"
+#include "client/cluster.hpp"
 #include "raw.hpp"
 #include "redis_cluster.hpp"
 #include "rows.hpp"
+#include "util/clock.hpp"
 
 namespace bench {
 namespace {

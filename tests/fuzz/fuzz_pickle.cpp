@@ -4,7 +4,7 @@
 // must agree with the general reader.
 //
 //   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude \
-//       -Isrc tests/fuzz/fuzz_pickle.cpp src/core/pickle.cpp src/core/python_repr.cpp -lfmt -o fuzz_pickle
+//       -Isrc tests/fuzz/fuzz_pickle.cpp src/python/pickle.cpp src/python/python_repr.cpp -lfmt -o fuzz_pickle
 //   ./fuzz_pickle -max_total_time=60 tests/fuzz/corpus/pickle
 #include <cstddef>
 #include <cstdint>
@@ -13,7 +13,7 @@
 
 #include <retools/pickle.hpp>
 
-#include "core/pickle_reader.hpp"
+#include "python/pickle_reader.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     namespace pk = retools::pickle;

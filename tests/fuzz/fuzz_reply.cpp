@@ -10,8 +10,8 @@
 #include <retools/errors.hpp>
 #include <retools/reply.hpp>
 
-#include "core/reply_access.hpp"
-#include "core/reply_reader.hpp"
+#include "client/reply_access.hpp"
+#include "client/reply_reader.hpp"
 
 namespace {
 

@@ -20,9 +20,9 @@
 #include <retools/pickle.hpp>
 
 #include "cache/refresh.hpp"
-#include "core/clock.hpp"
 #include "expect.hpp"
 #include "redis_test.hpp"
+#include "util/clock.hpp"
 #include "wait.hpp"
 
 using namespace std::chrono_literals;

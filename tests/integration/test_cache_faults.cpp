@@ -9,10 +9,10 @@
 #include <retools/cache.hpp>
 #include <retools/errors.hpp>
 
-#include "core/clock.hpp"
 #include "expect.hpp"
 #include "redis_server.hpp"
 #include "redis_test.hpp"
+#include "util/clock.hpp"
 
 using namespace std::chrono_literals;
 using retools::CacheRegion;

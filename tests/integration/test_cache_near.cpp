@@ -21,10 +21,10 @@
 
 #include "cache/near_cache.hpp"
 #include "cache/registry.hpp"
-#include "core/clock.hpp"
 #include "expect.hpp"
 #include "process.hpp"
 #include "redis_test.hpp"
+#include "util/clock.hpp"
 #include "wait.hpp"
 
 using namespace std::chrono_literals;

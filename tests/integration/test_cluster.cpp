@@ -17,8 +17,8 @@
 
 #include <retools/retools.hpp>
 
+#include "client/cluster.hpp"
 #include "cluster_test.hpp"
-#include "core/cluster.hpp"
 #include "expect.hpp"
 #include "process.hpp"
 #include "redis_cluster.hpp"

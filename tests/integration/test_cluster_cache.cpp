@@ -18,10 +18,10 @@
 
 #include <retools/retools.hpp>
 
+#include "client/cluster.hpp"
 #include "cluster_test.hpp"
-#include "core/clock.hpp"
-#include "core/cluster.hpp"
 #include "redis_cluster.hpp"
+#include "util/clock.hpp"
 #include "wait.hpp"
 
 namespace rt = retools::test;

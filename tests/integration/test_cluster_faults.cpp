@@ -14,7 +14,7 @@
 
 #include <retools/retools.hpp>
 
-#include "core/cluster.hpp"
+#include "client/cluster.hpp"
 #include "expect.hpp"
 #include "queue/keys.hpp"
 #include "redis_cluster.hpp"

@@ -23,14 +23,15 @@
 #include <retools/retools.hpp>
 
 #include "cache/keys.hpp"
+#include "client/cluster.hpp"
 #include "cluster_test.hpp"
-#include "core/cluster.hpp"
-#include "core/sha1.hpp"
+#include "util/sha1.hpp"
 #include "process.hpp"
 #include "queue/keys.hpp"
 #include "queue/test_hooks.hpp"
 #include "redis_cluster.hpp"
 #include "run_program.hpp"
+#include "util/sha1.hpp"
 #include "wait.hpp"
 #include "worker/liveness.hpp"
 

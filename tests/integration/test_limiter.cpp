@@ -12,8 +12,8 @@
 #include <retools/errors.hpp>
 #include <retools/limiter.hpp>
 
-#include "core/clock.hpp"
 #include "redis_test.hpp"
+#include "util/clock.hpp"
 
 using namespace std::chrono_literals;
 using retools::Connection;

@@ -20,9 +20,9 @@
 #include <retools/lock.hpp>
 #include <retools/script.hpp>
 
-#include "core/random_token.hpp"
 #include "expect.hpp"
 #include "redis_test.hpp"
+#include "util/random_token.hpp"
 #include "wait.hpp"
 
 using namespace std::chrono_literals;

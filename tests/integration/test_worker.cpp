@@ -12,10 +12,10 @@
 #include <retools/queue.hpp>
 #include <retools/worker.hpp>
 
-#include "core/clock.hpp"
 #include "queue/keys.hpp"
 #include "queue/test_hooks.hpp"
 #include "redis_test.hpp"
+#include "util/clock.hpp"
 
 using namespace std::chrono_literals;
 using nlohmann::json;

@@ -16,11 +16,11 @@
 #include <retools/queue.hpp>
 #include <retools/worker.hpp>
 
-#include "core/clock.hpp"
 #include "expect.hpp"
 #include "queue/keys.hpp"
 #include "queue/test_hooks.hpp"
 #include "redis_test.hpp"
+#include "util/clock.hpp"
 #include "worker/liveness.hpp"
 
 using namespace std::chrono_literals;

@@ -24,7 +24,7 @@
 
 #include "../support/expect.hpp"
 #include "cache/keys.hpp"
-#include "core/clock.hpp"
+#include "util/clock.hpp"
 
 using retools::detail::python_joined;
 using retools::detail::python_str;

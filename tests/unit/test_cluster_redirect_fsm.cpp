@@ -8,7 +8,7 @@
 
 #include <gtest/gtest.h>
 
-#include "core/cluster_redirect_fsm.hpp"
+#include "client/cluster_redirect_fsm.hpp"
 
 using namespace std::chrono_literals;
 using retools::Endpoint;

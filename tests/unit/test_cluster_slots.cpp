@@ -9,8 +9,9 @@
 #include <retools/errors.hpp>
 
 #include "../support/expect.hpp"
-#include "core/cluster.hpp"
-#include "core/connection_access.hpp"
+#include "client/cluster.hpp"
+#include "client/command_table.hpp"
+#include "client/connection_access.hpp"
 
 using retools::ConnectionOptions;
 using retools::detail::command_keys;

@@ -14,7 +14,8 @@
 #include <retools/errors.hpp>
 
 #include "../support/expect.hpp"
-#include "core/sentinel.hpp"
+#include "client/command_table.hpp"
+#include "client/sentinel.hpp"
 
 using retools::Connection;
 using retools::ConnectionOptions;
@@ -322,7 +323,7 @@ TEST(SentinelOptions, ValidatedWhenAConnectionIsMade) {
         retools::ConfigurationError);
 }
 
-// What the pool may send again after a failover (white box: core/sentinel.hpp).
+// What the pool may send again after a failover (white box: client/command_table.hpp).
 TEST(SentinelRetry, OnlyRequestsThatOnlyReadCountAsRepeatable) {
     auto read_only = [](auto... commands) {
         retools::detail::CommandBuffer buffer;

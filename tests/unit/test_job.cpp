@@ -11,8 +11,8 @@
 #include <retools/job.hpp>
 #include <retools/queue.hpp>
 
-#include "core/random_token.hpp"
 #include "queue/python_json.hpp"
+#include "util/random_token.hpp"
 
 using nlohmann::json;
 using retools::Job;

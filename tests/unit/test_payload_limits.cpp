@@ -9,8 +9,8 @@
 #include <retools/queue.hpp>
 
 #include "../support/expect.hpp"
-#include "core/json_limits.hpp"
-#include "core/utf8.hpp"
+#include "python/utf8.hpp"
+#include "queue/json_limits.hpp"
 
 namespace rd = retools::detail;
 using retools::FailedJob;

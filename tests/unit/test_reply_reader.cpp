@@ -8,7 +8,7 @@
 
 #include <gtest/gtest.h>
 
-#include "core/reply_reader.hpp"
+#include "client/reply_reader.hpp"
 
 namespace {
 

@@ -20,7 +20,7 @@
 
 #include <fmt/format.h>
 
-#include "core/random_token.hpp"
+#include "util/random_token.hpp"
 #include <retools/errors.hpp>
 
 #include "assets.hpp"

@@ -1,0 +1,344 @@
+#include <unistd.h>
+
+#include <cstdlib>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include <retools/connection.hpp>
+#include <retools/errors.hpp>
+
+#include "client/command_table.hpp"
+#include "client/connection_access.hpp"
+#include "client/connection_impl.hpp"
+#include "client/errors.hpp"
+
+namespace retools {
+namespace {
+
+std::unique_ptr<const detail::TlsContext> make_tls(const ConnectionOptions& options) {
+    if (!options.tls) return nullptr;
+    return std::make_unique<detail::TlsContext>(*options.tls);
+}
+
+}  // namespace
+
+Connection::Impl::Impl(ConnectionOptions o)
+    : options(std::move(o)), tls(make_tls(options)), pool(make_pool(getpid())) {}
+
+Connection::Impl::~Impl() {
+    Pool* p = pool.load();
+    if (p->pid == getpid()) delete p;  // a forked child's copy of the parent's pool is left alone
+}
+
+Connection::Impl::Pool& Connection::Impl::current_pool() {
+    Pool* p = pool.load(std::memory_order_acquire);
+    pid_t me = getpid();
+    if (p->pid == me) return *p;
+    auto* fresh = make_pool(me);
+    if (pool.compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) return *fresh;
+    delete fresh;  // another thread of this child won
+    return *p;
+}
+
+Connection::Impl::Pool* Connection::Impl::make_pool(pid_t owner) {
+    auto p = std::make_unique<Pool>(owner);
+    if (options.sentinel) p->sentinel = std::make_unique<detail::SentinelMonitor>(options, tls.get());
+    if (options.cluster) p->cluster = std::make_unique<detail::ClusterRouter>(options, round_trips);
+    return p.release();
+}
+
+std::unique_ptr<detail::Link> Connection::Impl::dial(Pool& owner) const {
+    if (!owner.sentinel) return detail::Link::open(options, tls.get());
+    // While a failover is under way this waits for it, as long as a call may take.
+    auto wait =
+        options.command_timeout.count() > 0 ? options.command_timeout : std::chrono::milliseconds(60000);
+    auto master = owner.sentinel->master(wait);
+    ConnectionOptions node = options;
+    node.sentinel.reset();
+    node.host = master.address.host;
+    node.port = master.address.port;
+    try {
+        auto link = detail::Link::open(node, tls.get());
+        link->generation = master.generation;
+        return link;
+    } catch (const ConnectionError&) {
+        owner.sentinel->suspect(master.generation);
+        throw;
+    }
+}
+
+bool Connection::Impl::still_good(detail::Link& link) const {
+    if (options.max_idle.count() > 0 && detail::SteadyClock::now() - link.idle_since > options.max_idle)
+        return false;
+    // A restart, CLIENT KILL or the server's timeout may have closed it while
+    // it was idle, however briefly: one non-blocking poll tells.
+    return link.idle_and_open();
+}
+
+Connection::Impl::Lease::Lease(Impl& impl) : impl_(impl), pool_(impl.current_pool()) {
+    const auto& opts = impl_.options;
+    for (;;) {
+        {
+            std::unique_lock lock(pool_.mutex);
+            if (pool_.idle.empty() && pool_.open >= opts.pool_size) {
+                auto ready = [&] { return !pool_.idle.empty() || pool_.open < opts.pool_size; };
+                auto wait = opts.command_timeout;
+                if (wait.count() > 0) {
+                    if (!pool_.available.wait_for(lock, wait, ready))
+                        throw TimeoutError(
+                            fmt::format("Redis {}: all {} pooled connections stayed busy for {} ms",
+                                        opts.describe(), opts.pool_size, wait.count()));
+                } else {
+                    pool_.available.wait(lock, ready);
+                }
+            }
+            if (pool_.idle.empty()) {
+                ++pool_.open;
+                break;  // dial a new one, outside the lock
+            }
+            link_ = std::move(pool_.idle.back());
+            pool_.idle.pop_back();
+        }
+        // In Sentinel mode a link opened before a failover may lead to the old master.
+        const bool current = !pool_.sentinel || link_->generation == pool_.sentinel->generation();
+        if (current && impl_.still_good(*link_)) return;
+        link_.reset();  // closed by the server: replace it
+        std::lock_guard lock(pool_.mutex);
+        --pool_.open;
+    }
+    try {
+        link_ = impl_.dial(pool_);
+    } catch (...) {
+        std::lock_guard lock(pool_.mutex);
+        --pool_.open;
+        pool_.available.notify_one();
+        throw;
+    }
+}
+
+Connection::Impl::Lease::~Lease() {
+    std::unique_ptr<detail::Link> closing;
+    {
+        std::lock_guard lock(pool_.mutex);
+        if (link_ && link_->reusable()) {
+            if (impl_.options.max_idle.count() > 0) link_->idle_since = detail::SteadyClock::now();
+            pool_.idle.push_back(std::move(link_));
+        } else {
+            closing = std::move(link_);
+            --pool_.open;
+        }
+    }
+    pool_.available.notify_one();
+}
+
+namespace {
+
+const std::string_view kMulti = "*1\r\n$5\r\nMULTI\r\n";
+const std::string_view kExec = "*1\r\n$4\r\nEXEC\r\n";
+
+}  // namespace
+
+Connection::Connection() : Connection(ConnectionOptions{}) {}
+
+Connection::Connection(ConnectionOptions options) {
+    if (options.pool_size == 0) throw ConfigurationError("ConnectionOptions.pool_size must be at least 1");
+    if (options.path.empty() && options.host.empty() && !options.cluster)
+        throw ConfigurationError("ConnectionOptions.host is empty");
+    if (options.path.empty() && !options.cluster && (options.port <= 0 || options.port > 65535))
+        throw ConfigurationError(
+            fmt::format("ConnectionOptions.port {} is not from 1 to 65535", options.port));
+    if (options.db < 0)
+        throw ConfigurationError(fmt::format("ConnectionOptions.db {} is negative", options.db));
+    if (options.connect_timeout.count() < 0 || options.command_timeout.count() < 0)
+        throw ConfigurationError("ConnectionOptions timeouts must not be negative");
+    if (options.max_idle.count() < 0)
+        throw ConfigurationError("ConnectionOptions.max_idle must not be negative");
+    if (options.sentinel) detail::validate_sentinel(options);
+    if (options.cluster) detail::validate_cluster(options);
+    if (options.tls && !options.path.empty())
+        throw ConfigurationError("ConnectionOptions.tls is not supported over a Unix socket (path)");
+    impl_ = std::make_shared<Impl>(std::move(options));
+}
+
+Connection::Connection(std::string_view url) : Connection(ConnectionOptions::from_url(url)) {}
+
+const ConnectionOptions& Connection::options() const noexcept {
+    return impl_->options;
+}
+
+std::uint64_t Connection::round_trips() const noexcept {
+    return impl_->round_trips.load(std::memory_order_relaxed);
+}
+
+std::uint64_t Connection::master_switches() const noexcept {
+    Impl::Pool& pool = impl_->current_pool();
+    return pool.sentinel ? pool.sentinel->switches() : 0;
+}
+
+std::size_t Connection::open_connections() const noexcept {
+    Impl::Pool& pool = impl_->current_pool();
+    if (pool.cluster) return pool.cluster->open_connections();
+    std::lock_guard lock(pool.mutex);
+    return pool.open;
+}
+
+void Connection::reset() const {
+    Impl::Pool& pool = impl_->current_pool();
+    if (pool.cluster) pool.cluster->reset();
+    std::vector<std::unique_ptr<detail::Link>> closing;
+    {
+        std::lock_guard lock(pool.mutex);
+        closing.swap(pool.idle);
+        pool.open -= closing.size();
+    }
+    pool.available.notify_all();
+}
+
+// Runs `attempt` on a leased link. In Sentinel mode a failure that shows a
+// failover (a broken link, a READONLY / LOADING / MASTERDOWN refusal, which
+// `refusal` picks out of the result) makes the monitor ask the sentinels
+// again, and the call is made once more, on the new master, only when that
+// cannot run it twice: nothing had been sent (the link could not be opened),
+// the node refused it unexecuted, or `request` only reads. Otherwise the
+// caller gets one ConnectionError and the next call goes to the new master.
+template <class Attempt, class Refusal>
+auto Connection::Impl::with_failover(std::string_view request, Attempt&& attempt, Refusal&& refusal) {
+    Pool& mine = current_pool();
+    if (!mine.sentinel) {
+        Lease lease(*this);
+        return attempt(lease.link());
+    }
+    for (int round = 0;; ++round) {
+        const bool last = round > 0;
+        std::optional<Lease> lease;
+        try {
+            lease.emplace(*this);
+        } catch (const ConnectionError&) {
+            if (last) throw;
+            continue;  // nothing was sent
+        }
+        const std::uint64_t generation = lease->link().generation;
+        try {
+            auto result = attempt(lease->link());
+            const Reply* refused = refusal(result);
+            if (refused == nullptr) return result;
+            mine.sentinel->suspect(generation);
+            if (last)
+                detail::throw_connection_error(
+                    lease->link().server(), "failing over",
+                    fmt::format("{} (after asking the sentinels again)", refused->error_message()));
+        } catch (const ConnectionError&) {
+            mine.sentinel->suspect(generation);
+            if (last || !detail::read_only_request(request)) throw;
+        }
+    }
+}
+
+namespace {
+
+const Reply* refused_reply(const Reply& reply) {
+    return detail::failover_reply(reply) ? &reply : nullptr;
+}
+
+const Reply* refused_replies(const std::vector<Reply>& replies) {
+    for (const Reply& r : replies)
+        if (detail::failover_reply(r)) return &r;
+    return nullptr;
+}
+
+}  // namespace
+
+Reply detail::send_command(const Connection& conn, const CommandBuffer& buffer,
+                           std::optional<std::string_view> key, std::chrono::milliseconds block) {
+    ConnectionAccess::Impl& impl = ConnectionAccess::impl(conn);
+    if (auto* cluster = impl.current_pool().cluster.get()) return cluster->execute_one(buffer, block, key);
+    auto timeout = impl.options.command_timeout;
+    if (timeout.count() > 0 && block.count() > 0) timeout += block;  // the server holds the reply that long
+    std::string_view request = buffer.data();
+    return impl.with_failover(
+        request,
+        [&](Link& link) {
+            impl.round_trips.fetch_add(1, std::memory_order_relaxed);
+            detail::Deadline deadline = detail::deadline_after(timeout);
+            link.send({&request, 1}, 1, deadline, timeout.count());
+            return link.receive(deadline, timeout.count());
+        },
+        refused_reply);
+}
+
+std::vector<Reply> Connection::execute(const Pipeline& pipeline) const {
+    const auto& buffer = detail::ConnectionAccess::buffer(pipeline);
+    if (buffer.empty()) return {};
+    if (auto* cluster = impl_->current_pool().cluster.get()) return cluster->execute(pipeline);
+    auto timeout = impl_->options.command_timeout;
+    std::string_view request = buffer.data();
+    return impl_->with_failover(
+        request,
+        [&](detail::Link& link) {
+            impl_->round_trips.fetch_add(1, std::memory_order_relaxed);
+            detail::Deadline deadline = detail::deadline_after(timeout);
+            link.send({&request, 1}, buffer.commands(), deadline, timeout.count());
+            std::vector<Reply> replies;
+            link.receive_many(buffer.commands(), deadline, timeout.count(), replies);
+            return replies;
+        },
+        refused_replies);
+}
+
+detail::TransactionReplies Connection::Impl::transaction_on(detail::Link& link,
+                                                            const detail::CommandBuffer& buffer,
+                                                            bool asking) {
+    static constexpr std::string_view kAsking = "*1\r\n$6\r\nASKING\r\n";
+    const auto timeout = options.command_timeout;
+    round_trips.fetch_add(1, std::memory_order_relaxed);
+    detail::Deadline deadline = detail::deadline_after(timeout);
+    const std::string_view parts[] = {kAsking, kMulti, buffer.data(), kExec};
+    const std::span<const std::string_view> all(parts);
+    const std::span<const std::string_view> sent = asking ? all : all.subspan(1);
+    link.send(sent, buffer.commands() + (asking ? 3 : 2), deadline, timeout.count());
+    detail::TransactionReplies out;
+    if (asking) (void)link.receive(deadline, timeout.count());  // +OK
+    out.multi = link.receive(deadline, timeout.count());        // +OK
+    for (std::size_t i = 0; i < buffer.commands(); ++i) {
+        Reply queued = link.receive(deadline, timeout.count());
+        if (queued.is_error() && !out.rejected) out.rejected = queued;
+    }
+    out.exec = link.receive(deadline, timeout.count());
+    return out;
+}
+
+std::vector<Reply> Connection::transaction(const Pipeline& pipeline) const {
+    const auto& buffer = detail::ConnectionAccess::buffer(pipeline);
+    if (buffer.empty()) return {};
+    auto timeout = impl_->options.command_timeout;
+    using Replies = detail::TransactionReplies;
+    auto* cluster = impl_->current_pool().cluster.get();
+    Replies r =
+        cluster ? cluster->transaction(buffer)
+                : impl_->with_failover(
+                      buffer.data(), [&](detail::Link& link) { return impl_->transaction_on(link, buffer); },
+                      [](const Replies& out) -> const Reply* {
+                          if (detail::failover_reply(out.multi)) return &out.multi;
+                          if (out.rejected && detail::failover_reply(*out.rejected)) return &*out.rejected;
+                          return refused_reply(out.exec);
+                      });
+    r.multi.check();
+    if (r.rejected) r.rejected->check();
+    Reply& exec = r.exec;
+    exec.check();
+    if (exec.is_nil()) detail::throw_reply_error("transaction aborted: a watched key changed");
+    return exec.as_array();
+}
+
+Connection& global_connection() {
+    static Connection instance = [] {
+        const char* url = std::getenv("REDIS_URL");
+        return url && *url ? Connection(std::string_view(url)) : Connection();
+    }();
+    return instance;
+}
+
+}  // namespace retools
