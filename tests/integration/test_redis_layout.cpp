@@ -19,6 +19,7 @@
 #include <retools/queue.hpp>
 #include <retools/worker.hpp>
 
+#include "queue/test_hooks.hpp"
 #include "redis_test.hpp"
 
 using namespace std::chrono_literals;
@@ -181,7 +182,7 @@ TEST_F(RedisLayoutTest, EveryKeyAWorkloadWritesIsListedInTheDocument) {
     qm.enqueue_in(1h, "layout.jobs:ok", {{"x", 3}});
     // A dead worker's processing list (no heartbeat): recovery counts its death.
     conn.command("RPUSH", "retools:processing:ghost~1:main",
-                 "main\n" + qm.make_payload("0123456789abcdef0123456789abcdef", "layout.jobs:ok", {{"x", 4}}));
+                 "main\n" + retools::detail::make_payload(qm, "0123456789abcdef0123456789abcdef", "layout.jobs:ok", {{"x", 4}}));
     retools::Worker::requeue_orphans(conn);
 
     retools::Worker w{{"main"},
