@@ -2,6 +2,7 @@
 // the next call regenerates them.
 #include <algorithm>
 #include <span>
+#include <string>
 
 #include <retools/cache.hpp>
 #include <retools/script.hpp>
@@ -11,59 +12,32 @@
 #include "cache/registry.hpp"
 #include "client/errors.hpp"
 #include "util/clock.hpp"
+#include "client/errors.hpp"
+#include "generated/lua_scripts.hpp"
+#include "util/clock.hpp"
 
 namespace retools::detail {
 namespace {
 
-// Backdates `created` of each existing hash in KEYS to ARGV[1]. Unlike the
-// original's plain HSET, a missing hash is not created (it would hold only
-// `created`, with no TTL, forever), and a key of another type (not a cache
-// value; calls on it fail naming it) is skipped rather than aborting the
-// script half-way through the others.
+// Backdates `created` of each existing value hash (never creates one, skips
+// keys of other types). KEYS, ARGV and the reply: src/cache/lua/backdate.lua.
 const Script& backdate_script() {
-    // KEYS = value hashes; ARGV[1] = the new `created`.
-    static const Script script{R"lua(
-local n = 0
-for i, key in ipairs(KEYS) do
-  if redis.call('TYPE', key).ok == 'hash' then
-    redis.call('HSET', key, 'created', ARGV[1])
-    n = n + 1
-  end
-end
-return n
-)lua"};
+    static const Script script{std::string(lua::cache_backdate)};
     return script;
 }
 
-// KEYS[1] = a namespace's key set, KEYS[i+1] = the value hash of member ARGV[i+1]:
-// backdates existing hashes to ARGV[1] and drops members whose hash is gone
-// (a key of another type is skipped, as in backdate_script).
+// backdate_script for a namespace, dropping key set members whose hash is
+// gone. KEYS, ARGV and the reply: src/cache/lua/prune.lua.
 const Script& prune_script() {
-    static const Script script{R"lua(
-local n = 0
-for i = 2, #KEYS do
-  local t = redis.call('TYPE', KEYS[i]).ok
-  if t == 'hash' then
-    redis.call('HSET', KEYS[i], 'created', ARGV[1])
-    n = n + 1
-  elseif t == 'none' then
-    redis.call('SREM', KEYS[1], ARGV[i])
-  end
-end
-return n
-)lua"};
+    static const Script script{std::string(lua::cache_prune)};
     return script;
 }
 
-// On a cluster the value hashes are in many slots: one script call each
-// (KEYS[1] = a value hash; ARGV[1] = the new `created`), sent as one split
-// pipeline per chunk. Backdates it if it is a hash; returns its type.
+// On a cluster the value hashes are in many slots: one call each, sent as
+// one split pipeline per chunk; returns the key's type.
+// KEYS, ARGV and the reply: src/cache/lua/backdate_one.lua.
 const Script& backdate_one_script() {
-    static const Script script{R"lua(
-local t = redis.call('TYPE', KEYS[1]).ok
-if t == 'hash' then redis.call('HSET', KEYS[1], 'created', ARGV[1]) end
-return t
-)lua"};
+    static const Script script{std::string(lua::cache_backdate_one)};
     return script;
 }
 

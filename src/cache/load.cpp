@@ -10,6 +10,7 @@
 #include <mutex>
 #include <optional>
 #include <span>
+#include <string>
 #include <system_error>
 #include <thread>
 
@@ -27,6 +28,10 @@
 #include "cache/registry.hpp"
 #include "client/connection_access.hpp"
 #include "client/errors.hpp"
+#include "util/clock.hpp"
+#include "client/errors.hpp"
+#include "util/random_token.hpp"
+#include "generated/lua_scripts.hpp"
 #include "lock/dogpile.hpp"
 #include "util/clock.hpp"
 #include "util/random_token.hpp"
@@ -162,21 +167,10 @@ void throw_first_value_timeout(std::string_view region, std::string_view ns, std
 }
 
 namespace {
-// Settles the statistics of every produced key, in the store's round trip:
-// every hit counted since a key was read (ours included) becomes a miss, the
-// hits from before are put back (the original's GETSET arithmetic). KEYS =
-// hit key 1, miss key 1, hit key 2, ...; ARGV[i] = the hits key i had before
-// this call counted one.
+// Settles the statistics of every produced key, in the store's round trip.
+// KEYS, ARGV and the reply: src/cache/lua/settle.lua.
 const Script& settle_script() {
-    static const Script script{R"lua(
-for i = 1, #ARGV do
-  local hit, miss, existing = KEYS[2 * i - 1], KEYS[2 * i], tonumber(ARGV[i])
-  local new_hits = tonumber(redis.call('GETSET', hit, 0)) or 0
-  redis.call('INCRBY', hit, existing)
-  if new_hits ~= existing then redis.call('INCRBY', miss, new_hits - existing) end
-end
-return 1
-)lua"};
+    static const Script script{std::string(lua::cache_settle)};
     return script;
 }
 

@@ -1,6 +1,7 @@
 #include "lock/dogpile.hpp"
 
 #include <algorithm>
+#include <string>
 
 #include <fmt/format.h>
 
@@ -8,6 +9,10 @@
 
 #include "client/cluster.hpp"
 #include "client/errors.hpp"
+#include "client/cluster.hpp"
+#include "client/errors.hpp"
+#include "util/random_token.hpp"
+#include "generated/lua_scripts.hpp"
 #include "util/random_token.hpp"
 #include "lock/scripts.hpp"
 #include "lock/watchdog.hpp"
@@ -19,52 +24,17 @@ namespace {
 // TTL, if longer); after that, tokens continue from the server's clock.
 constexpr std::chrono::milliseconds min_fence_ttl{24 * 3600 * 1000};
 
-// lock_acquire_script() for many keys, one attempt each (no waiting mark):
-// per key, SET NX PX, and when taken the fencing token drawn as Lock draws it.
-// KEYS = lock key, `:fence`, `:waiting` of key 1, of key 2...; ARGV[1] = TTL
-// in ms, ARGV[2] = TTL of the fence keys in ms, ARGV[i + 2] = token of key i.
-// Returns per key its fencing token when taken, else 0.
+// lock_acquire_script() for many keys, one attempt each (no waiting mark).
+// KEYS, ARGV and the reply: src/lock/lua/acquire_many.lua.
 const Script& acquire_many_script() {
-    static const Script script{R"lua(
-if redis.replicate_commands then redis.replicate_commands() end  -- TIME before writes, Redis < 5
-local out, now = {}, nil
-for i = 1, #ARGV - 2 do
-  local key, fence_key = KEYS[3 * i - 2], KEYS[3 * i - 1]
-  out[i] = 0
-  if redis.call('SET', key, ARGV[i + 2], 'NX', 'PX', ARGV[1]) then
-    if not now then
-      local t = redis.call('TIME')
-      now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-    end
-    local fence = math.max(now, (tonumber(redis.call('GET', fence_key)) or 0) + 1)
-    redis.call('SET', fence_key, string.format('%.0f', fence), 'PX', ARGV[2])
-    out[i] = fence
-  end
-end
-return out
-)lua"};
+    static const Script script{std::string(lua::lock_acquire_many)};
     return script;
 }
 
-// lock_release_script() for many keys: compare-and-delete, and when a Lock
-// waits (`<key>:waiting`), one push to `<key>:signal` (kept ARGV[1] ms) that
-// wakes it at once. KEYS = lock key, `:signal`, `:waiting` of key 1, of key
-// 2...; ARGV[1] = TTL of a signal in ms, ARGV[i + 1] = token of key i.
+// lock_release_script() for many keys, waking a waiting Lock of each.
+// KEYS, ARGV and the reply: src/lock/lua/release_many.lua.
 const Script& release_many_script() {
-    static const Script script{R"lua(
-for i = 1, #ARGV - 1 do
-  local key, signal, waiting = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
-  if redis.call('GET', key) == ARGV[i + 1] then
-    redis.call('DEL', key)
-    if redis.call('EXISTS', waiting) == 1 then
-      redis.call('DEL', signal)
-      redis.call('LPUSH', signal, '1')
-      redis.call('PEXPIRE', signal, ARGV[1])
-    end
-  end
-end
-return 1
-)lua"};
+    static const Script script{std::string(lua::lock_release_many)};
     return script;
 }
 
