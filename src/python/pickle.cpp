@@ -549,7 +549,19 @@ private:
         return true;
     }
 
+    // The opcode loop and one member per group of opcodes it dispatches to.
     bool parse(std::uint32_t& root);
+    bool frame_op(unsigned char op);
+    bool stack_op(unsigned char op);
+    bool push_scalar(unsigned char op);
+    bool push_decimal(unsigned char op);
+    bool push_float(unsigned char op);
+    bool push_string(unsigned char op);
+    bool build_container(unsigned char op);
+    bool fill_container(unsigned char op);
+    bool memo_op(unsigned char op);
+    bool call_op(unsigned char op);
+    bool refuse(unsigned char op);
     bool materialize(std::uint32_t root, Decoded& out);
 
     static constexpr std::uint32_t unset = std::numeric_limits<std::uint32_t>::max();
@@ -564,282 +576,344 @@ private:
     std::vector<std::uint32_t> stack_;
     std::vector<std::size_t> marks_;
     std::vector<std::uint32_t> memo_;
+    std::vector<std::uint32_t> items_;  // scratch for the mark-terminated opcodes, reused
 };
 
+// The opcode loop. Each group of opcodes has its own member below; all of
+// them read their arguments through the checked input helpers and report a
+// failure through err(), so the message and position are the same whichever
+// group fails.
 bool Reader::parse(std::uint32_t& root) {
     nodes_.reserve(8);
     stack_.reserve(8);
-    std::vector<std::uint32_t> items;
     for (;;) {
         op_pos_ = pos_;
         if (pos_ >= data_.size()) return err("truncated: no STOP opcode");
         const auto op = static_cast<unsigned char>(data_[pos_++]);
-        std::string_view arg;
-        std::uint32_t a = 0, b = 0, c = 0;
+        bool ok = false;
         switch (op) {
-            case 0x80: {  // PROTO
-                std::uint8_t proto;
-                if (!le(1, proto)) return false;
-                if (proto > 5) return err(fmt::format("unsupported protocol {}", proto));
-                break;
-            }
-            case 0x95: {  // FRAME: the data is simply inline
-                std::uint64_t n;
-                if (!le(8, n)) return false;
-                if (n > data_.size() - pos_)
-                    return err(fmt::format("frame of {} bytes exceeds the input", n));
-                break;
-            }
             case '.':  // STOP
                 if (!pop(root)) return false;
                 if (pos_ != data_.size()) return err(fmt::format("{} bytes after STOP", data_.size() - pos_));
                 return true;
-            case '(':
-                if (marks_.size() >= limits_.max_values) return err("too many MARKs");
-                marks_.push_back(stack_.size());
+            case 0x80:  // PROTO
+            case 0x95:  // FRAME
+                ok = frame_op(op);
                 break;
+            case '(':  // MARK
             case '0':  // POP
-                if (stack_.size() > base()) {
-                    stack_.pop_back();
-                } else {
-                    if (!pop_mark(items)) return false;
-                }
-                break;
             case '1':  // POP_MARK
-                if (!pop_mark(items)) return false;
-                break;
             case '2':  // DUP
-                if (!top(a)) return false;
-                stack_.push_back(a);
+                ok = stack_op(op);
                 break;
-            case 'N':
-                if (!push_kind(Kind::none)) return false;
+            case 'N':   // NONE
+            case 0x88:  // NEWTRUE
+            case 0x89:  // NEWFALSE
+            case 'I':   // INT
+            case 'L':   // LONG
+            case 'J':   // BININT
+            case 'K':   // BININT1
+            case 'M':   // BININT2
+            case 0x8a:  // LONG1
+            case 0x8b:  // LONG4
+            case 'F':   // FLOAT
+            case 'G':   // BINFLOAT
+                ok = push_scalar(op);
                 break;
-            case 0x88:
-            case 0x89:
-                if (!push_int(Value::boolean(op == 0x88))) return false;
+            case 'S':   // STRING
+            case 'T':   // BINSTRING
+            case 'U':   // SHORT_BINSTRING
+            case 'B':   // BINBYTES
+            case 'C':   // SHORT_BINBYTES
+            case 0x8e:  // BINBYTES8
+            case 0x96:  // BYTEARRAY8
+            case 'V':   // UNICODE
+            case 'X':   // BINUNICODE
+            case 0x8c:  // SHORT_BINUNICODE
+            case 0x8d:  // BINUNICODE8
+                ok = push_string(op);
                 break;
-            case 'I': {
-                if (!line(arg)) return false;
-                if (arg == "01" || arg == "00") {
-                    if (!push_int(Value::boolean(arg == "01"))) return false;
-                    break;
-                }
-                Value v;
-                if (arg.size() > max_int_digits + 1 || !int_from_decimal(arg, v))
-                    return err(fmt::format("bad INT '{}'", printable(arg)));
-                if (!push_int(std::move(v))) return false;
+            case ']':   // EMPTY_LIST
+            case ')':   // EMPTY_TUPLE
+            case '}':   // EMPTY_DICT
+            case 0x8f:  // EMPTY_SET
+            case 'l':   // LIST
+            case 't':   // TUPLE
+            case 'd':   // DICT
+            case 0x91:  // FROZENSET
+            case 0x85:  // TUPLE1
+            case 0x86:  // TUPLE2
+            case 0x87:  // TUPLE3
+                ok = build_container(op);
                 break;
-            }
-            case 'L': {
-                if (!line(arg)) return false;
-                if (!arg.empty() && arg.back() == 'L') arg.remove_suffix(1);
-                Value v;
-                if (arg.size() > max_int_digits + 1 || !int_from_decimal(arg, v))
-                    return err(fmt::format("bad LONG '{}'", printable(arg)));
-                if (!push_int(std::move(v))) return false;
+            case 'a':   // APPEND
+            case 'e':   // APPENDS
+            case 0x90:  // ADDITEMS
+            case 's':   // SETITEM
+            case 'u':   // SETITEMS
+                ok = fill_container(op);
                 break;
-            }
-            case 'J': {
-                std::uint32_t u;
-                if (!le(4, u)) return false;
-                if (!push_int(Value::integer(static_cast<std::int32_t>(u)))) return false;
-                break;
-            }
-            case 'K': {
-                std::uint8_t u;
-                if (!le(1, u)) return false;
-                if (!push_int(Value::integer(u))) return false;
-                break;
-            }
-            case 'M': {
-                std::uint16_t u;
-                if (!le(2, u)) return false;
-                if (!push_int(Value::integer(u))) return false;
-                break;
-            }
-            case 0x8a:
-            case 0x8b: {  // LONG1, LONG4
-                std::uint32_t n;
-                if (!le(op == 0x8a ? 1 : 4, n)) return false;
-                if (op == 0x8b && (n & 0x80000000u)) return err("negative LONG4 length");
-                if (n > max_int_bytes) return err(fmt::format("int of {} bytes is too large", n));
-                if (!take(n, arg)) return false;
-                if (!push_int(int_from_long_bytes(arg))) return false;
-                break;
-            }
-            case 'F': {
-                if (!line(arg)) return false;
-                std::string t(arg);
-                while (!t.empty() && (t.back() == ' ' || t.back() == '\r')) t.pop_back();
-                double d = 0;
-                const char* first = t.data();
-                if (!t.empty() && t[0] == '+') ++first;
-                auto [end, ec] = std::from_chars(first, t.data() + t.size(), d);
-                if (t.empty() || end != t.data() + t.size() ||
-                    (ec != std::errc{} && ec != std::errc::result_out_of_range))
-                    return err(fmt::format("bad FLOAT '{}'", printable(arg)));
-                if (ec == std::errc::result_out_of_range) d = std::strtod(t.c_str(), nullptr);
-                Node n;
-                n.kind = Kind::floating;
-                n.f = d;
-                if (!push(std::move(n))) return false;
-                break;
-            }
-            case 'G': {
-                std::uint64_t bits = 0;
-                if (!take(8, arg)) return false;
-                for (char ch : arg) bits = (bits << 8) | static_cast<std::uint8_t>(ch);
-                Node n;
-                n.kind = Kind::floating;
-                std::memcpy(&n.f, &bits, sizeof bits);
-                if (!push(std::move(n))) return false;
-                break;
-            }
-            case 'S': {
-                std::string out;
-                if (!line(arg) || !string_escape(arg, out)) return false;
-                if (!push_kind(Kind::bytes, std::move(out))) return false;
-                break;
-            }
-            case 'T':
-            case 'U':
-            case 'B':
-            case 'C':
-            case 0x8e:
-            case 0x96: {  // BINSTRING, SHORT_BINSTRING (Python 2 str), BINBYTES, SHORT_BINBYTES, BINBYTES8,
-                          // BYTEARRAY8
-                const std::size_t width = (op == 'U' || op == 'C') ? 1 : (op == 0x8e || op == 0x96) ? 8 : 4;
-                if (op == 'T' && data_.size() - pos_ >= 4 &&
-                    (static_cast<unsigned char>(data_[pos_ + 3]) & 0x80))
-                    return err("negative BINSTRING length");
-                if (!counted(width, arg)) return false;
-                if (!push_kind(Kind::bytes, std::string(arg))) return false;
-                break;
-            }
-            case 'V': {
-                std::string out;
-                if (!line(arg) || !raw_unicode_escape(arg, out)) return false;
-                if (!push_kind(Kind::str, std::move(out))) return false;
-                break;
-            }
-            case 'X':
-            case 0x8c:
-            case 0x8d: {  // BINUNICODE, SHORT_BINUNICODE, BINUNICODE8
-                if (!counted(op == 0x8c ? 1 : op == 'X' ? 4 : 8, arg)) return false;
-                if (!valid_utf8(arg, true)) return err("str is not valid UTF-8");
-                if (!push_kind(Kind::str, std::string(arg))) return false;
-                break;
-            }
-            case ']':
-                if (!build(Kind::list, {})) return false;
-                break;
-            case ')':
-                if (!build(Kind::tuple, {})) return false;
-                break;
-            case '}':
-                if (!build(Kind::dict, {})) return false;
-                break;
-            case 0x8f:
-                if (!build(Kind::set, {})) return false;
-                break;
-            case 'l':
-            case 't':
-            case 'd':
-            case 0x91:  // LIST, TUPLE, DICT, FROZENSET from the mark
-                if (!pop_mark(items)) return false;
-                if (!build(op == 'l'   ? Kind::list
-                           : op == 't' ? Kind::tuple
-                           : op == 'd' ? Kind::dict
-                                       : Kind::frozenset,
-                           items))
-                    return false;
-                break;
-            case 0x85:
-            case 0x86:
-            case 0x87: {  // TUPLE1..3
-                const std::size_t n = op - 0x84u;
-                if (stack_.size() < base() + n) return err("stack underflow");
-                items.assign(stack_.end() - static_cast<std::ptrdiff_t>(n), stack_.end());
-                stack_.resize(stack_.size() - n);
-                if (!build(Kind::tuple, items)) return false;
-                break;
-            }
-            case 'a':  // APPEND
-                if (!pop(a) || !top(b) || !container(b, {Kind::list}, "APPEND")) return false;
-                nodes_[b].kids.push_back(a);
-                break;
-            case 'e':
-            case 0x90:  // APPENDS, ADDITEMS
-                if (!pop_mark(items) || !top(b)) return false;
-                if (op == 'e' ? !container(b, {Kind::list}, "APPENDS")
-                              : !container(b, {Kind::set}, "ADDITEMS"))
-                    return false;
-                nodes_[b].kids.insert(nodes_[b].kids.end(), items.begin(), items.end());
-                break;
-            case 's':  // SETITEM
-                if (!pop(a) || !pop(b) || !top(c) || !container(c, {Kind::dict}, "SETITEM")) return false;
-                nodes_[c].kids.push_back(b);
-                nodes_[c].kids.push_back(a);
-                break;
-            case 'u':  // SETITEMS
-                if (!pop_mark(items) || !top(c) || !container(c, {Kind::dict}, "SETITEMS")) return false;
-                if (items.size() % 2) return err("odd number of items for SETITEMS");
-                nodes_[c].kids.insert(nodes_[c].kids.end(), items.begin(), items.end());
-                break;
-            case 'p': {
-                std::uint64_t id;
-                if (!line(arg) || !text_uint(arg, id) || !memo_put(id)) return false;
-                break;
-            }
-            case 'q':
-            case 'r': {
-                std::uint32_t id;
-                if (!le(op == 'q' ? 1 : 4, id) || !memo_put(id)) return false;
-                break;
-            }
+            case 'p':   // PUT
+            case 'q':   // BINPUT
+            case 'r':   // LONG_BINPUT
             case 0x94:  // MEMOIZE
-                if (!memo_put(memo_.size())) return false;
+            case 'g':   // GET
+            case 'h':   // BINGET
+            case 'j':   // LONG_BINGET
+                ok = memo_op(op);
                 break;
-            case 'g': {
-                std::uint64_t id;
-                if (!line(arg) || !text_uint(arg, id) || !memo_get(id)) return false;
+            case 'c':   // GLOBAL
+            case 0x93:  // STACK_GLOBAL
+            case 'R':   // REDUCE
+                ok = call_op(op);
                 break;
-            }
-            case 'h':
-            case 'j': {
-                std::uint32_t id;
-                if (!le(op == 'h' ? 1 : 4, id) || !memo_get(id)) return false;
-                break;
-            }
-            case 'c': {  // GLOBAL: only the whitelist
-                std::string_view module, name;
-                if (!line(module) || !line(name) || !global(module, name)) return false;
-                break;
-            }
-            case 0x93: {  // STACK_GLOBAL
-                if (!pop(b) || !pop(a)) return false;
-                if (nodes_[a].kind != Kind::str || nodes_[b].kind != Kind::str ||
-                    nodes_[a].global != Global::none || nodes_[b].global != Global::none)
-                    return err("refused opcode 0x93 (STACK_GLOBAL): module and name are not strs");
-                if (!global(nodes_[a].text, nodes_[b].text)) return false;
-                break;
-            }
-            case 'R':
-                if (!reduce()) return false;
-                break;
-            default: {
-                if (const char* name = opcode_name(op))
-                    return err(fmt::format("refused opcode {} ({}): it imports or calls code",
-                                           op >= 0x20 && op < 0x7f
-                                               ? fmt::format("'{}'", static_cast<char>(op))
-                                               : fmt::format("0x{:02x}", op),
-                                           name));
-                return err(fmt::format("unknown opcode 0x{:02x}", op));
-            }
+            default:
+                return refuse(op);
         }
+        if (!ok) return false;
         if (stack_.size() > limits_.max_values) return err("stack too deep");
     }
+}
+
+bool Reader::frame_op(unsigned char op) {
+    if (op == 0x80) {  // PROTO
+        std::uint8_t proto;
+        if (!le(1, proto)) return false;
+        if (proto > 5) return err(fmt::format("unsupported protocol {}", proto));
+        return true;
+    }
+    std::uint64_t n;  // FRAME: the data is simply inline
+    if (!le(8, n)) return false;
+    if (n > data_.size() - pos_) return err(fmt::format("frame of {} bytes exceeds the input", n));
+    return true;
+}
+
+bool Reader::stack_op(unsigned char op) {
+    switch (op) {
+        case '(':
+            if (marks_.size() >= limits_.max_values) return err("too many MARKs");
+            marks_.push_back(stack_.size());
+            return true;
+        case '0':  // POP: an empty frame above the last MARK pops the mark
+            if (stack_.size() > base()) {
+                stack_.pop_back();
+                return true;
+            }
+            return pop_mark(items_);
+        case '1':
+            return pop_mark(items_);
+        default: {  // DUP
+            std::uint32_t a = 0;
+            if (!top(a)) return false;
+            stack_.push_back(a);
+            return true;
+        }
+    }
+}
+
+// INT and LONG: decimal text; INT also spells the Python 2 bools 01 and 00.
+bool Reader::push_decimal(unsigned char op) {
+    std::string_view arg;
+    if (!line(arg)) return false;
+    if (op == 'I' && (arg == "01" || arg == "00")) return push_int(Value::boolean(arg == "01"));
+    if (op == 'L' && !arg.empty() && arg.back() == 'L') arg.remove_suffix(1);
+    Value v;
+    if (arg.size() > max_int_digits + 1 || !int_from_decimal(arg, v))
+        return err(fmt::format("bad {} '{}'", op == 'I' ? "INT" : "LONG", printable(arg)));
+    return push_int(std::move(v));
+}
+
+bool Reader::push_float(unsigned char op) {
+    std::string_view arg;
+    Node n;
+    n.kind = Kind::floating;
+    if (op == 'G') {  // BINFLOAT: big-endian IEEE 754
+        std::uint64_t bits = 0;
+        if (!take(8, arg)) return false;
+        for (char ch : arg) bits = (bits << 8) | static_cast<std::uint8_t>(ch);
+        std::memcpy(&n.f, &bits, sizeof bits);
+        return push(std::move(n));
+    }
+    if (!line(arg)) return false;  // FLOAT: repr() text
+    std::string t(arg);
+    while (!t.empty() && (t.back() == ' ' || t.back() == '\r')) t.pop_back();
+    double d = 0;
+    const char* first = t.data();
+    if (!t.empty() && t[0] == '+') ++first;
+    auto [end, ec] = std::from_chars(first, t.data() + t.size(), d);
+    if (t.empty() || end != t.data() + t.size() ||
+        (ec != std::errc{} && ec != std::errc::result_out_of_range))
+        return err(fmt::format("bad FLOAT '{}'", printable(arg)));
+    if (ec == std::errc::result_out_of_range) d = std::strtod(t.c_str(), nullptr);
+    n.f = d;
+    return push(std::move(n));
+}
+
+bool Reader::push_scalar(unsigned char op) {
+    switch (op) {
+        case 'N':
+            return push_kind(Kind::none);
+        case 0x88:
+        case 0x89:
+            return push_int(Value::boolean(op == 0x88));
+        case 'I':
+        case 'L':
+            return push_decimal(op);
+        case 'J': {
+            std::uint32_t u;
+            return le(4, u) && push_int(Value::integer(static_cast<std::int32_t>(u)));
+        }
+        case 'K': {
+            std::uint8_t u;
+            return le(1, u) && push_int(Value::integer(u));
+        }
+        case 'M': {
+            std::uint16_t u;
+            return le(2, u) && push_int(Value::integer(u));
+        }
+        case 0x8a:
+        case 0x8b: {  // LONG1, LONG4: little-endian two's complement
+            std::uint32_t n;
+            std::string_view arg;
+            if (!le(op == 0x8a ? 1 : 4, n)) return false;
+            if (op == 0x8b && (n & 0x80000000u)) return err("negative LONG4 length");
+            if (n > max_int_bytes) return err(fmt::format("int of {} bytes is too large", n));
+            return take(n, arg) && push_int(int_from_long_bytes(arg));
+        }
+        default:  // FLOAT, BINFLOAT
+            return push_float(op);
+    }
+}
+
+bool Reader::push_string(unsigned char op) {
+    std::string_view arg;
+    std::string out;
+    switch (op) {
+        case 'S':  // STRING: a quoted Python 2 byte string
+            return line(arg) && string_escape(arg, out) && push_kind(Kind::bytes, std::move(out));
+        case 'V':  // UNICODE: raw-unicode-escape
+            return line(arg) && raw_unicode_escape(arg, out) && push_kind(Kind::str, std::move(out));
+        case 'X':
+        case 0x8c:
+        case 0x8d:  // BINUNICODE, SHORT_BINUNICODE, BINUNICODE8
+            if (!counted(op == 0x8c ? 1 : op == 'X' ? 4 : 8, arg)) return false;
+            if (!valid_utf8(arg, true)) return err("str is not valid UTF-8");
+            return push_kind(Kind::str, std::string(arg));
+        default: {  // BINSTRING, SHORT_BINSTRING (Python 2 str), BINBYTES, SHORT_BINBYTES,
+                    // BINBYTES8, BYTEARRAY8
+            const std::size_t width = (op == 'U' || op == 'C') ? 1 : (op == 0x8e || op == 0x96) ? 8 : 4;
+            if (op == 'T' && data_.size() - pos_ >= 4 && (static_cast<unsigned char>(data_[pos_ + 3]) & 0x80))
+                return err("negative BINSTRING length");
+            return counted(width, arg) && push_kind(Kind::bytes, std::string(arg));
+        }
+    }
+}
+
+bool Reader::build_container(unsigned char op) {
+    switch (op) {
+        case ']':
+            return build(Kind::list, {});
+        case ')':
+            return build(Kind::tuple, {});
+        case '}':
+            return build(Kind::dict, {});
+        case 0x8f:
+            return build(Kind::set, {});
+        case 0x85:
+        case 0x86:
+        case 0x87: {  // TUPLE1..3
+            const std::size_t n = op - 0x84u;
+            if (stack_.size() < base() + n) return err("stack underflow");
+            items_.assign(stack_.end() - static_cast<std::ptrdiff_t>(n), stack_.end());
+            stack_.resize(stack_.size() - n);
+            return build(Kind::tuple, items_);
+        }
+        default:  // LIST, TUPLE, DICT, FROZENSET from the mark
+            if (!pop_mark(items_)) return false;
+            return build(op == 'l'   ? Kind::list
+                         : op == 't' ? Kind::tuple
+                         : op == 'd' ? Kind::dict
+                                     : Kind::frozenset,
+                         items_);
+    }
+}
+
+bool Reader::fill_container(unsigned char op) {
+    std::uint32_t a = 0, b = 0;
+    switch (op) {
+        case 'a':  // APPEND
+            if (!pop(a) || !top(b) || !container(b, {Kind::list}, "APPEND")) return false;
+            nodes_[b].kids.push_back(a);
+            return true;
+        case 'e':
+        case 0x90:  // APPENDS, ADDITEMS
+            if (!pop_mark(items_) || !top(b)) return false;
+            if (op == 'e' ? !container(b, {Kind::list}, "APPENDS") : !container(b, {Kind::set}, "ADDITEMS"))
+                return false;
+            break;
+        case 's': {  // SETITEM
+            std::uint32_t c = 0;
+            if (!pop(a) || !pop(b) || !top(c) || !container(c, {Kind::dict}, "SETITEM")) return false;
+            nodes_[c].kids.push_back(b);
+            nodes_[c].kids.push_back(a);
+            return true;
+        }
+        default:  // SETITEMS
+            if (!pop_mark(items_) || !top(b) || !container(b, {Kind::dict}, "SETITEMS")) return false;
+            if (items_.size() % 2) return err("odd number of items for SETITEMS");
+            break;
+    }
+    nodes_[b].kids.insert(nodes_[b].kids.end(), items_.begin(), items_.end());
+    return true;
+}
+
+bool Reader::memo_op(unsigned char op) {
+    std::string_view arg;
+    switch (op) {
+        case 'p': {  // PUT
+            std::uint64_t id;
+            return line(arg) && text_uint(arg, id) && memo_put(id);
+        }
+        case 'q':
+        case 'r': {  // BINPUT, LONG_BINPUT
+            std::uint32_t id;
+            return le(op == 'q' ? 1 : 4, id) && memo_put(id);
+        }
+        case 0x94:  // MEMOIZE
+            return memo_put(memo_.size());
+        case 'g': {  // GET
+            std::uint64_t id;
+            return line(arg) && text_uint(arg, id) && memo_get(id);
+        }
+        default: {  // BINGET, LONG_BINGET
+            std::uint32_t id;
+            return le(op == 'h' ? 1 : 4, id) && memo_get(id);
+        }
+    }
+}
+
+// GLOBAL and STACK_GLOBAL name only whitelisted callables; REDUCE calls them.
+bool Reader::call_op(unsigned char op) {
+    if (op == 'R') return reduce();
+    if (op == 'c') {
+        std::string_view module, name;
+        return line(module) && line(name) && global(module, name);
+    }
+    std::uint32_t a = 0, b = 0;  // STACK_GLOBAL
+    if (!pop(b) || !pop(a)) return false;
+    if (nodes_[a].kind != Kind::str || nodes_[b].kind != Kind::str || nodes_[a].global != Global::none ||
+        nodes_[b].global != Global::none)
+        return err("refused opcode 0x93 (STACK_GLOBAL): module and name are not strs");
+    return global(nodes_[a].text, nodes_[b].text);
+}
+
+bool Reader::refuse(unsigned char op) {
+    if (const char* name = opcode_name(op))
+        return err(fmt::format("refused opcode {} ({}): it imports or calls code",
+                               op >= 0x20 && op < 0x7f ? fmt::format("'{}'", static_cast<char>(op))
+                                                       : fmt::format("0x{:02x}", op),
+                               name));
+    return err(fmt::format("unknown opcode 0x{:02x}", op));
 }
 
 // Copies the graph under `root` into a tree, depth-first with an explicit
