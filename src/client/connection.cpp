@@ -313,7 +313,6 @@ detail::TransactionReplies Connection::Impl::transaction_on(detail::Link& link,
 std::vector<Reply> Connection::transaction(const Pipeline& pipeline) const {
     const auto& buffer = detail::ConnectionAccess::buffer(pipeline);
     if (buffer.empty()) return {};
-    auto timeout = impl_->options.command_timeout;
     using Replies = detail::TransactionReplies;
     auto* cluster = impl_->current_pool().cluster.get();
     Replies r =
