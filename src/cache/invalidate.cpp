@@ -85,7 +85,8 @@ std::vector<std::string> keys_with_empty(const Connection& conn, std::string_vie
 
 void backdate(const Connection& conn, std::string_view region, std::string_view ns,
               std::span<const std::string> keys, double created) {
-    if (conn.is_cluster()) return backdate_on_cluster(conn, region, ns, keys, created, nullptr);
+    if (cache_topology(conn).per_call_slots())
+        return backdate_on_cluster(conn, region, ns, keys, created, nullptr);
     for (std::size_t start = 0; start < keys.size(); start += chunk) {
         std::vector<std::string> value_keys;
         for (std::size_t i = start; i < std::min(keys.size(), start + chunk); ++i)
@@ -104,7 +105,7 @@ void invalidate_key(std::string_view region, std::string_view ns, std::string_vi
     // The tracking connection will tell too, a little later; the next call
     // of this process must not wait for that.
     if (NearCache* near = near_cache(*settings, settings->connection()))
-        near->invalidate(cache_keys::value(region, ns, key, settings->connection().is_cluster()));
+        near->invalidate(settings->topology().value(region, ns, key));
 }
 
 void invalidate_namespace(std::string_view region, std::string_view ns) {
@@ -134,7 +135,7 @@ void invalidate_region(std::string_view region) {
     for (const std::string& ns : namespaces) {
         const std::string keyset = cache_keys::keyset(region, ns);
         std::vector<std::string> keys = keys_with_empty(conn, region, ns);
-        if (conn.is_cluster()) {
+        if (cache_topology(conn).per_call_slots()) {
             backdate_on_cluster(conn, region, ns, keys, created, &keyset);
             continue;
         }

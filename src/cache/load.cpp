@@ -109,14 +109,14 @@ void add_store_commands(Pipeline& p, Pipeline& tracking, const RegionSettings& r
 void schedule_early_refresh(const RegionSettings& region, std::string_view ns, std::string_view key,
                             double seen_created, std::function<bool(std::string&, std::string&)> produce) {
     if (!produce) return;
-    std::string lock_key = cache_keys::lock(region.name, ns, key, region.connection().is_cluster());
+    std::string lock_key = region.topology().lock(region.name, ns, key);
     auto task = [settings = region, ns = std::string(ns), key = std::string(key), lock_key, seen_created,
                  produce = std::move(produce)]() {
         const Connection& conn = settings.connection();
         Lock lock{lock_key, dogpile_lock_options(conn, settings.options.expires, std::chrono::milliseconds{0}),
                   std::defer_lock};
         if (!lock.try_lock()) return;
-        const std::string value_key = cache_keys::value(settings.name, ns, key, conn.is_cluster());
+        const std::string value_key = settings.topology().value(settings.name, ns, key);
         StoredValue current = parse_fields(conn.command("HMGET", value_key, "created", "value", "delta"));
         if (current.present && current.created > seen_created) return;  // refreshed by someone else
         std::string bytes, why;
@@ -124,8 +124,8 @@ void schedule_early_refresh(const RegionSettings& region, std::string_view ns, s
         if (!produce(bytes, why)) return;
         const double delta = seconds_since(start);
         Pipeline p, tracking;
-        add_store_commands(p, conn.is_cluster() ? tracking : p, settings, ns, key, value_key, unix_now(),
-                           bytes, delta);
+        add_store_commands(p, settings.topology().tracking(p, tracking), settings, ns, key, value_key,
+                           unix_now(), bytes, delta);
         conn.transaction(p);
         execute_tracking(conn, tracking, settings);
     };
@@ -159,7 +159,7 @@ void report_uncached(const RegionSettings& region, std::string_view ns, std::str
 
 void throw_first_value_timeout(std::string_view region, std::string_view ns, std::string_view key) {
     auto settings = lookup_region(region);
-    const bool cluster = settings && settings->connection().is_cluster();
+    const bool cluster = settings && settings->topology().per_call_slots();
     throw LockTimeout(
         fmt::format("cache region {}: no value for {}:{} and another caller held {} for longer than "
                     "the region's first_value_wait",
@@ -474,7 +474,7 @@ LoadContext context(const RegionSettings& region, std::string_view ns, Regenerat
     return LoadContext{.region = region,
                        .ns = ns,
                        .conn = conn,
-                       .cluster = conn.is_cluster(),
+                       .cluster = region.topology().per_call_slots(),
                        .mode = mode,
                        .statistics = statistics,
                        .day = statistics ? today() : std::string(),

@@ -7,6 +7,7 @@
 
 #include <retools/cache.hpp>
 
+#include "cache/topology.hpp"
 #include "cache/tracking.hpp"
 
 namespace retools::detail {
@@ -19,6 +20,8 @@ struct RegionSettings {
     const Connection& connection() const {
         return options.connection ? *options.connection : global_connection();
     }
+    /// Where the region's keys live (one node or a cluster), from its connection.
+    const CacheTopology& topology() const { return cache_topology(connection()); }
 };
 
 /// The settings of a region; nullptr when it was not added.

@@ -6,6 +6,7 @@
 
 #include "cache/keys.hpp"
 #include "cache/registry.hpp"
+#include "cache/topology.hpp"
 #include "client/errors.hpp"
 
 namespace retools {
@@ -33,30 +34,20 @@ struct Wanted {
     std::string key;
 };
 
-// One MGET of the hit and miss counters of every (ns, key); on a cluster
-// (the counters are in many slots) one GET each, in one split pipeline.
+// The hit and miss counters of every (ns, key): one MGET on one node, on a
+// cluster (the counters are in many slots) one GET each in a split pipeline.
 std::vector<CacheStats> read_counters(const Connection& conn, std::string_view day, std::string_view region,
                                       const std::vector<Wanted>& wanted) {
     std::vector<CacheStats> out(wanted.size());
     if (wanted.empty()) return out;
-    const bool cluster = conn.is_cluster();
+    const detail::CacheTopology& topology = detail::cache_topology(conn);
     std::vector<std::string> keys;
     keys.reserve(wanted.size() * 2);
     for (const Wanted& w : wanted) {
-        keys.push_back(detail::cache_keys::hits(day, region, w.ns, w.key, cluster));
-        keys.push_back(detail::cache_keys::misses(day, region, w.ns, w.key, cluster));
+        keys.push_back(topology.hits(day, region, w.ns, w.key));
+        keys.push_back(topology.misses(day, region, w.ns, w.key));
     }
-    if (cluster) {
-        Pipeline p;
-        for (const std::string& key : keys) p.command("GET", key);
-        std::vector<Reply> values = conn.execute(p);
-        for (std::size_t i = 0; i < wanted.size(); ++i) {
-            out[i].hits = count_of(values[2 * i]);
-            out[i].misses = count_of(values[2 * i + 1]);
-        }
-        return out;
-    }
-    Reply values = conn.command("MGET", keys);
+    const std::vector<Reply> values = topology.values(conn, keys);
     for (std::size_t i = 0; i < wanted.size(); ++i) {
         out[i].hits = count_of(values[2 * i]);
         out[i].misses = count_of(values[2 * i + 1]);

@@ -285,7 +285,7 @@ NearCache* near_cache(const RegionSettings& region, const Connection& conn) {
     NearCache* cache = nullptr;
     // A tracking link would have to follow failovers (Sentinel), or every
     // node and its slot moves (Cluster): the near cache is off there.
-    if (!conn.options().sentinel && !conn.is_cluster()) {
+    if (cache_topology(conn).near_cache_possible(conn)) {
         NearState& s = state();
         std::lock_guard lock(s.mutex);
         auto& slot = s.caches[{region.name, key}];

@@ -7,7 +7,6 @@
 #include <retools/detail/python_repr.hpp>
 #include <retools/errors.hpp>
 #include <retools/queue.hpp>
-#include <retools/script.hpp>
 
 #include "client/errors.hpp"
 #include "generated/lua_scripts.hpp"
@@ -106,49 +105,12 @@ std::size_t QueueManager::failed_count() const {
 
 bool QueueManager::retry_failed(const FailedJob& failed) const {
     detail::validate_queue_name(failed.queue);
-    // Single node: src/queue/lua/retry_failed.lua, which checks the queue key
-    // before the entry leaves the failed list.
-    static const Script retry_one{std::string(detail::lua::queue_retry_failed)};
     std::string entry = failed.entry.empty() ? failed.to_json() : failed.entry;
-    const std::string queue_key = keys::queue(failed.queue, impl_->conn_.is_cluster());
-    if (impl_->conn_.is_cluster()) {
-        // The failed list and the queue are in different slots: the job is
-        // pushed first and leaves the failed list after (a crash in between
-        // duplicates it, never loses it). An entry another caller retried
-        // meanwhile takes our push back off the tail.
-        impl_->conn_.command("RPUSH", queue_key, failed.payload).check();
-        if (impl_->conn_.command("LREM", keys::failed, 1, entry).as_integer() == 0) {
-            impl_->conn_.command("LREM", queue_key, -1, failed.payload);
-            return false;
-        }
-        impl_->conn_.command("SADD", keys::queues, failed.queue);
-        return true;
-    }
-    Reply r =
-        retry_one(impl_->conn_, {keys::failed, queue_key, keys::queues}, entry, failed.payload, failed.queue);
-    return r.as_integer() == 1;
+    return impl_->topology_.retry_failed(impl_->conn_, failed, entry);
 }
 
 std::size_t QueueManager::retry_all_failed() const {
-    // Entries that cannot be retried (unreadable, or their queue key is not a
-    // list) stay, in order. Single node: src/queue/lua/retry_all_failed.lua.
-    static const Script retry_all{std::string(detail::lua::queue_retry_all_failed)};
-    if (impl_->conn_.is_cluster()) {
-        // One entry at a time (see retry_failed); unreadable entries and those
-        // whose queue key refuses them stay.
-        std::size_t moved = 0;
-        for (const FailedJob& f : failed_jobs()) {
-            if (f.queue.empty() || f.queue.find_first_of(":,") != std::string::npos) continue;
-            try {
-                if (retry_failed(f)) ++moved;
-            } catch (const Error&) {
-                // WRONGTYPE queue key or bad name: the entry stays in the failed list.
-            }
-        }
-        return moved;
-    }
-    Reply r = retry_all(impl_->conn_, {keys::failed, keys::queues}, keys::queue_prefix);
-    return static_cast<std::size_t>(r.as_integer());
+    return impl_->topology_.retry_all_failed(*this, impl_->conn_);
 }
 
 bool QueueManager::remove_failed(const FailedJob& failed) const {

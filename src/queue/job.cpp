@@ -12,6 +12,7 @@
 #include "queue/json_limits.hpp"
 #include "queue/keys.hpp"
 #include "queue/python_json.hpp"
+#include "queue/topology.hpp"
 
 namespace retools {
 
@@ -236,7 +237,7 @@ Job Job::from_payload(std::string_view payload, std::string_view queue_name, Con
 }
 
 std::string Job::queue_key() const {
-    return detail::queue_keys::queue(queue_, conn_.is_cluster());
+    return detail::queue::topology_of(conn_).queue_key(queue_);
 }
 
 std::vector<std::string> Job::handlers(std::string_view event) const {

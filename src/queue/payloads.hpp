@@ -10,6 +10,8 @@
 #include <retools/connection.hpp>
 #include <retools/queue.hpp>
 
+#include "queue/topology.hpp"
+
 namespace retools {
 
 namespace detail {
@@ -30,10 +32,10 @@ std::string delayed_member(std::string_view queue, std::string_view payload);
 /// in `job.state()["retried"]`), for callers that finish a job atomically in
 /// their own MULTI/EXEC (e.g. with the LREM from a processing list).
 /// Returns the due time.
-/// `cluster`: the layout of a Redis Cluster (the queue's own delayed set,
-/// and the queue added to retools:queues so promoters find it).
+/// `topology`: where the queue's delayed set is (Topology::add_delayed).
 std::chrono::system_clock::time_point add_retry_later(Pipeline& p, Job& job,
-                                                      std::chrono::duration<double> delay, bool cluster);
+                                                      std::chrono::duration<double> delay,
+                                                      const queue::Topology& topology);
 
 /// Appends to `p` what QueueManager::record_failure sends.
 void add_record_failure(Pipeline& p, FailedJob failed);

@@ -98,12 +98,12 @@ struct Scratch {
 // `requested_key`.
 struct Destination {
     Destination(std::string_view planned_queue, std::string_view planned_key, const std::string& requested,
-                bool cluster)
+                const detail::queue::Topology& topology)
         : queue(planned_queue), key(planned_key) {
         if (requested.empty()) return;
         detail::validate_queue_name(requested);
         queue = requested;
-        requested_key = keys::queue(requested, cluster);
+        requested_key = topology.queue_key(requested);
         key = requested_key;
     }
     Destination(const Destination&) = delete;
@@ -215,7 +215,7 @@ const QueueManager::Impl::JobPlan& QueueManager::Impl::plan_for(
     detail::validate_job_name(job_name);
     auto plan = std::make_unique<Impl::JobPlan>();
     plan->queue = resolve_queue(job_name, {});
-    plan->queue_key = keys::queue(plan->queue, conn_.is_cluster());
+    plan->queue_key = topology_.queue_key(plan->queue);
     plan->head = "\", \"job\": ";
     detail::python_json_string(job_name, plan->head, "job name");
     plan->head.append(", \"kwargs\": ");
@@ -298,7 +298,7 @@ std::string QueueManager::enqueue(std::string_view job_name, const nlohmann::jso
     const Impl::JobPlan& plan = impl_->plan_for(job_name, uncached);
     check_object(kwargs, "kwargs");
     check_object(options.metadata, "metadata");
-    const Destination to{plan.queue, plan.queue_key, options.queue_name, impl_->conn_.is_cluster()};
+    const Destination to{plan.queue, plan.queue_key, options.queue_name, impl_->topology_};
     const std::string_view queue = to.queue, key = to.key;
     std::string id = detail::uuid4_hex();
     Scratch& s = Scratch::get();
@@ -374,7 +374,7 @@ std::vector<std::string> QueueManager::enqueue_batch(std::span<const JobSpec> jo
         } else {
             auto it = requested_keys.find(queue);
             if (it == requested_keys.end())
-                it = requested_keys.emplace(queue, keys::queue(queue, impl_->conn_.is_cluster())).first;
+                it = requested_keys.emplace(queue, impl_->topology_.queue_key(queue)).first;
             key = it->second;
         }
         s.pipeline.command("RPUSH", key, detail::IndexedRange(begin, end, payload_of));
@@ -399,7 +399,7 @@ std::vector<std::string> QueueManager::enqueue_many(std::string_view job_name,
                 fmt::format("kwargs #{} must be a JSON object, not a {}", i, kwargs_list[i].type_name()));
     std::vector<std::string> ids;
     if (kwargs_list.empty()) return ids;
-    const Destination to{plan.queue, plan.queue_key, options.queue_name, impl_->conn_.is_cluster()};
+    const Destination to{plan.queue, plan.queue_key, options.queue_name, impl_->topology_};
     const std::string_view queue = to.queue, key = to.key;
 
     // Each payload is serialized into one reused buffer and copied straight
@@ -430,8 +430,7 @@ std::vector<std::string> QueueManager::enqueue_many(std::string_view job_name,
 Job QueueManager::get_job(std::string_view job_id, std::string_view queue_name) const {
     std::string queue = queue_name.empty() ? impl_->default_queue_ : std::string(queue_name);
     detail::validate_queue_name(queue);
-    auto entries =
-        impl_->conn_.command("LRANGE", keys::queue(queue, impl_->conn_.is_cluster()), 0, -1).as_array();
+    auto entries = impl_->conn_.command("LRANGE", impl_->topology_.queue_key(queue), 0, -1).as_array();
     bool plain_id = std::all_of(job_id.begin(), job_id.end(), [](char c) {
         return c >= 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '/';
     });
@@ -452,8 +451,7 @@ Job QueueManager::get_job(std::string_view job_id, std::string_view queue_name) 
 std::vector<Job> QueueManager::get_jobs(std::string_view queue_name) const {
     std::string queue = queue_name.empty() ? impl_->default_queue_ : std::string(queue_name);
     detail::validate_queue_name(queue);
-    auto entries =
-        impl_->conn_.command("LRANGE", keys::queue(queue, impl_->conn_.is_cluster()), 0, -1).as_array();
+    auto entries = impl_->conn_.command("LRANGE", impl_->topology_.queue_key(queue), 0, -1).as_array();
     std::vector<Job> jobs;
     jobs.reserve(entries.size());
     for (std::size_t i = 0; i < entries.size(); ++i) {
@@ -470,7 +468,7 @@ std::size_t QueueManager::queue_length(std::string_view queue_name) const {
     std::string queue = queue_name.empty() ? impl_->default_queue_ : std::string(queue_name);
     detail::validate_queue_name(queue);
     return static_cast<std::size_t>(
-        impl_->conn_.command("LLEN", keys::queue(queue, impl_->conn_.is_cluster())).as_integer());
+        impl_->conn_.command("LLEN", impl_->topology_.queue_key(queue)).as_integer());
 }
 
 std::vector<std::string> QueueManager::queue_names() const {

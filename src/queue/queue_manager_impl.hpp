@@ -14,6 +14,8 @@
 #include <retools/connection.hpp>
 #include <retools/queue.hpp>
 
+#include "queue/topology.hpp"
+
 namespace retools {
 
 struct QueueManager::Impl {
@@ -23,17 +25,20 @@ struct QueueManager::Impl {
     // `, "state": {}}`.
     struct JobPlan {
         std::string queue;
-        std::string queue_key;  // retools:queue:<queue>
+        std::string queue_key;  // retools:queue:<queue> (topology_.queue_key)
         std::string head;       // `", "job": "<name>", "kwargs": `
         std::string events;     // `, "events": {...}, "metadata": `
     };
 
     Impl(Connection conn, std::string default_queue)
-        : conn_(std::move(conn)), default_queue_(std::move(default_queue)) {}
+        : conn_(std::move(conn)),
+          topology_(detail::queue::topology_of(conn_)),
+          default_queue_(std::move(default_queue)) {}
     // A copy has the same configuration and an empty plan cache (plans are
     // rebuilt on first use; the mutex is never shared).
     Impl(const Impl& other)
         : conn_(other.conn_),
+          topology_(other.topology_),
           default_queue_(other.default_queue_),
           job_queues_(other.job_queues_),
           global_events_(other.global_events_),
@@ -54,6 +59,7 @@ struct QueueManager::Impl {
     void clear_plans() { plans_.clear(); }
 
     Connection conn_;
+    const detail::queue::Topology& topology_;  // single node or cluster, chosen from conn_ once
     std::string default_queue_;
     std::map<std::string, std::string, std::less<>> job_queues_;
     // event → handlers, global and per job name.

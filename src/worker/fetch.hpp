@@ -14,6 +14,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <retools/connection.hpp>
@@ -59,9 +60,12 @@ struct Beat {
 /// Cluster (one processing list per queue, see queue/keys.hpp) the same work
 /// takes a few pipelined round trips: failed entries and results first, then
 /// one script per queue (finish, promote, take), then counters and heartbeat.
+/// Made by the worker's topology (WorkerTopology::make_fetch).
 class ReliableFetch {
 public:
-    ReliableFetch(Connection conn, std::string worker_id, const std::vector<std::string>& queues);
+    virtual ~ReliableFetch() = default;
+    ReliableFetch(const ReliableFetch&) = delete;
+    ReliableFetch& operator=(const ReliableFetch&) = delete;
 
     /// Applies `finished` (and counts it), writes `beat` when given
     /// (registering the worker again if it is missing from retools:workers),
@@ -72,20 +76,32 @@ public:
     /// key has the wrong type. Operations that could not be applied for a key
     /// of the wrong type (their jobs stay in the processing list) are copied
     /// to `kept`, to be sent again later.
-    std::string exchange(const FinishBatch& finished, std::size_t count, bool idle, const Beat* beat,
-                         std::vector<TakenJob>& out, FinishBatch* kept);
+    virtual std::string exchange(const FinishBatch& finished, std::size_t count, bool idle, const Beat* beat,
+                                 std::vector<TakenJob>& out, FinishBatch* kept) = 0;
 
-private:
-    std::string exchange_cluster(const FinishBatch& finished, std::size_t count, bool idle, const Beat* beat,
-                                 std::vector<TakenJob>& out, FinishBatch* kept);
+protected:
+    ReliableFetch(Connection conn, std::string worker_id, const std::vector<std::string>& queues)
+        : conn_(std::move(conn)), worker_id_(std::move(worker_id)), queues_(queues) {}
+    /// The counters' day and hour at `now`: formatted once per hour, not per call.
+    const StatPeriods& periods(double now);
 
     Connection conn_;
     std::string worker_id_;
     std::vector<std::string> queues_;
-    std::vector<std::string> keys_;
+
+private:
     StatPeriods periods_;
     double period_end_ = 0;  // when periods_ stops being this hour
 };
+
+/// ReliableFetch on one node: one script per exchange (src/worker/lua/fetch.lua).
+std::unique_ptr<ReliableFetch> make_single_node_fetch(Connection conn, std::string worker_id,
+                                                      const std::vector<std::string>& queues);
+/// ReliableFetch on a Redis Cluster: ordered pipelines over the slots.
+std::unique_ptr<ReliableFetch> make_cluster_fetch(Connection conn, std::string worker_id,
+                                                  const std::vector<std::string>& queues);
+
+class WorkerTopology;
 
 /// Waits, without taking anything, until one of the queues holds a job: one
 /// thread and connection per queue blocked in `BLMOVE q q LEFT LEFT` (moves
@@ -93,8 +109,10 @@ private:
 /// waiting loses nothing). Woken waits are cancelled with CLIENT UNBLOCK.
 class QueueWaiter {
 public:
-    QueueWaiter(const Connection& conn, const std::vector<std::string>& queues,
-                std::chrono::milliseconds block, std::function<void()> on_ready);
+    /// `topology`: that of `conn` (the queues' keys, how long one wait may block).
+    QueueWaiter(const Connection& conn, const WorkerTopology& topology,
+                const std::vector<std::string>& queues, std::chrono::milliseconds block,
+                std::function<void()> on_ready);
     ~QueueWaiter();
     QueueWaiter(const QueueWaiter&) = delete;
     QueueWaiter& operator=(const QueueWaiter&) = delete;

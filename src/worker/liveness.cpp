@@ -39,6 +39,7 @@
 #include "util/clock.hpp"
 #include "util/sha1.hpp"
 #include "worker/counters.hpp"
+#include "worker/topology.hpp"
 
 namespace retools {
 
@@ -174,6 +175,8 @@ std::vector<std::string> served_queues(const Connection& conn, std::string_view 
     return out;
 }
 
+}  // namespace
+
 // recover_worker on a Redis Cluster: one processing list per queue, each in
 // its queue's slot, while the failed list, the death counts, the counters and
 // the registry live elsewhere. Per list: death counts are bumped and poison
@@ -182,9 +185,9 @@ std::vector<std::string> served_queues(const Connection& conn, std::string_view 
 // filed. A crash between the two duplicates a job, never loses one. The
 // liveness check is not atomic with the move: two recoverers of one dead
 // worker may both count its death, but each entry moves once (the script).
-Recovered recover_worker_cluster(const Connection& conn, std::string_view worker_id, RecoverMode mode,
-                                 std::size_t max_recoveries, bool unregister,
-                                 std::string_view expected_heartbeat) {
+Recovered recover_worker_on_cluster(const Connection& conn, std::string_view worker_id, RecoverMode mode,
+                                    std::size_t max_recoveries, bool unregister,
+                                    std::string_view expected_heartbeat) {
     // Moves the entries not already filed in retools:failed to the head of the
     // queue, keeping their order (src/worker/lua/recover_cluster.lua).
     static const Script move_back{std::string(lua::worker_recover_cluster)};
@@ -281,12 +284,15 @@ Recovered recover_worker_cluster(const Connection& conn, std::string_view worker
     return out;
 }
 
-}  // namespace
-
 Recovered recover_worker(const Connection& conn, std::string_view worker_id, RecoverMode mode,
                          std::size_t max_recoveries, bool unregister, std::string_view expected_heartbeat) {
-    if (conn.is_cluster())
-        return recover_worker_cluster(conn, worker_id, mode, max_recoveries, unregister, expected_heartbeat);
+    return worker_topology(conn).recover(conn, worker_id, mode, max_recoveries, unregister,
+                                         expected_heartbeat);
+}
+
+Recovered recover_worker_on_node(const Connection& conn, std::string_view worker_id, RecoverMode mode,
+                                 std::size_t max_recoveries, bool unregister,
+                                 std::string_view expected_heartbeat) {
     // One atomic call (src/worker/lua/recover.lua, which lists its KEYS and
     // ARGV): {requeued, quarantined}, or {-1, 0} when the owner is alive.
     static const Script script{std::string(lua::worker_recover)};
@@ -343,26 +349,8 @@ Recovered recover_dead_workers(const Connection& conn, std::chrono::milliseconds
     if (!r.is_error())
         for (const Reply& member : r.as_array()) recover_if_dead(conn, member.view(), max_recoveries, total);
     if (!full_scan) return total;
-    if (conn.is_cluster()) {
-        // SCAN sees one node: on a cluster the full scan checks every
-        // registered worker instead (workers there always beat, so the
-        // heartbeat set above finds the others).
-        for (const Reply& member : conn.command("SMEMBERS", queue_keys::workers).as_array())
-            recover_if_dead(conn, member.view(), max_recoveries, total);
-        return total;
-    }
-    // Every processing list: also those of workers that never beat (older
-    // versions) or whose heartbeat entry was lost.
-    std::string cursor = "0";
-    std::string pattern = std::string(queue_keys::processing_prefix) + "*";
-    do {
-        Reply page = conn.command("SCAN", cursor, "MATCH", pattern, "COUNT", 1000);
-        cursor = page[0].as_string();
-        for (const Reply& key : page[1].as_array()) {
-            std::string_view id = key.view().substr(queue_keys::processing_prefix.size());
-            recover_if_dead(conn, id, max_recoveries, total);
-        }
-    } while (cursor != "0");
+    worker_topology(conn).for_each_holder(
+        conn, [&](std::string_view id) { recover_if_dead(conn, id, max_recoveries, total); });
     return total;
 }
 

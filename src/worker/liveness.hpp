@@ -47,6 +47,16 @@ struct Recovered {
 Recovered recover_worker(const Connection& conn, std::string_view worker_id, RecoverMode mode,
                          std::size_t max_recoveries, bool unregister,
                          std::string_view expected_heartbeat = {});
+/// recover_worker on one node: one script, atomic with the liveness check.
+Recovered recover_worker_on_node(const Connection& conn, std::string_view worker_id, RecoverMode mode,
+                                 std::size_t max_recoveries, bool unregister,
+                                 std::string_view expected_heartbeat);
+/// recover_worker on a Redis Cluster: per queue's processing list, death
+/// counts and filed entries first, then one script moves the rest back (a
+/// crash in between duplicates a job, never loses one).
+Recovered recover_worker_on_cluster(const Connection& conn, std::string_view worker_id, RecoverMode mode,
+                                    std::size_t max_recoveries, bool unregister,
+                                    std::string_view expected_heartbeat);
 
 /// True when `heartbeat` (the JSON of a live key) names a process in our pid
 /// space that is gone. For this process's own pid: true when the heartbeat is

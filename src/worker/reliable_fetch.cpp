@@ -39,6 +39,7 @@
 #include "util/sha1.hpp"
 #include "worker/counters.hpp"
 #include "worker/fetch.hpp"
+#include "worker/topology.hpp"
 
 namespace retools::detail {
 
@@ -116,27 +117,42 @@ void FinishBatch::requeue(const TakenJob& job) {
 
 // ---- ReliableFetch ----------------------------------------------------------------
 
-ReliableFetch::ReliableFetch(Connection conn, std::string worker_id, const std::vector<std::string>& queues)
-    : conn_(std::move(conn)), worker_id_(std::move(worker_id)), queues_(queues) {
-    keys_.push_back(queue_keys::processing(worker_id_, "", false));
-    keys_.push_back(queue_keys::worker(worker_id_));
-    keys_.emplace_back(queue_keys::failed);
-    keys_.emplace_back(queue_keys::delayed_all);
-    for (const auto& q : queues) keys_.push_back(queue_keys::queue(q, false));
-}
-
-std::string ReliableFetch::exchange(const FinishBatch& finished, std::size_t count, bool idle,
-                                    const Beat* beat, std::vector<TakenJob>& out, FinishBatch* kept) {
-    if (conn_.is_cluster()) return exchange_cluster(finished, count, idle, beat, out, kept);
-    const double now = unix_now();
-    // The day and hour change rarely: formatted once per hour, not per call.
+const StatPeriods& ReliableFetch::periods(double now) {
     if (now >= period_end_ || now < period_end_ - 3600) {
         periods_ = stat_periods(now);
         period_end_ = (std::floor(now / 3600) + 1) * 3600;
     }
+    return periods_;
+}
+
+namespace {
+
+// One node: one script call per exchange, atomic.
+class SingleNodeFetch final : public ReliableFetch {
+public:
+    SingleNodeFetch(Connection conn, std::string worker_id, const std::vector<std::string>& queues)
+        : ReliableFetch(std::move(conn), std::move(worker_id), queues) {
+        keys_.push_back(queue_keys::processing(worker_id_, "", false));
+        keys_.push_back(queue_keys::worker(worker_id_));
+        keys_.emplace_back(queue_keys::failed);
+        keys_.emplace_back(queue_keys::delayed_all);
+        for (const auto& q : queues) keys_.push_back(queue_keys::queue(q, false));
+    }
+
+    std::string exchange(const FinishBatch& finished, std::size_t count, bool idle, const Beat* beat,
+                         std::vector<TakenJob>& out, FinishBatch* kept) override;
+
+private:
+    std::vector<std::string> keys_;
+};
+
+std::string SingleNodeFetch::exchange(const FinishBatch& finished, std::size_t count, bool idle,
+                                      const Beat* beat, std::vector<TakenJob>& out, FinishBatch* kept) {
+    const double now = unix_now();
+    const StatPeriods& period = periods(now);
     static const std::string none;
     Reply reply = fetch_script().run(
-        conn_, keys_, count, python_repr(now), idle ? "1" : "0", worker_id_, periods_.day, periods_.hour,
+        conn_, keys_, count, python_repr(now), idle ? "1" : "0", worker_id_, period.day, period.hour,
         beat ? beat->json : none, beat ? beat->ttl_ms : 0LL, beat ? beat->queues : none,
         beat ? beat->started : none, beat ? static_cast<long long>(beat->threads) : 1LL, finished.args());
     const Reply& taken = reply[0];
@@ -147,6 +163,13 @@ std::string ReliableFetch::exchange(const FinishBatch& finished, std::size_t cou
         for (const Reply& at : reply[2].as_array())
             finished.copy_group(static_cast<std::size_t>(at.as_integer()), *kept);
     return reply[1].as_string();
+}
+
+}  // namespace
+
+std::unique_ptr<ReliableFetch> make_single_node_fetch(Connection conn, std::string worker_id,
+                                                      const std::vector<std::string>& queues) {
+    return std::make_unique<SingleNodeFetch>(std::move(conn), std::move(worker_id), queues);
 }
 
 // ---- ReliableFetch on a Redis Cluster -----------------------------------------------
@@ -207,8 +230,7 @@ std::string json_string(std::string_view s) {
     return nlohmann::json(std::string(s)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-}  // namespace
-
+// A Redis Cluster: three steps over the slots.
 // The steps, in this order, so that a crash between two of them duplicates a
 // job rather than losing it:
 //  1. failed-list entries and results of finished jobs (their own slots);
@@ -218,18 +240,55 @@ std::string json_string(std::string_view s) {
 //     then, while more are wanted, take from the next queues that hold jobs,
 //     one call each, in priority order;
 //  3. counters, death counts, heartbeat, registry, `retools:worker:<id>`.
-std::string ReliableFetch::exchange_cluster(const FinishBatch& finished, std::size_t count, bool idle,
-                                            const Beat* beat, std::vector<TakenJob>& out, FinishBatch* kept) {
+class ClusterFetch final : public ReliableFetch {
+public:
+    ClusterFetch(Connection conn, std::string worker_id, const std::vector<std::string>& queues)
+        : ReliableFetch(std::move(conn), std::move(worker_id), queues) {}
+
+    std::string exchange(const FinishBatch& finished, std::size_t count, bool idle, const Beat* beat,
+                         std::vector<TakenJob>& out, FinishBatch* kept) override;
+
+private:
+    // What step 2 finished and took, for step 3.
+    struct Done {
+        long long processed = 0, failed = 0;
+        std::vector<std::string_view> removed_entries;
+        std::string current_queue;  // of the first job taken, for `retools:worker:<id>`
+    };
+    // Step 1; returns the groups kept (their failed entry had nowhere to go).
+    std::vector<bool> store_outcomes(const std::vector<Group>& groups, const FinishBatch& finished,
+                                     FinishBatch* kept, std::vector<std::string>& notes);
+    // Step 2.
+    Done finish_and_take(const std::vector<Group>& groups, const std::vector<bool>& skip,
+                         const FinishBatch& finished, std::size_t count, double now,
+                         std::vector<TakenJob>& out, FinishBatch* kept, std::vector<std::string>& notes);
+    // Step 3: `taken` is the first job taken, if any.
+    void bookkeeping(const Done& done, const StatPeriods& period, const Beat* beat, bool idle, double now,
+                     const TakenJob* taken);
+};
+
+std::string ClusterFetch::exchange(const FinishBatch& finished, std::size_t count, bool idle,
+                                   const Beat* beat, std::vector<TakenJob>& out, FinishBatch* kept) {
     const double now = unix_now();
-    if (now >= period_end_ || now < period_end_ - 3600) {
-        periods_ = stat_periods(now);
-        period_end_ = (std::floor(now / 3600) + 1) * 3600;
-    }
+    const StatPeriods& period = periods(now);
     std::vector<std::string> notes;
     const std::vector<Group> groups = parse_groups(finished.args());
-    std::vector<bool> skip(groups.size(), false);  // kept: its failed entry had nowhere to go
+    const std::vector<bool> skip = store_outcomes(groups, finished, kept, notes);
+    const std::size_t before = out.size();
+    const Done done = finish_and_take(groups, skip, finished, count, now, out, kept, notes);
+    bookkeeping(done, period, beat, idle, now, out.size() > before ? &out[before] : nullptr);
+    std::string note;
+    for (const auto& n : notes) {
+        if (!note.empty()) note += "; ";
+        note += n;
+    }
+    return note;
+}
 
-    // 1. What must exist before a finished job leaves its processing list.
+// 1. What must exist before a finished job leaves its processing list.
+std::vector<bool> ClusterFetch::store_outcomes(const std::vector<Group>& groups, const FinishBatch& finished,
+                                               FinishBatch* kept, std::vector<std::string>& notes) {
+    std::vector<bool> skip(groups.size(), false);
     Pipeline first;
     std::vector<std::size_t> failed_at;  // group of each RPUSH onto retools:failed, by reply index
     for (std::size_t g = 0; g < groups.size(); ++g) {
@@ -244,20 +303,25 @@ std::string ReliableFetch::exchange_cluster(const FinishBatch& finished, std::si
                 .command("RPUSH", grp.result_key, grp.result)
                 .command("EXPIRE", grp.result_key, grp.result_ttl);
     }
-    if (!first.empty()) {
-        auto replies = conn_.execute(first);
-        for (std::size_t i = 0; i < replies.size() && i < failed_at.size(); ++i)
-            if (failed_at[i] < groups.size() && replies[i].is_error()) {
-                skip[failed_at[i]] = true;
-                if (kept) finished.copy_group(groups[failed_at[i]].at, *kept);
-            }
-        if (std::count(skip.begin(), skip.end(), true) > 0)
-            notes.push_back(fmt::format("finished job(s) kept in the processing lists until {} is a list",
-                                        queue_keys::failed));
-    }
+    if (first.empty()) return skip;
+    auto replies = conn_.execute(first);
+    for (std::size_t i = 0; i < replies.size() && i < failed_at.size(); ++i)
+        if (failed_at[i] < groups.size() && replies[i].is_error()) {
+            skip[failed_at[i]] = true;
+            if (kept) finished.copy_group(groups[failed_at[i]].at, *kept);
+        }
+    if (std::count(skip.begin(), skip.end(), true) > 0)
+        notes.push_back(fmt::format("finished job(s) kept in the processing lists until {} is a list",
+                                    queue_keys::failed));
+    return skip;
+}
 
-    // 2. Per queue: finish, promote, take. The worker's queues in priority
-    // order, then any other queue a finished job came from.
+// 2. Per queue: finish, promote, take. The worker's queues in priority
+// order, then any other queue a finished job came from.
+ClusterFetch::Done ClusterFetch::finish_and_take(const std::vector<Group>& groups,
+                                                 const std::vector<bool>& skip, const FinishBatch& finished,
+                                                 std::size_t count, double now, std::vector<TakenJob>& out,
+                                                 FinishBatch* kept, std::vector<std::string>& notes) {
     std::vector<std::string> names = queues_;
     for (const Group& grp : groups)
         if (std::find(names.begin(), names.end(), grp.queue()) == names.end() && !grp.queue().empty())
@@ -303,13 +367,11 @@ std::string ReliableFetch::exchange_cluster(const FinishBatch& finished, std::si
     // Any error: nothing is reported taken; what the other calls took waits in
     // the processing lists for the worker's resync, the batch is sent again.
     for (const Reply& r : replies) r.check();
-    long long processed = 0, failed = 0;
-    std::vector<std::string_view> removed_entries;
+    Done done;
     std::vector<long long> left(names.size(), 0);
-    std::string current_queue;  // of the first job taken, for `retools:worker:<id>`
     auto take = [&](const Reply& r, std::size_t q) {
         for (const Reply& e : r[0].as_array()) out.push_back(TakenJob::from_entry(std::string(e.view())));
-        if (r[0].size() > 0 && current_queue.empty()) current_queue = names[q];
+        if (r[0].size() > 0 && done.current_queue.empty()) done.current_queue = names[q];
         if (r[1].size() > 0) quarantine_delayed(conn_, names[q], r[1].as_array(), worker_id_, now);
         if (!r[2].view().empty()) notes.emplace_back(r[2].view());
         left[q] = r[5].as_integer();
@@ -324,9 +386,9 @@ std::string ReliableFetch::exchange_cluster(const FinishBatch& finished, std::si
             auto found = by_position.find(static_cast<std::size_t>(pos.as_integer()));
             if (found == by_position.end()) continue;
             const Group* grp = &groups[found->second];
-            ++processed;
-            if (!grp->failed.empty()) ++failed;
-            removed_entries.push_back(grp->entry);
+            ++done.processed;
+            if (!grp->failed.empty()) ++done.failed;
+            done.removed_entries.push_back(grp->entry);
         }
         if (kept)
             for (const Reply& pos : r[4].as_array())
@@ -345,12 +407,17 @@ std::string ReliableFetch::exchange_cluster(const FinishBatch& finished, std::si
         out.resize(before);
         throw;
     }
+    return done;
+}
 
-    // 3. Bookkeeping in other slots: losing it in a crash loses no job.
+// 3. Bookkeeping in other slots: losing it in a crash loses no job.
+void ClusterFetch::bookkeeping(const Done& done, const StatPeriods& period, const Beat* beat, bool idle,
+                               double now, const TakenJob* taken) {
     Pipeline third;
-    add_counters(third, "processed", processed, periods_);
-    add_counters(third, "failed", failed, periods_);
-    for (std::string_view e : removed_entries) third.command("HDEL", queue_keys::recoveries, sha1_hex(e));
+    add_counters(third, "processed", done.processed, period);
+    add_counters(third, "failed", done.failed, period);
+    for (std::string_view e : done.removed_entries)
+        third.command("HDEL", queue_keys::recoveries, sha1_hex(e));
     std::size_t sadd_at = 0;
     if (beat) {
         third.command("SET", queue_keys::heartbeat(worker_id_), beat->json, "PX", beat->ttl_ms);
@@ -358,14 +425,13 @@ std::string ReliableFetch::exchange_cluster(const FinishBatch& finished, std::si
         sadd_at = third.size();
         third.command("SADD", queue_keys::workers, worker_id_);
     }
-    if (out.size() > before) {
-        const TakenJob& job = out[before];
-        std::string payload(job.payload());
+    if (taken) {
+        std::string payload(taken->payload());
         if (!nlohmann::json::accept(payload)) payload = json_string(payload);
         third.command(
             "SET", queue_keys::worker(worker_id_),
             fmt::format("{{\"queue\": {}, \"run_at\": {}, \"payload\": {}}}",
-                        json_string(queue_keys::queue(current_queue, true)), python_repr(now), payload));
+                        json_string(queue_keys::queue(done.current_queue, true)), python_repr(now), payload));
     } else if (idle) {
         third.command("DEL", queue_keys::worker(worker_id_));
     }
@@ -381,12 +447,13 @@ std::string ReliableFetch::exchange_cluster(const FinishBatch& finished, std::si
             conn_.execute(again);
         }
     }
-    std::string note;
-    for (const auto& n : notes) {
-        if (!note.empty()) note += "; ";
-        note += n;
-    }
-    return note;
+}
+
+}  // namespace
+
+std::unique_ptr<ReliableFetch> make_cluster_fetch(Connection conn, std::string worker_id,
+                                                  const std::vector<std::string>& queues) {
+    return std::make_unique<ClusterFetch>(std::move(conn), std::move(worker_id), queues);
 }
 
 // ---- QueueWaiter ------------------------------------------------------------------
@@ -401,17 +468,16 @@ struct QueueWaiter::Slot {
     std::thread thread;
 };
 
-QueueWaiter::QueueWaiter(const Connection& conn, const std::vector<std::string>& queues,
-                         std::chrono::milliseconds block, std::function<void()> on_ready)
-    : control_(conn), block_(std::max(block, std::chrono::milliseconds(10))), on_ready_(std::move(on_ready)) {
-    // On a cluster a wait is sent again at least every second: a slot that
-    // moved is then followed within that bound, and a CLIENT UNBLOCK that
-    // reached the wrong node (the slot moved) delays the stop no longer.
-    if (conn.is_cluster()) block_ = std::min(block_, std::chrono::milliseconds(1000));
+QueueWaiter::QueueWaiter(const Connection& conn, const WorkerTopology& topology,
+                         const std::vector<std::string>& queues, std::chrono::milliseconds block,
+                         std::function<void()> on_ready)
+    : control_(conn),
+      block_(topology.wait_block(std::max(block, std::chrono::milliseconds(10)))),
+      on_ready_(std::move(on_ready)) {
     ConnectionOptions options = conn.options();
     options.pool_size = 1;
     for (const auto& q : queues)
-        slots_.push_back(std::make_unique<Slot>(options, queue_keys::queue(q, conn.is_cluster())));
+        slots_.push_back(std::make_unique<Slot>(options, topology.keys().queue_key(q)));
     for (auto& slot : slots_) slot->thread = std::thread([this, s = slot.get()] { run(*s); });
 }
 

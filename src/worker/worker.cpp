@@ -52,13 +52,13 @@ struct Worker::State final : detail::CompletionSink {
         : queues(std::move(q)),
           options(std::move(o)),
           conn(options.connection ? *options.connection : global_connection()),
-          topology(detail::make_queue_topology(conn)) {}
+          topology(detail::worker_topology(conn)) {}
 
     std::vector<std::string> queues;
     WorkerOptions options;
     Connection conn;
-    std::unique_ptr<detail::QueueTopology> topology;  // single node or cluster, from conn's options
-    std::string fixed_id;                             // from_id(): the registered id, not ours
+    const detail::WorkerTopology& topology;  // single node or cluster, chosen from conn once
+    std::string fixed_id;                    // from_id(): the registered id, not ours
     mutable std::string id;
     mutable pid_t id_pid = -1;
     JobRegistry registry;
@@ -319,7 +319,7 @@ void Worker::register_worker() const {
     p.command("SET", keys::heartbeat(wid), state_->heartbeat_json(wid, 0), "PX",
               state_->options.heartbeat_timeout.count());
     p.command("ZADD", keys::heartbeats, now, wid);
-    for (const Reply& r : state_->topology->apply(state_->conn, p)) r.check();
+    for (const Reply& r : state_->topology.apply(state_->conn, p)) r.check();
 }
 
 void Worker::unregister_worker(std::string_view worker_id) const {
@@ -332,7 +332,7 @@ void Worker::unregister_worker(std::string_view worker_id) const {
     p.command("DEL", keys::worker_threads(wid));
     p.command("DEL", keys::heartbeat(wid));
     p.command("ZREM", keys::heartbeats, wid);
-    for (const Reply& r : state_->topology->apply(state_->conn, p)) r.check();
+    for (const Reply& r : state_->topology.apply(state_->conn, p)) r.check();
 }
 
 std::size_t Worker::prune_dead_workers() const {
@@ -357,17 +357,18 @@ public:
         : s_(s),
           opt_(s.options),
           wid_(std::move(wid)),
-          fetch_(s.conn, wid_, s.queues),
+          fetch_(s.topology.make_fetch(s.conn, wid_, s.queues)),
           executor_(make_executor(s)),
           fsm_(config(s.options, options), steady::now(), s.conn.master_switches()) {
         if (options.blocking && !options.burst)
-            waiter_.emplace(s.conn, s.queues, std::max(options.interval, std::chrono::milliseconds(1)), [&s] {
-                {
-                    std::lock_guard lock(s.mutex);
-                    s.queue_ready = true;
-                }
-                s.cv.notify_one();
-            });
+            waiter_.emplace(s.conn, s.topology, s.queues,
+                            std::max(options.interval, std::chrono::milliseconds(1)), [&s] {
+                                {
+                                    std::lock_guard lock(s.mutex);
+                                    s.queue_ready = true;
+                                }
+                                s.cv.notify_one();
+                            });
         beat_.ttl_ms = opt_.heartbeat_timeout.count();
         beat_.queues = std::move(queue_names);
         beat_.started = detail::python_repr(s.started);
@@ -540,8 +541,8 @@ private:
         try {
             if (action.beat) beat_.json = s_.heartbeat_json(wid_, action.busy);
             if (action.resend) batch_.append(kept_);
-            std::string note = fetch_.exchange(batch_, action.count, action.idle,
-                                               action.beat ? &beat_ : nullptr, taken_, &kept_);
+            std::string note = fetch_->exchange(batch_, action.count, action.idle,
+                                                action.beat ? &beat_ : nullptr, taken_, &kept_);
             if (!note.empty() && s_.logs(WorkerLog::failures) && note != last_note_)
                 detail::log(LogLevel::warning, fmt::format("retools-worker: {}: {}", wid_, note));
             last_note_ = std::move(note);
@@ -585,7 +586,7 @@ private:
     State& s_;
     const WorkerOptions& opt_;
     const std::string wid_;
-    detail::ReliableFetch fetch_;
+    std::unique_ptr<detail::ReliableFetch> fetch_;
     std::unique_ptr<detail::Executor> executor_;
     std::optional<detail::QueueWaiter> waiter_;
     detail::FinishBatch batch_;
@@ -679,7 +680,7 @@ WorkSummary Worker::work(WorkOptions options) {
     try {
         // Jobs still held (kept for a key of the wrong type) stay registered
         // to us; our heartbeat then expires and another worker recovers them.
-        if (s.topology->processing_lists(s.conn, wid, s.queues) == 0) unregister_worker(wid);
+        if (s.topology.processing_lists(s.conn, wid, s.queues) == 0) unregister_worker(wid);
     } catch (const Error& e) {
         if (s.logs(WorkerLog::failures))
             detail::log(LogLevel::warning,

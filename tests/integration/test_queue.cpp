@@ -536,7 +536,8 @@ TEST_F(Queue, RetryAndFailureComposeIntoOneTransaction) {
     Job job = Job::from_payload(payload, "main");
     retools::Pipeline p;
     p.command("LREM", "retools:processing:w1", 1, payload);
-    retools::detail::add_retry_later(p, job, *job.next_retry_delay(), false);
+    retools::detail::add_retry_later(p, job, *job.next_retry_delay(),
+                                     retools::detail::queue::topology_of(conn));
     auto before = conn.round_trips();
     conn.transaction(p);
     EXPECT_EQ(conn.round_trips() - before, 1u);

@@ -14,35 +14,98 @@
 #include <retools/errors.hpp>
 #include <retools/worker.hpp>
 
+#include "queue/keys.hpp"
+#include "queue/topology.hpp"
+
 namespace retools::tools {
 
 using nlohmann::json;
 
 namespace {
 
+namespace queue_keys = detail::queue_keys;
+
 // The original's worker keys (shared with Python workers) and retools' own.
 std::string worker_key(std::string_view id) {
-    return fmt::format("retools:worker:{}", id);
+    return queue_keys::worker(id);
 }
 std::string processing_key(std::string_view id) {
-    return fmt::format("retools:processing:{}", id);
-}
-// On a cluster a worker has one processing list per queue, and each queue its
-// own scheduled set, under the queue name's hash tag (docs/redis-layout.md).
-std::string cluster_processing_key(std::string_view queue, std::string_view id) {
-    return fmt::format("retools:processing:{{{}}}:{}", queue, id);
-}
-std::string cluster_delayed_key(std::string_view queue) {
-    return fmt::format("retools:delayed:{{{}}}", queue);
+    return queue_keys::processing(id, "", false);
 }
 
-// The values of `keys`, in order, in one round trip: MGET, or on a cluster
-// (where the keys sit in different slots) a pipeline of GETs split per node.
-std::vector<Reply> get_all(const Connection& conn, const std::vector<std::string>& keys) {
-    if (!conn.is_cluster()) return conn.command("MGET", keys).as_array();
-    Pipeline p;
-    for (const std::string& k : keys) p.command("GET", k);
-    return conn.execute(p);
+}  // namespace
+
+// What differs on a Redis Cluster for the views: keys in many slots (no
+// MGET, SCAN sees one node), one processing list per worker and queue and
+// one scheduled set per queue under the queue's hash tag (queue/keys.hpp).
+class ViewTopology {
+public:
+    virtual ~ViewTopology() = default;
+    /// The values of `keys`, in order, in one round trip: MGET, or on a
+    /// cluster (where the keys sit in different slots) a pipeline of GETs
+    /// split per node.
+    virtual std::vector<Reply> get_all(const Connection& conn,
+                                       const std::vector<std::string>& keys) const = 0;
+    /// Adds to `ids` the workers a SCAN of heartbeat keys may have missed.
+    virtual void add_unscanned_workers(const Connection& conn, std::set<std::string>& ids) const = 0;
+    /// Jobs worker `id` holds besides its processing list of one node.
+    virtual long long held_per_queue(const Connection& conn, std::string_view id,
+                                     const json& queues) const = 0;
+    /// Scheduled jobs besides those of `retools:delayed`.
+    virtual long long scheduled_per_queue(const Connection& conn) const = 0;
+};
+
+namespace {
+
+class SingleNodeViews final : public ViewTopology {
+public:
+    std::vector<Reply> get_all(const Connection& conn, const std::vector<std::string>& keys) const override {
+        return conn.command("MGET", keys).as_array();
+    }
+    void add_unscanned_workers(const Connection&, std::set<std::string>&) const override {}
+    long long held_per_queue(const Connection&, std::string_view, const json&) const override { return 0; }
+    long long scheduled_per_queue(const Connection&) const override { return 0; }
+};
+
+class ClusterViews final : public ViewTopology {
+public:
+    std::vector<Reply> get_all(const Connection& conn, const std::vector<std::string>& keys) const override {
+        Pipeline p;
+        for (const std::string& k : keys) p.command("GET", k);
+        return conn.execute(p);
+    }
+    void add_unscanned_workers(const Connection& conn, std::set<std::string>& ids) const override {
+        // SCAN saw one node; the beat index lists every worker with a heartbeat.
+        for (const Reply& r : conn.command("ZRANGE", "retools:heartbeats", 0, -1).as_array())
+            ids.insert(r.as_string());
+    }
+    long long held_per_queue(const Connection& conn, std::string_view id, const json& queues) const override {
+        const detail::queue::Topology& keys = detail::queue::cluster_topology();
+        long long held = 0;
+        Pipeline lists;
+        for (const json& q : queues)
+            if (q.is_string()) lists.command("LLEN", keys.processing_key(id, q.get<std::string>()));
+        for (const Reply& n : conn.execute(lists))
+            if (n.is_integer()) held += n.as_integer();
+        return held;
+    }
+    long long scheduled_per_queue(const Connection& conn) const override {
+        const detail::queue::Topology& keys = detail::queue::cluster_topology();
+        long long n = 0;
+        Pipeline p;
+        for (const Reply& q : conn.command("SMEMBERS", "retools:queues").as_array())
+            p.command("ZCARD", keys.delayed_key(q.view()));
+        for (const Reply& r : conn.execute(p))
+            if (r.is_integer()) n += r.as_integer();
+        return n;
+    }
+};
+
+const ViewTopology& view_topology(const Connection& conn) {
+    static const SingleNodeViews single_node;
+    static const ClusterViews cluster;
+    if (conn.is_cluster()) return cluster;
+    return single_node;
 }
 
 std::optional<double> number_of(const Reply& r) {
@@ -158,7 +221,7 @@ std::string dump(const json& j, int indent) {
     return j.dump(indent, ' ', false, json::error_handler_t::replace);
 }
 
-Views::Views(Connection conn) : conn_(conn), qm_(std::move(conn)) {}
+Views::Views(Connection conn) : conn_(conn), qm_(std::move(conn)), topology_(&view_topology(conn_)) {}
 
 std::string Views::server() const {
     return conn_.options().describe();
@@ -201,11 +264,7 @@ json Views::workers() const {
         for (const Reply& k : r[1].as_array())
             ids.insert(k.as_string().substr(stat_keys::heartbeat_prefix.size()));
     } while (cursor != "0");
-    if (conn_.is_cluster()) {
-        // SCAN saw one node; the beat index lists every worker with a heartbeat.
-        for (const Reply& r : conn_.command("ZRANGE", "retools:heartbeats", 0, -1).as_array())
-            ids.insert(r.as_string());
-    }
+    topology_->add_unscanned_workers(conn_, ids);
 
     json out = json::array();
     if (ids.empty()) return out;
@@ -268,13 +327,7 @@ json Views::workers() const {
                 if (hb.contains(f) && hb[f].is_string()) w[f] = hb[f];
         }
         long long held = processing.is_integer() ? processing.as_integer() : 0;
-        if (conn_.is_cluster()) {
-            Pipeline lists;
-            for (const json& q : w["queues"])
-                if (q.is_string()) lists.command("LLEN", cluster_processing_key(q.get<std::string>(), id));
-            for (const Reply& n : conn_.execute(lists))
-                if (n.is_integer()) held += n.as_integer();
-        }
+        held += topology_->held_per_queue(conn_, id, w["queues"]);
         w["processing"] = held;
         w["current"] = nullptr;
         if (current.is_string()) {
@@ -305,9 +358,10 @@ json Views::workers() const {
 
 json Views::counters() const {
     std::string today = utc_stamp(now_seconds());
-    std::vector<Reply> r = get_all(conn_, {std::string(stat_keys::processed), std::string(stat_keys::failed),
-                                           fmt::format("{}:{}", stat_keys::processed, today),
-                                           fmt::format("{}:{}", stat_keys::failed, today)});
+    std::vector<Reply> r =
+        topology_->get_all(conn_, {std::string(stat_keys::processed), std::string(stat_keys::failed),
+                                   fmt::format("{}:{}", stat_keys::processed, today),
+                                   fmt::format("{}:{}", stat_keys::failed, today)});
     return {{"processed", count_of(r[0])},
             {"failed", count_of(r[1])},
             {"processed_today", count_of(r[2])},
@@ -325,7 +379,7 @@ json Views::history(int hours) const {
         keys.push_back(fmt::format("{}:{}", stat_keys::processed, s));
         keys.push_back(fmt::format("{}:{}", stat_keys::failed, s));
     }
-    std::vector<Reply> r = get_all(conn_, keys);
+    std::vector<Reply> r = topology_->get_all(conn_, keys);
     for (std::size_t i = 0; i < stamps.size(); ++i)
         out.push_back(
             {{"hour", stamps[i]}, {"processed", count_of(r[2 * i])}, {"failed", count_of(r[2 * i + 1])}});
@@ -464,13 +518,7 @@ json Views::info() const {
 
 long long Views::scheduled_count() const {
     long long n = conn_.command("ZCARD", "retools:delayed").as_integer();
-    if (!conn_.is_cluster()) return n;
-    Pipeline p;
-    for (const Reply& q : conn_.command("SMEMBERS", "retools:queues").as_array())
-        p.command("ZCARD", cluster_delayed_key(q.view()));
-    for (const Reply& r : conn_.execute(p))
-        if (r.is_integer()) n += r.as_integer();
-    return n;
+    return n + topology_->scheduled_per_queue(conn_);
 }
 
 }  // namespace retools::tools

@@ -25,6 +25,9 @@ inline constexpr std::string_view failed = "retools:stat:failed";
 inline constexpr std::string_view heartbeat_prefix = "retools:heartbeat:";
 }  // namespace stat_keys
 
+/// How the views read one node or a Redis Cluster (views.cpp).
+class ViewTopology;
+
 /// Reads everything the views show from one Redis.
 class Views {
 public:
@@ -73,6 +76,7 @@ public:
 private:
     Connection conn_;
     QueueManager qm_;
+    const ViewTopology* topology_;  // chosen from conn_ once
 };
 
 /// Local dates `YYYY-MM-DD`: `days` days ending at `last` (empty: today), newest first.
