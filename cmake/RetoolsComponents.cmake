@@ -38,7 +38,7 @@ endfunction()
 
 # Two checks, both part of the default build:
 # - includes: every `#include "<folder>/..."` under src/ names the folder
-#   itself or one it declared (src/tools/ may use util/ only), and no public
+#   itself or one it declared (src/tools/ may use util/ and queue/: the queue's key layout for the views), and no public
 #   header includes src/. This also catches header-only uses.
 # - links: per folder, a shared library of its own objects linked with
 #   --no-undefined against the check libraries of the folders it declares and
@@ -62,7 +62,7 @@ function(retools_check_architecture)
   file(GLOB_RECURSE files CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/include/*.hpp)
   list(APPEND watched ${files})
   add_custom_command(OUTPUT ${dir}/includes.stamp
-    COMMAND ${CMAKE_COMMAND} -DSOURCE_DIR=${PROJECT_SOURCE_DIR} "-DGRAPH=${graph}|tools:util"
+    COMMAND ${CMAKE_COMMAND} -DSOURCE_DIR=${PROJECT_SOURCE_DIR} "-DGRAPH=${graph}|tools:util,queue"
             -P ${PROJECT_SOURCE_DIR}/cmake/RetoolsCheckIncludes.cmake
     COMMAND ${CMAKE_COMMAND} -E touch ${dir}/includes.stamp
     DEPENDS ${watched}
