@@ -6,6 +6,10 @@
 # libraries it may call. The `retools` library is built from every folder's
 # objects; retools_check_architecture() makes the build fail when a folder
 # uses one it did not declare.
+# What src/tools/ (the programs, not a library folder) may use besides the
+# public headers: ids for the dashboard, the queue's key layout for the views.
+set(RETOOLS_TOOLS_USES "util,queue")
+
 function(retools_component folder)
   cmake_parse_arguments(PARSE_ARGV 1 arg "" "" "SOURCES;USES;LIBS")
   set(target retools_${folder})
@@ -62,7 +66,7 @@ function(retools_check_architecture)
   file(GLOB_RECURSE files CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/include/*.hpp)
   list(APPEND watched ${files})
   add_custom_command(OUTPUT ${dir}/includes.stamp
-    COMMAND ${CMAKE_COMMAND} -DSOURCE_DIR=${PROJECT_SOURCE_DIR} "-DGRAPH=${graph}|tools:util,queue"
+    COMMAND ${CMAKE_COMMAND} -DSOURCE_DIR=${PROJECT_SOURCE_DIR} "-DGRAPH=${graph}|tools:${RETOOLS_TOOLS_USES}"
             -P ${PROJECT_SOURCE_DIR}/cmake/RetoolsCheckIncludes.cmake
     COMMAND ${CMAKE_COMMAND} -E touch ${dir}/includes.stamp
     DEPENDS ${watched}
