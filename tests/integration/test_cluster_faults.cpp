@@ -3,6 +3,7 @@
 // commands and locks, and with a worker draining jobs beside cached calls.
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <mutex>
 #include <set>
 #include <string>
@@ -150,8 +151,10 @@ void drain_through(Fault fault) {
     // Enqueued while the fault happens; one refused mid-fault is retried (an
     // enqueue that reached the dead master unacknowledged may run twice).
     std::atomic<long> enqueue_errors{0};
+    std::atomic<int> producing{kBefore};  // the job being enqueued now
     std::thread producer([&] {
         for (int i = kBefore; i < kBefore + kDuring; ++i) {
+            producing = i;
             const std::string& queue = names[static_cast<std::size_t>(i) % names.size()];
             for (;;) {
                 try {
@@ -190,6 +193,7 @@ void drain_through(Fault fault) {
         rt::RedisCluster::direct(replica).command("CLUSTER", "FAILOVER");
     else
         cluster.kill_node(victim);
+    const int produced_at_fault = producing;
     ASSERT_TRUE(wait_until([&] { return cluster.master_of(slot) == replica; }, 15s)) << cluster.state();
     const long errors_at_failover = call_errors;
     const long calls_at_failover = calls;
@@ -198,8 +202,7 @@ void drain_through(Fault fault) {
     producer.join();
     // Every job ran, and nothing waits in a queue or a processing list: a
     // fetch whose reply died with the master is put back by the worker's resync.
-    auto settled = [&] {
-        if (ran_once() != kBefore + kDuring) return false;
+    auto lists_empty = [&] {
         for (const auto& q : names)
             if (qm.queue_length(q) != 0) return false;
         for (int port : cluster.master_ports())
@@ -207,12 +210,33 @@ void drain_through(Fault fault) {
                 return false;
         return true;
     };
+    auto settled = [&] { return ran_once() == kBefore + kDuring && lists_empty(); };
     const bool drained = wait_until(settled, 30s);
+    EXPECT_TRUE(drained || lists_empty()) << "a job was left in a queue or a processing list";
     stop_callers = true;
     for (auto& t : callers) t.join();
     worker.stop();
     working.join();
-    EXPECT_TRUE(drained) << ran_once() << " of " << kBefore + kDuring << " jobs ran; " << cluster.state();
+    // Redis replicates asynchronously: a SIGKILLed master loses the writes it
+    // acknowledged but had not yet sent to its replica (see docs/cluster.md).
+    // So a kill may lose a few enqueues, and only those: jobs of the victim's
+    // queue enqueued right at the kill. Everything else must have run.
+    std::vector<int> lost;
+    {
+        std::lock_guard lock(mutex);
+        for (int i = 0; i < kBefore + kDuring; ++i)
+            if (runs[static_cast<std::size_t>(i)] == 0) lost.push_back(i);
+    }
+    const bool lost_only_unreplicated =
+        fault == Fault::kill_master && lost.size() <= 5 &&
+        std::all_of(lost.begin(), lost.end(), [&](int i) {
+            return i >= kBefore && i % static_cast<int>(names.size()) == 0 &&
+                   std::abs(i - produced_at_fault) <= 100;
+        });
+    EXPECT_TRUE(drained || lost_only_unreplicated)
+        << ran_once() << " of " << kBefore + kDuring << " jobs ran (the kill came while job "
+        << produced_at_fault << " was enqueued; first lost: " << (lost.empty() ? -1 : lost.front()) << "); "
+        << cluster.state();
     EXPECT_EQ(qm.failed_count(), 0u);
     EXPECT_EQ(wrong, 0);
     // Callers: none sees a manual failover; a kill fails only the calls in
