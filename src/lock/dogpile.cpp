@@ -12,7 +12,6 @@
 #include "client/cluster.hpp"
 #include "client/errors.hpp"
 #include "util/random_token.hpp"
-#include "generated/lua_scripts.hpp"
 #include "util/random_token.hpp"
 #include "lock/scripts.hpp"
 #include "lock/watchdog.hpp"
@@ -23,20 +22,6 @@ namespace {
 // `<key>:fence` outlives the last acquisition by a day (or twice the lock's
 // TTL, if longer); after that, tokens continue from the server's clock.
 constexpr std::chrono::milliseconds min_fence_ttl{24 * 3600 * 1000};
-
-// lock_acquire_script() for many keys, one attempt each (no waiting mark).
-// KEYS, ARGV and the reply: src/lock/lua/acquire_many.lua.
-const Script& acquire_many_script() {
-    static const Script script{std::string(lua::lock_acquire_many)};
-    return script;
-}
-
-// lock_release_script() for many keys, waking a waiting Lock of each.
-// KEYS, ARGV and the reply: src/lock/lua/release_many.lua.
-const Script& release_many_script() {
-    static const Script script{std::string(lua::lock_release_many)};
-    return script;
-}
 
 bool is_noscript(const Reply& reply) {
     return reply.is_error() && reply.error_message().starts_with("NOSCRIPT");
@@ -81,7 +66,7 @@ void DogpileLocks::add_try_lock(Pipeline& p, const std::vector<std::string>& key
     pending_tokens_.clear();
     for (std::size_t i = 0; i < keys.size(); ++i) pending_tokens_.push_back(random_token());
     const long long fence_ttl = lock_fence_ttl(ttl_).count();
-    const Script& script = acquire_many_script();
+    const Script& script = lock_acquire_many_script();
     if (cluster_) {
         // The keys are in many slots: a script call each (EVAL: the nodes may not know it).
         for (std::size_t i = 0; i < keys.size(); ++i)
@@ -166,7 +151,7 @@ void DogpileLocks::add_release(Pipeline& p) {
         script_keys.push_back(k + ":waiting");
     }
     // EVAL: it may run in a transaction, where a NOSCRIPT could not be retried.
-    p.command("EVAL", release_many_script().source(), script_keys.size(), script_keys,
+    p.command("EVAL", lock_release_many_script().source(), script_keys.size(), script_keys,
               lock_signal_ttl.count(), tokens_);
     while (!keys_.empty()) forget_at(keys_.size() - 1);
 }
@@ -178,7 +163,7 @@ void DogpileLocks::add_release_of(Pipeline& p, const std::string& key) {
 
 void DogpileLocks::add_release_at(Pipeline& p, std::size_t i) {
     const std::string& key = keys_[i];
-    p.command("EVAL", release_many_script().source(), 3, key, lock_sibling_key(conn_, key, ":signal"),
+    p.command("EVAL", lock_release_many_script().source(), 3, key, lock_sibling_key(conn_, key, ":signal"),
               lock_sibling_key(conn_, key, ":waiting"), lock_signal_ttl.count(), tokens_[i]);
     forget_at(i);
 }

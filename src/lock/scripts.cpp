@@ -19,6 +19,16 @@ const Script& lock_release_script() {
     return script;
 }
 
+const Script& lock_acquire_many_script() {
+    static const Script script{std::string(lua::lock_acquire_many)};
+    return script;
+}
+
+const Script& lock_release_many_script() {
+    static const Script script{std::string(lua::lock_release_many)};
+    return script;
+}
+
 const Script& lock_extend_script() {
     static const Script script{std::string(lua::lock_extend)};
     return script;

@@ -18,6 +18,11 @@ const Script& lock_acquire_script();
 const Script& lock_release_script();
 /// Compare-and-renew.
 const Script& lock_extend_script();
+/// lock_acquire_script() for many keys, one attempt each (no waiting mark):
+/// the cache's dogpile locks of a batch.
+const Script& lock_acquire_many_script();
+/// lock_release_script() for many keys, waking a waiting Lock of each.
+const Script& lock_release_many_script();
 
 /// The limiter's atomic count-prune-add, timed by the server's clock.
 const Script& limiter_acquire_script();
