@@ -36,7 +36,7 @@ std::unique_ptr<RawConnection> raw_for(const Env& env, std::string_view key) {
     return std::make_unique<RawConnection>(node);
 }
 
-Run retools_get(const Env& env, std::size_t count) {
+Run cluster_retools_get(const Env& env, std::size_t count) {
     retools::Connection conn{env.cluster->url()};
     conn.command("SET", kKey, "value");
     return {time_it([&] {
@@ -45,7 +45,7 @@ Run retools_get(const Env& env, std::size_t count) {
             {}};
 }
 
-Run raw_get(const Env& env, std::size_t count) {
+Run cluster_raw_get(const Env& env, std::size_t count) {
     auto raw = raw_for(env, kKey);
     raw->cmd("SET", kKey, "value");
     raw->read();
@@ -58,7 +58,7 @@ Run raw_get(const Env& env, std::size_t count) {
             {}};
 }
 
-Run retools_enqueue(const Env& env, std::size_t count) {
+Run cluster_retools_enqueue(const Env& env, std::size_t count) {
     retools::QueueManager qm{retools::Connection{env.cluster->url()}};
     return {time_it([&] {
                 for (std::size_t i = 0; i < count; ++i) qm.enqueue(kNoopJob);
@@ -66,8 +66,8 @@ Run retools_enqueue(const Env& env, std::size_t count) {
             {}};
 }
 
-constexpr std::string_view kRegion = "bench_cluster";
-constexpr std::string_view kNamespace = "bench.cluster_things";
+constexpr std::string_view kClusterRegion = "bench_cluster";
+constexpr std::string_view kClusterNamespace = "bench.cluster_things";
 
 std::string cluster_things(const std::string& term, int limit) {
     std::string out;
@@ -76,11 +76,11 @@ std::string cluster_things(const std::string& term, int limit) {
 }
 
 // A fresh hit with statistics through a region on the cluster Connection.
-Run retools_hit(const Env& env, std::size_t count) {
-    retools::CacheRegion::add_region(std::string(kRegion),
+Run cluster_retools_hit(const Env& env, std::size_t count) {
+    retools::CacheRegion::add_region(std::string(kClusterRegion),
                                      {.expires = std::chrono::hours(1),
                                       .connection = retools::Connection{env.cluster->url()}});
-    auto cached = retools::cache_region(std::string(kRegion), std::string(kNamespace), cluster_things);
+    auto cached = retools::cache_region(std::string(kClusterRegion), std::string(kClusterNamespace), cluster_things);
     cached("bunny", 10);
     std::size_t total = 0;
     double seconds = time_it([&] {
@@ -92,9 +92,9 @@ Run retools_hit(const Env& env, std::size_t count) {
 
 // What that hit sends: MULTI/HGETALL/GET/INCR/EXEC on the keys of the call,
 // which share one hash tag, to their node.
-Run raw_hit(const Env& env, std::size_t count) {
+Run cluster_raw_hit(const Env& env, std::size_t count) {
     namespace keys = retools::detail::cache_keys;
-    const std::string vkey = keys::value(kRegion, kNamespace, "bunny 10", true);
+    const std::string vkey = keys::value(kClusterRegion, kClusterNamespace, "bunny 10", true);
     auto raw = raw_for(env, vkey);
     raw->cmd("HSET", vkey, "created", retools::detail::python_repr(retools::detail::unix_now()), "value",
              retools::pickle::dumps(cluster_things("bunny", 10)));
@@ -102,7 +102,7 @@ Run raw_hit(const Env& env, std::size_t count) {
     return {time_it([&] {
                 for (std::size_t i = 0; i < count; ++i) {
                     const std::string hkey =
-                        keys::hits(retools::detail::local_date(), kRegion, kNamespace, "bunny 10", true);
+                        keys::hits(retools::detail::local_date(), kClusterRegion, kClusterNamespace, "bunny 10", true);
                     raw->cmd("MULTI");
                     raw->cmd("HGETALL", vkey);
                     raw->cmd("GET", hkey);
@@ -117,7 +117,7 @@ Run raw_hit(const Env& env, std::size_t count) {
 
 // What an enqueue sends on a cluster: RPUSH to the queue (its own slot) and
 // SADD to retools:queues, each to its node; one request when both are on one node.
-Run raw_enqueue(const Env& env, std::size_t count) {
+Run cluster_raw_enqueue(const Env& env, std::size_t count) {
     const std::string queue = "retools:queue:{main}";
     const int queue_node = env.cluster->master_of(retools::detail::key_slot(queue));
     const int set_node = env.cluster->master_of(retools::detail::key_slot("retools:queues"));
@@ -161,20 +161,20 @@ void add_cluster_rows(const Env& env, std::vector<Row>& rows) {
     rows.push_back({.id = "cluster_get",
                     .label = "Cluster: one command (GET), floor raw to the key's node",
                     .count = n,
-                    .retools = retools_get,
-                    .floor = raw_get,
+                    .retools = cluster_retools_get,
+                    .floor = cluster_raw_get,
                     .floor_target = 0.9});
     rows.push_back({.id = "cluster_cache_hit",
                     .label = "Cluster: cache hit with statistics, floor raw to the call's node",
                     .count = n,
-                    .retools = retools_hit,
-                    .floor = raw_hit,
+                    .retools = cluster_retools_hit,
+                    .floor = cluster_raw_hit,
                     .floor_target = 0.9});
     rows.push_back({.id = "cluster_enqueue_one",
                     .label = "Cluster: enqueue one job, floor raw to each key's node",
                     .count = n,
-                    .retools = retools_enqueue,
-                    .floor = raw_enqueue,
+                    .retools = cluster_retools_enqueue,
+                    .floor = cluster_raw_enqueue,
                     .floor_target = 0.9});
     rows.push_back({.id = "enqueue_16_single",
                     .label = "Queue: enqueue, 16 threads into 16 queues, one server",

@@ -26,6 +26,7 @@
 #include "redis_test.hpp"
 #include "util/clock.hpp"
 #include "wait.hpp"
+#include "system.hpp"
 
 using namespace std::chrono_literals;
 using retools::CacheRegion;
@@ -35,7 +36,6 @@ namespace rt = retools::test;
 
 namespace {
 
-constexpr const char* kPython = "/usr/bin/python3";
 
 class NearCacheTest : public rt::RedisTest {
 protected:
@@ -126,7 +126,7 @@ TEST_F(NearCacheTest, AWriteFromAnotherConnectionIsSeenWithinFiftyMilliseconds) 
 }
 
 TEST_F(NearCacheTest, AWriteFromPythonIsSeenWithinFiftyMilliseconds) {
-    if (!std::filesystem::exists(kPython)) GTEST_SKIP() << kPython << " is missing";
+    if (!std::filesystem::exists(rt::python3)) GTEST_SKIP() << rt::python3 << " is missing";
     auto f = retools::cache_region("near", "ns", [](const std::string& who) { return "computed " + who; });
     ASSERT_EQ(f("py"), "computed py");
     ASSERT_TRUE(warm([&] { (void)f("py"); }));
@@ -138,7 +138,7 @@ TEST_F(NearCacheTest, AWriteFromPythonIsSeenWithinFiftyMilliseconds) {
         "r.hset(sys.argv[2], mapping={'created': repr(time.time()), 'value': pickle.dumps('from python', "
         "0)})\n";
     auto child =
-        rt::ChildProcess::spawn({kPython, "-c", script, rt::redis_url(), "retools:near:ns:py"}, {}, out_file);
+        rt::ChildProcess::spawn({rt::python3, "-c", script, rt::redis_url(), "retools:near:ns:py"}, {}, out_file);
     const int code = child.exit_code(20s);
     const auto t0 = Clock::now();
     const std::string output = rt::read_file(out_file);

@@ -12,20 +12,20 @@
 
 #include "process.hpp"
 #include "redis_test.hpp"
+#include "system.hpp"
 
 using namespace std::chrono_literals;
 namespace rt = retools::test;
 
 namespace {
 
-constexpr const char* kPython = "/usr/bin/python3";
 const std::string kPeer = std::string(RETOOLS_SOURCE_DIR) + "/tests/support/cache_peer.py";
 
 class CachePythonTest : public rt::RedisTest {
 protected:
     void SetUp() override {
-        if (!std::filesystem::exists(kPython))
-            GTEST_SKIP() << kPython << " is missing: install python3 and python3-redis to run this test";
+        if (!std::filesystem::exists(rt::python3))
+            GTEST_SKIP() << rt::python3 << " is missing: install python3 and python3-redis to run this test";
         rt::RedisTest::SetUp();
         retools::CacheRegion::enabled = true;
         retools::CacheRegion::add_region("shared", {.expires = 60s, .first_value_wait = 5s});
@@ -34,7 +34,7 @@ protected:
     // Runs the Python peer; its exit code (output in the failure message).
     int peer(const std::string& mode, std::string& output) {
         const std::string out_file = ::testing::TempDir() + "cache_peer_" + mode + ".out";
-        auto child = rt::ChildProcess::spawn({kPython, kPeer, rt::redis_url(), mode}, {}, out_file);
+        auto child = rt::ChildProcess::spawn({rt::python3, kPeer, rt::redis_url(), mode}, {}, out_file);
         const int code = child.exit_code(20s);
         output = rt::read_file(out_file);
         return code;

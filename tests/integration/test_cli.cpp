@@ -18,16 +18,13 @@
 #include "queue/test_hooks.hpp"
 #include "redis_test.hpp"
 #include "run_program.hpp"
+#include "system.hpp"
 
 using namespace std::chrono_literals;
 using nlohmann::json;
 namespace rt = retools::test;
 
 namespace {
-
-double unix_now() {
-    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 std::string utc(const char* format, double t) {
     std::time_t s = static_cast<std::time_t>(t);
@@ -57,7 +54,7 @@ class Cli : public rt::RedisTest {
 protected:
     void SetUp() override {
         rt::RedisTest::SetUp();
-        now = unix_now();
+        now = rt::unix_now();
         // Queues: "high" with an enqueue time 30 s ago (latency), "main" with two
         // jobs, the first pushed as Python retools does (no enqueued_at: latency unknown).
         high_id = qm.enqueue("tests.cli:urgent", {{"n", 1}},

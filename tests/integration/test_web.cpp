@@ -15,6 +15,7 @@
 #include "redis_test.hpp"
 #include "run_program.hpp"
 #include "web_server.hpp"
+#include "system.hpp"
 
 using namespace std::chrono_literals;
 using nlohmann::json;
@@ -22,17 +23,13 @@ namespace rt = retools::test;
 
 namespace {
 
-double unix_now() {
-    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
 const std::string evil = "<script>alert(1)</script>";
 
 class Web : public rt::RedisTest {
 protected:
     void SetUp() override {
         rt::RedisTest::SetUp();
-        double now = unix_now();
+        double now = rt::unix_now();
         qm.enqueue("tests.web:send", {{"to", "a@example.com"}}, {.metadata = {{"enqueued_at", now - 12}}});
         qm.enqueue("tests.web:send", {{"to", "b@example.com"}});
         // Pushed as Python retools does: no enqueued_at, so the latency is unknown.

@@ -16,6 +16,7 @@
 #include "queue/test_hooks.hpp"
 #include "redis_test.hpp"
 #include "util/clock.hpp"
+#include "system.hpp"
 
 using namespace std::chrono_literals;
 using nlohmann::json;
@@ -30,12 +31,6 @@ namespace keys = retools::detail::queue_keys;
 namespace {
 
 using rt::wait_until;
-
-std::string host() {
-    char buf[256] = {};
-    ::gethostname(buf, sizeof buf - 1);
-    return buf;
-}
 
 json records(const retools::Connection& conn, const std::string& key) {
     json out = json::array();
@@ -79,7 +74,7 @@ TEST_F(WorkerTest, RejectsBadQueueNamesAndConcurrency) {
     EXPECT_THROW(Worker({"a\nb"}, quiet()), retools::ConfigurationError);
     EXPECT_THROW(Worker({"main"}, quiet({.concurrency = 0})), retools::ConfigurationError);
     Worker w{{"high", "main"}, quiet()};
-    EXPECT_EQ(w.id(), fmt::format("{}:{}:high,main", host(), ::getpid()));
+    EXPECT_EQ(w.id(), fmt::format("{}:{}:high,main", rt::host_name(), ::getpid()));
     EXPECT_EQ(w.queue_names(), "high,main");
 }
 
@@ -558,7 +553,7 @@ TEST_F(WorkerTest, PrunesDeadWorkersOfThisHostAndRequeuesTheirJobs) {
     // A worker process that died without cleaning up.
     auto dead = rt::ChildProcess::fork([] { return 0; });
     ASSERT_EQ(dead.exit_code(), 0);
-    std::string dead_id = fmt::format("{}:{}:main", host(), dead.pid());
+    std::string dead_id = fmt::format("{}:{}:main", rt::host_name(), dead.pid());
     std::string other_host = "some-other-host:1:main";
     QueueManager qm{conn};
     std::string p1 = retools::detail::make_payload(qm, "j1", "tests.jobs:record", {{"tag", "orphan1"}});
@@ -619,7 +614,7 @@ TEST_F(WorkerTest, SigkilledWorkerLosesNothing) {
     EXPECT_EQ(child.exit_code(), -SIGKILL);
     EXPECT_EQ(
         conn.command("LLEN", keys::queue("main", false)).as_integer() +
-            conn.command("LLEN", keys::processing(fmt::format("{}:{}:main", host(), child.pid()), "", false))
+            conn.command("LLEN", keys::processing(fmt::format("{}:{}:main", rt::host_name(), child.pid()), "", false))
                 .as_integer(),
         2);
 

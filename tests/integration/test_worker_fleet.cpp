@@ -22,6 +22,7 @@
 #include "redis_test.hpp"
 #include "util/clock.hpp"
 #include "worker/liveness.hpp"
+#include "system.hpp"
 
 using namespace std::chrono_literals;
 using nlohmann::json;
@@ -34,12 +35,6 @@ namespace keys = retools::detail::queue_keys;
 using rt::wait_until;
 
 namespace {
-
-std::string host() {
-    char buf[256] = {};
-    ::gethostname(buf, sizeof buf - 1);
-    return buf;
-}
 
 class WorkerFleetTest : public rt::RedisTest {
 protected:
@@ -128,12 +123,12 @@ TEST_F(WorkerFleetTest, OtherHostsWorkerWithALiveHeartbeatIsNeverTouched) {
 
 TEST_F(WorkerFleetTest, WorkersWithTheSameHostAndPidButOtherHeartbeatsNeverRequeueEachOther) {
     // Two containers of one pod: our host name, pid 1 each, other pid namespaces.
-    const std::string a = host() + ":1:main";
-    const std::string b = host() + ":1:main,low";
+    const std::string a = rt::host_name() + ":1:main";
+    const std::string b = rt::host_name() + ":1:main,low";
     fake_worker(a, {payload("a")});
     fake_worker(b, {payload("b")});
-    live_heartbeat(a, host(), 1, "other-boot/111");
-    live_heartbeat(b, host(), 1, "other-boot/222");
+    live_heartbeat(a, rt::host_name(), 1, "other-boot/111");
+    live_heartbeat(b, rt::host_name(), 1, "other-boot/222");
     EXPECT_EQ(Worker::requeue_orphans(conn), 0u);
     Worker w{{"main"}, fast()};
     EXPECT_EQ(w.prune_dead_workers(), 0u);
@@ -153,7 +148,7 @@ TEST_F(WorkerFleetTest, ATwinHoldingOurIdMakesUsWorkUnderAnotherIdAndIsLeftAlone
     Worker w{{"main"}, fast()};
     const std::string ours = w.id();
     fake_worker(ours, {payload("twin")});
-    live_heartbeat(ours, host(), ::getpid(), "other-boot/333");
+    live_heartbeat(ours, rt::host_name(), ::getpid(), "other-boot/333");
     QueueManager{conn}.enqueue("tests.fleet:record", {{"tag", "mine"}});
     w.register_job("tests.fleet:record", record(conn));
     std::string seen;
@@ -163,7 +158,7 @@ TEST_F(WorkerFleetTest, ATwinHoldingOurIdMakesUsWorkUnderAnotherIdAndIsLeftAlone
     w.stop();
     t.join();
     EXPECT_NE(seen, ours);
-    EXPECT_EQ(seen, fmt::format("{}~{}:{}:main", host(), seen.substr(host().size() + 1, 8), ::getpid()));
+    EXPECT_EQ(seen, fmt::format("{}~{}:{}:main", rt::host_name(), seen.substr(rt::host_name().size() + 1, 8), ::getpid()));
     EXPECT_EQ(std::count(seen.begin(), seen.end(), ':'), 2) << "Python splits ids into three fields";
     EXPECT_EQ(llen(keys::processing(ours, "", false)), 1);
     EXPECT_EQ(runs("twin"), 0);
@@ -176,7 +171,7 @@ TEST_F(WorkerFleetTest, APreviousProcessWithOurPidIsDeadItsJobsRunAtOnceAndItsId
     Worker w{{"main"}, fast({.heartbeat_timeout = 30s})};
     const std::string ours = w.id();
     fake_worker(ours, {payload("old")});
-    live_heartbeat(ours, host(), ::getpid(), retools::detail::pid_space());
+    live_heartbeat(ours, rt::host_name(), ::getpid(), retools::detail::pid_space());
     w.register_job("tests.fleet:record", record(conn));
     std::string seen;
     std::thread t([&] { w.work({.interval = 20ms}); });
@@ -210,7 +205,7 @@ TEST_F(WorkerFleetTest, PrunedLiveWorkerRegistersAgainAndItsJobRunsExactlyOnce) 
         });
     };
     auto first = worker("first");
-    const std::string first_id = fmt::format("{}:{}:main", host(), first.pid());
+    const std::string first_id = fmt::format("{}:{}:main", rt::host_name(), first.pid());
     ASSERT_TRUE(wait_until([&] { return runs("slow") == 1; }));
     // A Python worker's pruning (its process name lacks 'retools:').
     conn.command("SREM", keys::workers, first_id);
@@ -239,7 +234,7 @@ TEST_F(WorkerFleetTest, HeartbeatCarriesTheContractFieldsWithTheTimeoutAsTtl) {
     w.stop();
     t.join();
     EXPECT_EQ(hb.at("id"), w.id());
-    EXPECT_EQ(hb.at("host"), host());
+    EXPECT_EQ(hb.at("host"), rt::host_name());
     EXPECT_EQ(hb.at("pid"), ::getpid());
     EXPECT_EQ(hb.at("queues"), json({"high", "main"}));
     EXPECT_EQ(hb.at("threads"), 3);
