@@ -127,10 +127,18 @@ def check(args):
     if sorted(found) != sources:
         errors.append(f"the docs hold {len(found)} cpp blocks but {len(sources)} were extracted "
                       "(build again: the extraction runs at configure time)")
+    # A unity build compiles several snippets as one object: its batch file
+    # (the object's path without ".o") names them in #include lines.
+    batched = {}
+    for b in built:
+        if b.endswith(".cxx.o") and os.path.exists(b[:-2]):
+            with open(b[:-2], encoding="utf-8") as f:
+                for m in re.finditer(r'#include "([^"]+)"', f.read()):
+                    batched.setdefault(os.path.basename(m.group(1)), []).append(b)
     for name in sources:
         src = os.path.join(args.out, name)
         outs = [b for b in built if os.path.basename(b).startswith(name)
-                or os.path.basename(b) == "doc_" + name[:-4]]
+                or os.path.basename(b) == "doc_" + name[:-4]] + batched.get(name, [])
         if not outs:
             errors.append(f"{name}: no object or program for it in the build")
         elif not all(os.path.exists(b) and os.path.getmtime(b) >= os.path.getmtime(src) for b in outs):
