@@ -38,17 +38,12 @@ LockOptions dogpile_lock_options(const Connection& conn, std::chrono::millisecon
                        .auto_renew = dogpile_renewed(expires)};
 }
 
-std::string lock_sibling_key(const Connection& conn, const std::string& key, std::string_view suffix) {
-    if (!conn.is_cluster()) return key + std::string(suffix);
-    return same_slot_key(key, suffix);
-}
-
 std::chrono::milliseconds lock_fence_ttl(std::chrono::milliseconds expires) noexcept {
     return std::max(min_fence_ttl, expires * 2);
 }
 
 DogpileLocks::DogpileLocks(const Connection& conn, std::chrono::milliseconds expires)
-    : conn_(conn), cluster_(conn.is_cluster()), ttl_(std::max(expires, std::chrono::milliseconds{1})) {}
+    : conn_(conn), topology_(conn), ttl_(std::max(expires, std::chrono::milliseconds{1})) {}
 
 DogpileLocks::~DogpileLocks() {
     if (keys_.empty()) return;
@@ -67,11 +62,11 @@ void DogpileLocks::add_try_lock(Pipeline& p, const std::vector<std::string>& key
     for (std::size_t i = 0; i < keys.size(); ++i) pending_tokens_.push_back(random_token());
     const long long fence_ttl = lock_fence_ttl(ttl_).count();
     const Script& script = lock_acquire_many_script();
-    if (cluster_) {
+    if (topology_.script_per_key()) {
         // The keys are in many slots: a script call each (EVAL: the nodes may not know it).
         for (std::size_t i = 0; i < keys.size(); ++i)
-            p.command("EVAL", script.source(), 3, keys[i], lock_sibling_key(conn_, keys[i], ":fence"),
-                      lock_sibling_key(conn_, keys[i], ":waiting"), ttl_.count(), fence_ttl,
+            p.command("EVAL", script.source(), 3, keys[i], topology_.sibling_key(keys[i], ":fence"),
+                      topology_.sibling_key(keys[i], ":waiting"), ttl_.count(), fence_ttl,
                       pending_tokens_[i]);
         return;
     }
@@ -93,13 +88,13 @@ void DogpileLocks::add_try_lock(Pipeline& p, const std::vector<std::string>& key
 std::vector<bool> DogpileLocks::taken(const std::vector<Reply>& replies, std::size_t at, bool& source_needed) {
     const std::size_t n = pending_keys_.size();
     std::vector<bool> out(n, false);
-    source_needed = !cluster_ && is_noscript(replies.at(at));
+    source_needed = !topology_.script_per_key() && is_noscript(replies.at(at));
     if (source_needed) return out;
     for (std::size_t i = 0; i < n; ++i) {
-        const Reply& r = cluster_ ? replies.at(at + i) : replies.at(at);
+        const Reply& r = topology_.script_per_key() ? replies.at(at + i) : replies.at(at);
         if (r.is_error())
             throw ReplyError(fmt::format("dogpile lock {}: {}", pending_keys_[i], r.error_message()));
-        if ((cluster_ ? r[0] : r[i]).as_integer() == 0) continue;
+        if ((topology_.script_per_key() ? r[0] : r[i]).as_integer() == 0) continue;
         out[i] = true;
         std::unique_ptr<Lock::Watchdog> renewal;
         if (dogpile_renewed(ttl_))
@@ -139,7 +134,7 @@ void DogpileLocks::forget_at(std::size_t i) noexcept {
 
 void DogpileLocks::add_release(Pipeline& p) {
     if (keys_.empty()) return;
-    if (cluster_) {
+    if (topology_.script_per_key()) {
         while (!keys_.empty()) add_release_at(p, keys_.size() - 1);
         return;
     }
@@ -163,8 +158,8 @@ void DogpileLocks::add_release_of(Pipeline& p, const std::string& key) {
 
 void DogpileLocks::add_release_at(Pipeline& p, std::size_t i) {
     const std::string& key = keys_[i];
-    p.command("EVAL", lock_release_many_script().source(), 3, key, lock_sibling_key(conn_, key, ":signal"),
-              lock_sibling_key(conn_, key, ":waiting"), lock_signal_ttl.count(), tokens_[i]);
+    p.command("EVAL", lock_release_many_script().source(), 3, key, topology_.sibling_key(key, ":signal"),
+              topology_.sibling_key(key, ":waiting"), lock_signal_ttl.count(), tokens_[i]);
     forget_at(i);
 }
 

@@ -13,6 +13,8 @@
 #include <retools/connection.hpp>
 #include <retools/lock.hpp>
 
+#include "lock/topology.hpp"
+
 namespace retools::detail {
 
 /// Dogpile locks are renewed every `expires / 3` while their function runs
@@ -37,11 +39,6 @@ constexpr bool dogpile_renewed(std::chrono::milliseconds expires) noexcept {
 /// as dogpile_renewed() says, waiting up to `timeout`.
 LockOptions dogpile_lock_options(const Connection& conn, std::chrono::milliseconds expires,
                                  std::chrono::milliseconds timeout);
-
-/// `<key>:fence`, `:signal`, `:waiting` of the lock `key`: the key and the
-/// suffix, or on a cluster a name in the key's slot (`{<key>}:fence` when the
-/// key has no hash tag).
-std::string lock_sibling_key(const Connection& conn, const std::string& key, std::string_view suffix);
 
 /// TTL of `<key>:fence`: a day after the last acquisition, or twice the lock's TTL if longer.
 std::chrono::milliseconds lock_fence_ttl(std::chrono::milliseconds expires) noexcept;
@@ -85,7 +82,7 @@ private:
     void forget_at(std::size_t i) noexcept;
 
     const Connection& conn_;
-    const bool cluster_;
+    const LockTopology topology_;
     const std::chrono::milliseconds ttl_;
     bool send_source_ = false;
     std::vector<std::string> pending_keys_, pending_tokens_;  // the attempts in flight

@@ -13,8 +13,8 @@
 #include "lock/backoff.hpp"
 #include "lock/dogpile.hpp"
 #include "lock/scripts.hpp"
+#include "lock/topology.hpp"
 #include "lock/watchdog.hpp"
-#include "util/random_token.hpp"
 
 namespace retools {
 namespace {
@@ -25,7 +25,7 @@ using std::chrono::steady_clock;
 constexpr std::chrono::microseconds first_retry_delay{5000};  // as in Python retools
 
 std::string sibling_key(const Connection& conn, const std::string& key, std::string_view suffix) {
-    return detail::lock_sibling_key(conn, key, suffix);
+    return detail::LockTopology(conn).sibling_key(key, suffix);
 }
 
 void validate(const std::string& key, const LockOptions& o) {
