@@ -144,7 +144,10 @@ bool Lock::attempt(milliseconds& retry_in, bool will_wait) {
         conn_, {key_, sibling_key(conn_, key_, ":fence"), sibling_key(conn_, key_, ":waiting")}, token,
         options_.expires.count(), fence_ttl.count(), mark_ttl.count());
     if (reply[0].as_integer() != 1) {
-        retry_in = milliseconds{std::max(reply[1].as_integer(), 0LL)};
+        // The key's PTTL: 0 means it expires within the millisecond (retry
+        // then, not after a backoff of up to max_retry_delay); -1/-2 give no hint.
+        const long long pttl = reply[1].as_integer();
+        retry_in = milliseconds{pttl == 0 ? 1 : std::max(pttl, 0LL)};
         return false;
     }
     fence_ = static_cast<std::uint64_t>(reply[1].as_integer());
