@@ -161,11 +161,13 @@ void python_json_dump(const nlohmann::json& value, std::string& out, std::string
     throw QueueError(fmt::format("{} holds a value JSON cannot represent", what));
 }
 
+// The one rule for queue names, QueueManager's and Worker's alike: ':' and
+// ',' separate them in worker ids, a newline would split a worker's record.
 void validate_queue_name(std::string_view name) {
     if (name.empty()) throw ConfigurationError("queue name is empty");
-    if (name.find_first_of(":,") != std::string_view::npos)
-        throw ConfigurationError(
-            fmt::format("queue name '{}' contains ':' or ',' (used as separators in worker ids)", name));
+    if (name.find_first_of(":,\n\r") != std::string_view::npos)
+        throw ConfigurationError(fmt::format(
+            "queue name {:?} contains ':', ',' or a line break (separators in worker ids and records)", name));
 }
 
 void validate_job_name(std::string_view name) {

@@ -16,6 +16,7 @@
 #include <retools/log.hpp>
 
 #include "queue/keys.hpp"
+#include "queue/python_json.hpp"
 #include "util/clock.hpp"
 #include "util/random_token.hpp"
 #include "worker/dispatch_fsm.hpp"
@@ -211,12 +212,7 @@ namespace {
 
 void validate_queues(const std::vector<std::string>& queues) {
     if (queues.empty()) throw ConfigurationError("retools: no queues were configured for this worker");
-    for (const auto& q : queues) {
-        if (q.empty()) throw ConfigurationError("retools: a worker queue name is empty");
-        if (q.find_first_of(":,\n") != std::string::npos)
-            throw ConfigurationError(
-                fmt::format("retools: worker queue name '{}' contains ':', ',' or a newline", q));
-    }
+    for (const auto& q : queues) detail::validate_queue_name(q);
 }
 
 std::string_view status_text(JobStatus s) {

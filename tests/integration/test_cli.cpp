@@ -434,7 +434,7 @@ TEST_F(Cli, EnqueuePutsTheJobOnItsQueue) {
     }
     auto q = run({"enqueue", "tests.cli:x", "--queue", "a:b"});
     EXPECT_EQ(q.code, 1);
-    EXPECT_NE(q.err.find("queue name 'a:b'"), std::string::npos) << q.err;
+    EXPECT_NE(q.err.find(R"(queue name "a:b")"), std::string::npos) << q.err;
 }
 
 TEST_F(Cli, StatsAndRegionsFromRealCachedCalls) {

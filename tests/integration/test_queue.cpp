@@ -123,6 +123,8 @@ TEST_F(Queue, RejectsBadInputBeforeWritingAnything) {
     EXPECT_THROW(qm.enqueue("", {}), retools::ConfigurationError);
     EXPECT_THROW(qm.enqueue("m:f", {}, {.queue_name = "a:b"}), retools::ConfigurationError);
     EXPECT_THROW(qm.enqueue("m:f", {}, {.queue_name = "a,b"}), retools::ConfigurationError);
+    // Refused as a Worker refuses it: a job there would never run.
+    EXPECT_THROW(qm.enqueue("m:f", {}, {.queue_name = "a\nb"}), retools::ConfigurationError);
     EXPECT_THROW(qm.enqueue("m:f", json::array({1, 2})), retools::QueueError);
     EXPECT_THROW(qm.enqueue("m:f", json("text")), retools::QueueError);
     EXPECT_THROW(qm.enqueue("m:f", {}, {.metadata = json::array()}), retools::QueueError);

@@ -70,6 +70,7 @@ TEST_F(WorkerTest, RejectsBadQueueNamesAndConcurrency) {
     EXPECT_THROW(Worker({}, quiet()), retools::ConfigurationError);
     EXPECT_THROW(Worker({"main", ""}, quiet()), retools::ConfigurationError);
     EXPECT_THROW(Worker({"a:b"}, quiet()), retools::ConfigurationError);
+    EXPECT_THROW(Worker({"a\nb"}, quiet()), retools::ConfigurationError);
     EXPECT_THROW(Worker({"a,b"}, quiet()), retools::ConfigurationError);
     EXPECT_THROW(Worker({"a\nb"}, quiet()), retools::ConfigurationError);
     EXPECT_THROW(Worker({"main"}, quiet({.concurrency = 0})), retools::ConfigurationError);

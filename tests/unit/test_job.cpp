@@ -201,6 +201,14 @@ TEST(QueueNames, Validation) {
     EXPECT_THROW(retools::detail::validate_queue_name(""), retools::ConfigurationError);
     EXPECT_THROW(retools::detail::validate_queue_name("a:b"), retools::ConfigurationError);
     EXPECT_THROW(retools::detail::validate_queue_name("a,b"), retools::ConfigurationError);
+    // A line break would split a worker's record; the message shows it escaped.
+    try {
+        retools::detail::validate_queue_name("mail\nurgent");
+        ADD_FAILURE() << "a queue name with a newline was accepted";
+    } catch (const retools::ConfigurationError& e) {
+        EXPECT_NE(std::string(e.what()).find(R"("mail\nurgent")"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(retools::detail::validate_queue_name("mail\r"), retools::ConfigurationError);
     EXPECT_THROW(retools::detail::validate_job_name(""), retools::ConfigurationError);
     EXPECT_THROW(retools::QueueManager(retools::Connection{}, "bad:name"), retools::ConfigurationError);
 }
