@@ -131,6 +131,14 @@ struct ConnectionOptions {
     /// 0 (the default) keeps idle connections open. Whatever this is, an idle
     /// connection the server closed is noticed and replaced before reuse.
     std::chrono::milliseconds max_idle{0};
+    /// After a refused connection or a timed-out round trip the server counts
+    /// as down: calls fail at once with ConnectionError (nothing sent,
+    /// maybe_executed() false) for a backoff that starts at 100 ms and
+    /// doubles up to this (default 2 s); then one call at a time probes the
+    /// server with a PING, and its answer lets every call through again. A
+    /// dead or hung server costs one timeout, not one per call. 0 turns this
+    /// off: every call tries the server. See docs/connection.md.
+    std::chrono::milliseconds reconnect_backoff_max{2000};
     /// Find the master through Redis Sentinel (then host, port and path are
     /// ignored); nullopt (the default): connect to host/port or path.
     std::optional<SentinelOptions> sentinel;
@@ -315,6 +323,15 @@ public:
     /// assert(conn.round_trips() - before == 1);
     /// ```
     std::uint64_t round_trips() const noexcept;
+
+    /// False while calls fail fast because the server was found down (see
+    /// ConnectionOptions::reconnect_backoff_max); on a Cluster, while any
+    /// master does. True again once a probe is answered. For health checks:
+    ///
+    /// ```cpp
+    /// if (!conn.healthy()) { /* serve without Redis for now */ }
+    /// ```
+    bool healthy() const;
 
     /// Connections this pool has open in this process (idle or in use; with a
     /// Cluster, over every node): never more than pool_size per server.

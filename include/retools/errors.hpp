@@ -18,6 +18,10 @@
 
 namespace retools {
 
+namespace detail {
+struct ErrorAccess;
+}  // namespace detail
+
 /// The base of every exception retools throws. Catch it to handle any
 /// retools failure in one place; `what()` names the thing involved (server,
 /// key, command, option, file) and never a password.
@@ -31,11 +35,28 @@ public:
 /// error, or a TLS failure (untrusted or expired certificate, wrong server
 /// name, a plain-text server on a TLS URL or the reverse; the message says
 /// which). The broken connection is dropped; the next call opens a fresh one.
-/// Recover by retrying later, but only calls that are safe to run twice: a
-/// command that failed while its reply was awaited may have run.
+/// Recover by retrying later, but only calls that are safe to run twice:
+/// maybe_executed() says whether the failed call may have run.
+///
+/// ```cpp
+/// try { conn.command("INCR", "n"); }
+/// catch (const retools::ConnectionError& e) { if (!e.maybe_executed()) { /* safe to send again */ } }
+/// ```
 class ConnectionError : public Error {
 public:
-    using Error::Error;
+    explicit ConnectionError(const std::string& what, bool maybe_executed = true)
+        : Error(what), maybe_executed_(maybe_executed) {}
+
+    /// False when nothing of the call reached the server: the connection
+    /// could not be opened, every pooled connection stayed busy, the server
+    /// was known to be down (failing fast), or a Cluster kept redirecting it
+    /// (a redirection means it did not run). True when the request was
+    /// written, or may have been, and its reply did not come: it may have run.
+    bool maybe_executed() const noexcept { return maybe_executed_; }
+
+private:
+    friend struct detail::ErrorAccess;  // marks an error raised before anything was sent
+    bool maybe_executed_;
 };
 
 /// ConnectionOptions::connect_timeout or command_timeout elapsed (or every

@@ -54,14 +54,6 @@ RedirectKind redirect_kind(const Reply& reply) {
     return RedirectKind::none;
 }
 
-// A ConnectionError that left before any byte of the request was sent: the
-// connection could not be opened (a dead node), or no pooled one was free.
-bool nothing_sent(const ConnectionError& e) {
-    std::string_view m = e.what();
-    return m.find(" while connecting") != std::string_view::npos ||
-           m.find("pooled connections stayed busy") != std::string_view::npos;
-}
-
 ConnectionOptions node_options(const ConnectionOptions& options) {
     ConnectionOptions node = options;
     node.cluster.reset();
@@ -262,8 +254,8 @@ bool ClusterRouter::refresh(bool wait) {
         known = !shards_.empty();
     }
     if (!known)
-        throw ConnectionError(fmt::format("Redis {}: no node answered CLUSTER SLOTS ({})",
-                                          describe_cluster(options_), problems));
+        throw_not_sent(
+            fmt::format("Redis {}: no node answered CLUSTER SLOTS ({})", describe_cluster(options_), problems));
     return false;
 }
 
@@ -350,7 +342,7 @@ std::optional<std::uint16_t> ClusterRouter::slot_of(std::string_view resp, std::
 // A hop seen before pauses briefly instead of spinning. A redirection still
 // under way at the deadline is a ConnectionError naming the slot, never the
 // raw reply. A connection failure marks the map stale; the request is sent
-// again only when nothing of it left (`nothing_sent`) or `resend_ok` (it only
+// again only when nothing of it left (`maybe_executed()` false) or `resend_ok` (it only
 // reads).
 template <class Send, class Redirect>
 auto ClusterRouter::routed(std::optional<std::uint16_t> slot, bool replica_ok, bool resend_ok,
@@ -371,7 +363,7 @@ auto ClusterRouter::routed(std::optional<std::uint16_t> slot, bool replica_ok, b
             result.emplace(send(node(target.endpoint), step.asking, target.replica));
         } catch (const ConnectionError& e) {
             mark_stale();
-            step = fsm.on_connection_error(resend_ok || nothing_sent(e), Clock::now());
+            step = fsm.on_connection_error(resend_ok || !e.maybe_executed(), Clock::now());
             if (step.action == RedirectStep::Action::give_up) throw;
         }
         if (result) {
@@ -381,7 +373,7 @@ auto ClusterRouter::routed(std::optional<std::uint16_t> slot, bool replica_ok, b
                                 target.endpoint, Clock::now());
             if (step.action == RedirectStep::Action::deliver) return std::move(*result);
             if (step.action == RedirectStep::Action::give_up)
-                throw ConnectionError(fsm.give_up_message(describe_cluster(options_), Clock::now()));
+                throw_not_sent(fsm.give_up_message(describe_cluster(options_), Clock::now()));
         }
         if (step.correct_map) moved(step.slot, *step.to);
         if (step.refresh_map) mark_stale();
@@ -453,7 +445,7 @@ std::vector<Reply> ClusterRouter::execute(const Pipeline& pipeline) {
     // alone; a write that may have run reaches the caller.
     auto failed = [&](const std::vector<std::size_t>& members, const ConnectionError& e) {
         mark_stale();
-        if (!reads && !nothing_sent(e)) throw;
+        if (!reads && !!e.maybe_executed()) throw;
         again.insert(again.end(), members.begin(), members.end());
     };
     auto take = [&](const std::vector<std::size_t>& members, std::vector<Reply>& got) {
@@ -543,6 +535,20 @@ std::size_t ClusterRouter::open_connections() const {
     std::size_t total = 0;
     for (const auto& [endpoint, conn] : nodes_) total += conn->open_connections();
     return total;
+}
+
+bool ClusterRouter::healthy() const {
+    std::vector<Endpoint> masters;
+    {
+        std::shared_lock lock(map_mutex_);
+        for (const Shard& shard : shards_) masters.push_back(shard.master);
+    }
+    std::lock_guard lock(nodes_mutex_);
+    for (const Endpoint& master : masters) {
+        auto it = nodes_.find(master);
+        if (it != nodes_.end() && !it->second->healthy()) return false;
+    }
+    return true;
 }
 
 void ClusterRouter::reset() const {

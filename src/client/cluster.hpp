@@ -88,6 +88,8 @@ public:
 
     /// Connections open to every node.
     std::size_t open_connections() const;
+    /// No master of the slot map is failing fast (Connection::healthy()).
+    bool healthy() const;
     /// Closes idle connections of every node.
     void reset() const;
     /// Slot map reads so far (for tests).

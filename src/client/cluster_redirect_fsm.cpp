@@ -66,7 +66,7 @@ RedirectStep RedirectFsm::on_reply(RedirectKind kind, std::string_view message, 
                                    Clock::time_point now) {
     ++attempts_;
     if (kind == RedirectKind::none) return {};
-    last_ = std::string(message.substr(0, 200));
+    last_ = fmt::format("{} (from {}:{})", message.substr(0, 200), from.host, from.port);
     if (now >= deadline_) return {.action = RedirectStep::Action::give_up};
     if (kind == RedirectKind::retry) {
         // TRYAGAIN, CLUSTERDOWN ...: nothing ran; where the map says, a little later.

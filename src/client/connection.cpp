@@ -43,8 +43,22 @@ Connection::Impl::Pool& Connection::Impl::current_pool() {
     return *p;
 }
 
+namespace {
+
+// How long a probe may take before another call may probe instead: its dial
+// (with Sentinel, waiting for the master too) and its PING.
+std::chrono::milliseconds probe_limit(const ConnectionOptions& o) {
+    const auto round_trip = o.command_timeout.count() > 0 ? o.command_timeout : std::chrono::milliseconds(5000);
+    return o.connect_timeout + 2 * round_trip + std::chrono::milliseconds(1000);
+}
+
+}  // namespace
+
+Connection::Impl::Pool::Pool(pid_t owner, const ConnectionOptions& options)
+    : pid(owner), health(options.describe(), options.reconnect_backoff_max, probe_limit(options)) {}
+
 Connection::Impl::Pool* Connection::Impl::make_pool(pid_t owner) {
-    auto p = std::make_unique<Pool>(owner);
+    auto p = std::make_unique<Pool>(owner, options);
     if (options.sentinel) p->sentinel = std::make_unique<detail::SentinelMonitor>(options, tls.get());
     if (options.cluster) p->cluster = std::make_unique<detail::ClusterRouter>(options, round_trips);
     return p.release();
@@ -79,20 +93,54 @@ bool Connection::Impl::still_good(detail::Link& link) const {
 }
 
 Connection::Impl::Lease::Lease(Impl& impl) : impl_(impl), pool_(impl.current_pool()) {
+    probe_ = admit();
+    try {
+        take_or_dial();
+        if (probe_) probe();
+    } catch (...) {
+        if (probe_) pool_.health.abandon_probe();
+        give_back();
+        throw;
+    }
+}
+
+Connection::Impl::Lease::~Lease() {
+    give_back();
+}
+
+// Asks the gate; in Sentinel mode a failover since its last failure clears it first.
+bool Connection::Impl::Lease::admit() {
+    if (pool_.sentinel) {
+        const std::uint64_t now_serving = pool_.sentinel->generation();
+        if (pool_.health_generation.exchange(now_serving) != now_serving) pool_.health.reset();
+    }
+    return pool_.health.admit();
+}
+
+void Connection::Impl::Lease::take_or_dial() {
     const auto& opts = impl_.options;
     for (;;) {
         {
             std::unique_lock lock(pool_.mutex);
             if (pool_.idle.empty() && pool_.open >= opts.pool_size) {
-                auto ready = [&] { return !pool_.idle.empty() || pool_.open < opts.pool_size; };
+                // A server found down wakes the waiters: they fail fast rather than wait for a link.
+                auto ready = [&] {
+                    return !pool_.idle.empty() || pool_.open < opts.pool_size || (!probe_ && pool_.health.down());
+                };
                 auto wait = opts.command_timeout;
                 if (wait.count() > 0) {
                     if (!pool_.available.wait_for(lock, wait, ready))
                         throw TimeoutError(
                             fmt::format("Redis {}: all {} pooled connections stayed busy for {} ms",
-                                        opts.describe(), opts.pool_size, wait.count()));
+                                        opts.describe(), opts.pool_size, wait.count()),
+                            false);
                 } else {
                     pool_.available.wait(lock, ready);
+                }
+                if (!probe_ && pool_.health.down()) {
+                    lock.unlock();
+                    probe_ = admit();  // throws, or makes this call the probe
+                    continue;
                 }
             }
             if (pool_.idle.empty()) {
@@ -109,21 +157,61 @@ Connection::Impl::Lease::Lease(Impl& impl) : impl_(impl), pool_(impl.current_poo
         std::lock_guard lock(pool_.mutex);
         --pool_.open;
     }
+    dial();
+}
+
+// A new link; the slot counted in pool_.open is given back if it fails. A
+// dial that fails (refused, timed out, a TLS failure) sent nothing and tells
+// the gate the server is down; a refused AUTH means it is up.
+void Connection::Impl::Lease::dial() {
     try {
         link_ = impl_.dial(pool_);
+    } catch (ConnectionError& e) {
+        detail::ErrorAccess::mark_not_sent(e);
+        if (dynamic_cast<const AuthenticationError*>(&e) == nullptr) {
+            pool_.health.failed(e.what(), probe_);
+            probe_ = false;
+        }
+        std::lock_guard lock(pool_.mutex);
+        --pool_.open;
+        pool_.available.notify_one();
+        throw;
     } catch (...) {
         std::lock_guard lock(pool_.mutex);
         --pool_.open;
         pool_.available.notify_one();
         throw;
     }
+    link_->health = &pool_.health;
 }
 
-Connection::Impl::Lease::~Lease() {
+// The probe: a PING within the command timeout before the caller's request
+// goes out, since a hung server may still accept connections. Its answer
+// (any reply) makes the server healthy again (the link tells the gate).
+void Connection::Impl::Lease::probe() {
+    static constexpr std::string_view kPing = "*1\r\n$4\r\nPING\r\n";
+    const auto& opts = impl_.options;
+    const auto timeout = opts.command_timeout.count() > 0 ? opts.command_timeout : std::chrono::milliseconds(5000);
+    try {
+        (void)link_->call(kPing, timeout);
+    } catch (TimeoutError& e) {
+        detail::ErrorAccess::mark_not_sent(e);
+        pool_.health.failed(e.what(), true);
+        probe_ = false;
+        throw;
+    } catch (ConnectionError& e) {
+        detail::ErrorAccess::mark_not_sent(e);
+        throw;
+    }
+    probe_ = false;
+}
+
+void Connection::Impl::Lease::give_back() noexcept {
+    if (!link_) return;
     std::unique_ptr<detail::Link> closing;
     {
         std::lock_guard lock(pool_.mutex);
-        if (link_ && link_->reusable()) {
+        if (link_->reusable()) {
             if (impl_.options.max_idle.count() > 0) link_->idle_since = detail::SteadyClock::now();
             pool_.idle.push_back(std::move(link_));
         } else {
@@ -131,7 +219,11 @@ Connection::Impl::Lease::~Lease() {
             --pool_.open;
         }
     }
-    pool_.available.notify_one();
+    if (pool_.health.down()) {
+        pool_.available.notify_all();
+    } else {
+        pool_.available.notify_one();
+    }
 }
 
 namespace {
@@ -156,6 +248,8 @@ Connection::Connection(ConnectionOptions options) {
         throw ConfigurationError("ConnectionOptions timeouts must not be negative");
     if (options.max_idle.count() < 0)
         throw ConfigurationError("ConnectionOptions.max_idle must not be negative");
+    if (options.reconnect_backoff_max.count() < 0)
+        throw ConfigurationError("ConnectionOptions.reconnect_backoff_max must not be negative");
     if (options.sentinel) detail::validate_sentinel(options);
     if (options.cluster) detail::validate_cluster(options);
     if (options.tls && !options.path.empty())
@@ -176,6 +270,12 @@ std::uint64_t Connection::round_trips() const noexcept {
 std::uint64_t Connection::master_switches() const noexcept {
     Impl::Pool& pool = impl_->current_pool();
     return pool.sentinel ? pool.sentinel->switches() : 0;
+}
+
+bool Connection::healthy() const {
+    Impl::Pool& pool = impl_->current_pool();
+    if (pool.cluster) return pool.cluster->healthy();
+    return !pool.health.down();
 }
 
 std::size_t Connection::open_connections() const noexcept {

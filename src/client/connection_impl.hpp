@@ -16,6 +16,7 @@
 #include <retools/connection.hpp>
 
 #include "client/cluster.hpp"
+#include "client/health.hpp"
 #include "client/link.hpp"
 #include "client/sentinel.hpp"
 #include "client/tls.hpp"
@@ -26,8 +27,12 @@ struct Connection::Impl {
     // The pool of one process. After fork() the child makes a new Pool and
     // leaves the parent's (its sockets and mutex) untouched.
     struct Pool {
-        explicit Pool(pid_t owner) : pid(owner) {}
+        Pool(pid_t owner, const ConnectionOptions& options);
         const pid_t pid;
+        // Whether the server is down (calls then fail fast); see client/health_fsm.hpp.
+        detail::HealthGate health;
+        // Sentinel mode: the master generation `health` judges; a failover resets it.
+        std::atomic<std::uint64_t> health_generation{0};
         std::mutex mutex;
         std::condition_variable available;
         std::vector<std::unique_ptr<detail::Link>> idle;  // most recently used last
@@ -38,9 +43,12 @@ struct Connection::Impl {
         std::unique_ptr<detail::ClusterRouter> cluster;
     };
 
-    // Borrows one Link for one round trip. An idle link the server closed (or
-    // idle past max_idle) is replaced first; a link that failed is dropped on
-    // return instead of going back to the pool.
+    // Borrows one Link for one round trip. The pool's HealthGate is asked
+    // first: while the server is down this throws at once, nothing sent. An
+    // idle link the server closed (or idle past max_idle) is replaced first;
+    // a link that failed is dropped on return instead of going back to the
+    // pool. The probe of a server that was down sends a PING before the
+    // caller's request goes out.
     class Lease {
     public:
         explicit Lease(Impl& impl);
@@ -50,9 +58,16 @@ struct Connection::Impl {
         detail::Link& link() const noexcept { return *link_; }
 
     private:
+        bool admit();
+        void take_or_dial();
+        void dial();
+        void probe();
+        void give_back() noexcept;
+
         Impl& impl_;
         Pool& pool_;
         std::unique_ptr<detail::Link> link_;
+        bool probe_ = false;  // this lease is the HealthGate's probe, not yet judged
     };
 
     explicit Impl(ConnectionOptions o);

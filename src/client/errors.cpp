@@ -19,6 +19,10 @@ void throw_connection_error(std::string_view server, std::string_view during, st
     throw ConnectionError(fmt::format("Redis {} failed while {}: {}", server, during, why));
 }
 
+void throw_not_sent(const std::string& message) {
+    throw ConnectionError(message, false);
+}
+
 void throw_timeout_error(std::string_view server, std::string_view during, long long timeout_ms,
                          std::string_view hint) {
     throw TimeoutError(fmt::format("Redis {} timed out while {} (no answer within {} ms){}{}", server, during,

@@ -5,10 +5,12 @@
 // Messages name the server (ConnectionOptions::describe()), the step and the
 // command, never a password.
 
+#include <string>
 #include <string_view>
 #include <vector>
 
 #include <retools/connection.hpp>
+#include <retools/errors.hpp>
 #include <retools/reply.hpp>
 
 namespace retools::detail {
@@ -20,6 +22,15 @@ namespace retools::detail {
 /// TimeoutError: `server` did not answer within `timeout_ms` while `during`.
 [[noreturn]] void throw_timeout_error(std::string_view server, std::string_view during, long long timeout_ms,
                                       std::string_view hint = {});
+
+/// ConnectionError whose call never reached the server (maybe_executed() false).
+[[noreturn]] void throw_not_sent(const std::string& message);
+
+/// The library's access to an exception's private state.
+struct ErrorAccess {
+    /// Marks `e` (being handled, to be rethrown) as raised before anything was sent.
+    static void mark_not_sent(ConnectionError& e) noexcept { e.maybe_executed_ = false; }
+};
 
 /// ConnectionError (or TimeoutError for ETIMEDOUT) from an errno value.
 [[noreturn]] void throw_system_error(std::string_view server, std::string_view during, int error);

@@ -7,8 +7,10 @@
 #include <hiredis/hiredis.h>
 
 #include <retools/detail/command_buffer.hpp>
+#include <retools/errors.hpp>
 
 #include "client/errors.hpp"
+#include "client/health.hpp"
 #include "client/reply_access.hpp"
 #include "client/reply_reader.hpp"
 
@@ -61,6 +63,10 @@ void Link::send(std::span<const std::string_view> parts, std::size_t replies, De
                 long long timeout_ms) {
     try {
         transport_->write(parts, deadline, timeout_ms);
+    } catch (const TimeoutError& e) {
+        broken_ = true;
+        if (health != nullptr) health->failed(e.what(), false);
+        throw;
     } catch (...) {
         broken_ = true;
         throw;
@@ -107,6 +113,7 @@ redisReply* Link::receive_raw(Deadline deadline, long long timeout_ms) {
                                                        "rediss:// or ConnectionOptions.tls)"));
             if (raw != nullptr) {
                 --owed_;
+                if (health != nullptr) health->succeeded();
                 return static_cast<redisReply*>(raw);
             }
             if (in_pos_ == in_end_) {
@@ -125,6 +132,10 @@ redisReply* Link::receive_raw(Deadline deadline, long long timeout_ms) {
             if (redisReaderFeed(reader_, in_.data() + in_pos_, n) != REDIS_OK) throw std::bad_alloc();
             in_pos_ += n;
         }
+    } catch (const TimeoutError& e) {
+        broken_ = true;
+        if (health != nullptr) health->failed(e.what(), false);
+        throw;
     } catch (...) {
         broken_ = true;
         throw;

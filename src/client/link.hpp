@@ -25,6 +25,8 @@ struct redisReply;
 
 namespace retools::detail {
 
+class HealthGate;
+
 class Link {
 public:
     /// Connects to `options` (path, or host and port; TLS when `tls`) and runs
@@ -62,6 +64,9 @@ public:
     /// Sentinel mode: the master generation the link was opened under
     /// (SentinelMonitor::generation()); a link of an older one is not reused.
     std::uint64_t generation = 0;
+    /// The pool's gate, told of timeouts and answers (set by the pool's
+    /// Lease; null for links outside a pool).
+    HealthGate* health = nullptr;
 
 private:
     redisReply* receive_raw(Deadline deadline, long long timeout_ms);
