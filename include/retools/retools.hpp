@@ -11,6 +11,7 @@
 #include <retools/log.hpp>
 #include <retools/pickle.hpp>
 #include <retools/queue.hpp>
+#include <retools/rate_limiter.hpp>
 #include <retools/reply.hpp>
 #include <retools/script.hpp>
 #include <retools/worker.hpp>

@@ -107,12 +107,16 @@ RedirectStep RedirectFsm::on_connection_error(bool resendable, Clock::time_point
 
 std::string RedirectFsm::give_up_message(std::string_view where, Clock::time_point now) const {
     const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(now - started_);
+    std::string hops;
+    for (const Seen& s : seen_)
+        hops += fmt::format("{}{}:{} -> {}:{}", hops.empty() ? "" : ", ", s.from.host, s.from.port, s.to.host,
+                            s.to.port);
     return fmt::format(
         "Redis {}: the cluster kept redirecting the request for {} for {} ms ({} attempts, last reply: "
-        "{}); the request did not run. The cluster is resharding, failing over or its nodes disagree "
-        "about the slot map: retry later",
+        "{}; redirections seen: {}); the request did not run. The cluster is resharding, failing over or "
+        "its nodes disagree about the slot map: retry later",
         where, slot_ ? fmt::format("slot {}", *slot_) : std::string("a keyless command"), waited.count(),
-        attempts_, last_.empty() ? std::string("none") : last_);
+        attempts_, last_.empty() ? std::string("none") : last_, hops.empty() ? std::string("none") : hops);
 }
 
 }  // namespace retools::detail

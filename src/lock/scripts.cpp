@@ -39,4 +39,9 @@ const Script& limiter_acquire_script() {
     return script;
 }
 
+const Script& rate_limiter_acquire_script() {
+    static const Script script{std::string(lua::lock_rate_limiter_acquire)};
+    return script;
+}
+
 }  // namespace retools::detail

@@ -27,4 +27,7 @@ const Script& lock_release_many_script();
 /// The limiter's atomic count-prune-add, timed by the server's clock.
 const Script& limiter_acquire_script();
 
+/// RateLimiter's GCRA decision, timed by the server's clock.
+const Script& rate_limiter_acquire_script();
+
 }  // namespace retools::detail

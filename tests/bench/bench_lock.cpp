@@ -1,4 +1,4 @@
-// Lock and Limiter: acquire + release cycles, one thread and threads sharing
+// Lock, Limiter and RateLimiter: acquire (+ release) cycles, one thread and threads sharing
 // one Connection, beside raw hiredis doing the same round trips; and the
 // lock's hand-over latency from one process to another.
 
@@ -15,6 +15,7 @@
 
 #include <retools/limiter.hpp>
 #include <retools/lock.hpp>
+#include <retools/rate_limiter.hpp>
 
 #include "lock/scripts.hpp"
 #include "process.hpp"
@@ -113,6 +114,36 @@ Run retools_limiter(const Env& env, std::size_t count) {
             {}};
 }
 
+// RateLimiter: one GCRA decision per request, every one admitted (a million
+// per second, a burst larger than the run). The floor runs the same script
+// with the same arguments: one round trip each.
+constexpr std::uint64_t kRate = 1'000'000, kBurst = 1'000'000'000;
+
+Run raw_rate_limiter(const Env& env, std::size_t count) {
+    RawConnection raw(env);
+    std::string sha = load_script(raw, retools::detail::rate_limiter_acquire_script().source());
+    const std::string interval = "1", burst = std::to_string(kBurst);
+    return {time_it([&] {
+                for (std::size_t i = 0; i < count; ++i) {
+                    raw.cmd("EVALSHA", sha, "1", "bench:rate:floor", interval, burst, "1");
+                    auto r = raw.read();
+                    if (r->type != REDIS_REPLY_ARRAY || r->element[0]->integer != 1)
+                        throw std::runtime_error("floor rate limiter refused");
+                }
+            }),
+            {}};
+}
+
+Run retools_rate_limiter(const Env& env, std::size_t count) {
+    retools::RateLimiter limiter{
+        {.rate = kRate, .period = std::chrono::seconds(1), .burst = kBurst, .prefix = "bench:rate", .connection = env.conn}};
+    return {time_it([&] {
+                for (std::size_t i = 0; i < count; ++i)
+                    if (!limiter.acquire("retools").allowed) throw std::runtime_error("rate limiter refused");
+            }),
+            {}};
+}
+
 // Hand-over latency: two processes pass one lock back and forth. Each holds
 // it for 2 ms (the other is then blocked waiting), notes the time just before
 // releasing, and waits for the other to take it before trying again; the
@@ -197,6 +228,12 @@ void add_lock_rows(const Env& env, std::vector<Row>& rows) {
                     .count = n,
                     .retools = retools_limiter,
                     .floor = raw_limiter,
+                    .floor_target = 0.9});
+    rows.push_back({.id = "rate_limiter_acquire",
+                    .label = "RateLimiter: acquire",
+                    .count = n,
+                    .retools = retools_rate_limiter,
+                    .floor = raw_rate_limiter,
                     .floor_target = 0.9});
     rows.push_back({.id = "lock_handover",
                     .label = "Lock hand-over, process to process",

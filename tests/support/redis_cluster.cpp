@@ -1,5 +1,6 @@
 #include "redis_cluster.hpp"
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <sstream>
@@ -205,6 +206,27 @@ std::string RedisCluster::state() const {
     return out;
 }
 
+namespace {
+
+long long info_field(const std::string& info, const std::string& name) {
+    const auto at = info.find(name + ":");
+    return at == std::string::npos ? -1 : std::atoll(info.c_str() + at + name.size() + 1);
+}
+
+}  // namespace
+
+long long RedisCluster::current_epoch(int port) {
+    return info_field(direct(port).command("CLUSTER", "INFO").as_string(), "cluster_current_epoch");
+}
+
+long long RedisCluster::highest_epoch(const std::vector<int>& ports) {
+    long long highest = 0;
+    for (int port : ports)
+        highest = std::max(highest, info_field(direct(port).command("CLUSTER", "INFO").as_string(),
+                                               "cluster_my_epoch"));
+    return highest;
+}
+
 void RedisCluster::move_slot(std::uint16_t slot, int to_port, int batch,
                              const std::function<void()>& between) {
     move_slot(slot, to_port, SlotMove{.batch = batch, .between = between});
@@ -228,6 +250,14 @@ void RedisCluster::move_slot(std::uint16_t slot, int to_port, const SlotMove& ho
         if (how.between) how.between();
         std::this_thread::sleep_for(how.pause);
     }
+    // The target claims the slot with a new config epoch, which must be the
+    // highest in the cluster: a node that has not yet heard of an epoch
+    // another node took (in an earlier move, a moment ago) picks one below
+    // it, and the source's gossip, still claiming the slot with that higher
+    // epoch, takes the slot back from the target; once the source gives it
+    // up, no node serves it (seen as MOVED ping-pong between the two, for
+    // good). So wait until the target knows every master's epoch.
+    wait_until([&] { return current_epoch(to_port) >= highest_epoch(others); }, std::chrono::seconds(5));
     to.command("CLUSTER", "SETSLOT", slot, "NODE", to_id);
     std::this_thread::sleep_for(how.settle);
     from.command("CLUSTER", "SETSLOT", slot, "NODE", to_id);

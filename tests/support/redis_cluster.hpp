@@ -70,6 +70,10 @@ public:
     std::string node_id(int port) const;
     /// A plain connection to the node on `port` (no cluster routing).
     static Connection direct(int port);
+    /// A node's cluster_current_epoch (the highest config epoch it has heard of).
+    static long long current_epoch(int port);
+    /// The highest cluster_my_epoch (config epoch) of `ports`.
+    static long long highest_epoch(const std::vector<int>& ports);
 
     /// Every running node says `cluster_state:ok` and agrees on who serves every slot.
     bool wait_ok(std::chrono::milliseconds within = std::chrono::seconds(15)) const;
