@@ -53,6 +53,20 @@ struct LocalCacheOptions {
 /// retools::CacheRegion::add_region("cpp_only", {.expires = 60s, .value_format =
 /// retools::ValueFormat::native});
 /// ```
+/// What a cached call does when Redis cannot be reached or answers too late
+/// (a ConnectionError, TimeoutError included).
+enum class RedisErrorPolicy {
+    /// Fail open (the default): call the function and return its result
+    /// without the cache, throwing nothing. Concurrent callers of one key in
+    /// this process share one computation meanwhile. Nothing is stored and
+    /// no statistics are counted for such calls; each is counted in
+    /// CacheRegion::bypassed_calls() and a warning goes to the log handler
+    /// (at most once a second).
+    call_through,
+    /// Throw the ConnectionError, as retools did before 0.3.
+    raise,
+};
+
 struct CacheRegionOptions {
     /// How long a stored value stays fresh; also the TTL of the regeneration
     /// lock, as in the original, which the caller computing a value renews
@@ -97,6 +111,19 @@ struct CacheRegionOptions {
     /// Not for regions named `hits` or `misses` (their keys would match the
     /// statistics counters) nor over Sentinel connections (there it stays off).
     LocalCacheOptions local{};
+    /// When Redis cannot be reached or answers too late: call the function
+    /// without the cache (RedisErrorPolicy::call_through, the default) or
+    /// throw (RedisErrorPolicy::raise). See docs/cache.md, "When Redis is down".
+    RedisErrorPolicy on_redis_error = RedisErrorPolicy::call_through;
+    /// Fail-safe: when the function throws while a stored value no older
+    /// than this exists (its `created` that recent), the caller gets that
+    /// stale value instead of the exception; the failure goes to the log
+    /// handler and is counted in CacheRegion::fail_safe_served(). Callers of
+    /// that key in this process are then served the stale value without
+    /// calling the function for a second, so a failing backend is not
+    /// hammered. 0 (the default): off, the exception propagates. Must not be
+    /// negative.
+    std::chrono::milliseconds fail_safe_max_age{0};
 };
 
 /// The five Redis key names of one cached call, built exactly as the original
@@ -170,6 +197,13 @@ public:
 
     /// Marks every value of the region stale (same as invalidate_region()).
     static void invalidate(std::string_view region);
+
+    /// Cached calls this process answered without the cache because Redis
+    /// could not be reached (RedisErrorPolicy::call_through), since it started.
+    static std::uint64_t bypassed_calls() noexcept;
+    /// Calls this process answered with a stale value because the function
+    /// threw (CacheRegionOptions::fail_safe_max_age), since it started.
+    static std::uint64_t fail_safe_served() noexcept;
 };
 
 /// Hit and miss counts.

@@ -26,11 +26,10 @@
 #include "cache/near_cache.hpp"
 #include "cache/refresh.hpp"
 #include "cache/registry.hpp"
+#include "cache/resilience.hpp"
+#include "cache/single_flight.hpp"
 #include "client/connection_access.hpp"
 #include "client/errors.hpp"
-#include "util/clock.hpp"
-#include "client/errors.hpp"
-#include "util/random_token.hpp"
 #include "generated/lua_scripts.hpp"
 #include "lock/dogpile.hpp"
 #include "util/clock.hpp"
@@ -186,6 +185,10 @@ struct KeyJob {
     bool storable = false;
     double delta = 0;
     std::string bytes, why;
+    // `created` of the stored value the target last accepted (0: none): the
+    // stale value fail-safe may serve when the function throws.
+    double accepted_created = 0;
+    bool served_stale = false;  // fail-safe served it: nothing to store
 };
 
 // What every key of one load shares.
@@ -200,8 +203,33 @@ struct LoadContext {
     NearCache* near;
 };
 
+// Fail-safe: whether the stale value the target holds is young enough to
+// serve instead of the function's exception.
+bool fail_safe_usable(const LoadContext& c, const KeyJob& job) {
+    const auto max_age = c.region.options.fail_safe_max_age;
+    return max_age.count() > 0 && job.accepted_created > 0 &&
+           unix_now() - job.accepted_created <= to_seconds(max_age);
+}
+
+// A stale key whose function failed a moment ago in this process: served
+// stale again without calling the function (see cache/resilience.hpp).
+bool throttled_stale(const LoadContext& c, const KeyJob& job) {
+    return fail_safe_usable(c, job) && fail_safe_throttled(job.value_key);
+}
+
+// The function threw `e`: serve the stale value instead when fail-safe allows.
+bool serve_stale_instead(const LoadContext& c, KeyJob& job, const std::exception& e) {
+    if (!fail_safe_usable(c, job)) return false;
+    job.served_stale = true;
+    job.storable = false;
+    note_fail_safe(c.region, job.value_key, e.what());
+    return true;
+}
+
 bool decodes(KeyJob& job, const StoredValue& v) {
-    return v.has_value && job.target->accept(v.value);
+    if (!v.has_value || !job.target->accept(v.value)) return false;
+    job.accepted_created = std::max(v.created, 1e-9);
+    return true;
 }
 
 // A served value: queue its early refresh if the draw says so.
@@ -264,6 +292,7 @@ void read_values(const LoadContext& c, std::span<KeyJob*> jobs) {
             job.near_read.reset();
         }
         job.step = job.fsm.read(stored, decodes(job, stored), now, beta > 0 ? uniform_draw() : 1.0);
+        if (job.step == LoadStep::try_lock && throttled_stale(c, job)) job.step = LoadStep::serve;
         if (job.step == LoadStep::serve) after_serve(c, job, stored.created);
     }
 }
@@ -313,10 +342,14 @@ void take_locks(const LoadContext& c, std::span<KeyJob*> jobs, DogpileLocks& loc
 // (as the same single calls would), or shared by up to `threads` threads. An
 // exception propagates (the first, once every computation has ended): the
 // locks are released and nothing is stored.
-void produce_values(std::span<KeyJob*> jobs, std::size_t threads) {
-    auto compute = [](KeyJob& job) {
+void produce_values(const LoadContext& c, std::span<KeyJob*> jobs, std::size_t threads) {
+    auto compute = [&c](KeyJob& job) {
         const auto started = std::chrono::steady_clock::now();
-        job.storable = job.target->produce(job.bytes, job.why);
+        try {
+            job.storable = job.target->produce(job.bytes, job.why);
+        } catch (const std::exception& e) {
+            if (!serve_stale_instead(c, job, e)) throw;
+        }
         job.delta = seconds_since(started);
     };
     const std::size_t workers = std::min(threads, jobs.size());
@@ -368,7 +401,7 @@ void store_values_cluster(const LoadContext& c, std::span<KeyJob*> jobs, Dogpile
     std::vector<std::size_t> tracked_at;
     for (KeyJob* job : jobs) {
         Pipeline p;
-        if (job->storable) {
+        if (job->storable && !job->served_stale) {
             tracked_at.push_back(tracking.size());
             add_store_commands(p, tracking, c.region, c.ns, job->key, job->value_key, created, job->bytes,
                                job->delta);
@@ -378,7 +411,7 @@ void store_values_cluster(const LoadContext& c, std::span<KeyJob*> jobs, Dogpile
                       cache_keys::misses(c.day, c.region.name, c.ns, job->key, true), job->existing_hits);
         locks.add_release_of(p, job->lock_key);
         std::vector<Reply> stored = c.conn.transaction(p);
-        for (std::size_t j = 0; job->storable && j < 2; ++j)
+        for (std::size_t j = 0; job->storable && !job->served_stale && j < 2; ++j)
             if (stored.at(j).is_error())
                 throw ReplyError(fmt::format("cache region {}: storing {} failed: {}", c.region.name,
                                              job->value_key, stored[j].error_message()));
@@ -396,7 +429,7 @@ void store_values(const LoadContext& c, std::span<KeyJob*> jobs, DogpileLocks& l
         const double created = unix_now();
         std::vector<std::size_t> stored_at;  // index of each HMSET reply
         for (KeyJob* job : jobs) {
-            if (!job->storable) continue;
+            if (!job->storable || job->served_stale) continue;
             stored_at.push_back(p.size());
             add_store_commands(p, p, c.region, c.ns, job->key, job->value_key, created, job->bytes,
                                job->delta);
@@ -414,10 +447,42 @@ void store_values(const LoadContext& c, std::span<KeyJob*> jobs, DogpileLocks& l
         std::vector<Reply> stored = c.conn.transaction(p);
         std::size_t j = 0;
         for (KeyJob* job : jobs)
-            if (job->storable) check_stored(c, *job, stored, stored_at[j++]);
+            if (job->storable && !job->served_stale) check_stored(c, *job, stored, stored_at[j++]);
     }
     for (KeyJob* job : jobs)
-        if (!job->storable) report_uncached(c.region, c.ns, job->key, job->why);
+        if (!job->storable && !job->served_stale) report_uncached(c.region, c.ns, job->key, job->why);
+}
+
+// Fail-open: Redis failed before the values of `jobs` were settled, so each
+// one not yet served is computed without the cache (shared by the callers of
+// its key in this process), and nothing is stored.
+void call_through(const LoadContext& c, std::span<KeyJob*> jobs, const ConnectionError& error) {
+    std::size_t computed = 0;
+    for (KeyJob* job : jobs) {
+        if (job->step == LoadStep::serve) continue;  // served before Redis failed
+        if (c.mode == Regenerate::never) {
+            job->step = LoadStep::none;
+            continue;
+        }
+        ++computed;
+        job->storable = produce_once(job->value_key, *job->target, job->bytes, job->why);
+        job->step = LoadStep::produce;
+    }
+    note_bypass(c.region, error, computed);
+}
+
+// Runs one Redis step of the load; when Redis fails and the region fails
+// open, answers `jobs` without the cache and returns false.
+template <class Step>
+bool redis_step(const LoadContext& c, std::span<KeyJob*> jobs, Step&& step) {
+    try {
+        step();
+        return true;
+    } catch (const ConnectionError& e) {
+        if (c.region.options.on_redis_error != RedisErrorPolicy::call_through) throw;
+        call_through(c, jobs, e);
+        return false;
+    }
 }
 
 LoadOutcome outcome_of(LoadStep step) {
@@ -456,17 +521,22 @@ void load_keys(const LoadContext& c, std::span<KeyJob> jobs, std::size_t threads
         if (c.near) job->near_read.emplace(*c.near, job->value_key);
         if (c.statistics) job->hit_key = cache_keys::hits(c.day, c.region.name, c.ns, job->key, cluster);
     }
-    read_values(c, todo);
+    if (!redis_step(c, todo, [&] { read_values(c, todo); })) return;
     select(jobs, LoadStep::try_lock, todo);
     if (todo.empty()) return;
 
     DogpileLocks locks{c.conn, c.region.options.expires};
     for (KeyJob* job : todo) job->lock_key = cache_keys::lock(c.region.name, c.ns, job->key, cluster);
-    take_locks(c, todo, locks);
+    if (!redis_step(c, todo, [&] { take_locks(c, todo, locks); })) return;
     select(jobs, LoadStep::produce, todo);
     if (todo.empty()) return;  // locks taken for values found meanwhile: released by `locks`
-    produce_values(todo, threads);
-    store_values(c, todo, locks);
+    produce_values(c, todo, threads);
+    try {
+        store_values(c, todo, locks);
+    } catch (const ConnectionError& e) {
+        if (c.region.options.on_redis_error != RedisErrorPolicy::call_through) throw;
+        note_store_skipped(c.region, e);  // the values are returned; their locks expire
+    }
 }
 
 LoadContext context(const RegionSettings& region, std::string_view ns, Regenerate mode, bool statistics) {

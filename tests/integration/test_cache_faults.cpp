@@ -92,13 +92,14 @@ TEST_F(CacheFaultsTest, RegionsSetOfTheWrongTypeThrowsNamingItAndFreesTheLock) {
     EXPECT_EQ(conn.command("GET", "retools:regions").as_string(), "x");
 }
 
-TEST(CacheDeadServer, CallsThrowConnectionError) {
+TEST(CacheDeadServer, WithRaiseCallsThrowConnectionError) {
     rt::RedisServer server;
     auto options = server.options();
     options.connect_timeout = 200ms;
     options.command_timeout = 500ms;
     retools::Connection c{options};
-    CacheRegion::add_region("faults_dead", {.expires = 60s, .connection = c});
+    CacheRegion::add_region("faults_dead",
+                            {.expires = 60s, .connection = c, .on_redis_error = retools::RedisErrorPolicy::raise});
     int calls = 0;
     auto f = retools::cache_region("faults_dead", "ns", [&](int n) {
         ++calls;

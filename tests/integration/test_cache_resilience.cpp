@@ -1,0 +1,187 @@
+// A cache that never takes the service down, against real servers: with
+// Redis hung (SIGSTOP) or killed, cached calls return the function's result
+// (fail-open), one computation per key per process at a time, at the cost of
+// the function once the outage is known; and a function that throws is
+// answered with a stored value young enough (fail-safe).
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <retools/cache.hpp>
+#include <retools/errors.hpp>
+
+#include "redis_server.hpp"
+#include "redis_test.hpp"
+#include "util/clock.hpp"
+#include "wait.hpp"
+
+using namespace std::chrono_literals;
+using retools::CacheRegion;
+using Clock = std::chrono::steady_clock;
+namespace rt = retools::test;
+
+namespace {
+
+// A function of x that takes `work`, counting its runs and the most
+// concurrent runs of one x.
+struct Backend {
+    explicit Backend(std::chrono::milliseconds w) : work(w) {}
+    int operator()(int x) {
+        {
+            std::lock_guard lock(mutex);
+            ++runs;
+            most_at_once = std::max(most_at_once, ++running[x]);
+        }
+        std::this_thread::sleep_for(work);
+        std::lock_guard lock(mutex);
+        --running[x];
+        return x * 3;
+    }
+    std::chrono::milliseconds work;
+    std::mutex mutex;
+    std::map<int, int> running;
+    int runs = 0;
+    int most_at_once = 0;
+};
+
+struct Outage {
+    std::atomic<int> calls{0}, errors{0}, wrong{0}, slow{0};
+};
+
+// 16 threads calling f(x) for x in 0..7 until `until`; calls that start once
+// the server is known to be down and take longer than the function plus 2 ms
+// are `slow` (a probe's caller pays one PING timeout).
+template <class F>
+void hammer(F& f, const retools::Connection& conn, Clock::time_point until, std::chrono::milliseconds work,
+            Outage& out) {
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 16; ++t)
+        threads.emplace_back([&, t] {
+            for (int i = 0; Clock::now() < until; ++i) {
+                const int x = (i + t) % 8;
+                const bool known_down = !conn.healthy();
+                const auto t0 = Clock::now();
+                try {
+                    if (f(x) != x * 3) ++out.wrong;
+                } catch (const std::exception&) {
+                    ++out.errors;
+                }
+                if (known_down && Clock::now() - t0 > work + 2ms) ++out.slow;
+                ++out.calls;
+            }
+        });
+    for (auto& t : threads) t.join();
+}
+
+class CacheResilienceTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        CacheRegion::enabled = true;
+        CacheRegion::statistics = true;
+        auto options = server.options();
+        options.command_timeout = 300ms;
+        options.connect_timeout = 300ms;
+        conn = retools::Connection{options};
+        CacheRegion::add_region("resilient", {.expires = 60s, .connection = conn});
+    }
+    rt::RedisServer server;
+    retools::Connection conn;
+};
+
+}  // namespace
+
+TEST_F(CacheResilienceTest, AHungRedisNeverReachesACallerAndCostsTheFunctionOnceKnown) {
+    Backend backend{20ms};
+    auto f = retools::cache_region("resilient", "ns", [&](int x) { return backend(x); });
+    for (int x = 0; x < 8; ++x) ASSERT_EQ(f(x), x * 3);  // stored
+    const auto bypassed_before = CacheRegion::bypassed_calls();
+    backend.runs = 0;
+    ::kill(server.pid(), SIGSTOP);
+    Outage out;
+    hammer(f, conn, Clock::now() + 1500ms, backend.work, out);
+    ::kill(server.pid(), SIGCONT);
+    EXPECT_EQ(out.errors.load(), 0);
+    EXPECT_EQ(out.wrong.load(), 0);
+    EXPECT_EQ(backend.most_at_once, 1);                // one computation per key at a time
+    EXPECT_GT(CacheRegion::bypassed_calls(), bypassed_before);
+    EXPECT_LE(out.slow.load(), out.calls.load() / 10) << out.calls << " calls";
+    EXPECT_GT(out.calls.load(), 16 * 8);
+    // Back: values are served from Redis again and statistics count again.
+    ASSERT_TRUE(rt::wait_until([&] { return conn.healthy() || (f(0), conn.healthy()); }, 5s));
+    const int runs = backend.runs;
+    for (int x = 0; x < 8; ++x) EXPECT_EQ(f(x), x * 3);
+    EXPECT_EQ(backend.runs, runs);  // hits: nothing recomputed
+    const auto hits = conn.command("GET", fmt::format("retools:hits:{}:resilient:ns:0", retools::detail::local_date()));
+    EXPECT_GE(std::stoll(hits.as_string()), 2);
+}
+
+TEST_F(CacheResilienceTest, AKilledAndRestartedRedisNeverReachesACaller) {
+    Backend backend{5ms};
+    auto f = retools::cache_region("resilient", "ns", [&](int x) { return backend(x); });
+    ASSERT_EQ(f(1), 3);
+    server.kill();
+    Outage out;
+    hammer(f, conn, Clock::now() + 500ms, backend.work, out);
+    EXPECT_EQ(out.errors.load(), 0);
+    EXPECT_EQ(out.wrong.load(), 0);
+    EXPECT_EQ(backend.most_at_once, 1);
+    server.start();
+    ASSERT_TRUE(rt::wait_until([&] { return (f(2), conn.healthy()); }, 5s));
+    const int runs = backend.runs;
+    EXPECT_EQ(f(2), 6);  // stored once Redis was back
+    EXPECT_EQ(backend.runs, runs);
+}
+
+TEST_F(CacheResilienceTest, WithRaiseTheCallerGetsTheConnectionError) {
+    CacheRegion::add_region("strict", {.expires = 60s, .connection = conn,
+                                       .on_redis_error = retools::RedisErrorPolicy::raise});
+    auto f = retools::cache_region("strict", "ns", [](int x) { return x; });
+    server.kill();
+    EXPECT_THROW((void)f(1), retools::ConnectionError);
+}
+
+TEST_F(CacheResilienceTest, AFailingFunctionIsAnsweredWithAStoredValueYoungEnough) {
+    CacheRegion::add_region("safe", {.expires = 60s, .connection = conn, .fail_safe_max_age = 1h});
+    std::atomic<int> runs{0};
+    auto f = retools::cache_region("safe", "ns", [&](int) -> int {
+        ++runs;
+        throw std::runtime_error("backend down");
+    });
+    const double now = retools::detail::unix_now();
+    // A 10-minute-old value of f(1) (stale: expires is 60 s); a 2-hour-old one of f(2).
+    conn.command("HSET", "retools:safe:ns:1", "created", now - 600, "value", "I42\n.");
+    conn.command("HSET", "retools:safe:ns:2", "created", now - 7200, "value", "I43\n.");
+    const auto served_before = CacheRegion::fail_safe_served();
+    EXPECT_EQ(f(1), 42);
+    EXPECT_EQ(runs.load(), 1);
+    EXPECT_EQ(CacheRegion::fail_safe_served(), served_before + 1);
+    EXPECT_EQ(conn.command("HGET", "retools:safe:ns:1", "created").as_double(), now - 600);  // not stored
+    EXPECT_EQ(conn.command("EXISTS", "retools:lock:safe:ns:1").as_integer(), 0);           // released
+    // For a second the failing function is spared: the stale value again, no call.
+    EXPECT_EQ(f(1), 42);
+    EXPECT_EQ(runs.load(), 1);
+    std::this_thread::sleep_for(1100ms);
+    EXPECT_EQ(f(1), 42);
+    EXPECT_EQ(runs.load(), 2);  // tried again
+    // Too old to serve: the exception.
+    EXPECT_THROW((void)f(2), std::runtime_error);
+    // Without fail-safe: the exception too.
+    auto g = retools::cache_region("resilient", "ns", [](int) -> int { throw std::runtime_error("down"); });
+    conn.command("HSET", "retools:resilient:ns:1", "created", now - 600, "value", "I42\n.");
+    EXPECT_THROW((void)g(1), std::runtime_error);
+}
+
+TEST_F(CacheResilienceTest, ANegativeFailSafeMaxAgeIsAConfigurationError) {
+    EXPECT_THROW(CacheRegion::add_region("bad", {.fail_safe_max_age = -1s}), retools::CacheConfigurationError);
+}
