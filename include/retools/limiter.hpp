@@ -3,12 +3,14 @@
 
 #include <chrono>
 #include <cstddef>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 
 #include <retools/connection.hpp>
 #include <retools/errors.hpp>
+#include <retools/lock.hpp>  // ReleaseResult
 
 namespace retools {
 
@@ -27,6 +29,13 @@ struct LimiterOptions {
     /// How long a slot lasts when not released (a crashed holder's slot is
     /// reclaimed after this). Default 10 s; must be at least 1 ms (0 is rejected).
     std::chrono::milliseconds expiration{10000};
+    /// Slots from acquire() and acquire_for() renew their lease (to their
+    /// expiration, every third of it) while held, through the process's one
+    /// renewal thread (shared with Lock's auto_renew), so a holder that
+    /// works longer than `expiration` keeps its slot; a crashed holder's slot
+    /// is still reclaimed after `expiration`. LimiterSlot::renewal_failed()
+    /// says when a renewal found the slot lost. Default false.
+    bool auto_renew = false;
     /// Connection to use; nullopt (the default) means global_connection() at construction.
     std::optional<Connection> connection{};
 };
@@ -37,7 +46,12 @@ class Limiter;
 /// Each slot is a member of its own in the sorted set, `<key>:<32 hex
 /// characters>` (see member()), so two slots for the same key are two
 /// holders: both count against the limit, and releasing one never frees the
-/// other. Move-only; the destructor releases (`ZREM`) and never throws.
+/// other. Move-only; the destructor releases and never throws.
+///
+/// A slot is a lease: it expires `expiration` after it was taken (or last
+/// extended), and once expired an acquirer may count it free and take the
+/// room. extend() renews it by hand, LimiterOptions::auto_renew does it in
+/// the background; release() says whether the slot was still held.
 ///
 /// ```cpp
 /// if (auto slot = limiter.acquire("crawl:example.com")) {
@@ -62,18 +76,32 @@ public:
     const std::string& member() const noexcept { return member_; }
     /// Whether this guard still holds its slot locally (false after release() or a move).
     bool held() const noexcept { return held_; }
-    /// Releases now (one `ZREM`); no-op when already released. Throws ConnectionError.
-    void release();
+    /// Releases now, one round trip: ReleaseResult::released when the slot
+    /// was held until now, ReleaseResult::lost when it had expired (by the
+    /// server's clock; another holder may have had the room meanwhile),
+    /// ReleaseResult::not_held when this guard had already released it
+    /// (nothing sent). Throws ConnectionError (the slot then expires on its own).
+    ReleaseResult release();
+    /// Renews the lease to `ttl` from now (by the server's clock), one round
+    /// trip: true when renewed, false when the slot was already lost (it
+    /// expired, or was dropped by an acquirer that found the set full).
+    /// ConfigurationError if `ttl` < 1 ms; false when not held.
+    bool extend(std::chrono::milliseconds ttl);
+    /// With LimiterOptions::auto_renew: whether a renewal found the slot lost.
+    [[nodiscard]] bool renewal_failed() const noexcept;
 
 private:
     friend class Limiter;
-    LimiterSlot(Connection conn, std::string prefix, std::string key, std::string member) noexcept;
+    LimiterSlot(Connection conn, std::string prefix, std::string key, std::string member,
+                std::optional<std::chrono::milliseconds> renew_every_third_of);
+    void stop_renewal() noexcept;
 
     Connection conn_;
     std::string prefix_;
     std::string key_;
     std::string member_;
     bool held_ = true;
+    std::unique_ptr<detail::Watchdog> watchdog_;  // auto_renew (src/lock/watchdog.hpp)
 };
 
 /// Caps how many holders run at once across threads, processes and machines,
@@ -132,6 +160,9 @@ public:
 
 private:
     static std::string slot_member(std::string_view key);
+    /// The lease a slot renews to with auto_renew; nullopt without.
+    std::optional<std::chrono::milliseconds> renewal(
+        std::optional<std::chrono::milliseconds> expiration) const;
 
     LimiterOptions options_;
     Connection conn_;

@@ -15,7 +15,8 @@ namespace retools {
 
 namespace detail {
 class DogpileLocks;  // the cache's batch form of Lock (src/lock/dogpile.hpp)
-}
+class Watchdog;      // auto-renewal of locks and limiter slots (src/lock/watchdog.hpp)
+}  // namespace detail
 
 /// How a Lock acquires and keeps its key. An aggregate: use designated initializers.
 ///
@@ -179,7 +180,6 @@ public:
     const LockOptions& options() const noexcept { return options_; }
 
 private:
-    class Watchdog;  // the auto-renewal thread (src/lock/watchdog.hpp)
     friend class detail::DogpileLocks;  // takes over a Lock's acquisition and renewal
 
     static std::chrono::milliseconds to_budget_ms(double ms) noexcept;
@@ -203,7 +203,7 @@ private:
     std::string token_;                    // empty when not held
     std::uint64_t fence_ = 0;              // fencing token of token_'s acquisition
     long owner_pid_ = 0;                   // process that acquired token_
-    std::unique_ptr<Watchdog> watchdog_;
+    std::unique_ptr<detail::Watchdog> watchdog_;  // auto-renewal (src/lock/watchdog.hpp)
 };
 
 }  // namespace retools

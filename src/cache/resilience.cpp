@@ -22,7 +22,8 @@ std::atomic<std::uint64_t> served_stale{0};
 
 // A warning at most once a second per kind: an outage must not flood the log.
 void warn_rarely(std::atomic<long long>& last, const std::string& message) {
-    const long long now = std::chrono::duration_cast<std::chrono::seconds>(ThrottleClock::now().time_since_epoch()).count();
+    const long long now =
+        std::chrono::duration_cast<std::chrono::seconds>(ThrottleClock::now().time_since_epoch()).count();
     long long seen = last.load(std::memory_order_relaxed);
     if (now <= seen || !last.compare_exchange_strong(seen, now)) return;
     log(LogLevel::warning, message);
@@ -61,7 +62,8 @@ void note_fail_safe(const RegionSettings& region, const std::string& value_key, 
         std::lock_guard lock(throttle().mutex);
         auto& until = throttle().until;
         const auto now = ThrottleClock::now();
-        if (until.size() >= 10000) std::erase_if(until, [&](const auto& entry) { return entry.second <= now; });
+        if (until.size() >= 10000)
+            std::erase_if(until, [&](const auto& entry) { return entry.second <= now; });
         until[value_key] = now + fail_safe_throttle;
     }
     static std::atomic<long long> last{0};

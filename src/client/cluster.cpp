@@ -254,8 +254,8 @@ bool ClusterRouter::refresh(bool wait) {
         known = !shards_.empty();
     }
     if (!known)
-        throw_not_sent(
-            fmt::format("Redis {}: no node answered CLUSTER SLOTS ({})", describe_cluster(options_), problems));
+        throw_not_sent(fmt::format("Redis {}: no node answered CLUSTER SLOTS ({})",
+                                   describe_cluster(options_), problems));
     return false;
 }
 

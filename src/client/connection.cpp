@@ -48,7 +48,8 @@ namespace {
 // How long a probe may take before another call may probe instead: its dial
 // (with Sentinel, waiting for the master too) and its PING.
 std::chrono::milliseconds probe_limit(const ConnectionOptions& o) {
-    const auto round_trip = o.command_timeout.count() > 0 ? o.command_timeout : std::chrono::milliseconds(5000);
+    const auto round_trip =
+        o.command_timeout.count() > 0 ? o.command_timeout : std::chrono::milliseconds(5000);
     return o.connect_timeout + 2 * round_trip + std::chrono::milliseconds(1000);
 }
 
@@ -125,7 +126,8 @@ void Connection::Impl::Lease::take_or_dial() {
             if (pool_.idle.empty() && pool_.open >= opts.pool_size) {
                 // A server found down wakes the waiters: they fail fast rather than wait for a link.
                 auto ready = [&] {
-                    return !pool_.idle.empty() || pool_.open < opts.pool_size || (!probe_ && pool_.health.down());
+                    return !pool_.idle.empty() || pool_.open < opts.pool_size ||
+                           (!probe_ && pool_.health.down());
                 };
                 auto wait = opts.command_timeout;
                 if (wait.count() > 0) {
@@ -191,7 +193,8 @@ void Connection::Impl::Lease::dial() {
 void Connection::Impl::Lease::probe() {
     static constexpr std::string_view kPing = "*1\r\n$4\r\nPING\r\n";
     const auto& opts = impl_.options;
-    const auto timeout = opts.command_timeout.count() > 0 ? opts.command_timeout : std::chrono::milliseconds(5000);
+    const auto timeout =
+        opts.command_timeout.count() > 0 ? opts.command_timeout : std::chrono::milliseconds(5000);
     try {
         (void)link_->call(kPing, timeout);
     } catch (TimeoutError& e) {

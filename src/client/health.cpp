@@ -16,9 +16,8 @@ bool HealthGate::admit() {
     if (a.kind == HealthFsm::Admission::Kind::probe) return true;
     const std::string when = a.retry_in.count() > 0 ? fmt::format("for {} ms more", a.retry_in.count())
                                                     : std::string("while a probe is under way");
-    std::string message =
-        fmt::format("Redis {} is down: failing fast {} (nothing was sent); the failure: {}", server_, when,
-                    fsm_.failure());
+    std::string message = fmt::format("Redis {} is down: failing fast {} (nothing was sent); the failure: {}",
+                                      server_, when, fsm_.failure());
     lock.unlock();
     throw_not_sent(message);
 }

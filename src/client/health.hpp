@@ -17,7 +17,8 @@ namespace retools::detail {
 class HealthGate {
 public:
     /// `server` names the server in fail-fast messages; see HealthFsm for the others.
-    HealthGate(std::string server, std::chrono::milliseconds backoff_max, std::chrono::milliseconds probe_limit)
+    HealthGate(std::string server, std::chrono::milliseconds backoff_max,
+               std::chrono::milliseconds probe_limit)
         : server_(std::move(server)), fsm_(backoff_max, probe_limit) {}
 
     /// Lets a call through (true: it is the probe), or throws ConnectionError

@@ -96,9 +96,10 @@ std::vector<bool> DogpileLocks::taken(const std::vector<Reply>& replies, std::si
             throw ReplyError(fmt::format("dogpile lock {}: {}", pending_keys_[i], r.error_message()));
         if ((topology_.script_per_key() ? r[0] : r[i]).as_integer() == 0) continue;
         out[i] = true;
-        std::unique_ptr<Lock::Watchdog> renewal;
+        std::unique_ptr<Watchdog> renewal;
         if (dogpile_renewed(ttl_))
-            renewal = std::make_unique<Lock::Watchdog>(conn_, pending_keys_[i], pending_tokens_[i], ttl_);
+            renewal = std::make_unique<Watchdog>(conn_, pending_keys_[i], pending_tokens_[i], ttl_,
+                                                 lock_extend_script());
         hold(std::move(pending_keys_[i]), std::move(pending_tokens_[i]), std::move(renewal));
     }
     pending_keys_.clear();
@@ -116,7 +117,7 @@ bool DogpileLocks::holds(const std::string& key) const {
     return std::find(keys_.begin(), keys_.end(), key) != keys_.end();
 }
 
-void DogpileLocks::hold(std::string key, std::string token, std::unique_ptr<Lock::Watchdog> renewal) {
+void DogpileLocks::hold(std::string key, std::string token, std::unique_ptr<Watchdog> renewal) {
     keys_.push_back(std::move(key));
     tokens_.push_back(std::move(token));
     renewals_.push_back(std::move(renewal));

@@ -77,7 +77,7 @@ public:
     void add_release_of(Pipeline& p, const std::string& key);
 
 private:
-    void hold(std::string key, std::string token, std::unique_ptr<Lock::Watchdog> renewal);
+    void hold(std::string key, std::string token, std::unique_ptr<Watchdog> renewal);
     void add_release_at(Pipeline& p, std::size_t i);
     void forget_at(std::size_t i) noexcept;
 
@@ -88,7 +88,7 @@ private:
     std::vector<std::string> pending_keys_, pending_tokens_;  // the attempts in flight
     // The held locks: key, token and renewal (null when not renewed) of each.
     std::vector<std::string> keys_, tokens_;
-    std::vector<std::unique_ptr<Lock::Watchdog>> renewals_;
+    std::vector<std::unique_ptr<Watchdog>> renewals_;
 };
 
 }  // namespace retools::detail

@@ -3,11 +3,12 @@
 
 #include <fmt/format.h>
 
-#include "util/random_token.hpp"
 #include <retools/limiter.hpp>
 
 #include "lock/backoff.hpp"
 #include "lock/scripts.hpp"
+#include "lock/watchdog.hpp"
+#include "util/random_token.hpp"
 
 namespace retools {
 namespace {
@@ -31,28 +32,35 @@ Connection resolve(const LimiterOptions& o) {
 
 // ---- LimiterSlot ----
 
-LimiterSlot::LimiterSlot(Connection conn, std::string prefix, std::string key, std::string member) noexcept
-    : conn_(std::move(conn)), prefix_(std::move(prefix)), key_(std::move(key)), member_(std::move(member)) {}
+LimiterSlot::LimiterSlot(Connection conn, std::string prefix, std::string key, std::string member,
+                         std::optional<milliseconds> renew_every_third_of)
+    : conn_(std::move(conn)), prefix_(std::move(prefix)), key_(std::move(key)), member_(std::move(member)) {
+    if (renew_every_third_of)
+        watchdog_ = std::make_unique<detail::Watchdog>(conn_, prefix_, member_, *renew_every_third_of,
+                                                       detail::limiter_extend_script());
+}
 
 LimiterSlot::LimiterSlot(LimiterSlot&& other) noexcept
     : conn_(other.conn_),
       prefix_(std::move(other.prefix_)),
       key_(std::move(other.key_)),
       member_(std::move(other.member_)),
-      held_(other.held_) {
+      held_(other.held_),
+      watchdog_(std::move(other.watchdog_)) {
     other.held_ = false;
 }
 
 LimiterSlot& LimiterSlot::operator=(LimiterSlot&& other) noexcept {
     if (this != &other) {
         try {
-            release();
+            (void)release();
         } catch (...) {}
         conn_ = other.conn_;
         prefix_ = std::move(other.prefix_);
         key_ = std::move(other.key_);
         member_ = std::move(other.member_);
         held_ = other.held_;
+        watchdog_ = std::move(other.watchdog_);
         other.held_ = false;
     }
     return *this;
@@ -60,16 +68,42 @@ LimiterSlot& LimiterSlot::operator=(LimiterSlot&& other) noexcept {
 
 LimiterSlot::~LimiterSlot() {
     try {
-        release();
+        (void)release();
     } catch (...) {
         // Documented: the slot expires after the limiter's expiration.
     }
+    stop_renewal();
 }
 
-void LimiterSlot::release() {
-    if (!held_) return;
+// In a forked child the renewals are the parent's: leak the inherited
+// watchdog rather than touch the parent's renewal thread (see Lock::forget).
+void LimiterSlot::stop_renewal() noexcept {
+    if (!watchdog_) return;
+    if (watchdog_->in_owner_process()) {
+        watchdog_.reset();
+    } else {
+        (void)watchdog_.release();
+    }
+}
+
+ReleaseResult LimiterSlot::release() {
+    if (!held_) return ReleaseResult::not_held;
     held_ = false;
-    conn_.command("ZREM", prefix_, member_);
+    stop_renewal();
+    const Reply r = detail::limiter_release_script()(conn_, {prefix_}, member_);
+    return r.as_integer() == 1 ? ReleaseResult::released : ReleaseResult::lost;
+}
+
+bool LimiterSlot::extend(milliseconds ttl) {
+    if (ttl < milliseconds{1})
+        throw ConfigurationError(fmt::format(
+            "LimiterSlot {}: extend() needs a ttl of at least 1 ms, got {} ms", member_, ttl.count()));
+    if (!held_) return false;
+    return detail::limiter_extend_script()(conn_, {prefix_}, member_, ttl.count()).as_integer() == 1;
+}
+
+bool LimiterSlot::renewal_failed() const noexcept {
+    return watchdog_ && watchdog_->lost();
 }
 
 // ---- Limiter ----
@@ -89,6 +123,11 @@ bool Limiter::acquire_limit(std::string_view key, std::optional<milliseconds> ex
     return reply.as_integer() == 1;
 }
 
+std::optional<milliseconds> Limiter::renewal(std::optional<milliseconds> expiration) const {
+    if (!options_.auto_renew) return std::nullopt;
+    return expiration.value_or(options_.expiration);
+}
+
 std::string Limiter::slot_member(std::string_view key) {
     return fmt::format("{}:{}", key, detail::random_token());
 }
@@ -100,7 +139,7 @@ void Limiter::release_limit(std::string_view key) {
 std::optional<LimiterSlot> Limiter::acquire(std::string key, std::optional<milliseconds> expiration) {
     std::string member = slot_member(key);
     if (!acquire_limit(member, expiration)) return std::nullopt;
-    return LimiterSlot{conn_, options_.prefix, std::move(key), std::move(member)};
+    return LimiterSlot{conn_, options_.prefix, std::move(key), std::move(member), renewal(expiration)};
 }
 
 std::optional<LimiterSlot> Limiter::acquire_for(std::string key, milliseconds timeout,
@@ -112,7 +151,8 @@ std::optional<LimiterSlot> Limiter::acquire_for(std::string key, milliseconds ti
     std::string member = slot_member(key);
     for (;;) {
         if (acquire_limit(member, expiration))
-            return LimiterSlot{conn_, options_.prefix, std::move(key), std::move(member)};
+            return LimiterSlot{conn_, options_.prefix, std::move(key), std::move(member),
+                               renewal(expiration)};
         if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
         backoff.sleep_until_at_most(deadline);
     }

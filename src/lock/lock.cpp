@@ -153,7 +153,9 @@ bool Lock::attempt(milliseconds& retry_in, bool will_wait) {
     fence_ = static_cast<std::uint64_t>(reply[1].as_integer());
     token_ = std::move(token);
     owner_pid_ = current_pid();
-    if (options_.auto_renew) watchdog_ = std::make_unique<Watchdog>(conn_, key_, token_, options_.expires);
+    if (options_.auto_renew)
+        watchdog_ = std::make_unique<detail::Watchdog>(conn_, key_, token_, options_.expires,
+                                                       detail::lock_extend_script());
     return true;
 }
 

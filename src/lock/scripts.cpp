@@ -39,6 +39,16 @@ const Script& limiter_acquire_script() {
     return script;
 }
 
+const Script& limiter_extend_script() {
+    static const Script script{std::string(lua::lock_limiter_extend)};
+    return script;
+}
+
+const Script& limiter_release_script() {
+    static const Script script{std::string(lua::lock_limiter_release)};
+    return script;
+}
+
 const Script& rate_limiter_acquire_script() {
     static const Script script{std::string(lua::lock_rate_limiter_acquire)};
     return script;

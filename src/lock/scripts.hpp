@@ -26,6 +26,10 @@ const Script& lock_release_many_script();
 
 /// The limiter's atomic count-prune-add, timed by the server's clock.
 const Script& limiter_acquire_script();
+/// A held slot's lease renewed, if still held (for extend() and auto_renew).
+const Script& limiter_extend_script();
+/// A slot removed, saying whether it was still held.
+const Script& limiter_release_script();
 
 /// RateLimiter's GCRA decision, timed by the server's clock.
 const Script& rate_limiter_acquire_script();

@@ -28,6 +28,7 @@ struct Renewal {
     std::string key;
     std::string token;
     std::chrono::milliseconds ttl;
+    const Script* extend = nullptr;
     std::atomic<bool> lost{false};
     bool cancelled = false;
     bool scheduled = false;
@@ -179,7 +180,7 @@ private:
                 done[i] = true;
                 members.push_back(i);
                 const Renewal& r = *batch[i];
-                pipeline.command("EVALSHA", lock_extend_script().sha(), 1, r.key, r.token, r.ttl.count());
+                pipeline.command("EVALSHA", r.extend->sha(), 1, r.key, r.token, r.ttl.count());
             }
             renew_on_one_server(batch, members, pipeline, outcomes);
         }
@@ -195,8 +196,7 @@ private:
                 const Renewal& r = *batch[members[j]];
                 Reply reply = replies[j];
                 // A server that lost its script cache (restart, failover): EVAL once.
-                if (reply.is_error())
-                    reply = lock_extend_script()(r.conn, {r.key}, r.token, r.ttl.count());
+                if (reply.is_error()) reply = (*r.extend)(r.conn, {r.key}, r.token, r.ttl.count());
                 outcomes[members[j]] = reply.as_integer() == 1 ? Outcome::renewed : Outcome::lost;
             }
         } catch (const std::exception&) {
@@ -215,29 +215,30 @@ private:
     std::thread thread_;  // started by add() when idle, ends when nothing is scheduled
 };
 
-}  // namespace detail
-
-Lock::Watchdog::Watchdog(Connection conn, std::string key, std::string token, std::chrono::milliseconds ttl)
-    : renewer_(detail::Renewer::of_this_process()),
-      renewal_(std::make_shared<detail::Renewal>()),
+Watchdog::Watchdog(Connection conn, std::string key, std::string token, std::chrono::milliseconds ttl,
+                   const Script& extend)
+    : renewer_(Renewer::of_this_process()),
+      renewal_(std::make_shared<Renewal>()),
       pid_(static_cast<long>(::getpid())) {
     renewal_->conn = std::move(conn);
     renewal_->key = std::move(key);
     renewal_->token = std::move(token);
     renewal_->ttl = ttl;
+    renewal_->extend = &extend;
     renewer_->add(renewal_);
 }
 
-Lock::Watchdog::~Watchdog() {
+Watchdog::~Watchdog() {
     if (in_owner_process()) renewer_->cancel(*renewal_);
 }
 
-bool Lock::Watchdog::in_owner_process() const noexcept {
+bool Watchdog::in_owner_process() const noexcept {
     return static_cast<long>(::getpid()) == pid_;
 }
 
-bool Lock::Watchdog::lost() const noexcept {
+bool Watchdog::lost() const noexcept {
     return renewal_->lost.load(std::memory_order_acquire);
 }
 
+}  // namespace detail
 }  // namespace retools

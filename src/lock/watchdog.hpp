@@ -1,26 +1,28 @@
 #pragma once
-// Lock::Watchdog: keeps a held lock's TTL renewed (LockOptions::auto_renew).
-// One renewal thread per process serves every auto-renewing lock, so an
-// acquisition costs a timer entry, not a thread (src/lock/watchdog.cpp).
+// Watchdog: keeps a held lock's TTL (LockOptions::auto_renew) or a limiter
+// slot's expiry (LimiterOptions::auto_renew) renewed. One renewal thread per
+// process serves every one of them, so an acquisition costs a timer entry,
+// not a thread (src/lock/watchdog.cpp).
 
 #include <chrono>
 #include <memory>
 #include <string>
 
 #include <retools/connection.hpp>
-#include <retools/lock.hpp>
+#include <retools/script.hpp>
 
-namespace retools {
-namespace detail {
+namespace retools::detail {
 struct Renewal;
 class Renewer;
-}  // namespace detail
 
-/// Renews the TTL every ttl/3 through the process's renewal thread, with its
-/// own copies of everything it needs, so the Lock object may move meanwhile.
-class Lock::Watchdog {
+/// Renews every ttl/3 through the process's renewal thread, with its own
+/// copies of everything it needs, so the owning object may move meanwhile.
+/// A renewal runs `extend` with KEYS = {key} and ARGV = {token, ttl in ms};
+/// it answers 1 while the holder still holds, else 0 (lost).
+class Watchdog {
 public:
-    Watchdog(Connection conn, std::string key, std::string token, std::chrono::milliseconds ttl);
+    Watchdog(Connection conn, std::string key, std::string token, std::chrono::milliseconds ttl,
+             const Script& extend);
     Watchdog(const Watchdog&) = delete;
     Watchdog& operator=(const Watchdog&) = delete;
     /// Stops the renewals. Only in the owner process (see in_owner_process):
@@ -41,4 +43,4 @@ private:
     long pid_;
 };
 
-}  // namespace retools
+}  // namespace retools::detail

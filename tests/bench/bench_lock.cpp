@@ -135,8 +135,11 @@ Run raw_rate_limiter(const Env& env, std::size_t count) {
 }
 
 Run retools_rate_limiter(const Env& env, std::size_t count) {
-    retools::RateLimiter limiter{
-        {.rate = kRate, .period = std::chrono::seconds(1), .burst = kBurst, .prefix = "bench:rate", .connection = env.conn}};
+    retools::RateLimiter limiter{{.rate = kRate,
+                                  .period = std::chrono::seconds(1),
+                                  .burst = kBurst,
+                                  .prefix = "bench:rate",
+                                  .connection = env.conn}};
     return {time_it([&] {
                 for (std::size_t i = 0; i < count; ++i)
                     if (!limiter.acquire("retools").allowed) throw std::runtime_error("rate limiter refused");

@@ -98,8 +98,8 @@ TEST(CacheDeadServer, WithRaiseCallsThrowConnectionError) {
     options.connect_timeout = 200ms;
     options.command_timeout = 500ms;
     retools::Connection c{options};
-    CacheRegion::add_region("faults_dead",
-                            {.expires = 60s, .connection = c, .on_redis_error = retools::RedisErrorPolicy::raise});
+    CacheRegion::add_region(
+        "faults_dead", {.expires = 60s, .connection = c, .on_redis_error = retools::RedisErrorPolicy::raise});
     int calls = 0;
     auto f = retools::cache_region("faults_dead", "ns", [&](int n) {
         ++calls;

@@ -113,7 +113,7 @@ TEST_F(CacheResilienceTest, AHungRedisNeverReachesACallerAndCostsTheFunctionOnce
     ::kill(server.pid(), SIGCONT);
     EXPECT_EQ(out.errors.load(), 0);
     EXPECT_EQ(out.wrong.load(), 0);
-    EXPECT_EQ(backend.most_at_once, 1);                // one computation per key at a time
+    EXPECT_EQ(backend.most_at_once, 1);  // one computation per key at a time
     EXPECT_GT(CacheRegion::bypassed_calls(), bypassed_before);
     EXPECT_LE(out.slow.load(), out.calls.load() / 10) << out.calls << " calls";
     EXPECT_GT(out.calls.load(), 16 * 8);
@@ -122,7 +122,8 @@ TEST_F(CacheResilienceTest, AHungRedisNeverReachesACallerAndCostsTheFunctionOnce
     const int runs = backend.runs;
     for (int x = 0; x < 8; ++x) EXPECT_EQ(f(x), x * 3);
     EXPECT_EQ(backend.runs, runs);  // hits: nothing recomputed
-    const auto hits = conn.command("GET", fmt::format("retools:hits:{}:resilient:ns:0", retools::detail::local_date()));
+    const auto hits =
+        conn.command("GET", fmt::format("retools:hits:{}:resilient:ns:0", retools::detail::local_date()));
     EXPECT_GE(std::stoll(hits.as_string()), 2);
 }
 
@@ -144,8 +145,8 @@ TEST_F(CacheResilienceTest, AKilledAndRestartedRedisNeverReachesACaller) {
 }
 
 TEST_F(CacheResilienceTest, WithRaiseTheCallerGetsTheConnectionError) {
-    CacheRegion::add_region("strict", {.expires = 60s, .connection = conn,
-                                       .on_redis_error = retools::RedisErrorPolicy::raise});
+    CacheRegion::add_region(
+        "strict", {.expires = 60s, .connection = conn, .on_redis_error = retools::RedisErrorPolicy::raise});
     auto f = retools::cache_region("strict", "ns", [](int x) { return x; });
     server.kill();
     EXPECT_THROW((void)f(1), retools::ConnectionError);
@@ -167,7 +168,7 @@ TEST_F(CacheResilienceTest, AFailingFunctionIsAnsweredWithAStoredValueYoungEnoug
     EXPECT_EQ(runs.load(), 1);
     EXPECT_EQ(CacheRegion::fail_safe_served(), served_before + 1);
     EXPECT_EQ(conn.command("HGET", "retools:safe:ns:1", "created").as_double(), now - 600);  // not stored
-    EXPECT_EQ(conn.command("EXISTS", "retools:lock:safe:ns:1").as_integer(), 0);           // released
+    EXPECT_EQ(conn.command("EXISTS", "retools:lock:safe:ns:1").as_integer(), 0);             // released
     // For a second the failing function is spared: the stale value again, no call.
     EXPECT_EQ(f(1), 42);
     EXPECT_EQ(runs.load(), 1);
@@ -183,5 +184,6 @@ TEST_F(CacheResilienceTest, AFailingFunctionIsAnsweredWithAStoredValueYoungEnoug
 }
 
 TEST_F(CacheResilienceTest, ANegativeFailSafeMaxAgeIsAConfigurationError) {
-    EXPECT_THROW(CacheRegion::add_region("bad", {.fail_safe_max_age = -1s}), retools::CacheConfigurationError);
+    EXPECT_THROW(CacheRegion::add_region("bad", {.fail_safe_max_age = -1s}),
+                 retools::CacheConfigurationError);
 }

@@ -250,3 +250,54 @@ TEST_F(LimiterTest, AcquireForWaitsForAFreedSlot) {
     slot.reset();
     EXPECT_TRUE(limiter.acquire_for("third", std::chrono::milliseconds::max()).has_value());
 }
+
+// Leases: a slot held past its expiration is kept by auto_renew, reported
+// lost without it, renewed by extend(); release() says which.
+TEST_F(LimiterTest, AutoRenewKeepsASlotHeldPastItsExpirationFromEveryOtherHolder) {
+    Limiter renewing{{.limit = 1, .prefix = "leases", .expiration = 300ms, .auto_renew = true}};
+    Limiter other{{.limit = 1, .prefix = "leases", .expiration = 300ms}};
+    auto slot = renewing.acquire("long-job");
+    ASSERT_TRUE(slot);
+    const auto until = Clock::now() + 1200ms;  // four expirations
+    while (Clock::now() < until) {
+        EXPECT_FALSE(other.acquire("intruder")) << "the renewed slot was taken";
+        std::this_thread::sleep_for(50ms);
+    }
+    EXPECT_FALSE(slot->renewal_failed());
+    EXPECT_EQ(slot->release(), retools::ReleaseResult::released);
+    EXPECT_EQ(slot->release(), retools::ReleaseResult::not_held);
+    EXPECT_TRUE(other.acquire("next"));
+}
+
+TEST_F(LimiterTest, WithoutAutoRenewASlotHeldPastItsExpirationIsReportedLost) {
+    Limiter limiter{{.limit = 1, .prefix = "leases", .expiration = 150ms}};
+    auto slot = limiter.acquire("slow-job");
+    ASSERT_TRUE(slot);
+    std::this_thread::sleep_for(250ms);
+    auto taker = limiter.acquire("next-job");  // drops the expired slot and takes the room
+    ASSERT_TRUE(taker);
+    EXPECT_FALSE(slot->extend(1s));  // too late: never renews a slot that was taken
+    EXPECT_EQ(slot->release(), retools::ReleaseResult::lost);
+    EXPECT_EQ(limiter.holders(), 1u);  // the taker's slot is untouched
+    EXPECT_EQ(taker->release(), retools::ReleaseResult::released);
+    // Expired but not yet dropped by anyone: lost too.
+    auto expired = limiter.acquire("k");
+    ASSERT_TRUE(expired);
+    std::this_thread::sleep_for(250ms);
+    EXPECT_EQ(expired->release(), retools::ReleaseResult::lost);
+    EXPECT_EQ(limiter.holders(), 0u);
+}
+
+TEST_F(LimiterTest, ExtendRenewsTheLeaseByTheServersClock) {
+    Limiter limiter{{.limit = 1, .prefix = "leases", .expiration = 200ms}};
+    auto slot = limiter.acquire("job");
+    ASSERT_TRUE(slot);
+    const double before = conn.command("ZSCORE", "leases", slot->member()).as_double();
+    EXPECT_TRUE(slot->extend(2s));
+    EXPECT_GT(conn.command("ZSCORE", "leases", slot->member()).as_double(), before + 1.5);
+    std::this_thread::sleep_for(300ms);  // past the first expiration
+    EXPECT_FALSE(limiter.acquire("other"));
+    EXPECT_EQ(slot->release(), retools::ReleaseResult::released);
+    EXPECT_FALSE(slot->extend(1s));  // not held
+    EXPECT_THROW((void)slot->extend(0ms), retools::ConfigurationError);
+}

@@ -60,7 +60,7 @@ TEST_F(RateLimiterTest, TheKeyHoldsTheRestInstantAndExpiresWhenRested) {
     ASSERT_TRUE(limiter.acquire("k", 3).allowed);
     EXPECT_EQ(limiter.redis_key("k"), "rl:k");
     const long long pttl = conn.command("PTTL", "rl:k").as_integer();
-    EXPECT_GT(pttl, 20);   // 3 requests of 10 ms each
+    EXPECT_GT(pttl, 20);  // 3 requests of 10 ms each
     EXPECT_LE(pttl, 30);
     // cost 0 only reports.
     RateDecision peek = limiter.acquire("k", 0);

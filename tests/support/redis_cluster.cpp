@@ -222,8 +222,8 @@ long long RedisCluster::current_epoch(int port) {
 long long RedisCluster::highest_epoch(const std::vector<int>& ports) {
     long long highest = 0;
     for (int port : ports)
-        highest = std::max(highest, info_field(direct(port).command("CLUSTER", "INFO").as_string(),
-                                               "cluster_my_epoch"));
+        highest = std::max(
+            highest, info_field(direct(port).command("CLUSTER", "INFO").as_string(), "cluster_my_epoch"));
     return highest;
 }
 
