@@ -45,6 +45,18 @@ struct LockOptions {
     /// (a crashed process still frees the lock after at most `expires`).
     /// Default false: the key simply expires after `expires`.
     bool auto_renew = false;
+    /// Replica-acknowledged acquisition: after the key is taken, `WAIT` (in
+    /// the same round trip) until this many replicas have it. If fewer
+    /// acknowledge within `replica_timeout`, the key is deleted again and the
+    /// acquisition fails: try_lock() and try_lock_for() return false at once,
+    /// lock() throws LockTimeout saying how many replicas answered. This
+    /// narrows the window in which a failover to a replica that never got the
+    /// key lets a second holder in; it is not consensus (see
+    /// docs/lock-advanced.md, "Failover"). 0 (the default): no wait.
+    std::size_t min_replicas = 0;
+    /// How long to wait for `min_replicas` (WAIT's timeout). Default 100 ms;
+    /// at least 1 ms, and less than the connection's command_timeout.
+    std::chrono::milliseconds replica_timeout{100};
 };
 
 /// What Lock::release() found in Redis.
@@ -192,6 +204,11 @@ private:
     // One acquire round trip: true when taken; else `retry_in` is the key's
     // remaining TTL (zero when it has none). `will_wait`: mark `<key>:waiting`.
     bool attempt(std::chrono::milliseconds& retry_in, bool will_wait);
+    // The acquire script's reply; with min_replicas, WAIT follows it on the
+    // same connection and `acknowledged` is its answer.
+    Reply run_acquire(const std::string& token, bool will_wait, long long& acknowledged);
+    // Undoes an acquisition too few replicas acknowledged; sets unreplicated_.
+    void undo_unreplicated(const std::string& token, long long acknowledged);
     // Blocks on `<key>:signal` for at most `slice` (a release wakes it).
     void wait_for_release(std::chrono::milliseconds slice);
     void forget() noexcept;
@@ -204,6 +221,7 @@ private:
     std::uint64_t fence_ = 0;              // fencing token of token_'s acquisition
     long owner_pid_ = 0;                   // process that acquired token_
     std::unique_ptr<detail::Watchdog> watchdog_;  // auto-renewal (src/lock/watchdog.hpp)
+    std::string unreplicated_;  // why the last acquisition was undone (min_replicas), else empty
 };
 
 }  // namespace retools

@@ -9,12 +9,13 @@
 #include <retools/lock.hpp>
 
 #include "client/cluster.hpp"
-#include "util/random_token.hpp"
+#include "client/errors.hpp"
 #include "lock/backoff.hpp"
 #include "lock/dogpile.hpp"
 #include "lock/scripts.hpp"
 #include "lock/topology.hpp"
 #include "lock/watchdog.hpp"
+#include "util/random_token.hpp"
 
 namespace retools {
 namespace {
@@ -39,6 +40,19 @@ void validate(const std::string& key, const LockOptions& o) {
     if (o.max_retry_delay < milliseconds{1})
         throw ConfigurationError(fmt::format("Lock '{}': max_retry_delay must be at least 1 ms, got {} ms",
                                              key, o.max_retry_delay.count()));
+    if (o.min_replicas > 0 && o.replica_timeout < milliseconds{1})
+        throw ConfigurationError(fmt::format("Lock '{}': replica_timeout must be at least 1 ms, got {} ms",
+                                             key, o.replica_timeout.count()));
+}
+
+// WAIT holds the round trip up to replica_timeout: it must end before the connection gives up.
+void validate_replica_wait(const std::string& key, const LockOptions& o, const Connection& conn) {
+    const auto limit = conn.options().command_timeout;
+    if (o.min_replicas > 0 && limit.count() > 0 && o.replica_timeout >= limit)
+        throw ConfigurationError(fmt::format(
+            "Lock '{}': replica_timeout ({} ms) must be less than the connection's command_timeout "
+            "({} ms)",
+            key, o.replica_timeout.count(), limit.count()));
 }
 
 Connection resolve(const LockOptions& o) {
@@ -60,6 +74,7 @@ Lock::Lock(std::string key, std::defer_lock_t) : Lock(std::move(key), LockOption
 Lock::Lock(std::string key, LockOptions options, std::defer_lock_t)
     : key_(std::move(key)), options_(std::move(options)), conn_(resolve(options_)) {
     validate(key_, options_);
+    validate_replica_wait(key_, options_, conn_);
 }
 
 Lock::Lock(Lock&& other) noexcept
@@ -103,6 +118,7 @@ std::chrono::milliseconds Lock::to_budget_ms(double ms) noexcept {
 void Lock::lock() {
     auto start = steady_clock::now();
     if (acquire_within(options_.timeout)) return;
+    if (!unreplicated_.empty()) throw LockTimeout(unreplicated_);
     auto waited = std::chrono::duration_cast<milliseconds>(steady_clock::now() - start);
     throw LockTimeout(fmt::format("could not acquire lock '{}' within {} ms (waited {} ms)", key_,
                                   options_.timeout.count(), waited.count()));
@@ -120,11 +136,12 @@ bool Lock::acquire_within(milliseconds budget) {
     detail::Backoff backoff{first_retry_delay, options_.max_retry_delay};
     // Whether this caller may wait at all (then it marks `<key>:waiting`).
     const bool may_wait = budget > milliseconds{0};
+    unreplicated_.clear();
     for (;;) {
         milliseconds ttl{0};
         if (attempt(ttl, may_wait)) return true;
         const auto now = steady_clock::now();
-        if (now >= deadline) return false;
+        if (now >= deadline || !unreplicated_.empty()) return false;
         // A retools holder's release wakes the wait at once. The backoff delay
         // bounds it for releases that send no wake-up (Python retools holders),
         // and the key's TTL for a holder that died.
@@ -137,12 +154,12 @@ bool Lock::acquire_within(milliseconds budget) {
 
 bool Lock::attempt(milliseconds& retry_in, bool will_wait) {
     std::string token = detail::random_token();
-    const milliseconds fence_ttl = detail::lock_fence_ttl(options_.expires);
-    // Outlives the longest gap between two attempts of this waiter.
-    const milliseconds mark_ttl = will_wait ? options_.max_retry_delay + milliseconds{1000} : milliseconds{0};
-    Reply reply = detail::lock_acquire_script()(
-        conn_, {key_, sibling_key(conn_, key_, ":fence"), sibling_key(conn_, key_, ":waiting")}, token,
-        options_.expires.count(), fence_ttl.count(), mark_ttl.count());
+    long long acknowledged = 0;
+    const Reply reply = run_acquire(token, will_wait, acknowledged);
+    if (reply[0].as_integer() == 1 && acknowledged < static_cast<long long>(options_.min_replicas)) {
+        undo_unreplicated(token, acknowledged);
+        return false;
+    }
     if (reply[0].as_integer() != 1) {
         // The key's PTTL: 0 means it expires within the millisecond (retry
         // then, not after a backoff of up to max_retry_delay); -1/-2 give no hint.
@@ -157,6 +174,44 @@ bool Lock::attempt(milliseconds& retry_in, bool will_wait) {
         watchdog_ = std::make_unique<detail::Watchdog>(conn_, key_, token_, options_.expires,
                                                        detail::lock_extend_script());
     return true;
+}
+
+Reply Lock::run_acquire(const std::string& token, bool will_wait, long long& acknowledged) {
+    const milliseconds fence_ttl = detail::lock_fence_ttl(options_.expires);
+    // Outlives the longest gap between two attempts of this waiter.
+    const milliseconds mark_ttl = will_wait ? options_.max_retry_delay + milliseconds{1000} : milliseconds{0};
+    const std::string fence = sibling_key(conn_, key_, ":fence"),
+                      waiting = sibling_key(conn_, key_, ":waiting");
+    const Script& script = detail::lock_acquire_script();
+    if (options_.min_replicas == 0)
+        return script(conn_, {key_, fence, waiting}, token, options_.expires.count(), fence_ttl.count(),
+                      mark_ttl.count());
+    // WAIT counts the replicas that have this connection's writes: it must
+    // follow the script on the same connection, so both go in one pipeline
+    // (on a Cluster the keyless WAIT goes with the command before it).
+    for (const bool with_source : {false, true}) {
+        Pipeline p;
+        p.command(with_source ? "EVAL" : "EVALSHA", with_source ? script.source() : script.sha(), 3, key_,
+                  fence, waiting, token, options_.expires.count(), fence_ttl.count(), mark_ttl.count());
+        p.command("WAIT", options_.min_replicas, options_.replica_timeout.count());
+        std::vector<Reply> replies = conn_.execute(p);
+        if (!with_source && replies[0].is_error() && replies[0].error_message().starts_with("NOSCRIPT"))
+            continue;
+        detail::check_replies(replies, p);
+        acknowledged = replies[1].as_integer();
+        return replies[0];
+    }
+    return {};  // not reached: the second round sends the source
+}
+
+void Lock::undo_unreplicated(const std::string& token, long long acknowledged) {
+    unreplicated_ = fmt::format(
+        "could not acquire lock '{}': it was taken, but only {} of the {} replicas required acknowledged it "
+        "within {} ms, so it was released again",
+        key_, acknowledged, options_.min_replicas, options_.replica_timeout.count());
+    (void)detail::lock_release_script()(
+        conn_, {key_, sibling_key(conn_, key_, ":signal"), sibling_key(conn_, key_, ":waiting")}, token,
+        detail::lock_signal_ttl.count());
 }
 
 void Lock::wait_for_release(milliseconds slice) {

@@ -28,7 +28,7 @@
 
 using namespace std::chrono_literals;
 using retools::CacheRegion;
-using Clock = std::chrono::steady_clock;
+using OutageClock = std::chrono::steady_clock;
 namespace rt = retools::test;
 
 namespace {
@@ -63,21 +63,21 @@ struct Outage {
 // the server is known to be down and take longer than the function plus 2 ms
 // are `slow` (a probe's caller pays one PING timeout).
 template <class F>
-void hammer(F& f, const retools::Connection& conn, Clock::time_point until, std::chrono::milliseconds work,
-            Outage& out) {
+void hammer(F& f, const retools::Connection& conn, OutageClock::time_point until,
+            std::chrono::milliseconds work, Outage& out) {
     std::vector<std::thread> threads;
     for (int t = 0; t < 16; ++t)
         threads.emplace_back([&, t] {
-            for (int i = 0; Clock::now() < until; ++i) {
+            for (int i = 0; OutageClock::now() < until; ++i) {
                 const int x = (i + t) % 8;
                 const bool known_down = !conn.healthy();
-                const auto t0 = Clock::now();
+                const auto t0 = OutageClock::now();
                 try {
                     if (f(x) != x * 3) ++out.wrong;
                 } catch (const std::exception&) {
                     ++out.errors;
                 }
-                if (known_down && Clock::now() - t0 > work + 2ms) ++out.slow;
+                if (known_down && OutageClock::now() - t0 > work + 2ms) ++out.slow;
                 ++out.calls;
             }
         });
@@ -109,7 +109,7 @@ TEST_F(CacheResilienceTest, AHungRedisNeverReachesACallerAndCostsTheFunctionOnce
     backend.runs = 0;
     ::kill(server.pid(), SIGSTOP);
     Outage out;
-    hammer(f, conn, Clock::now() + 1500ms, backend.work, out);
+    hammer(f, conn, OutageClock::now() + 1500ms, backend.work, out);
     ::kill(server.pid(), SIGCONT);
     EXPECT_EQ(out.errors.load(), 0);
     EXPECT_EQ(out.wrong.load(), 0);
@@ -133,7 +133,7 @@ TEST_F(CacheResilienceTest, AKilledAndRestartedRedisNeverReachesACaller) {
     ASSERT_EQ(f(1), 3);
     server.kill();
     Outage out;
-    hammer(f, conn, Clock::now() + 500ms, backend.work, out);
+    hammer(f, conn, OutageClock::now() + 500ms, backend.work, out);
     EXPECT_EQ(out.errors.load(), 0);
     EXPECT_EQ(out.wrong.load(), 0);
     EXPECT_EQ(backend.most_at_once, 1);

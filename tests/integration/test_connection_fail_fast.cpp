@@ -29,7 +29,7 @@ namespace rt = retools::test;
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using FailFastClock = std::chrono::steady_clock;
 
 bool answers(const Connection& conn) {
     try {
@@ -61,12 +61,12 @@ TEST(ConnectionFailFast, ARefusedServerIsTriedOnceThenCallsFailAtOnceNamingIt) {
         EXPECT_FALSE(e.maybe_executed()) << e.what();  // the dial failed: nothing was sent
     }
     EXPECT_FALSE(conn.healthy());
-    const auto t0 = Clock::now();
+    const auto t0 = FailFastClock::now();
     try {
         conn.command("SET", "k", "v");
         FAIL() << "no error";
     } catch (const ConnectionError& e) {
-        EXPECT_LT(Clock::now() - t0, 20ms);
+        EXPECT_LT(FailFastClock::now() - t0, 20ms);
         EXPECT_FALSE(e.maybe_executed());
         EXPECT_THAT(e.what(), HasSubstr("127.0.0.1:" + std::to_string(server.port())));
         EXPECT_THAT(e.what(), HasSubstr("failing fast"));
@@ -88,17 +88,17 @@ TEST(ConnectionFailFast, AHungServerCostsOneTimeoutPerCallInFlightNotPerCall) {
     Stopped stopped(server.pid());
     std::atomic<int> calls{0}, timeouts{0}, fast{0}, executed_fast{0};
     std::vector<std::thread> threads;
-    const auto end = Clock::now() + 1500ms;
+    const auto end = FailFastClock::now() + 1500ms;
     for (int t = 0; t < 8; ++t) {
         threads.emplace_back([&] {
-            while (Clock::now() < end) {
-                const auto t0 = Clock::now();
+            while (FailFastClock::now() < end) {
+                const auto t0 = FailFastClock::now();
                 try {
                     conn.command("INCR", "n");
                 } catch (const TimeoutError& e) {
                     if (e.maybe_executed()) ++timeouts;  // not: no pooled connection came free
                 } catch (const ConnectionError& e) {
-                    if (Clock::now() - t0 < 5ms) ++fast;
+                    if (FailFastClock::now() - t0 < 5ms) ++fast;
                     if (e.maybe_executed()) ++executed_fast;
                 }
                 ++calls;

@@ -22,7 +22,7 @@ using namespace std::chrono_literals;
 using retools::RateDecision;
 using retools::RateLimiter;
 using retools::RateLimiterOptions;
-using Clock = std::chrono::steady_clock;
+using RateClock = std::chrono::steady_clock;
 namespace rt = retools::test;
 
 class RateLimiterTest : public rt::RedisTest {};
@@ -100,29 +100,29 @@ TEST_F(RateLimiterTest, TenThousandKeysLeaveNoKeyWithoutATtl) {
 TEST_F(RateLimiterTest, AcquireForWaitsForAdmissionAndGivesUpAtOnceWhenItCannotCome) {
     RateLimiter limiter{{.rate = 20, .period = 1s, .burst = 1, .prefix = "rl"}};
     ASSERT_TRUE(limiter.acquire("w").allowed);
-    auto t0 = Clock::now();
+    auto t0 = RateClock::now();
     EXPECT_TRUE(limiter.acquire_for("w", 500ms).allowed);  // the next one is due in 50 ms
-    auto waited = Clock::now() - t0;
+    auto waited = RateClock::now() - t0;
     EXPECT_GE(waited, 40ms);
     EXPECT_LT(waited, 300ms);
-    t0 = Clock::now();
+    t0 = RateClock::now();
     RateDecision d = limiter.acquire_for("w", 10ms);  // due in ~50 ms: cannot come in 10
     EXPECT_FALSE(d.allowed);
-    EXPECT_LT(Clock::now() - t0, 10ms);
+    EXPECT_LT(RateClock::now() - t0, 10ms);
     EXPECT_GT(d.retry_after, 10ms);
 }
 
 TEST_F(RateLimiterTest, FourProcessesHammeringOneKeyShareItsRate) {
     // 100/s with a burst of 20 for 10 s: 1,000 + 20 admitted, within 2%.
     conn.command("DEL", "admitted");
-    const auto start = Clock::now() + 300ms;
+    const auto start = RateClock::now() + 300ms;
     std::vector<rt::ChildProcess> children;
     for (int p = 0; p < 4; ++p) {
         children.push_back(rt::ChildProcess::fork([start] {
             RateLimiter limiter{{.rate = 100, .period = 1s, .burst = 20, .prefix = "hammer"}};
             std::this_thread::sleep_until(start);
             long long admitted = 0;
-            while (Clock::now() < start + 10s) {
+            while (RateClock::now() < start + 10s) {
                 admitted += limiter.acquire("shared").allowed ? 1 : 0;
                 std::this_thread::sleep_for(200us);
             }

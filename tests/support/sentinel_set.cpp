@@ -193,6 +193,12 @@ int SentinelSet::failover() {
     return promoted;
 }
 
+pid_t SentinelSet::node_pid(int port) const {
+    for (const auto& n : nodes_)
+        if (n->port() == port) return n->pid();
+    return -1;
+}
+
 void SentinelSet::kill_node(int port) {
     for (auto& n : nodes_)
         if (n->port() == port) n->kill();

@@ -52,6 +52,8 @@ public:
     /// Waits until every running sentinel reports `port` as the master and
     /// that node answers ROLE with `master`.
     bool wait_for_master(int port, std::chrono::milliseconds within = std::chrono::seconds(15)) const;
+    /// The process of the data node on `port` (for SIGSTOP and SIGCONT).
+    pid_t node_pid(int port) const;
     /// The data node that is not `port`.
     int other_node(int port) const;
 
