@@ -12,6 +12,7 @@
 #include <retools/pickle.hpp>
 #include <retools/queue.hpp>
 #include <retools/rate_limiter.hpp>
+#include <retools/read_write_lock.hpp>
 #include <retools/reply.hpp>
 #include <retools/script.hpp>
 #include <retools/worker.hpp>

@@ -10,7 +10,7 @@
 
 #include "client/cluster.hpp"
 #include "client/errors.hpp"
-#include "lock/backoff.hpp"
+#include "lock/acquire_loop.hpp"
 #include "lock/dogpile.hpp"
 #include "lock/scripts.hpp"
 #include "lock/topology.hpp"
@@ -22,8 +22,6 @@ namespace {
 
 using std::chrono::milliseconds;
 using std::chrono::steady_clock;
-
-constexpr std::chrono::microseconds first_retry_delay{5000};  // as in Python retools
 
 std::string sibling_key(const Connection& conn, const std::string& key, std::string_view suffix) {
     return detail::LockTopology(conn).sibling_key(key, suffix);
@@ -132,24 +130,16 @@ bool Lock::acquire_within(milliseconds budget) {
     if (held() && owner_pid_ == current_pid())
         throw ConfigurationError(fmt::format("Lock '{}': already held by this Lock object", key_));
     forget();  // a lock inherited over fork() is the parent's, not ours
-    const auto deadline = steady_clock::now() + to_budget_ms(static_cast<double>(budget.count()));
-    detail::Backoff backoff{first_retry_delay, options_.max_retry_delay};
     // Whether this caller may wait at all (then it marks `<key>:waiting`).
     const bool may_wait = budget > milliseconds{0};
     unreplicated_.clear();
-    for (;;) {
-        milliseconds ttl{0};
-        if (attempt(ttl, may_wait)) return true;
-        const auto now = steady_clock::now();
-        if (now >= deadline || !unreplicated_.empty()) return false;
-        // A retools holder's release wakes the wait at once. The backoff delay
-        // bounds it for releases that send no wake-up (Python retools holders),
-        // and the key's TTL for a holder that died.
-        auto slice = std::chrono::ceil<milliseconds>(backoff.next());
-        if (ttl > milliseconds{0}) slice = std::min(slice, ttl);
-        slice = std::clamp(slice, milliseconds{1}, std::chrono::ceil<milliseconds>(deadline - now));
-        wait_for_release(slice);
-    }
+    return detail::acquire_loop(
+        to_budget_ms(static_cast<double>(budget.count())), options_.max_retry_delay,
+        [&](milliseconds& retry_in) {
+            if (attempt(retry_in, may_wait)) return detail::Attempt::taken;
+            return unreplicated_.empty() ? detail::Attempt::busy : detail::Attempt::refused;
+        },
+        [&](milliseconds slice) { wait_for_release(slice); });
 }
 
 bool Lock::attempt(milliseconds& retry_in, bool will_wait) {
@@ -215,21 +205,7 @@ void Lock::undo_unreplicated(const std::string& token, long long acknowledged) {
 }
 
 void Lock::wait_for_release(milliseconds slice) {
-    if (!wait_conn_) {
-        // BLPOP holds its connection for the whole wait: a socket of this
-        // Lock's own, so that waiters never take the pool's connections.
-        ConnectionOptions options = conn_.options();
-        options.pool_size = 1;
-        wait_conn_.emplace(std::move(options));
-    }
-    try {
-        (void)wait_conn_->blocking_command(
-            slice, "BLPOP", sibling_key(conn_, key_, ":signal"),
-            fmt::format("{:.3f}", static_cast<double>(slice.count()) / 1000.0));
-    } catch (const ReplyError&) {
-        // `<key>:signal` is not a list (or BLPOP is not allowed): poll instead.
-        std::this_thread::sleep_for(slice);
-    }
+    detail::wait_for_signal(wait_conn_, conn_, sibling_key(conn_, key_, ":signal"), slice);
 }
 
 void Lock::forget() noexcept {

@@ -49,6 +49,26 @@ const Script& limiter_release_script() {
     return script;
 }
 
+const Script& rw_acquire_read_script() {
+    static const Script script{std::string(lua::lock_rw_acquire_read)};
+    return script;
+}
+
+const Script& rw_acquire_write_script() {
+    static const Script script{std::string(lua::lock_rw_acquire_write)};
+    return script;
+}
+
+const Script& rw_release_read_script() {
+    static const Script script{std::string(lua::lock_rw_release_read)};
+    return script;
+}
+
+const Script& rw_extend_read_script() {
+    static const Script script{std::string(lua::lock_rw_extend_read)};
+    return script;
+}
+
 const Script& rate_limiter_acquire_script() {
     static const Script script{std::string(lua::lock_rate_limiter_acquire)};
     return script;

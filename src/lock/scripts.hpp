@@ -31,6 +31,13 @@ const Script& limiter_extend_script();
 /// A slot removed, saying whether it was still held.
 const Script& limiter_release_script();
 
+/// ReadWriteLock: a reader admitted, a writer taken, a reader leaving, a
+/// reader's hold renewed (a writer's release and renewal are Lock's).
+const Script& rw_acquire_read_script();
+const Script& rw_acquire_write_script();
+const Script& rw_release_read_script();
+const Script& rw_extend_read_script();
+
 /// RateLimiter's GCRA decision, timed by the server's clock.
 const Script& rate_limiter_acquire_script();
 

@@ -1,0 +1,76 @@
+#pragma once
+// The waiting shared by Lock and ReadWriteLock: attempts with a capped,
+// jittered backoff between them, each wait cut short by a release's wake-up
+// (BLPOP on `<key>:signal`) and by the holder's remaining TTL.
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include <retools/connection.hpp>
+#include <retools/errors.hpp>
+
+#include "lock/backoff.hpp"
+
+namespace retools::detail {
+
+/// The first backoff delay between attempts, as in Python retools.
+inline constexpr std::chrono::microseconds first_retry_delay{5000};
+
+/// What one attempt found.
+enum class Attempt {
+    taken,    // acquired
+    busy,     // held by someone else: wait and try again
+    refused,  // give up now (e.g. too few replicas acknowledged)
+};
+
+/// Attempts until taken, refused or `budget` (0: one attempt) has passed.
+/// `attempt(retry_in)` sets `retry_in` to the holder's remaining time when
+/// busy (0: no hint); `wait(slice)` sleeps at most `slice`, waking early on a
+/// release.
+template <class AttemptFn, class WaitFn>
+bool acquire_loop(std::chrono::milliseconds budget, std::chrono::milliseconds max_retry_delay,
+                  AttemptFn&& attempt, WaitFn&& wait) {
+    using std::chrono::milliseconds;
+    const auto deadline = std::chrono::steady_clock::now() + budget;
+    Backoff backoff{first_retry_delay, max_retry_delay};
+    for (;;) {
+        milliseconds retry_in{0};
+        const Attempt a = attempt(retry_in);
+        if (a != Attempt::busy) return a == Attempt::taken;
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= deadline) return false;
+        // A retools holder's release wakes the wait at once. The backoff delay
+        // bounds it for releases that send no wake-up (Python retools holders),
+        // and the key's TTL for a holder that died.
+        auto slice = std::chrono::ceil<milliseconds>(backoff.next());
+        if (retry_in > milliseconds{0}) slice = std::min(slice, retry_in);
+        slice = std::clamp(slice, milliseconds{1}, std::chrono::ceil<milliseconds>(deadline - now));
+        wait(slice);
+    }
+}
+
+/// Blocks on the wake-up list `signal` for at most `slice`, on a connection
+/// of the waiter's own (`wait_conn`, opened from `conn`'s options on first
+/// use), so that waiters never hold the pool's connections.
+inline void wait_for_signal(std::optional<Connection>& wait_conn, const Connection& conn,
+                            const std::string& signal, std::chrono::milliseconds slice) {
+    if (!wait_conn) {
+        ConnectionOptions options = conn.options();
+        options.pool_size = 1;
+        wait_conn.emplace(std::move(options));
+    }
+    try {
+        (void)wait_conn->blocking_command(slice, "BLPOP", signal,
+                                          fmt::format("{:.3f}", static_cast<double>(slice.count()) / 1000.0));
+    } catch (const ReplyError&) {
+        // `signal` is not a list (or BLPOP is not allowed): poll instead.
+        std::this_thread::sleep_for(slice);
+    }
+}
+
+}  // namespace retools::detail
