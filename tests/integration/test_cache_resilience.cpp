@@ -56,32 +56,42 @@ struct Backend {
 };
 
 struct Outage {
-    std::atomic<int> calls{0}, errors{0}, wrong{0}, slow{0};
+    std::atomic<int> calls{0}, errors{0}, wrong{0};
 };
 
-// 16 threads calling f(x) for x in 0..7 until `until`; calls that start once
-// the server is known to be down and take longer than the function plus 2 ms
-// are `slow` (a probe's caller pays one PING timeout).
+// 16 threads calling f(x) for x in 0..7 until `until`.
 template <class F>
-void hammer(F& f, const retools::Connection& conn, OutageClock::time_point until,
-            std::chrono::milliseconds work, Outage& out) {
+void hammer(F& f, OutageClock::time_point until, Outage& out) {
     std::vector<std::thread> threads;
     for (int t = 0; t < 16; ++t)
         threads.emplace_back([&, t] {
             for (int i = 0; OutageClock::now() < until; ++i) {
                 const int x = (i + t) % 8;
-                const bool known_down = !conn.healthy();
-                const auto t0 = OutageClock::now();
                 try {
                     if (f(x) != x * 3) ++out.wrong;
                 } catch (const std::exception&) {
                     ++out.errors;
                 }
-                if (known_down && OutageClock::now() - t0 > work + 2ms) ++out.slow;
                 ++out.calls;
             }
         });
     for (auto& t : threads) t.join();
+}
+
+// The median cost of 41 calls from one thread beyond the function's own run
+// time (measured inside it), once the server is known to be down.
+template <class F>
+std::chrono::microseconds median_overhead(F& f, std::atomic<long long>& inside_us) {
+    std::vector<long long> overheads;
+    for (int i = 0; i < 41; ++i) {
+        inside_us = 0;
+        const auto t0 = OutageClock::now();
+        (void)f(100 + i);
+        const auto took = std::chrono::duration_cast<std::chrono::microseconds>(OutageClock::now() - t0);
+        overheads.push_back(took.count() - inside_us.load());
+    }
+    std::nth_element(overheads.begin(), overheads.begin() + 20, overheads.end());
+    return std::chrono::microseconds(overheads[20]);
 }
 
 class CacheResilienceTest : public ::testing::Test {
@@ -103,20 +113,31 @@ protected:
 
 TEST_F(CacheResilienceTest, AHungRedisNeverReachesACallerAndCostsTheFunctionOnceKnown) {
     Backend backend{20ms};
-    auto f = retools::cache_region("resilient", "ns", [&](int x) { return backend(x); });
+    std::atomic<long long> inside_us{0};
+    auto f = retools::cache_region("resilient", "ns", [&](int x) {
+        const auto t0 = OutageClock::now();
+        const int r = backend(x);
+        inside_us += std::chrono::duration_cast<std::chrono::microseconds>(OutageClock::now() - t0).count();
+        return r;
+    });
     for (int x = 0; x < 8; ++x) ASSERT_EQ(f(x), x * 3);  // stored
     const auto bypassed_before = CacheRegion::bypassed_calls();
     backend.runs = 0;
     ::kill(server.pid(), SIGSTOP);
     Outage out;
-    hammer(f, conn, OutageClock::now() + 1500ms, backend.work, out);
+    hammer(f, OutageClock::now() + 1500ms, out);
+    // The outage is known now: a call costs the function and well under a
+    // millisecond (the median: a probe's caller pays one PING timeout).
+    const bool known = !conn.healthy();
+    const auto overhead = median_overhead(f, inside_us);
     ::kill(server.pid(), SIGCONT);
     EXPECT_EQ(out.errors.load(), 0);
     EXPECT_EQ(out.wrong.load(), 0);
     EXPECT_EQ(backend.most_at_once, 1);  // one computation per key at a time
     EXPECT_GT(CacheRegion::bypassed_calls(), bypassed_before);
-    EXPECT_LE(out.slow.load(), out.calls.load() / 10) << out.calls << " calls";
     EXPECT_GT(out.calls.load(), 16 * 8);
+    EXPECT_TRUE(known);
+    EXPECT_LT(overhead, 1ms);
     // Back: values are served from Redis again and statistics count again.
     ASSERT_TRUE(rt::wait_until([&] { return conn.healthy() || (f(0), conn.healthy()); }, 5s));
     const int runs = backend.runs;
@@ -133,7 +154,7 @@ TEST_F(CacheResilienceTest, AKilledAndRestartedRedisNeverReachesACaller) {
     ASSERT_EQ(f(1), 3);
     server.kill();
     Outage out;
-    hammer(f, conn, OutageClock::now() + 500ms, backend.work, out);
+    hammer(f, OutageClock::now() + 500ms, out);
     EXPECT_EQ(out.errors.load(), 0);
     EXPECT_EQ(out.wrong.load(), 0);
     EXPECT_EQ(backend.most_at_once, 1);

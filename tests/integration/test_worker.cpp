@@ -693,7 +693,7 @@ TEST(WorkerOutage, SurvivesARedisRestartAndCarriesOn) {
     server.kill();
     std::this_thread::sleep_for(400ms);  // the worker's waits and fetches fail meanwhile
     server.start();
-    QueueManager{c}.enqueue("tests.jobs:record", {{"tag", "after restart"}});
+    rt::once_served([&] { return QueueManager{c}.enqueue("tests.jobs:record", {{"tag", "after restart"}}); });
     EXPECT_TRUE(wait_until([&] { return records(c, "out").size() == 1; }, 4s));
     w.stop();
     t.join();

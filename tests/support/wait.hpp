@@ -4,6 +4,8 @@
 #include <chrono>
 #include <thread>
 
+#include <retools/errors.hpp>
+
 namespace retools::test {
 
 /// Polls `pred` every 2 ms until it holds (true) or `within` elapses (false).
@@ -15,6 +17,23 @@ bool wait_until(F pred, std::chrono::milliseconds within = std::chrono::seconds(
         std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
     return true;
+}
+
+/// Runs `f` until it does not throw retools::ConnectionError, for at most
+/// `within` (then the error propagates). After an outage a Connection fails
+/// fast, sending nothing, until its backoff has passed and a probe was
+/// answered: a test that restarts Redis and calls at once waits that out.
+template <class F>
+auto once_served(F f, std::chrono::milliseconds within = std::chrono::seconds(5)) {
+    const auto deadline = std::chrono::steady_clock::now() + within;
+    for (;;) {
+        try {
+            return f();
+        } catch (const retools::ConnectionError&) {
+            if (std::chrono::steady_clock::now() > deadline) throw;
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+    }
 }
 
 }  // namespace retools::test
