@@ -124,6 +124,13 @@ struct CacheRegionOptions {
     /// hammered. 0 (the default): off, the exception propagates. Must not be
     /// negative.
     std::chrono::milliseconds fail_safe_max_age{0};
+    /// TTL of the daily hit and miss counters (`retools:hits:<day>:...`,
+    /// `retools:misses:<day>:...`), set in the round trip that counts: each
+    /// count moves it to this from now, so a counter lives this long after
+    /// its last count. Default 90 days; 0 keeps them forever, as the original
+    /// does (a counter created by a Python process has no TTL until a retools
+    /// call of this region counts into it). Must not be negative.
+    std::chrono::seconds stats_retention = std::chrono::days{90};
 };
 
 /// The five Redis key names of one cached call, built exactly as the original
@@ -443,6 +450,12 @@ public:
     }
     /// See invalidate_function().
     void invalidate_all() const { detail::invalidate_namespace(region_, namespace_); }
+    /// See evict_function().
+    void evict(const std::remove_cvref_t<Args>&... args) const {
+        detail::evict_key(region_, namespace_, key(args...));
+    }
+    /// See evict_function().
+    void evict_all() const { detail::evict_namespace(region_, namespace_); }
 
     /// Statistics of this function on `day` (`YYYY-MM-DD`; empty means today).
     NamespaceStats stats(std::string_view day = {}) const {
@@ -547,6 +560,25 @@ void invalidate_function(const CachedFunction<F, R, S, A>& cached, const Args&..
         cached.invalidate_all();
     else
         cached.invalidate(args...);
+}
+
+/// Deletes cached values of a cached function, for data that must never be
+/// served again (invalidation only backdates them: while one caller
+/// regenerates, others may still be served the old value). With arguments,
+/// the one value of that call; without, every value it stored. The next call
+/// finds nothing and computes (others wait for its first value, as on a cold
+/// key); Python readers see a miss too. A near cache drops its copies.
+///
+/// ```cpp
+/// retools::evict_function(search, "bunny", 10);   // one argument set
+/// retools::evict_function(search);                // all of them
+/// ```
+template <class F, class R, class S, class A, class... Args>
+void evict_function(const CachedFunction<F, R, S, A>& cached, const Args&... args) {
+    if constexpr (sizeof...(Args) == 0)
+        cached.evict_all();
+    else
+        cached.evict(args...);
 }
 
 /// The original's other name for invalidate_function().

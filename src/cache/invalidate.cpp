@@ -1,5 +1,6 @@
-// Invalidation: values are never deleted, their `created` is moved back so
-// the next call regenerates them.
+// Invalidation: values are not deleted, their `created` is moved back so
+// the next call regenerates them (as the original does). Eviction deletes
+// them, for data that must never be served again.
 #include <algorithm>
 #include <span>
 #include <string>
@@ -10,8 +11,6 @@
 #include "cache/keys.hpp"
 #include "cache/near_cache.hpp"
 #include "cache/registry.hpp"
-#include "client/errors.hpp"
-#include "util/clock.hpp"
 #include "client/errors.hpp"
 #include "generated/lua_scripts.hpp"
 #include "util/clock.hpp"
@@ -113,6 +112,31 @@ void invalidate_namespace(std::string_view region, std::string_view ns) {
     const Connection& conn = settings->connection();
     const double created = unix_now() - to_seconds(settings->options.expires) - 3600;
     backdate(conn, region, ns, keys_with_empty(conn, region, ns), created);
+    if (NearCache* near = near_cache(*settings, conn)) near->clear();
+}
+
+void evict_key(std::string_view region, std::string_view ns, std::string_view key) {
+    auto settings = find_region(region);
+    const Connection& conn = settings->connection();
+    const std::string value_key = settings->topology().value(region, ns, key);
+    conn.command("DEL", value_key);
+    conn.command("SREM", cache_keys::keyset(region, ns), key);  // another slot on a Cluster
+    if (NearCache* near = near_cache(*settings, conn)) near->invalidate(value_key);
+}
+
+void evict_namespace(std::string_view region, std::string_view ns) {
+    auto settings = find_region(region);
+    const Connection& conn = settings->connection();
+    const std::vector<std::string> keys = keys_with_empty(conn, region, ns);
+    // One DEL per value: on a Cluster they are in many slots (the pipeline
+    // is split per node); on one node it is still one round trip per chunk.
+    for (std::size_t start = 0; start < keys.size(); start += chunk) {
+        Pipeline p;
+        for (std::size_t i = start; i < std::min(keys.size(), start + chunk); ++i)
+            p.command("DEL", settings->topology().value(region, ns, keys[i]));
+        check_replies(conn.execute(p), p);
+    }
+    conn.command("DEL", cache_keys::keyset(region, ns));
     if (NearCache* near = near_cache(*settings, conn)) near->clear();
 }
 

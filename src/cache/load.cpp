@@ -226,6 +226,11 @@ bool serve_stale_instead(const LoadContext& c, KeyJob& job, const std::exception
     return true;
 }
 
+// The counters' TTL in seconds (0: none).
+long long retention_of(const LoadContext& c) {
+    return static_cast<long long>(c.region.options.stats_retention.count());
+}
+
 bool decodes(KeyJob& job, const StoredValue& v) {
     if (!v.has_value || !job.target->accept(v.value)) return false;
     job.accepted_created = std::max(v.created, 1e-9);
@@ -265,12 +270,14 @@ bool serve_local(const LoadContext& c, KeyJob& job) {
 void read_values(const LoadContext& c, std::span<KeyJob*> jobs) {
     Pipeline& p = scratch_pipeline();
     p.reserve(jobs.size() * (c.statistics ? 96 : 48));
+    const long long retention = retention_of(c);
     for (KeyJob* job : jobs) {
         p.command("HMGET", job->value_key, "created", "value", "delta");
         if (c.statistics) p.command("INCR", job->hit_key);
+        if (c.statistics && retention > 0) p.command("EXPIRE", job->hit_key, retention);
     }
     std::vector<Reply> replies = c.conn.execute(p);
-    const std::size_t stride = c.statistics ? 2 : 1;
+    const std::size_t stride = c.statistics ? (retention > 0 ? 3 : 2) : 1;
     const double now = unix_now();
     const double expires = to_seconds(c.region.options.expires);
     const double beta = c.region.options.early_refresh_beta;
@@ -408,7 +415,8 @@ void store_values_cluster(const LoadContext& c, std::span<KeyJob*> jobs, Dogpile
         }
         if (c.statistics)
             p.command("EVAL", settle_script().source(), 2, job->hit_key,
-                      cache_keys::misses(c.day, c.region.name, c.ns, job->key, true), job->existing_hits);
+                      cache_keys::misses(c.day, c.region.name, c.ns, job->key, true), retention_of(c),
+                      job->existing_hits);
         locks.add_release_of(p, job->lock_key);
         std::vector<Reply> stored = c.conn.transaction(p);
         for (std::size_t j = 0; job->storable && !job->served_stale && j < 2; ++j)
@@ -441,7 +449,8 @@ void store_values(const LoadContext& c, std::span<KeyJob*> jobs, DogpileLocks& l
                 settle_keys.push_back(cache_keys::misses(c.day, c.region.name, c.ns, job->key, false));
                 existing.push_back(std::to_string(job->existing_hits));
             }
-            p.command("EVAL", settle_script().source(), settle_keys.size(), settle_keys, existing);
+            p.command("EVAL", settle_script().source(), settle_keys.size(), settle_keys, retention_of(c),
+                      existing);
         }
         locks.add_release(p);
         std::vector<Reply> stored = c.conn.transaction(p);

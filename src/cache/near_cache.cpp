@@ -10,8 +10,11 @@ constexpr std::size_t max_unsent = 100000;  // hit counters kept for a flush tha
 
 }  // namespace
 
-NearCache::NearCache(std::string region, LocalCacheOptions limits)
-    : region_(std::move(region)), prefix_(fmt::format("retools:{}:", region_)), limits_(limits) {}
+NearCache::NearCache(std::string region, LocalCacheOptions limits, std::chrono::seconds stats_retention)
+    : region_(std::move(region)),
+      prefix_(fmt::format("retools:{}:", region_)),
+      limits_(limits),
+      stats_retention_(stats_retention) {}
 
 std::optional<NearValue> NearCache::find(const std::string& key) {
     std::lock_guard lock(mutex_);

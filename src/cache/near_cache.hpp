@@ -16,6 +16,7 @@
 // ended, is dropped, so a slow reader cannot put back a value that another
 // caller has already seen replaced.
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <list>
@@ -49,7 +50,11 @@ public:
         bool active = false;        // whether tracking was up when the read began
     };
 
-    NearCache(std::string region, LocalCacheOptions limits);
+    /// `stats_retention`: the TTL the hit counters get when flushed (0: none).
+    NearCache(std::string region, LocalCacheOptions limits, std::chrono::seconds stats_retention = {});
+
+    /// The TTL of the hit counters this cache flushes (0: none).
+    std::chrono::seconds stats_retention() const noexcept { return stats_retention_; }
     NearCache(const NearCache&) = delete;
     NearCache& operator=(const NearCache&) = delete;
 
@@ -111,6 +116,7 @@ private:
     const std::string prefix_;
     mutable std::mutex mutex_;
     LocalCacheOptions limits_;
+    std::chrono::seconds stats_retention_;
     std::list<Entry> lru_;  // most recently used first
     Map index_;
     std::unordered_map<std::string, Pending, Hash, std::equal_to<>> pending_;

@@ -78,6 +78,9 @@ void CacheRegion::add_region(std::string name, CacheRegionOptions options) {
     if (options.first_value_wait.count() < 0)
         throw CacheConfigurationError(
             fmt::format("cache region {}: first_value_wait must not be negative", name));
+    if (options.stats_retention.count() < 0)
+        throw CacheConfigurationError(
+            fmt::format("cache region {}: stats_retention must not be negative", name));
     if (options.fail_safe_max_age.count() < 0)
         throw CacheConfigurationError(
             fmt::format("cache region {}: fail_safe_max_age must not be negative", name));

@@ -82,7 +82,11 @@ public:
         for (NearCache* c : caches) {
             auto hits = c->take_hits();
             if (hits.empty()) continue;
-            for (const auto& [key, n] : hits) p.command("INCRBY", key, n);
+            const long long ttl = c->stats_retention().count();
+            for (const auto& [key, n] : hits) {
+                p.command("INCRBY", key, n);
+                if (ttl > 0) p.command("EXPIRE", key, ttl);
+            }
             taken.emplace_back(c, std::move(hits));
         }
         if (p.empty()) return;
@@ -289,7 +293,9 @@ NearCache* near_cache(const RegionSettings& region, const Connection& conn) {
         NearState& s = state();
         std::lock_guard lock(s.mutex);
         auto& slot = s.caches[{region.name, key}];
-        if (!slot) slot = std::make_unique<NearCache>(region.name, region.options.local);
+        if (!slot)
+            slot = std::make_unique<NearCache>(region.name, region.options.local,
+                                               region.options.stats_retention);
         cache = slot.get();
         auto& tracker = s.trackers[key];
         if (!tracker) tracker = std::make_unique<Tracker>(conn);

@@ -156,7 +156,8 @@ TEST_F(CacheTest, RawLayoutAfterAMissAndAHit) {
     EXPECT_EQ(smembers("retools:short_term:myapp.search:keys"), std::set<std::string>{"bunny 10"});
     EXPECT_EQ(get(hit_key), "0");
     EXPECT_EQ(get(miss_key), "1");
-    EXPECT_EQ(conn.command("TTL", hit_key).as_integer(), -1);  // the original sets no TTL on counters
+    // The original sets no TTL on counters; retools sets stats_retention (90 days).
+    EXPECT_GT(conn.command("TTL", hit_key).as_integer(), 90 * 86400 - 5);
     EXPECT_EQ(conn.command("EXISTS", "retools:lock:short_term:myapp.search:bunny 10").as_integer(), 0);
 
     // A hit: same value, function not called, one more hit, nothing else changes.
@@ -241,6 +242,27 @@ TEST_F(CacheTest, StaleValueServedWhileAnotherCallerRegeneratesAndItsHitsBecomeM
     // The regeneration's own hit and the 5 served meanwhile are misses; then 1 hit.
     EXPECT_EQ(misses("short_term", "slow", "1"), "7");
     EXPECT_EQ(hits("short_term", "slow", "1"), "1");
+}
+
+TEST_F(CacheTest, StatisticsCountersExpireAfterTheRegionsRetention) {
+    auto f = retools::cache_region("short_term", "ttl", [](int x) { return x; });
+    f(1);  // a miss
+    f(1);  // a hit
+    const auto day = retools::detail::local_date();
+    const long long hit_ttl =
+        conn.command("TTL", fmt::format("retools:hits:{}:short_term:ttl:1", day)).as_integer();
+    const long long miss_ttl =
+        conn.command("TTL", fmt::format("retools:misses:{}:short_term:ttl:1", day)).as_integer();
+    EXPECT_GT(hit_ttl, 90 * 86400 - 60);
+    EXPECT_LE(hit_ttl, 90 * 86400);
+    EXPECT_GT(miss_ttl, 90 * 86400 - 60);
+    CacheRegion::add_region("forever", {.expires = 60s, .stats_retention = 0s});
+    auto g = retools::cache_region("forever", "ttl", [](int x) { return x; });
+    g(1);
+    g(1);
+    EXPECT_EQ(conn.command("TTL", fmt::format("retools:hits:{}:forever:ttl:1", day)).as_integer(), -1);
+    EXPECT_EQ(conn.command("TTL", fmt::format("retools:misses:{}:forever:ttl:1", day)).as_integer(), -1);
+    EXPECT_THROW(CacheRegion::add_region("bad", {.stats_retention = -1s}), retools::CacheConfigurationError);
 }
 
 TEST_F(CacheTest, StatisticsFalseWritesNoCounterKeys) {
@@ -563,6 +585,32 @@ TEST_F(CacheTest, InvalidateAFunction) {
     f(1);
     f(2);
     EXPECT_EQ(calls, 6);
+}
+
+TEST_F(CacheTest, EvictDeletesValuesSoTheyAreNeverServedAgain) {
+    int calls = 0;
+    auto f = retools::cache_region("short_term", "evict", [&](int x) {
+        ++calls;
+        return x * 10;
+    });
+    auto other = retools::cache_region("short_term", "kept", [&](int x) { return x; });
+    f(1);
+    f(2);
+    f(3);
+    other(1);
+    retools::evict_function(f, 1);
+    EXPECT_EQ(conn.command("EXISTS", "retools:short_term:evict:1").as_integer(), 0);
+    EXPECT_EQ(conn.command("SISMEMBER", "retools:short_term:evict:keys", "1").as_integer(), 0);
+    EXPECT_EQ(conn.command("EXISTS", "retools:short_term:evict:2").as_integer(), 1);
+    EXPECT_EQ(f(1), 10);
+    EXPECT_EQ(calls, 4);  // computed again
+    retools::evict_function(f);
+    for (const char* k : {"1", "2", "3"})
+        EXPECT_EQ(conn.command("EXISTS", std::string("retools:short_term:evict:") + k).as_integer(), 0) << k;
+    EXPECT_EQ(conn.command("EXISTS", "retools:short_term:evict:keys").as_integer(), 0);
+    EXPECT_EQ(conn.command("EXISTS", "retools:short_term:kept:1").as_integer(), 1);
+    EXPECT_EQ(f(2), 20);
+    EXPECT_EQ(calls, 5);
 }
 
 TEST_F(CacheTest, InvalidateARegionPrunesKeysWhoseHashExpired) {

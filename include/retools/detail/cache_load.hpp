@@ -64,6 +64,8 @@ std::vector<LoadOutcome> cache_load_many(const RegionSettings& region, std::stri
 
 void invalidate_key(std::string_view region, std::string_view ns, std::string_view key);
 void invalidate_namespace(std::string_view region, std::string_view ns);
+void evict_key(std::string_view region, std::string_view ns, std::string_view key);
+void evict_namespace(std::string_view region, std::string_view ns);
 
 [[noreturn]] void throw_first_value_timeout(std::string_view region, std::string_view ns,
                                             std::string_view key);
