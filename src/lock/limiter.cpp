@@ -75,15 +75,8 @@ LimiterSlot::~LimiterSlot() {
     stop_renewal();
 }
 
-// In a forked child the renewals are the parent's: leak the inherited
-// watchdog rather than touch the parent's renewal thread (see Lock::forget).
 void LimiterSlot::stop_renewal() noexcept {
-    if (!watchdog_) return;
-    if (watchdog_->in_owner_process()) {
-        watchdog_.reset();
-    } else {
-        (void)watchdog_.release();
-    }
+    detail::stop_renewal(watchdog_);
 }
 
 ReleaseResult LimiterSlot::release() {

@@ -209,16 +209,7 @@ void Lock::wait_for_release(milliseconds slice) {
 }
 
 void Lock::forget() noexcept {
-    if (watchdog_) {
-        if (watchdog_->in_owner_process()) {
-            watchdog_.reset();  // stops the renewals
-        } else {
-            // Forked child: the parent's renewal thread is not ours to stop, and
-            // its state must not be destroyed here (see Watchdog); leaking
-            // one small object per inherited lock is the safe choice.
-            (void)watchdog_.release();
-        }
-    }
+    detail::stop_renewal(watchdog_);  // stops the renewals (a forked child leaks the parent's)
     token_.clear();
 }
 

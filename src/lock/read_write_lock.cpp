@@ -214,13 +214,7 @@ bool ReadWriteLock::renewal_failed() const noexcept {
 }
 
 void ReadWriteLock::forget() noexcept {
-    if (watchdog_) {
-        if (watchdog_->in_owner_process()) {
-            watchdog_.reset();
-        } else {
-            (void)watchdog_.release();  // a forked child leaks the parent's renewal (see Lock::forget)
-        }
-    }
+    detail::stop_renewal(watchdog_);
     token_.clear();
     mode_ = Mode::none;
 }

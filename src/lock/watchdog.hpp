@@ -43,4 +43,17 @@ private:
     long pid_;
 };
 
+/// Stops `watchdog`'s renewals and drops it. In a forked child it is the
+/// parent's: the parent's renewal thread is not ours to stop and its state
+/// must not be destroyed here, so the child leaks its copy (one small object
+/// per inherited hold) instead.
+inline void stop_renewal(std::unique_ptr<Watchdog>& watchdog) noexcept {
+    if (!watchdog) return;
+    if (watchdog->in_owner_process()) {
+        watchdog.reset();
+    } else {
+        (void)watchdog.release();
+    }
+}
+
 }  // namespace retools::detail
