@@ -9,6 +9,7 @@
 #include <retools/read_write_lock.hpp>
 
 #include "lock/acquire_loop.hpp"
+#include "lock/dogpile.hpp"  // lock_fence_ttl
 #include "lock/scripts.hpp"
 #include "lock/topology.hpp"
 #include "lock/watchdog.hpp"
