@@ -8,6 +8,7 @@
 #include <atomic>
 #include <memory>
 #include <new>
+#include <shared_mutex>
 #include <string>
 #include <thread>
 
@@ -16,6 +17,7 @@
 #include <retools/limiter.hpp>
 #include <retools/lock.hpp>
 #include <retools/rate_limiter.hpp>
+#include <retools/read_write_lock.hpp>
 
 #include "lock/scripts.hpp"
 #include "process.hpp"
@@ -109,6 +111,19 @@ Run retools_limiter(const Env& env, std::size_t count) {
                 for (std::size_t i = 0; i < count; ++i) {
                     if (!limiter.acquire_limit("operation-1")) throw std::runtime_error("limiter refused");
                     limiter.release_limit("operation-1");
+                }
+            }),
+            {}};
+}
+
+// ReadWriteLock: a reader's acquire + release (two scripts, two round
+// trips), against a Lock's acquire + release sent raw as the floor: what
+// sharing costs over an exclusive lock.
+Run retools_rw_shared(const Env& env, std::size_t count) {
+    retools::ReadWriteLock rw{"bench:rw", {.connection = env.conn}};
+    return {time_it([&] {
+                for (std::size_t i = 0; i < count; ++i) {
+                    std::shared_lock reader{rw};
                 }
             }),
             {}};
@@ -232,6 +247,12 @@ void add_lock_rows(const Env& env, std::vector<Row>& rows) {
                     .retools = retools_limiter,
                     .floor = raw_limiter,
                     .floor_target = 0.9});
+    rows.push_back({.id = "rwlock_shared_cycle",
+                    .label = "ReadWriteLock: shared acquire + release (floor: a Lock's, raw)",
+                    .count = n,
+                    .retools = retools_rw_shared,
+                    .floor = raw_lock(1),
+                    .floor_target = 0.8});
     rows.push_back({.id = "rate_limiter_acquire",
                     .label = "RateLimiter: acquire",
                     .count = n,

@@ -182,15 +182,22 @@ int SentinelSet::failover() {
     auto current = reported_master_port();
     if (!current) throw std::runtime_error("no sentinel answers");
     int promoted = other_node(*current);
-    for (std::size_t i = 0; i < sentinels_.size(); ++i) {
-        if (!sentinels_[i]) continue;
-        probe(sentinel_ports_[i]).command("SENTINEL", "FAILOVER", options_.name);
-        break;
+    // A sentinel aborts a failover that outlasts failover-timeout (a loaded
+    // machine can make the promotion that slow) and does not retry a forced
+    // one by itself: ask again, up to three times in the 15 s allowed.
+    for (int attempt = 0; attempt < 3; ++attempt) {
+        for (std::size_t i = 0; i < sentinels_.size(); ++i) {
+            if (!sentinels_[i]) continue;
+            try {
+                probe(sentinel_ports_[i]).command("SENTINEL", "FAILOVER", options_.name);
+            } catch (const ReplyError&) {
+                // INPROG: the previous request is still under way.
+            }
+            break;
+        }
+        if (wait_for_master(promoted, 5s)) return promoted;
     }
-    if (!wait_for_master(promoted, 15s))
-        throw std::runtime_error(
-            fmt::format("the sentinels did not report {} as master within 15 s", promoted));
-    return promoted;
+    throw std::runtime_error(fmt::format("the sentinels did not report {} as master within 15 s", promoted));
 }
 
 pid_t SentinelSet::node_pid(int port) const {
