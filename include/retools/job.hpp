@@ -34,6 +34,9 @@ namespace retools {
 /// - `"retries"`: how many times a failed job is tried again (integer, default 0);
 /// - `"retry_backoff"`: seconds before the first retry, doubled for each
 ///   further one (number, default 1);
+/// - `"retry_max_delay"`: the most seconds between two tries (number, default
+///   3600). A worker waits a random time between half and all of the delay,
+///   so jobs that failed together do not retry together;
 /// - `"result_ttl"`: when > 0, the worker stores the job's result for that
 ///   many seconds under `retools:result:<job id>` (see QueueManager::wait_for_result).
 /// The number of retries already made is kept in `state["retried"]`.
@@ -93,9 +96,11 @@ public:
 
     /// Retries made so far (`state["retried"]`, 0 when absent).
     int retries_done() const;
-    /// The delay before the next retry when the job may be tried again after
-    /// a failure (`metadata["retries"]` > retries_done()):
-    /// `retry_backoff * 2^retries_done()` seconds; nullopt otherwise.
+    /// The longest delay before the next retry when the job may be tried again
+    /// after a failure (`metadata["retries"]` > retries_done()):
+    /// `retry_backoff * 2^retries_done()` seconds, at most `retry_max_delay`;
+    /// nullopt otherwise. A worker waits a random time between half and all
+    /// of it (jitter).
     /// Throws QueueError when those metadata fields have the wrong type.
     std::optional<std::chrono::duration<double>> next_retry_delay() const;
     /// `metadata["result_ttl"]` when the job's result should be stored; nullopt

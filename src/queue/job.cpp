@@ -309,7 +309,15 @@ std::optional<std::chrono::duration<double>> Job::next_retry_delay() const {
                 fmt::format("job {} metadata \"retry_backoff\" is not a non-negative number", id_));
         backoff = b->get<double>();
     }
-    return std::chrono::duration<double>(std::ldexp(backoff, std::min(done, 60)));
+    double cap = 3600.0;
+    auto m = metadata_.find("retry_max_delay");
+    if (m != metadata_.end() && !m->is_null()) {
+        if (!m->is_number() || m->get<double>() < 0 || !std::isfinite(m->get<double>()))
+            throw QueueError(
+                fmt::format("job {} metadata \"retry_max_delay\" is not a non-negative number", id_));
+        cap = m->get<double>();
+    }
+    return std::chrono::duration<double>(std::min(std::ldexp(backoff, std::min(done, 60)), cap));
 }
 
 std::optional<std::chrono::seconds> Job::result_ttl() const {

@@ -13,6 +13,7 @@
 
 #include "queue/payloads.hpp"
 #include "util/clock.hpp"
+#include "util/random_token.hpp"
 #include "worker/outcome.hpp"
 
 namespace retools {
@@ -147,7 +148,10 @@ void settle_failure(JobOutcome& out, Job& job) {
         if (auto delay = job.next_retry_delay()) {
             int done = job.retries_done();
             job.state()["retried"] = done + 1;
-            const double due = unix_now() + delay->count();
+            // Equal jitter: between half and all of the delay, so that jobs
+            // that failed together (a backend down) do not retry together.
+            const double spread = static_cast<double>(random_u64() >> 11) * 0x1p-53;  // [0, 1)
+            const double due = unix_now() + delay->count() * (0.5 + 0.5 * spread);
             job.metadata()["enqueued_at"] = due;
             out.retry_member = delayed_member(job.queue(), job.to_json());
             out.retry_at = due;

@@ -353,6 +353,31 @@ TEST_F(WorkerTest, FailuresLandInTheFailedListVerbatimAndTheWorkerCarriesOn) {
     EXPECT_EQ(conn.command("EXISTS", keys::processing(w.id(), "", false)).as_integer(), 0);
 }
 
+TEST_F(WorkerTest, JobsThatFailTogetherRetryAtSpreadTimesWithinTheCap) {
+    QueueManager qm{conn};
+    std::vector<json> kwargs(100, json::object());
+    qm.enqueue_many("tests.jobs:boom", kwargs, {.metadata = {{"retries", 1}, {"retry_backoff", 100}}});
+    qm.enqueue("tests.jobs:boom", json::object(),
+               {.metadata = {{"retries", 1}, {"retry_backoff", 10000}, {"retry_max_delay", 60}}});
+    Worker w{{"main"}, quiet()};
+    w.register_job("tests.jobs:boom", [](const json&) -> json { throw std::runtime_error("backend down"); });
+    const double before = retools::detail::unix_now();
+    EXPECT_EQ(w.work({.burst = true}).failed, 101u);
+    const double after = retools::detail::unix_now();
+    std::vector<double> spread, capped;
+    for (const auto& s : qm.scheduled_jobs())
+        (s.job.metadata().contains("retry_max_delay") ? capped : spread)
+            .push_back(s.job.metadata().at("enqueued_at").get<double>());
+    ASSERT_EQ(spread.size(), 100u);
+    ASSERT_EQ(capped.size(), 1u);
+    EXPECT_GE(capped[0], before + 30);  // capped at 60 s: between 30 and 60 s
+    EXPECT_LE(capped[0], after + 60);
+    std::sort(spread.begin(), spread.end());  // backoff 100 s: between 50 and 100 s
+    EXPECT_GE(spread.front(), before + 50);
+    EXPECT_LE(spread.back(), after + 100);
+    EXPECT_GT(spread.back() - spread.front(), 20);  // not together
+}
+
 TEST_F(WorkerTest, RetriesWithBackoffThroughTheDelayedSet) {
     QueueManager qm{conn};
     std::string id = qm.enqueue("tests.jobs:flaky", json::object(),

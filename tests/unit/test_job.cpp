@@ -157,6 +157,14 @@ TEST(JobPayload, RetryAndResultConventions) {
     EXPECT_THROW(make(R"({"retries": "3"})", "{}").next_retry_delay(), QueueError);
     EXPECT_THROW(make(R"({"retries": 3, "retry_backoff": -1})", "{}").next_retry_delay(), QueueError);
     EXPECT_THROW(make(R"({"retries": 3})", R"({"retried": "x"})").next_retry_delay(), QueueError);
+    // Capped: retry_max_delay, default an hour.
+    EXPECT_DOUBLE_EQ(make(R"({"retries": 30})", R"({"retried": 20})").next_retry_delay()->count(), 3600.0);
+    EXPECT_DOUBLE_EQ(
+        make(R"({"retries": 9, "retry_backoff": 10, "retry_max_delay": 60})", R"({"retried": 5})")
+            .next_retry_delay()
+            ->count(),
+        60.0);
+    EXPECT_THROW(make(R"({"retries": 3, "retry_max_delay": "x"})", "{}").next_retry_delay(), QueueError);
 
     EXPECT_FALSE(make("{}", "{}").result_ttl());
     EXPECT_FALSE(make(R"({"result_ttl": 0})", "{}").result_ttl());
