@@ -108,6 +108,18 @@ enum class WorkerLog {
 /// ```cpp
 /// retools::Worker worker{{"high", "main"}, {.concurrency = 8}};
 /// ```
+/// How much of `retools:failed` is kept (WorkerOptions::failed_retention).
+/// Every worker trims it at start-up and every heartbeat interval: the
+/// newest `max_entries` entries stay, and entries older than `max_age` (by
+/// their `failed_at`) go. What is removed is counted in
+/// `retools:stat:failed_trimmed`.
+struct FailedRetention {
+    /// Most entries kept. Default 10,000 (as Sidekiq's dead set); 0: no limit.
+    std::size_t max_entries = 10000;
+    /// Entries older than this go. Default 180 days; 0: no limit.
+    std::chrono::seconds max_age = std::chrono::days{180};
+};
+
 struct WorkerOptions {
     /// Connection to use; nullopt (default) means global_connection(). The
     /// worker opens one extra connection per queue for blocking waits.
@@ -145,6 +157,9 @@ struct WorkerOptions {
     /// running it goes to `retools:failed` ("worker died N times while running
     /// this job") instead of back to its queue. Default 3; 0 never quarantines.
     std::size_t max_recoveries = 3;
+    /// The bound of the failed list, trimmed by every worker (see
+    /// FailedRetention). Default: 10,000 entries, 180 days.
+    FailedRetention failed_retention{};
     /// Payloads larger than this are not parsed: the job fails (kept
     /// byte-exact in `retools:failed`). Default 16 MiB; 0 means no limit.
     std::size_t max_payload_bytes = std::size_t{16} << 20;

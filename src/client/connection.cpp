@@ -164,13 +164,16 @@ void Connection::Impl::Lease::take_or_dial() {
 
 // A new link; the slot counted in pool_.open is given back if it fails. A
 // dial that fails (refused, timed out, a TLS failure) sent nothing and tells
-// the gate the server is down; a refused AUTH means it is up.
+// the gate the server is down; a refused AUTH means it is up. Not with
+// Sentinel: there a failed dial makes the monitor suspect the master, and the
+// next dials wait for the sentinels' answer (a failover) instead of failing
+// fast through it.
 void Connection::Impl::Lease::dial() {
     try {
         link_ = impl_.dial(pool_);
     } catch (ConnectionError& e) {
         detail::ErrorAccess::mark_not_sent(e);
-        if (dynamic_cast<const AuthenticationError*>(&e) == nullptr) {
+        if (!pool_.sentinel && dynamic_cast<const AuthenticationError*>(&e) == nullptr) {
             pool_.health.failed(e.what(), probe_);
             probe_ = false;
         }

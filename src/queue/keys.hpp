@@ -57,6 +57,8 @@ inline std::string processing(std::string_view worker_id, std::string_view queue
 /// List of failed jobs (one for all queues, also on a cluster): JSON {"payload": "<original text>", "queue":
 /// name, "error": text, "worker": id, "failed_at": float seconds}.
 inline constexpr std::string_view failed = "retools:failed";
+inline constexpr std::string_view failed_trimmed =
+    "retools:stat:failed_trimmed";  // entries the bound removed
 /// Sorted set of jobs not yet due (scheduled enqueues and retries): member
 /// JSON {"queue": name, "payload": "<payload text>"}, score = due time (float
 /// seconds). `retools:delayed` for all queues; on a cluster one per queue,

@@ -23,6 +23,7 @@
 #include "worker/executor.hpp"
 #include "worker/fetch.hpp"
 #include "worker/liveness.hpp"
+#include "worker/retention.hpp"
 #include "worker/signals.hpp"
 #include "worker/topology.hpp"
 
@@ -520,6 +521,7 @@ private:
     Event recover(bool full) {
         try {
             auto r = detail::recover_dead_workers(s_.conn, opt_.heartbeat_timeout, opt_.max_recoveries, full);
+            detail::trim_failed(s_.conn, opt_.failed_retention);
             if ((r.requeued || r.quarantined) && s_.logs(WorkerLog::failures))
                 detail::log(LogLevel::warning, fmt::format("retools-worker: {}: recovered dead workers' jobs: {} requeued, {} to "
                            "retools:failed",
@@ -669,6 +671,7 @@ WorkSummary Worker::work(WorkOptions options) {
     detail::recover_worker(s.conn, wid, detail::RecoverMode::own, opt.max_recoveries, false);
     detail::prune_dead_workers(s.conn, opt.max_recoveries);
     detail::recover_dead_workers(s.conn, opt.heartbeat_timeout, opt.max_recoveries, true);
+    detail::trim_failed(s.conn, opt.failed_retention);
     register_worker();
 
     const WorkSummary summary = State::Dispatch(s, wid, options, queue_names()).run();

@@ -353,6 +353,37 @@ TEST_F(WorkerTest, FailuresLandInTheFailedListVerbatimAndTheWorkerCarriesOn) {
     EXPECT_EQ(conn.command("EXISTS", keys::processing(w.id(), "", false)).as_integer(), 0);
 }
 
+TEST_F(WorkerTest, TheFailedListKeepsTheNewestEntriesAndNoneOlderThanMaxAge) {
+    const double now = retools::detail::unix_now();
+    auto entry = [](int i, double failed_at) {
+        return retools::FailedJob{.payload = fmt::format("p{}", i),
+                                  .queue = "main",
+                                  .error = "e",
+                                  .worker = "w",
+                                  .failed_at = failed_at}
+            .to_json();
+    };
+    retools::Pipeline fill;
+    for (int i = 0; i < 10005; ++i) fill.command("RPUSH", keys::failed, entry(i, now - 10));
+    conn.execute(fill);
+    Worker w{{"main"}, quiet()};  // the default bound: 10,000 entries, 180 days
+    (void)w.work({.burst = true});
+    EXPECT_EQ(conn.command("LLEN", keys::failed).as_integer(), 10000);
+    EXPECT_EQ(retools::FailedJob::from_json(conn.command("LINDEX", keys::failed, 0).as_string()).payload,
+              "p5");
+    EXPECT_EQ(conn.command("GET", "retools:stat:failed_trimmed").as_string(), "5");
+
+    conn.command("DEL", keys::failed);
+    for (int i = 0; i < 3; ++i) conn.command("RPUSH", keys::failed, entry(i, now - 200 * 86400.0));
+    for (int i = 3; i < 5; ++i) conn.command("RPUSH", keys::failed, entry(i, now - 10));
+    Worker unbounded{{"main"}, quiet({.failed_retention = {.max_entries = 0, .max_age = 0s}})};
+    (void)unbounded.work({.burst = true});
+    EXPECT_EQ(conn.command("LLEN", keys::failed).as_integer(), 5);  // no bound: nothing trimmed
+    (void)w.work({.burst = true});
+    EXPECT_EQ(conn.command("LLEN", keys::failed).as_integer(), 2);  // the three older than 180 days went
+    EXPECT_EQ(conn.command("GET", "retools:stat:failed_trimmed").as_string(), "8");
+}
+
 TEST_F(WorkerTest, JobsThatFailTogetherRetryAtSpreadTimesWithinTheCap) {
     QueueManager qm{conn};
     std::vector<json> kwargs(100, json::object());
