@@ -5,14 +5,17 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 
 #include <fmt/format.h>
 
 #include <retools/connection.hpp>
 #include <retools/errors.hpp>
+#include <retools/lock.hpp>
 
 #include "lock/backoff.hpp"
 
@@ -20,6 +23,31 @@ namespace retools::detail {
 
 /// The first backoff delay between attempts, as in Python retools.
 inline constexpr std::chrono::microseconds first_retry_delay{5000};
+
+/// The checks every lock kind makes of its key and LockOptions; `kind`
+/// ("Lock", "ReadWriteLock") starts the message. Throws ConfigurationError.
+inline void validate_lock_options(std::string_view kind, const std::string& key, const LockOptions& o) {
+    using std::chrono::milliseconds;
+    if (key.empty()) throw ConfigurationError(fmt::format("{}: the key must not be empty", kind));
+    if (o.expires < milliseconds{1})
+        throw ConfigurationError(
+            fmt::format("{} '{}': expires must be at least 1 ms, got {} ms", kind, key, o.expires.count()));
+    if (o.timeout < milliseconds{0})
+        throw ConfigurationError(
+            fmt::format("{} '{}': timeout must not be negative, got {} ms", kind, key, o.timeout.count()));
+    if (o.max_retry_delay < milliseconds{1})
+        throw ConfigurationError(fmt::format("{} '{}': max_retry_delay must be at least 1 ms, got {} ms",
+                                             kind, key, o.max_retry_delay.count()));
+}
+
+/// A waiting budget in ms (from any duration) as whole milliseconds:
+/// negative, zero or NaN mean one attempt; anything over ~30 years means
+/// "forever" and still fits steady_clock when added to now().
+inline std::chrono::milliseconds budget_ms(double ms) noexcept {
+    if (!(ms > 0)) return std::chrono::milliseconds{0};
+    return std::chrono::milliseconds{
+        static_cast<std::chrono::milliseconds::rep>(std::ceil(std::min(ms, 1e12)))};
+}
 
 /// What one attempt found.
 enum class Attempt {

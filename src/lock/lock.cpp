@@ -28,16 +28,7 @@ std::string sibling_key(const Connection& conn, const std::string& key, std::str
 }
 
 void validate(const std::string& key, const LockOptions& o) {
-    if (key.empty()) throw ConfigurationError("Lock: the key must not be empty");
-    if (o.expires < milliseconds{1})
-        throw ConfigurationError(
-            fmt::format("Lock '{}': expires must be at least 1 ms, got {} ms", key, o.expires.count()));
-    if (o.timeout < milliseconds{0})
-        throw ConfigurationError(
-            fmt::format("Lock '{}': timeout must not be negative, got {} ms", key, o.timeout.count()));
-    if (o.max_retry_delay < milliseconds{1})
-        throw ConfigurationError(fmt::format("Lock '{}': max_retry_delay must be at least 1 ms, got {} ms",
-                                             key, o.max_retry_delay.count()));
+    detail::validate_lock_options("Lock", key, o);
     if (o.min_replicas > 0 && o.replica_timeout < milliseconds{1})
         throw ConfigurationError(fmt::format("Lock '{}': replica_timeout must be at least 1 ms, got {} ms",
                                              key, o.replica_timeout.count()));
@@ -108,9 +99,7 @@ Lock::~Lock() {
 }
 
 std::chrono::milliseconds Lock::to_budget_ms(double ms) noexcept {
-    if (!(ms > 0)) return milliseconds{0};  // negative, zero, NaN: one attempt
-    constexpr double ceiling = 1e12;        // ~30 years: "forever", and now() + it fits steady_clock
-    return milliseconds{static_cast<milliseconds::rep>(std::ceil(std::min(ms, ceiling)))};
+    return detail::budget_ms(ms);
 }
 
 void Lock::lock() {

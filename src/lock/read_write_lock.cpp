@@ -21,17 +21,7 @@ namespace {
 using std::chrono::milliseconds;
 
 void validate_rw(const std::string& key, const LockOptions& o) {
-    if (key.empty()) throw ConfigurationError("ReadWriteLock: the key must not be empty");
-    if (o.expires < milliseconds{1})
-        throw ConfigurationError(fmt::format("ReadWriteLock '{}': expires must be at least 1 ms, got {} ms",
-                                             key, o.expires.count()));
-    if (o.timeout < milliseconds{0})
-        throw ConfigurationError(fmt::format("ReadWriteLock '{}': timeout must not be negative, got {} ms",
-                                             key, o.timeout.count()));
-    if (o.max_retry_delay < milliseconds{1})
-        throw ConfigurationError(
-            fmt::format("ReadWriteLock '{}': max_retry_delay must be at least 1 ms, got {} ms", key,
-                        o.max_retry_delay.count()));
+    detail::validate_lock_options("ReadWriteLock", key, o);
     if (o.min_replicas > 0)
         throw ConfigurationError(
             fmt::format("ReadWriteLock '{}': min_replicas is not supported (use a Lock)", key));
@@ -85,8 +75,7 @@ ReadWriteLock::~ReadWriteLock() {
 }
 
 milliseconds ReadWriteLock::budget_ms(double ms) noexcept {
-    if (!(ms > 0)) return milliseconds{0};  // negative, zero, NaN: one attempt
-    return milliseconds{static_cast<milliseconds::rep>(std::ceil(std::min(ms, 1e12)))};  // 1e12: "forever"
+    return detail::budget_ms(ms);
 }
 
 void ReadWriteLock::lock() {
