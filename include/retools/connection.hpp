@@ -122,9 +122,18 @@ struct ConnectionOptions {
     /// Time allowed for one round trip; 0 means wait forever. Blocking
     /// commands (see Connection::blocking_command) get their block time on top.
     std::chrono::milliseconds command_timeout{5000};
-    /// Most connections open at once; threads beyond it wait for a free one
-    /// (at most command_timeout). Connections open lazily. Must be >= 1.
+    /// Most connections open at once besides the shared one (see
+    /// `multiplex`); threads beyond it wait for a free one (at most
+    /// command_timeout). Connections open lazily. Must be >= 1.
     std::size_t pool_size = 16;
+    /// true (the default): concurrent callers share one connection per
+    /// server; their commands are written together and the replies handed
+    /// back in order, so 64 threads cost one socket, not 64. What may not
+    /// share it (blocking commands such as BLPOP and WAIT, SUBSCRIBE, WATCH,
+    /// SELECT, CLIENT, and requests of 1,000 commands or 1 MiB or more) goes
+    /// on a pooled connection of its own. false: every call leases a pooled
+    /// connection for its round trip. See docs/connection.md.
+    bool multiplex = true;
     /// TLS for TCP connections (not for `path`); nullopt: plain text.
     std::optional<TlsOptions> tls;
     /// A pooled connection idle longer than this is closed instead of reused;

@@ -518,9 +518,8 @@ TransactionReplies ClusterRouter::transaction(const CommandBuffer& buffer) {
     return routed(
         slot, false, false, std::chrono::milliseconds(0),
         [&](Connection& node, bool asking, bool) {
-            ConnectionAccess::Impl& impl = ConnectionAccess::impl(node);
-            ConnectionAccess::Impl::Lease lease(impl);
-            return impl.transaction_on(lease.link(), buffer, asking);
+            std::uint64_t generation = 0;
+            return ConnectionAccess::impl(node).transaction(buffer, asking, generation);
         },
         // A command refused while queueing (MOVED, ASK, TRYAGAIN) aborts EXEC: nothing ran.
         [](const TransactionReplies& got) -> const Reply* {

@@ -20,8 +20,8 @@ struct NamedInfo {
 // always safe: the flag is set only where retools relies on it.
 constexpr NamedInfo kCommands[] = {
     {"APPEND", {.keys = KeySpec::first}},
-    {"ASKING", {.keys = KeySpec::none}},
-    {"AUTH", {.keys = KeySpec::none, .secret = true}},
+    {"ASKING", {.keys = KeySpec::none, .own_link = true}},
+    {"AUTH", {.keys = KeySpec::none, .secret = true, .own_link = true}},
     {"BGREWRITEAOF", {.keys = KeySpec::none}},
     {"BGSAVE", {.keys = KeySpec::none}},
     {"BITCOUNT", {.keys = KeySpec::first}},
@@ -31,7 +31,7 @@ constexpr NamedInfo kCommands[] = {
     {"BRPOPLPUSH", {.keys = KeySpec::first_two, .blocking = true}},
     {"BZPOPMAX", {.keys = KeySpec::all_but_last, .blocking = true}},
     {"BZPOPMIN", {.keys = KeySpec::all_but_last, .blocking = true}},
-    {"CLIENT", {.keys = KeySpec::none}},
+    {"CLIENT", {.keys = KeySpec::none, .own_link = true}},
     {"CLUSTER", {.keys = KeySpec::none}},
     {"COMMAND", {.keys = KeySpec::none}},
     {"CONFIG", {.keys = KeySpec::none}},
@@ -41,14 +41,14 @@ constexpr NamedInfo kCommands[] = {
     {"DECR", {.keys = KeySpec::first}},
     {"DECRBY", {.keys = KeySpec::first}},
     {"DEL", {.keys = KeySpec::all}},
-    {"DISCARD", {.keys = KeySpec::none}},
+    {"DISCARD", {.keys = KeySpec::none, .own_link = true}},
     {"DUMP", {.keys = KeySpec::first}},
     {"ECHO", {.keys = KeySpec::none, .read_only = true}},
     {"EVAL", {.keys = KeySpec::numkeys}},
     {"EVALSHA", {.keys = KeySpec::numkeys}},
     {"EVALSHA_RO", {.keys = KeySpec::numkeys}},
     {"EVAL_RO", {.keys = KeySpec::numkeys}},
-    {"EXEC", {.keys = KeySpec::none}},
+    {"EXEC", {.keys = KeySpec::none, .own_link = true}},
     {"EXISTS", {.keys = KeySpec::all, .read_only = true}},
     {"EXPIRE", {.keys = KeySpec::first}},
     {"EXPIREAT", {.keys = KeySpec::first}},
@@ -64,7 +64,7 @@ constexpr NamedInfo kCommands[] = {
     {"GETRANGE", {.keys = KeySpec::first, .read_only = true}},
     {"GETSET", {.keys = KeySpec::first}},
     {"HDEL", {.keys = KeySpec::first}},
-    {"HELLO", {.keys = KeySpec::none, .secret = true}},
+    {"HELLO", {.keys = KeySpec::none, .secret = true, .own_link = true}},
     {"HEXISTS", {.keys = KeySpec::first, .read_only = true}},
     {"HGET", {.keys = KeySpec::first, .read_only = true}},
     {"HGETALL", {.keys = KeySpec::first, .read_only = true}},
@@ -100,9 +100,10 @@ constexpr NamedInfo kCommands[] = {
     {"LTRIM", {.keys = KeySpec::first}},
     {"MEMORY", {.keys = KeySpec::second}},
     {"MGET", {.keys = KeySpec::all, .read_only = true}},
+    {"MONITOR", {.keys = KeySpec::none, .own_link = true}},
     {"MSET", {.keys = KeySpec::pairs}},
     {"MSETNX", {.keys = KeySpec::pairs}},
-    {"MULTI", {.keys = KeySpec::none}},
+    {"MULTI", {.keys = KeySpec::none, .own_link = true}},
     {"OBJECT", {.keys = KeySpec::second}},
     {"PERSIST", {.keys = KeySpec::first}},
     {"PEXPIRE", {.keys = KeySpec::first}},
@@ -112,13 +113,18 @@ constexpr NamedInfo kCommands[] = {
     {"PFCOUNT", {.keys = KeySpec::all}},
     {"PING", {.keys = KeySpec::none, .read_only = true}},
     {"PSETEX", {.keys = KeySpec::first}},
+    {"PSUBSCRIBE", {.keys = KeySpec::none, .own_link = true}},
+    {"PSYNC", {.keys = KeySpec::none, .own_link = true}},
     {"PTTL", {.keys = KeySpec::first, .read_only = true}},
     {"PUBLISH", {.keys = KeySpec::none}},
+    {"PUNSUBSCRIBE", {.keys = KeySpec::none, .own_link = true}},
+    {"QUIT", {.keys = KeySpec::none, .own_link = true}},
     {"RANDOMKEY", {.keys = KeySpec::none}},
-    {"READONLY", {.keys = KeySpec::none}},
-    {"READWRITE", {.keys = KeySpec::none}},
+    {"READONLY", {.keys = KeySpec::none, .own_link = true}},
+    {"READWRITE", {.keys = KeySpec::none, .own_link = true}},
     {"RENAME", {.keys = KeySpec::first_two}},
     {"RENAMENX", {.keys = KeySpec::first_two}},
+    {"RESET", {.keys = KeySpec::none, .own_link = true}},
     {"RESTORE", {.keys = KeySpec::first}},
     {"ROLE", {.keys = KeySpec::none, .read_only = true}},
     {"RPOP", {.keys = KeySpec::first}},
@@ -132,7 +138,7 @@ constexpr NamedInfo kCommands[] = {
     {"SCRIPT", {.keys = KeySpec::none}},
     {"SDIFF", {.keys = KeySpec::all}},
     {"SDIFFSTORE", {.keys = KeySpec::all}},
-    {"SELECT", {.keys = KeySpec::none}},
+    {"SELECT", {.keys = KeySpec::none, .own_link = true}},
     {"SET", {.keys = KeySpec::first}},
     {"SETEX", {.keys = KeySpec::first}},
     {"SETNX", {.keys = KeySpec::first}},
@@ -149,17 +155,23 @@ constexpr NamedInfo kCommands[] = {
     {"SRANDMEMBER", {.keys = KeySpec::first}},
     {"SREM", {.keys = KeySpec::first}},
     {"SSCAN", {.keys = KeySpec::first, .read_only = true}},
+    {"SSUBSCRIBE", {.keys = KeySpec::all, .own_link = true}},
     {"STRLEN", {.keys = KeySpec::first, .read_only = true}},
+    {"SUBSCRIBE", {.keys = KeySpec::none, .own_link = true}},
     {"SUNION", {.keys = KeySpec::all}},
     {"SUNIONSTORE", {.keys = KeySpec::all}},
+    {"SUNSUBSCRIBE", {.keys = KeySpec::all, .own_link = true}},
+    {"SYNC", {.keys = KeySpec::none, .own_link = true}},
     {"TIME", {.keys = KeySpec::none, .read_only = true}},
     {"TOUCH", {.keys = KeySpec::all}},
     {"TTL", {.keys = KeySpec::first, .read_only = true}},
     {"TYPE", {.keys = KeySpec::first, .read_only = true}},
     {"UNLINK", {.keys = KeySpec::all}},
-    {"UNWATCH", {.keys = KeySpec::none}},
+    {"UNSUBSCRIBE", {.keys = KeySpec::none, .own_link = true}},
+    {"UNWATCH", {.keys = KeySpec::none, .own_link = true}},
     {"WAIT", {.keys = KeySpec::none, .blocking = true}},
-    {"WATCH", {.keys = KeySpec::all}},
+    {"WAITAOF", {.keys = KeySpec::none, .blocking = true}},
+    {"WATCH", {.keys = KeySpec::all, .own_link = true}},
     {"XACK", {.keys = KeySpec::first}},
     {"XADD", {.keys = KeySpec::first}},
     {"XCLAIM", {.keys = KeySpec::first}},
@@ -226,6 +238,33 @@ bool read_only_request(std::string_view resp) {
             return all;
         });
     return well_formed && any && all;
+}
+
+bool needs_own_link(std::string_view resp) noexcept {
+    // Reads "<marker><n>\r\n" at the front of resp; -1 when malformed.
+    auto number = [&](char marker) -> long long {
+        if (resp.size() < 4 || resp.front() != marker) return -1;
+        long long n = -1;
+        auto [end, ec] = std::from_chars(resp.data() + 1, resp.data() + resp.size(), n);
+        const auto used = static_cast<std::size_t>(end - resp.data());
+        if (ec != std::errc{} || resp.size() < used + 2 || resp.substr(used, 2) != "\r\n") return -1;
+        resp.remove_prefix(used + 2);
+        return n;
+    };
+    while (!resp.empty()) {
+        long long args = number('*');
+        if (args <= 0) return true;
+        for (long long i = 0; i < args; ++i) {
+            long long len = number('$');
+            if (len < 0 || resp.size() < static_cast<std::size_t>(len) + 2) return true;
+            if (i == 0) {
+                const CommandInfo info = command_info(resp.substr(0, static_cast<std::size_t>(len)));
+                if (info.blocking || info.own_link) return true;
+            }
+            resp.remove_prefix(static_cast<std::size_t>(len) + 2);
+        }
+    }
+    return false;
 }
 
 std::size_t count_at(const std::vector<std::string_view>& args, std::size_t i) noexcept {

@@ -41,6 +41,10 @@ struct CommandInfo {
     /// Its arguments may carry a password (AUTH, HELLO): error messages name
     /// only the command. Default false.
     bool secret = false;
+    /// Changes or depends on the state of its connection (SELECT, WATCH,
+    /// MULTI, CLIENT, SUBSCRIBE ...): a multiplexed Connection sends it on a
+    /// connection of its own rather than the shared one. Default false.
+    bool own_link = false;
 };
 
 /// The entry of the command `name` (any case); CommandInfo{} when unknown.
@@ -51,6 +55,11 @@ bool read_only_command(std::string_view name) noexcept;
 /// True when every command of the RESP `request` only reads (GET, HGETALL,
 /// LRANGE ...): sending it again cannot change anything.
 bool read_only_request(std::string_view request);
+
+/// True when the RESP `request` may not share a multiplexed connection:
+/// it holds a blocking or an own_link command (see CommandInfo), or it is
+/// malformed. Reads only each command's name.
+bool needs_own_link(std::string_view request) noexcept;
 
 /// The count in argument `i` (numkeys), 0 when missing or not a number.
 std::size_t count_at(const std::vector<std::string_view>& args, std::size_t i) noexcept;

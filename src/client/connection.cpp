@@ -62,6 +62,20 @@ Connection::Impl::Pool* Connection::Impl::make_pool(pid_t owner) {
     auto p = std::make_unique<Pool>(owner, options);
     if (options.sentinel) p->sentinel = std::make_unique<detail::SentinelMonitor>(options, tls.get());
     if (options.cluster) p->cluster = std::make_unique<detail::ClusterRouter>(options, round_trips);
+    if (options.multiplex && !options.cluster) {
+        Pool* fresh = p.get();
+        p->mux = std::make_unique<detail::Multiplexer>(
+            fresh->health,
+            [this, fresh] {
+                bool probe = false;
+                return dial_checked(*fresh, probe);
+            },
+            [this, fresh](detail::Link& link) {
+                // In Sentinel mode a link opened before a failover may lead to the old master.
+                return (!fresh->sentinel || link.generation == fresh->sentinel->generation()) &&
+                       still_good(link);
+            });
+    }
     return p.release();
 }
 
@@ -85,6 +99,35 @@ std::unique_ptr<detail::Link> Connection::Impl::dial(Pool& owner) const {
     }
 }
 
+// A dial that fails (refused, timed out, a TLS failure) sent nothing and
+// tells the gate the server is down; a refused AUTH means it is up. Not with
+// Sentinel: there a failed dial makes the monitor suspect the master, and the
+// next dials wait for the sentinels' answer (a failover) instead of failing
+// fast through it.
+std::unique_ptr<detail::Link> Connection::Impl::dial_checked(Pool& owner, bool& probe) const {
+    std::unique_ptr<detail::Link> link;
+    try {
+        link = dial(owner);
+    } catch (ConnectionError& e) {
+        detail::ErrorAccess::mark_not_sent(e);
+        if (!owner.sentinel && dynamic_cast<const AuthenticationError*>(&e) == nullptr) {
+            owner.health.failed(e.what(), probe);
+            probe = false;
+        }
+        throw;
+    }
+    link->health = &owner.health;
+    return link;
+}
+
+bool Connection::Impl::admit(Pool& owner) {
+    if (owner.sentinel) {
+        const std::uint64_t now_serving = owner.sentinel->generation();
+        if (owner.health_generation.exchange(now_serving) != now_serving) owner.health.reset();
+    }
+    return owner.health.admit();
+}
+
 bool Connection::Impl::still_good(detail::Link& link) const {
     if (options.max_idle.count() > 0 && detail::SteadyClock::now() - link.idle_since > options.max_idle)
         return false;
@@ -93,8 +136,9 @@ bool Connection::Impl::still_good(detail::Link& link) const {
     return link.idle_and_open();
 }
 
-Connection::Impl::Lease::Lease(Impl& impl) : impl_(impl), pool_(impl.current_pool()) {
-    probe_ = admit();
+Connection::Impl::Lease::Lease(Impl& impl, std::optional<bool> admitted)
+    : impl_(impl), pool_(impl.current_pool()) {
+    probe_ = admitted ? *admitted : Impl::admit(pool_);
     try {
         take_or_dial();
         if (probe_) probe();
@@ -107,15 +151,6 @@ Connection::Impl::Lease::Lease(Impl& impl) : impl_(impl), pool_(impl.current_poo
 
 Connection::Impl::Lease::~Lease() {
     give_back();
-}
-
-// Asks the gate; in Sentinel mode a failover since its last failure clears it first.
-bool Connection::Impl::Lease::admit() {
-    if (pool_.sentinel) {
-        const std::uint64_t now_serving = pool_.sentinel->generation();
-        if (pool_.health_generation.exchange(now_serving) != now_serving) pool_.health.reset();
-    }
-    return pool_.health.admit();
 }
 
 void Connection::Impl::Lease::take_or_dial() {
@@ -141,7 +176,7 @@ void Connection::Impl::Lease::take_or_dial() {
                 }
                 if (!probe_ && pool_.health.down()) {
                     lock.unlock();
-                    probe_ = admit();  // throws, or makes this call the probe
+                    probe_ = Impl::admit(pool_);  // throws, or makes this call the probe
                     continue;
                 }
             }
@@ -162,32 +197,16 @@ void Connection::Impl::Lease::take_or_dial() {
     dial();
 }
 
-// A new link; the slot counted in pool_.open is given back if it fails. A
-// dial that fails (refused, timed out, a TLS failure) sent nothing and tells
-// the gate the server is down; a refused AUTH means it is up. Not with
-// Sentinel: there a failed dial makes the monitor suspect the master, and the
-// next dials wait for the sentinels' answer (a failover) instead of failing
-// fast through it.
+// A new link (see dial_checked); the slot counted in pool_.open is given back if it fails.
 void Connection::Impl::Lease::dial() {
     try {
-        link_ = impl_.dial(pool_);
-    } catch (ConnectionError& e) {
-        detail::ErrorAccess::mark_not_sent(e);
-        if (!pool_.sentinel && dynamic_cast<const AuthenticationError*>(&e) == nullptr) {
-            pool_.health.failed(e.what(), probe_);
-            probe_ = false;
-        }
-        std::lock_guard lock(pool_.mutex);
-        --pool_.open;
-        pool_.available.notify_one();
-        throw;
+        link_ = impl_.dial_checked(pool_, probe_);
     } catch (...) {
         std::lock_guard lock(pool_.mutex);
         --pool_.open;
         pool_.available.notify_one();
         throw;
     }
-    link_->health = &pool_.health;
 }
 
 // The probe: a PING within the command timeout before the caller's request
@@ -287,8 +306,9 @@ bool Connection::healthy() const {
 std::size_t Connection::open_connections() const noexcept {
     Impl::Pool& pool = impl_->current_pool();
     if (pool.cluster) return pool.cluster->open_connections();
+    const std::size_t shared = pool.mux && pool.mux->open() ? 1 : 0;
     std::lock_guard lock(pool.mutex);
-    return pool.open;
+    return pool.open + shared;
 }
 
 void Connection::reset() const {
@@ -301,44 +321,86 @@ void Connection::reset() const {
         pool.open -= closing.size();
     }
     pool.available.notify_all();
+    if (pool.mux) pool.mux->reset();
 }
 
-// Runs `attempt` on a leased link. In Sentinel mode a failure that shows a
-// failover (a broken link, a READONLY / LOADING / MASTERDOWN refusal, which
-// `refusal` picks out of the result) makes the monitor ask the sentinels
-// again, and the call is made once more, on the new master, only when that
-// cannot run it twice: nothing had been sent (the link could not be opened),
-// the node refused it unexecuted, or `request` only reads. Otherwise the
-// caller gets one ConnectionError and the next call goes to the new master.
+namespace {
+
+// Requests this long or longer go on a link of their own rather than delay
+// everyone else's on the shared one.
+constexpr std::size_t kLargeCommands = 1000;
+constexpr std::size_t kLargeBytes = std::size_t{1} << 20;
+
+bool shareable(std::string_view request, std::size_t commands) {
+    return commands < kLargeCommands && request.size() < kLargeBytes && !detail::needs_own_link(request);
+}
+
+}  // namespace
+
+std::vector<Reply> Connection::Impl::round_trip(std::span<const std::string_view> parts, std::size_t replies,
+                                                std::chrono::milliseconds timeout, bool shareable_request,
+                                                std::uint64_t& generation) {
+    Pool& mine = current_pool();
+    round_trips.fetch_add(1, std::memory_order_relaxed);
+    std::optional<bool> probe;
+    if (mine.mux && shareable_request) {
+        for (;;) {
+            probe = admit(mine);
+            if (*probe) break;  // the probe goes on a leased link, after its PING
+            detail::MuxRequest request;
+            request.parts = parts;
+            request.replies = replies;
+            request.deadline = detail::deadline_after(timeout);
+            request.timeout_ms = timeout.count();
+            if (mine.mux->run(request)) {
+                generation = request.generation;
+                return std::move(request.out);
+            }
+            // Bounced: the server went down before it was written; ask again.
+        }
+    }
+    Lease lease(*this, probe);
+    detail::Link& link = lease.link();
+    generation = link.generation;
+    const detail::Deadline deadline = detail::deadline_after(timeout);
+    link.send(parts, replies, deadline, timeout.count());
+    std::vector<Reply> out;
+    if (replies == 1) {
+        out.push_back(link.receive(deadline, timeout.count()));
+    } else {
+        link.receive_many(replies, deadline, timeout.count(), out);
+    }
+    return out;
+}
+
+// Runs `attempt`. In Sentinel mode a failure that shows a failover (a broken
+// link, a READONLY / LOADING / MASTERDOWN refusal, which `refusal` picks out
+// of the result) makes the monitor ask the sentinels again, and the call is
+// made once more, on the new master, only when that cannot run it twice:
+// nothing had been sent (maybe_executed() false), the node refused it
+// unexecuted, or `request` only reads. Otherwise the caller gets one
+// ConnectionError and the next call goes to the new master.
 template <class Attempt, class Refusal>
 auto Connection::Impl::with_failover(std::string_view request, Attempt&& attempt, Refusal&& refusal) {
     Pool& mine = current_pool();
-    if (!mine.sentinel) {
-        Lease lease(*this);
-        return attempt(lease.link());
-    }
+    std::uint64_t generation = 0;
+    if (!mine.sentinel) return attempt(generation);
     for (int round = 0;; ++round) {
         const bool last = round > 0;
-        std::optional<Lease> lease;
         try {
-            lease.emplace(*this);
-        } catch (const ConnectionError&) {
-            if (last) throw;
-            continue;  // nothing was sent
-        }
-        const std::uint64_t generation = lease->link().generation;
-        try {
-            auto result = attempt(lease->link());
+            auto result = attempt(generation);
             const Reply* refused = refusal(result);
             if (refused == nullptr) return result;
             mine.sentinel->suspect(generation);
             if (last)
                 detail::throw_connection_error(
-                    lease->link().server(), "failing over",
+                    options.describe(), "failing over",
                     fmt::format("{} (after asking the sentinels again)", refused->error_message()));
-        } catch (const ConnectionError&) {
+        } catch (const ConnectionError& e) {
+            if (last) throw;
+            if (!e.maybe_executed()) continue;  // nothing was sent
             mine.sentinel->suspect(generation);
-            if (last || !detail::read_only_request(request)) throw;
+            if (!detail::read_only_request(request)) throw;
         }
     }
 }
@@ -364,13 +426,11 @@ Reply detail::send_command(const Connection& conn, const CommandBuffer& buffer,
     auto timeout = impl.options.command_timeout;
     if (timeout.count() > 0 && block.count() > 0) timeout += block;  // the server holds the reply that long
     std::string_view request = buffer.data();
+    const bool shared = block.count() == 0 && shareable(request, 1);
     return impl.with_failover(
         request,
-        [&](Link& link) {
-            impl.round_trips.fetch_add(1, std::memory_order_relaxed);
-            detail::Deadline deadline = detail::deadline_after(timeout);
-            link.send({&request, 1}, 1, deadline, timeout.count());
-            return link.receive(deadline, timeout.count());
+        [&](std::uint64_t& generation) {
+            return std::move(impl.round_trip({&request, 1}, 1, timeout, shared, generation).front());
         },
         refused_reply);
 }
@@ -379,40 +439,33 @@ std::vector<Reply> Connection::execute(const Pipeline& pipeline) const {
     const auto& buffer = detail::ConnectionAccess::buffer(pipeline);
     if (buffer.empty()) return {};
     if (auto* cluster = impl_->current_pool().cluster.get()) return cluster->execute(pipeline);
-    auto timeout = impl_->options.command_timeout;
     std::string_view request = buffer.data();
+    const bool shared = shareable(request, buffer.commands());
     return impl_->with_failover(
         request,
-        [&](detail::Link& link) {
-            impl_->round_trips.fetch_add(1, std::memory_order_relaxed);
-            detail::Deadline deadline = detail::deadline_after(timeout);
-            link.send({&request, 1}, buffer.commands(), deadline, timeout.count());
-            std::vector<Reply> replies;
-            link.receive_many(buffer.commands(), deadline, timeout.count(), replies);
-            return replies;
+        [&](std::uint64_t& generation) {
+            return impl_->round_trip({&request, 1}, buffer.commands(), impl_->options.command_timeout, shared,
+                                     generation);
         },
         refused_replies);
 }
 
-detail::TransactionReplies Connection::Impl::transaction_on(detail::Link& link,
-                                                            const detail::CommandBuffer& buffer,
-                                                            bool asking) {
+detail::TransactionReplies Connection::Impl::transaction(const detail::CommandBuffer& buffer, bool asking,
+                                                         std::uint64_t& generation) {
     static constexpr std::string_view kAsking = "*1\r\n$6\r\nASKING\r\n";
-    const auto timeout = options.command_timeout;
-    round_trips.fetch_add(1, std::memory_order_relaxed);
-    detail::Deadline deadline = detail::deadline_after(timeout);
     const std::string_view parts[] = {kAsking, kMulti, buffer.data(), kExec};
     const std::span<const std::string_view> all(parts);
     const std::span<const std::string_view> sent = asking ? all : all.subspan(1);
-    link.send(sent, buffer.commands() + (asking ? 3 : 2), deadline, timeout.count());
+    const std::size_t skip = asking ? 1 : 0;  // ASKING's +OK
+    std::vector<Reply> got = round_trip(sent, buffer.commands() + 2 + skip, options.command_timeout,
+                                        shareable(buffer.data(), buffer.commands()), generation);
     detail::TransactionReplies out;
-    if (asking) (void)link.receive(deadline, timeout.count());  // +OK
-    out.multi = link.receive(deadline, timeout.count());        // +OK
+    out.multi = std::move(got[skip]);
     for (std::size_t i = 0; i < buffer.commands(); ++i) {
-        Reply queued = link.receive(deadline, timeout.count());
-        if (queued.is_error() && !out.rejected) out.rejected = queued;
+        Reply& queued = got[skip + 1 + i];
+        if (queued.is_error() && !out.rejected) out.rejected = std::move(queued);
     }
-    out.exec = link.receive(deadline, timeout.count());
+    out.exec = std::move(got.back());
     return out;
 }
 
@@ -422,14 +475,16 @@ std::vector<Reply> Connection::transaction(const Pipeline& pipeline) const {
     using Replies = detail::TransactionReplies;
     auto* cluster = impl_->current_pool().cluster.get();
     Replies r =
-        cluster ? cluster->transaction(buffer)
-                : impl_->with_failover(
-                      buffer.data(), [&](detail::Link& link) { return impl_->transaction_on(link, buffer); },
-                      [](const Replies& out) -> const Reply* {
-                          if (detail::failover_reply(out.multi)) return &out.multi;
-                          if (out.rejected && detail::failover_reply(*out.rejected)) return &*out.rejected;
-                          return refused_reply(out.exec);
-                      });
+        cluster
+            ? cluster->transaction(buffer)
+            : impl_->with_failover(
+                  buffer.data(),
+                  [&](std::uint64_t& generation) { return impl_->transaction(buffer, false, generation); },
+                  [](const Replies& out) -> const Reply* {
+                      if (detail::failover_reply(out.multi)) return &out.multi;
+                      if (out.rejected && detail::failover_reply(*out.rejected)) return &*out.rejected;
+                      return refused_reply(out.exec);
+                  });
     r.multi.check();
     if (r.rejected) r.rejected->check();
     Reply& exec = r.exec;

@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -18,6 +20,7 @@
 #include "client/cluster.hpp"
 #include "client/health.hpp"
 #include "client/link.hpp"
+#include "client/multiplexer.hpp"
 #include "client/sentinel.hpp"
 #include "client/tls.hpp"
 
@@ -41,6 +44,9 @@ struct Connection::Impl {
         std::unique_ptr<detail::SentinelMonitor> sentinel;
         // Cluster mode: the slot map and a Connection per node (the links above stay unused).
         std::unique_ptr<detail::ClusterRouter> cluster;
+        // ConnectionOptions::multiplex (not Cluster mode, whose nodes have their own): the
+        // shared link. The links above then serve only what may not share it.
+        std::unique_ptr<detail::Multiplexer> mux;
     };
 
     // Borrows one Link for one round trip. The pool's HealthGate is asked
@@ -51,14 +57,15 @@ struct Connection::Impl {
     // caller's request goes out.
     class Lease {
     public:
-        explicit Lease(Impl& impl);
+        /// `admitted`: the HealthGate already admitted this call (true: as
+        /// its probe); nullopt: ask it now.
+        explicit Lease(Impl& impl, std::optional<bool> admitted = std::nullopt);
         ~Lease();
         Lease(const Lease&) = delete;
         Lease& operator=(const Lease&) = delete;
         detail::Link& link() const noexcept { return *link_; }
 
     private:
-        bool admit();
         void take_or_dial();
         void dial();
         void probe();
@@ -79,15 +86,30 @@ struct Connection::Impl {
     Pool* make_pool(pid_t owner);
     /// A new link to the server (in Sentinel mode, the master of `pool`), handshake done.
     std::unique_ptr<detail::Link> dial(Pool& owner) const;
-    /// Runs `attempt(link)` on a leased link; in Sentinel mode, follows a
-    /// failover and sends again when safe (see connection.cpp).
+    /// dial() for `owner`'s use: a failure is marked not sent and, when it
+    /// shows the server down, tells the HealthGate (`probe`: as its probe,
+    /// which it then no longer is). The link reports to the gate.
+    std::unique_ptr<detail::Link> dial_checked(Pool& owner, bool& probe) const;
+    /// Asks `owner`'s HealthGate (true: this call is the probe); throws while
+    /// the server is down. In Sentinel mode a failover clears the gate first.
+    static bool admit(Pool& owner);
+    /// Sends `parts` (RESP text of `replies` commands) as one request and
+    /// returns the replies: on the shared link when the pool multiplexes and
+    /// `shareable`, else on a leased one. `generation` is set to the Sentinel
+    /// generation of the link used.
+    std::vector<Reply> round_trip(std::span<const std::string_view> parts, std::size_t replies,
+                                  std::chrono::milliseconds timeout, bool shareable,
+                                  std::uint64_t& generation);
+    /// Runs `attempt(generation)` (a round trip that sets the Sentinel
+    /// generation it used); in Sentinel mode, follows a failover and sends
+    /// again when safe (see connection.cpp).
     template <class Attempt, class Refusal>
     auto with_failover(std::string_view request, Attempt&& attempt, Refusal&& refusal);
-    /// MULTI, the commands of `buffer` and EXEC as one request on `link`
-    /// (after ASKING when `asking`; its +OK is dropped). Every reply is read
-    /// before anything throws, so the link stays reusable.
-    detail::TransactionReplies transaction_on(detail::Link& link, const detail::CommandBuffer& buffer,
-                                              bool asking = false);
+    /// MULTI, the commands of `buffer` and EXEC as one request (after ASKING
+    /// when `asking`; its +OK is dropped), through round_trip(). Every reply
+    /// is read before anything throws, so the link stays reusable.
+    detail::TransactionReplies transaction(const detail::CommandBuffer& buffer, bool asking,
+                                           std::uint64_t& generation);
     /// Whether a pooled idle link may serve another round trip.
     bool still_good(detail::Link& link) const;
 

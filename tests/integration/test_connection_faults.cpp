@@ -53,6 +53,7 @@ TEST(ConnectionPoolHealth, RestartCostsAtMostOneCall) {
     rt::RedisServer server;
     auto options = server.options();
     options.pool_size = 8;
+    options.multiplex = false;  // the pool's own sockets are what is tested
     Connection conn{options};
     warm(conn, 8);
     ASSERT_EQ(conn.open_connections(), 8u);
@@ -77,6 +78,7 @@ TEST(ConnectionPoolHealth, ClientKillOfIdleConnectionsIsInvisible) {
     rt::RedisServer server;
     auto options = server.options();
     options.pool_size = 8;
+    options.multiplex = false;  // the pool's own sockets are what is tested
     Connection conn{options};
     warm(conn, 8);
     Connection admin{server.options()};

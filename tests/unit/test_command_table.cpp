@@ -3,6 +3,7 @@
 // messages.
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -85,4 +86,22 @@ TEST(CommandTable, ARequestIsReadOnlyWhenEveryCommandIs) {
     mixed.add("DEL", "a");
     EXPECT_FALSE(retools::detail::read_only_request(mixed.data()));
     EXPECT_FALSE(retools::detail::read_only_request(""));
+}
+
+TEST(CommandTable, RequestsThatMayNotShareAMultiplexedConnection) {
+    using retools::detail::needs_own_link;
+    auto encoded = [](auto... commands) {
+        retools::detail::CommandBuffer b;
+        (std::apply([&](auto... args) { b.add(args...); }, commands), ...);
+        return b.data();
+    };
+    EXPECT_FALSE(needs_own_link(encoded(std::tuple{"GET", "k"})));
+    EXPECT_FALSE(needs_own_link(encoded(std::tuple{"SET", "k", "v"}, std::tuple{"EVALSHA", "abc", 1, "k"})));
+    EXPECT_FALSE(needs_own_link(encoded(std::tuple{"PING"}, std::tuple{"get", "select"})));  // an argument
+    for (const char* name :
+         {"BLPOP", "blmove", "WAIT", "SELECT", "watch", "MULTI", "CLIENT", "SUBSCRIBE", "MONITOR", "XREAD"})
+        EXPECT_TRUE(needs_own_link(encoded(std::tuple{"GET", "k"}, std::tuple{name, "x"}))) << name;
+    EXPECT_TRUE(needs_own_link("*2\r\n$3\r\nGET\r\n$5\r\nk"));  // malformed: never shared
+    EXPECT_TRUE(needs_own_link("*x\r\n"));
+    EXPECT_FALSE(needs_own_link(""));
 }

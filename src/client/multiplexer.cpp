@@ -1,0 +1,175 @@
+#include "client/multiplexer.hpp"
+
+#include <algorithm>
+
+#include "client/health.hpp"
+
+namespace retools::detail {
+
+Multiplexer::Multiplexer(HealthGate& health, std::function<std::unique_ptr<Link>()> dial,
+                         std::function<bool(Link&)> reusable)
+    : health_(health), dial_(std::move(dial)), reusable_(std::move(reusable)) {}
+
+Multiplexer::~Multiplexer() = default;
+
+bool Multiplexer::run(MuxRequest& r) {
+    std::unique_lock lock(mutex_);
+    queued_.push_back(&r);
+    if (leading_) {
+        // One wake-up: the reply is in, the request failed, or the role is ours.
+        r.wake.wait(lock, [&] { return r.state != MuxRequest::State::queued || r.lead; });
+        if (r.state == MuxRequest::State::queued) lead(lock, r);
+    } else {
+        leading_ = true;
+        lead(lock, r);
+    }
+    if (r.state == MuxRequest::State::bounced) return false;
+    if (r.error) std::rethrow_exception(r.error);
+    return true;
+}
+
+bool Multiplexer::open() const noexcept {
+    return link_open_.load(std::memory_order_relaxed);
+}
+
+void Multiplexer::reset() noexcept {
+    std::lock_guard lock(mutex_);
+    if (leading_) {
+        drop_link_ = true;  // the leader closes it before its next write on an idle link
+        return;
+    }
+    link_.reset();
+    link_open_.store(false, std::memory_order_relaxed);
+}
+
+// The leader's loop: write what is queued, read the next reply owed, until
+// `mine` is answered; then pass the role on. Entered and left with `lock` held.
+void Multiplexer::lead(std::unique_lock<std::mutex>& lock, MuxRequest& mine) {
+    mine.lead = false;
+    while (mine.state == MuxRequest::State::queued) {
+        if (!queued_.empty()) {
+            write_queued(lock);
+            continue;  // `mine` may have been written, failed or bounced
+        }
+        if (written_.empty()) break;  // cannot happen: `mine` is queued or written
+        lock.unlock();
+        read_one();
+        lock.lock();
+    }
+    hand_off();
+}
+
+// Takes everything queued and writes it in one write (or finishes each
+// request with the failure to find a link for it).
+void Multiplexer::write_queued(std::unique_lock<std::mutex>& lock) {
+    std::vector<MuxRequest*> batch(queued_.begin(), queued_.end());
+    queued_.clear();
+    const bool drop = drop_link_ && written_.empty();
+    if (drop) drop_link_ = false;
+    lock.unlock();
+    if (drop && link_) {
+        link_.reset();
+        link_open_.store(false, std::memory_order_relaxed);
+    }
+    if (prepare_link(batch)) {
+        std::vector<std::string_view> parts;
+        std::size_t replies = 0;
+        Deadline deadline = Deadline::max();
+        long long timeout_ms = 0;
+        for (MuxRequest* r : batch) {
+            parts.insert(parts.end(), r->parts.begin(), r->parts.end());
+            replies += r->replies;
+            if (r->deadline < deadline) {
+                deadline = r->deadline;
+                timeout_ms = r->timeout_ms;
+            }
+            r->generation = link_->generation;
+            written_.push_back(r);
+        }
+        try {
+            link_->send(parts, replies, deadline, timeout_ms);
+        } catch (...) {
+            fail_written(std::current_exception());
+        }
+    }
+    lock.lock();
+}
+
+// A link to write `batch` on: the current one, or a new one. An idle link the
+// server closed (or from before a failover) is replaced first. While the
+// server is down nothing is dialed: the batch goes back to its callers.
+bool Multiplexer::prepare_link(std::vector<MuxRequest*>& batch) {
+    if (link_ && written_.empty() && !reusable_(*link_)) {
+        link_.reset();
+        link_open_.store(false, std::memory_order_relaxed);
+    }
+    if (link_) return true;
+    if (health_.down()) {
+        for (MuxRequest* r : batch) finish(*r, MuxRequest::State::bounced);
+        return false;
+    }
+    try {
+        link_ = dial_();
+        link_open_.store(true, std::memory_order_relaxed);
+        return true;
+    } catch (...) {
+        const std::exception_ptr error = std::current_exception();
+        for (MuxRequest* r : batch) {
+            r->error = error;
+            finish(*r, MuxRequest::State::done);
+        }
+        return false;
+    }
+}
+
+// Reads the replies of the oldest written request and hands them over.
+void Multiplexer::read_one() {
+    MuxRequest& r = *written_.front();
+    try {
+        if (r.replies == 1) {
+            r.out.push_back(link_->receive(r.deadline, r.timeout_ms));
+        } else {
+            link_->receive_many(r.replies, r.deadline, r.timeout_ms, r.out);
+        }
+    } catch (...) {
+        fail_written(std::current_exception());
+        return;
+    }
+    written_.pop_front();
+    if (written_.empty()) link_->idle_since = SteadyClock::now();
+    finish(r, MuxRequest::State::done);
+}
+
+// The link failed: every request written on it gets the failure (each may
+// have run) and the link is closed.
+void Multiplexer::fail_written(std::exception_ptr error) {
+    link_.reset();
+    link_open_.store(false, std::memory_order_relaxed);
+    std::deque<MuxRequest*> failed;
+    failed.swap(written_);
+    for (MuxRequest* r : failed) {
+        r->error = error;
+        finish(*r, MuxRequest::State::done);
+    }
+}
+
+// Wakes r's caller; after this the request may be gone (its caller returns).
+void Multiplexer::finish(MuxRequest& r, MuxRequest::State state) {
+    std::lock_guard lock(mutex_);
+    r.state = state;
+    r.wake.notify_one();  // under the mutex: the waiter cannot destroy `wake` meanwhile
+}
+
+// The leader is done: the caller whose reply comes next (else the oldest
+// queued one) takes over the I/O. Called with mutex_ held.
+void Multiplexer::hand_off() {
+    MuxRequest* next = !written_.empty() ? written_.front() : !queued_.empty() ? queued_.front() : nullptr;
+    if (next == nullptr) {
+        leading_ = false;
+        return;
+    }
+    next->lead = true;  // leading_ stays true: nobody else may take the role meanwhile
+    next->wake.notify_one();
+}
+
+}  // namespace retools::detail
