@@ -218,8 +218,11 @@ private:
     detail::CommandBuffer buffer_;
 };
 
-/// A pool of connections to one Redis server. Cheap to copy: copies share the
-/// pool. Every member is safe to call from many threads at once. After
+/// The way to one Redis server: concurrent callers share one socket
+/// (ConnectionOptions::multiplex), and what cannot share it (blocking and
+/// connection-state commands, very large requests) gets a pooled one. Cheap
+/// to copy: copies share the sockets. Every member is safe to call from many
+/// threads at once. After
 /// `fork()`, the child never touches the parent's sockets; it opens its own on
 /// first use.
 ///
@@ -229,9 +232,9 @@ private:
 /// std::string v = conn.command("GET", "greeting").as_string();
 /// ```
 ///
-/// A pooled connection that the server closed while it was idle (a restart,
+/// A connection that the server closed while it was idle (a restart,
 /// `CLIENT KILL`, the server's `timeout`) is noticed and replaced before it is
-/// used, so a restart costs at most the command in flight.
+/// used, so a restart costs at most the commands in flight.
 ///
 /// Errors: `ConnectionError` (unreachable, hung up, a TLS failure;
 /// `TimeoutError` when a timeout elapsed) — the broken connection is dropped

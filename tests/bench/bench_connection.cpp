@@ -7,6 +7,7 @@
 #include <retools/connection.hpp>
 
 #include "raw.hpp"
+#include "latency_proxy.hpp"
 #include "rows.hpp"
 
 namespace bench {
@@ -71,16 +72,30 @@ Run conn_get_tls(const Env& env, std::size_t count) {
             {}};
 }
 
-RunFn conn_threads(std::size_t threads) {
-    return [threads](const Env& env, std::size_t count) {
-        env.conn.command("SET", "bench:conn:key", "value");
-        retools::Connection shared = env.conn;  // all threads share one pool
-        return Run{run_threads(threads, count,
-                               [&](std::size_t, std::size_t ops) {
-                                   for (std::size_t i = 0; i < ops; ++i)
-                                       shared.command("GET", "bench:conn:key");
-                               }),
-                   {}};
+// GETs from `threads` threads sharing one Connection made of `options`.
+Run shared_gets(const retools::ConnectionOptions& options, std::size_t threads, std::size_t count) {
+    retools::Connection shared{options};
+    shared.command("SET", "bench:conn:key", "value");
+    return Run{run_threads(threads, count,
+                           [&](std::size_t, std::size_t ops) {
+                               for (std::size_t i = 0; i < ops; ++i) shared.command("GET", "bench:conn:key");
+                           }),
+               {}};
+}
+
+// `multiplex`: the default engine; false: a pool of `pool_size` leased sockets.
+// `one_way` > 0: through a LatencyProxy adding that much each way.
+RunFn conn_threads(std::size_t threads, bool multiplex, std::chrono::microseconds one_way = {},
+                   std::size_t pool_size = 16) {
+    return [=](const Env& env, std::size_t count) {
+        retools::ConnectionOptions options = env.conn.options();
+        options.multiplex = multiplex;
+        options.pool_size = pool_size;
+        if (one_way.count() == 0) return shared_gets(options, threads, count);
+        retools::test::LatencyProxy proxy{env.port, one_way};
+        options.host = "127.0.0.1";
+        options.port = proxy.port();
+        return shared_gets(options, threads, count);
     };
 }
 
@@ -133,14 +148,32 @@ void add_connection_rows(const Env& env, std::vector<Row>& rows) {
                         .retools = conn_get_tls,
                         .floor = raw_get<Transport::tls>,
                         .floor_target = 0.9});
-    for (std::size_t threads : {1, 4, 16})
+    for (std::size_t threads : {1, 4, 16, 64}) {
+        const auto what = fmt::format("Connection: GET, {} thread{} sharing one Connection", threads,
+                                      threads > 1 ? "s" : "");
         rows.push_back({.id = "conn_threads_" + std::to_string(threads),
-                        .label = fmt::format("Connection: GET, {} thread{} sharing one pool", threads,
-                                             threads > 1 ? "s" : ""),
+                        .label = what + ", floor a raw socket per thread",
                         .count = n * 2,
-                        .retools = conn_threads(threads),
+                        .retools = conn_threads(threads, true),
                         .floor = raw_threads(threads),
-                        .floor_target = 0.8});
+                        .floor_target = threads == 1 ? 0.9 : threads >= 16 ? 2.5 : 0});
+        rows.push_back({.id = "conn_threads_" + std::to_string(threads) + "_vs_pool",
+                        .label = what + ", floor multiplex = false",
+                        .count = n * 2,
+                        .retools = conn_threads(threads, true),
+                        .floor = conn_threads(threads, false)});
+    }
+    // A network 1 ms round trip away: multiplexing pays for itself when
+    // there are more threads than pooled sockets.
+    for (std::size_t threads : {16, 64})
+        rows.push_back({.id = fmt::format("conn_net_threads_{}", threads),
+                        .label = fmt::format("Connection: GET through 1 ms of network, {} threads, floor "
+                                             "multiplex = false with 16 sockets",
+                                             threads),
+                        .count = n / 2,
+                        .retools = conn_threads(threads, true, std::chrono::microseconds(500)),
+                        .floor = conn_threads(threads, false, std::chrono::microseconds(500)),
+                        .floor_target = threads == 64 ? 3.5 : 0});
 }
 
 }  // namespace bench
