@@ -74,6 +74,10 @@ void Link::send(std::span<const std::string_view> parts, std::size_t replies, De
     owed_ += replies;
 }
 
+bool Link::buffered() const {
+    return in_pos_ < in_end_ || reader_->pos < reader_->len || transport_->buffered();
+}
+
 Reply Link::receive(Deadline deadline, long long timeout_ms) {
     return ReplyAccess::adopt(receive_raw(deadline, timeout_ms));
 }

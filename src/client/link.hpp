@@ -58,6 +58,11 @@ public:
     /// For a pooled idle link: false when the server closed it meanwhile.
     bool idle_and_open() { return transport_->idle_and_open(); }
     const std::string& server() const noexcept { return transport_->server(); }
+    /// The socket, for poll() beside other descriptors (see buffered()).
+    int fd() const noexcept { return transport_->fd(); }
+    /// Bytes already received and not yet made into replies: the next
+    /// receive() may not need the socket, whatever poll() says of it.
+    bool buffered() const;
 
     /// When the link was last returned to a pool (kept only when max_idle is set).
     SteadyClock::time_point idle_since{};

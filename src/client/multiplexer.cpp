@@ -1,6 +1,13 @@
 #include "client/multiplexer.hpp"
 
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <system_error>
 
 #include "client/health.hpp"
 
@@ -8,13 +15,23 @@ namespace retools::detail {
 
 Multiplexer::Multiplexer(HealthGate& health, std::function<std::unique_ptr<Link>()> dial,
                          std::function<bool(Link&)> reusable)
-    : health_(health), dial_(std::move(dial)), reusable_(std::move(reusable)) {}
+    : health_(health), dial_(std::move(dial)), reusable_(std::move(reusable)) {
+    wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (wake_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+}
 
-Multiplexer::~Multiplexer() = default;
+Multiplexer::~Multiplexer() {
+    ::close(wake_fd_);
+}
 
 bool Multiplexer::run(MuxRequest& r) {
     std::unique_lock lock(mutex_);
     queued_.push_back(&r);
+    if (leader_polling_ && !wake_sent_) {
+        wake_sent_ = true;
+        const std::uint64_t one = 1;
+        (void)!::write(wake_fd_, &one, sizeof one);
+    }
     if (leading_) {
         // One wake-up: the reply is in, the request failed, or the role is ours.
         r.wake.wait(lock, [&] { return r.state != MuxRequest::State::queued || r.lead; });
@@ -52,6 +69,13 @@ void Multiplexer::lead(std::unique_lock<std::mutex>& lock, MuxRequest& mine) {
             continue;  // `mine` may have been written, failed or bounced
         }
         if (written_.empty()) break;  // cannot happen: `mine` is queued or written
+        leader_polling_ = true;
+        lock.unlock();
+        const bool reply = wait_for_reply();
+        lock.lock();
+        leader_polling_ = false;
+        wake_sent_ = false;
+        if (!reply) continue;  // new requests to write first
         lock.unlock();
         read_one();
         lock.lock();
@@ -120,6 +144,27 @@ bool Multiplexer::prepare_link(std::vector<MuxRequest*>& batch) {
         }
         return false;
     }
+}
+
+// Waits until the socket has a reply (true; also when the oldest request's
+// deadline has passed, for receive() to report it) or a new request was
+// queued (false).
+bool Multiplexer::wait_for_reply() {
+    if (link_->buffered()) return true;
+    const Deadline deadline = written_.front()->deadline;
+    pollfd fds[2] = {{link_->fd(), POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+    int timeout_ms = -1;
+    if (deadline != Deadline::max()) {
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - SteadyClock::now());
+        if (left.count() <= 0) return true;
+        timeout_ms = static_cast<int>(std::min<long long>(left.count(), 60000));
+    }
+    const int ready = ::poll(fds, 2, timeout_ms);
+    if (fds[1].revents != 0) {
+        std::uint64_t count = 0;
+        (void)!::read(wake_fd_, &count, sizeof count);
+    }
+    return ready == 0 || fds[0].revents != 0;
 }
 
 // Reads the replies of the oldest written request and hands them over.

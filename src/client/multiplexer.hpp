@@ -7,7 +7,10 @@
 // reply comes next (or whose request waits to be written). A lone caller
 // writes and reads on its own thread: no hand-off, no extra thread.
 //
-// Only the leader touches the link and the written-but-unanswered FIFO; the
+// While the leader waits for a reply, a new request wakes it (an eventfd
+// polled beside the socket) to be written at once, so requests never wait
+// for a round trip to go out. Only the leader touches the link (one thread
+// at a time on a TLS session) and the written-but-unanswered FIFO; the
 // mutex guards the queue and the hand-off. A failed link fails every request
 // written on it (they may have run) and is dropped; requests not yet written
 // are then written on a new link, or bounced back to their callers while
@@ -79,6 +82,7 @@ public:
 private:
     void lead(std::unique_lock<std::mutex>& lock, MuxRequest& mine);
     void write_queued(std::unique_lock<std::mutex>& lock);
+    bool wait_for_reply();
     void read_one();
     void fail_written(std::exception_ptr error);
     void finish(MuxRequest& r, MuxRequest::State state);
@@ -93,6 +97,9 @@ private:
     std::deque<MuxRequest*> queued_;  // not yet written, oldest first
     bool leading_ = false;            // someone does (or was handed) the I/O
     bool drop_link_ = false;          // reset() asked to close the link
+    bool leader_polling_ = false;     // the leader waits for a reply: wake it to write
+    bool wake_sent_ = false;          // wake_fd_ was signalled since the leader last looked
+    int wake_fd_ = -1;                // an eventfd beside the socket in the leader's poll()
 
     // The leader's alone (passed on under mutex_ with the role).
     std::deque<MuxRequest*> written_;  // replies owed, in the order they come

@@ -230,6 +230,10 @@ std::size_t Transport::read(char* buffer, std::size_t capacity, Deadline deadlin
     }
 }
 
+bool Transport::buffered() const {
+    return tls_ && tls_->pending();
+}
+
 bool Transport::idle_and_open() {
     if (tls_) return tls_->idle_and_open();
     pollfd p{fd_, POLLIN, 0};

@@ -58,6 +58,10 @@ public:
     bool idle_and_open();
 
     bool is_tls() const noexcept { return tls_ != nullptr; }
+    /// The socket, for poll() beside other descriptors.
+    int fd() const noexcept { return fd_; }
+    /// Bytes decrypted (TLS) and not yet read: readable whatever poll() says.
+    bool buffered() const;
     const std::string& server() const noexcept { return server_; }
 
 private:

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -16,8 +17,10 @@
 
 #include <retools/connection.hpp>
 #include <retools/errors.hpp>
+#include <retools/script.hpp>
 
 #include "expect.hpp"
+#include "latency_proxy.hpp"
 #include "redis_server.hpp"
 #include "wait.hpp"
 
@@ -44,13 +47,22 @@ long long connected_clients(const Connection& admin) {
 
 }  // namespace
 
-TEST(Multiplex, SixteenThreadsShareOneSocketAndEachGetsItsOwnReplies) {
+TEST(Multiplex, SixtyFourThreadsMixingEverythingShareOneSocketAndGetTheirOwnReplies) {
     rt::RedisServer server;
     Connection conn{server.options()};
+    static const retools::Script echo_incr{"redis.call('INCR', KEYS[1]) return ARGV[1]"};
     std::atomic<int> mismatches{0};
-    on_threads(16, [&](int t) {
+    std::atomic<bool> blpop_done{false};
+    std::thread blocked([&] {
+        EXPECT_TRUE(conn.blocking_command(1s, "BLPOP", "mux:nothing", 1).is_nil());
+        blpop_done = true;
+    });
+    auto slowest = std::chrono::nanoseconds{0};
+    std::mutex slowest_mutex;
+    on_threads(64, [&](int t) {
         const std::string key = "mux:" + std::to_string(t);
-        for (int i = 0; i < 300; ++i) {
+        for (int i = 0; i < 100; ++i) {
+            const auto t0 = std::chrono::steady_clock::now();
             const std::string value = std::to_string(t * 100000 + i);
             conn.command("SET", key, value);
             if (conn.command("GET", key).as_string() != value) ++mismatches;
@@ -58,12 +70,68 @@ TEST(Multiplex, SixteenThreadsShareOneSocketAndEachGetsItsOwnReplies) {
             p.command("INCR", key + ":n").command("GET", key);
             auto replies = conn.execute(p);
             if (replies[0].as_integer() != i + 1 || replies[1].as_string() != value) ++mismatches;
+            retools::Pipeline tx;
+            tx.command("GET", key).command("INCR", key + ":tx");
+            auto atomic = conn.transaction(tx);
+            if (atomic[0].as_string() != value || atomic[1].as_integer() != i + 1) ++mismatches;
+            if (echo_incr(conn, {key + ":script"}, value).as_string() != value) ++mismatches;
+            const auto took = std::chrono::steady_clock::now() - t0;
+            std::lock_guard lock(slowest_mutex);
+            slowest = std::max(slowest, took);
         }
     });
+    EXPECT_FALSE(blpop_done.load()) << "the calls should have finished well within the BLPOP's second";
+    blocked.join();
     EXPECT_EQ(mismatches.load(), 0);
-    EXPECT_EQ(conn.open_connections(), 1u);
-    Connection admin{server.options()};
-    EXPECT_EQ(connected_clients(admin), 2);  // conn's shared socket and admin's
+    EXPECT_LT(slowest, 500ms) << "a caller waited behind the BLPOP";
+    EXPECT_EQ(conn.open_connections(), 2u);  // the shared socket and the BLPOP's
+    auto admin_options = server.options();
+    admin_options.multiplex = false;
+    Connection admin{admin_options};
+    EXPECT_EQ(connected_clients(admin), 3);
+}
+
+TEST(Multiplex, ASocketCutWithRequestsInFlightFailsThemAsMaybeExecutedAndMixesNoReplies) {
+    rt::RedisServer server;
+    rt::LatencyProxy proxy{server.port(), 0us};
+    auto options = server.options();
+    options.port = proxy.port();
+    Connection conn{options};
+    conn.command("PING");
+    auto admin_options = server.options();
+    admin_options.multiplex = false;
+    Connection admin{admin_options};
+    proxy.hold_replies(true);  // the server runs the requests; their replies wait at the proxy
+    std::atomic<int> mismatches{0}, written_failures{0}, unsent_failures{0}, answered{0};
+    std::thread cutter([&] {
+        ASSERT_TRUE(rt::wait_until(
+            [&] {
+                const std::string stats = admin.command("INFO", "commandstats").as_string();
+                const auto at = stats.find("cmdstat_set:calls=");
+                return at != std::string::npos && std::stoll(stats.substr(at + 18)) >= 16;
+            },
+            3s));
+        admin.command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes");
+        EXPECT_TRUE(rt::wait_until([&] { return written_failures.load() >= 16; }, 3s));
+        proxy.hold_replies(false);  // for the new socket
+    });
+    on_threads(16, [&](int t) {
+        const std::string key = "cut:" + std::to_string(t);
+        for (int i = 0; i < 20; ++i) {
+            const std::string value = std::to_string(t * 1000 + i);
+            try {
+                if (conn.command("SET", key, value).view() != "OK") ++mismatches;
+                if (conn.command("GET", key).as_string() != value) ++mismatches;
+                ++answered;
+            } catch (const retools::ConnectionError& e) {
+                ++(e.maybe_executed() ? written_failures : unsent_failures);
+            }
+        }
+    });
+    cutter.join();
+    EXPECT_EQ(mismatches.load(), 0);
+    EXPECT_GE(written_failures.load(), 16) << "every request held in flight was written";
+    EXPECT_GT(answered.load(), 0) << "later calls went out on a new socket";
 }
 
 TEST(Multiplex, TransactionsStayContiguousOnTheSharedSocket) {

@@ -161,9 +161,10 @@ void LatencyProxy::loop() {
         for (std::size_t i = 0; i < pairs.size(); ++i) {
             Pair& p = *pairs[i];
             const pollfd* pf = i * 2 + 2 < fds.size() ? &fds[i * 2 + 2] : nullptr;
+            // A side that hung up cuts the pair: what is still pending is dropped, as a cut cable would.
             if (pf && pf[0].revents && !pull(p.up, delay_)) p.closed = true;
             if (pf && pf[1].revents && !pull(p.down, delay_)) p.closed = true;
-            if (!push(p.up, false) || !push(p.down, held_.load())) p.closed = true;
+            if (!p.closed && (!push(p.up, false) || !push(p.down, held_.load()))) p.closed = true;
         }
         std::erase_if(pairs, [](const std::unique_ptr<Pair>& p) { return p->closed; });
     }

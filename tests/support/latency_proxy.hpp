@@ -3,7 +3,8 @@
 // each direction, for tests and benchmarks of a network slower than
 // loopback. One thread, poll(); every connection accepted is forwarded to
 // 127.0.0.1:<target>. It can also hold back the server's replies, so a test
-// can be sure requests are in flight when it cuts a socket.
+// can be sure requests are in flight when it cuts a socket. When either side
+// hangs up, the other is closed and bytes still pending are dropped.
 
 #include <atomic>
 #include <chrono>
