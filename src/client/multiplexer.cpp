@@ -7,11 +7,40 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
+#include <string>
 #include <system_error>
+
+#include <retools/errors.hpp>
 
 #include "client/health.hpp"
 
 namespace retools::detail {
+namespace {
+
+// A copy of the failure `error` for one more caller: its own object with its
+// own message, so callers on several threads never share (nor free) one
+// exception object or its reference-counted message.
+std::exception_ptr own_copy(const std::exception_ptr& error) {
+    try {
+        std::rethrow_exception(error);
+    } catch (const AuthenticationError& e) {
+        return std::make_exception_ptr(AuthenticationError(std::string(e.what()), e.maybe_executed()));
+    } catch (const TimeoutError& e) {
+        return std::make_exception_ptr(TimeoutError(std::string(e.what()), e.maybe_executed()));
+    } catch (const ConnectionError& e) {
+        return std::make_exception_ptr(ConnectionError(std::string(e.what()), e.maybe_executed()));
+    } catch (const ConfigurationError& e) {
+        return std::make_exception_ptr(ConfigurationError(std::string(e.what())));
+    } catch (const ReplyError& e) {
+        return std::make_exception_ptr(ReplyError(std::string(e.what())));
+    } catch (const Error& e) {
+        return std::make_exception_ptr(Error(std::string(e.what())));
+    } catch (...) {
+        return std::current_exception();  // std::bad_alloc and the like carry no message
+    }
+}
+
+}  // namespace
 
 Multiplexer::Multiplexer(HealthGate& health, std::function<std::unique_ptr<Link>()> dial,
                          std::function<bool(Link&)> reusable)
@@ -139,7 +168,7 @@ bool Multiplexer::prepare_link(std::vector<MuxRequest*>& batch) {
     } catch (...) {
         const std::exception_ptr error = std::current_exception();
         for (MuxRequest* r : batch) {
-            r->error = error;
+            r->error = own_copy(error);
             finish(*r, MuxRequest::State::done);
         }
         return false;
@@ -193,7 +222,7 @@ void Multiplexer::fail_written(std::exception_ptr error) {
     std::deque<MuxRequest*> failed;
     failed.swap(written_);
     for (MuxRequest* r : failed) {
-        r->error = error;
+        r->error = own_copy(error);
         finish(*r, MuxRequest::State::done);
     }
 }

@@ -54,14 +54,14 @@ TEST(Multiplex, SixtyFourThreadsMixingEverythingShareOneSocketAndGetTheirOwnRepl
     std::atomic<int> mismatches{0};
     std::atomic<bool> blpop_done{false};
     std::thread blocked([&] {
-        EXPECT_TRUE(conn.blocking_command(1s, "BLPOP", "mux:nothing", 1).is_nil());
+        EXPECT_TRUE(conn.blocking_command(3s, "BLPOP", "mux:nothing", 3).is_nil());
         blpop_done = true;
     });
     auto slowest = std::chrono::nanoseconds{0};
     std::mutex slowest_mutex;
     on_threads(64, [&](int t) {
         const std::string key = "mux:" + std::to_string(t);
-        for (int i = 0; i < 100; ++i) {
+        for (int i = 0; i < 30; ++i) {
             const auto t0 = std::chrono::steady_clock::now();
             const std::string value = std::to_string(t * 100000 + i);
             conn.command("SET", key, value);
@@ -80,10 +80,10 @@ TEST(Multiplex, SixtyFourThreadsMixingEverythingShareOneSocketAndGetTheirOwnRepl
             slowest = std::max(slowest, took);
         }
     });
-    EXPECT_FALSE(blpop_done.load()) << "the calls should have finished well within the BLPOP's second";
+    EXPECT_FALSE(blpop_done.load()) << "the calls should have finished well within the BLPOP's 3 s";
     blocked.join();
     EXPECT_EQ(mismatches.load(), 0);
-    EXPECT_LT(slowest, 500ms) << "a caller waited behind the BLPOP";
+    EXPECT_LT(slowest, 1000ms) << "a caller waited behind the BLPOP";
     EXPECT_EQ(conn.open_connections(), 2u);  // the shared socket and the BLPOP's
     auto admin_options = server.options();
     admin_options.multiplex = false;
