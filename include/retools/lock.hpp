@@ -210,7 +210,6 @@ private:
     // Undoes an acquisition too few replicas acknowledged; sets unreplicated_.
     void undo_unreplicated(const std::string& token, long long acknowledged);
     // Blocks on `<key>:signal` for at most `slice` (a release wakes it).
-    void wait_for_release(std::chrono::milliseconds slice);
     void forget() noexcept;
 
     std::string key_;

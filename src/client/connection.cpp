@@ -62,8 +62,13 @@ Connection::Impl::Pool* Connection::Impl::make_pool(pid_t owner) {
     auto p = std::make_unique<Pool>(owner, options);
     if (options.sentinel) p->sentinel = std::make_unique<detail::SentinelMonitor>(options, tls.get());
     if (options.cluster) p->cluster = std::make_unique<detail::ClusterRouter>(options, round_trips);
+    Pool* fresh = p.get();
+    if (!options.cluster)
+        p->signals = std::make_unique<detail::SignalHub>([this, fresh] {
+            bool probe = false;
+            return dial_checked(*fresh, probe);
+        });
     if (options.multiplex && !options.cluster) {
-        Pool* fresh = p.get();
         p->mux = std::make_unique<detail::Multiplexer>(
             fresh->health,
             [this, fresh] {
@@ -491,6 +496,10 @@ std::vector<Reply> Connection::transaction(const Pipeline& pipeline) const {
     exec.check();
     if (exec.is_nil()) detail::throw_reply_error("transaction aborted: a watched key changed");
     return exec.as_array();
+}
+
+detail::SignalHub* detail::signal_hub(const Connection& conn) {
+    return ConnectionAccess::impl(conn).current_pool().signals.get();
 }
 
 Connection& global_connection() {

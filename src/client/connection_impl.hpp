@@ -22,6 +22,7 @@
 #include "client/link.hpp"
 #include "client/multiplexer.hpp"
 #include "client/sentinel.hpp"
+#include "client/signal_hub.hpp"
 #include "client/tls.hpp"
 
 namespace retools {
@@ -47,6 +48,9 @@ struct Connection::Impl {
         // ConnectionOptions::multiplex (not Cluster mode, whose nodes have their own): the
         // shared link. The links above then serve only what may not share it.
         std::unique_ptr<detail::Multiplexer> mux;
+        // Not Cluster mode: the one Pub/Sub connection that waiters share (its thread starts with the
+        // first waiter). Declared last, so destroyed first: its thread may be dialing through the above.
+        std::unique_ptr<detail::SignalHub> signals;
     };
 
     // Borrows one Link for one round trip. The pool's HealthGate is asked

@@ -17,6 +17,7 @@
 #include <retools/errors.hpp>
 #include <retools/lock.hpp>
 
+#include "client/signal_hub.hpp"
 #include "lock/backoff.hpp"
 
 namespace retools::detail {
@@ -82,11 +83,22 @@ bool acquire_loop(std::chrono::milliseconds budget, std::chrono::milliseconds ma
     }
 }
 
-/// Blocks on the wake-up list `signal` for at most `slice`, on a connection
-/// of the waiter's own (`wait_conn`, opened from `conn`'s options on first
-/// use), so that waiters never hold the pool's connections.
-inline void wait_for_signal(std::optional<Connection>& wait_conn, const Connection& conn,
-                            const std::string& signal, std::chrono::milliseconds slice) {
+/// Sleeps at most `slice`, waking early when a message arrives on the
+/// channel `signal` (a release publishes it): through the process's one
+/// shared subscription connection (`subscription` is made on the first wait
+/// and kept by the caller for its whole acquisition). On a Cluster, where
+/// there is none, a BLPOP on the list `signal` on `wait_conn` (made on first
+/// use, one connection) waits instead.
+inline void wait_for_signal(std::optional<Connection>& wait_conn,
+                            std::optional<SignalHub::Subscription>& subscription, const Connection& conn,
+                            const std::string& signal, std::chrono::milliseconds slice, SignalWake wake) {
+    if (!subscription) {
+        if (SignalHub* hub = signal_hub(conn)) subscription.emplace(*hub, signal, wake);
+    }
+    if (subscription) {
+        (void)subscription->wait(slice);
+        return;
+    }
     if (!wait_conn) {
         ConnectionOptions options = conn.options();
         options.pool_size = 1;

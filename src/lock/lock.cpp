@@ -122,13 +122,17 @@ bool Lock::acquire_within(milliseconds budget) {
     // Whether this caller may wait at all (then it marks `<key>:waiting`).
     const bool may_wait = budget > milliseconds{0};
     unreplicated_.clear();
+    std::optional<detail::SignalHub::Subscription> subscription;  // made on the first wait
     return detail::acquire_loop(
         to_budget_ms(static_cast<double>(budget.count())), options_.max_retry_delay,
         [&](milliseconds& retry_in) {
             if (attempt(retry_in, may_wait)) return detail::Attempt::taken;
             return unreplicated_.empty() ? detail::Attempt::busy : detail::Attempt::refused;
         },
-        [&](milliseconds slice) { wait_for_release(slice); });
+        [&](milliseconds slice) {
+            detail::wait_for_signal(wait_conn_, subscription, conn_, sibling_key(conn_, key_, ":signal"), slice,
+                                    detail::SignalWake::one);
+        });
 }
 
 bool Lock::attempt(milliseconds& retry_in, bool will_wait) {
@@ -191,10 +195,6 @@ void Lock::undo_unreplicated(const std::string& token, long long acknowledged) {
     (void)detail::lock_release_script()(
         conn_, {key_, sibling_key(conn_, key_, ":signal"), sibling_key(conn_, key_, ":waiting")}, token,
         detail::lock_signal_ttl.count());
-}
-
-void Lock::wait_for_release(milliseconds slice) {
-    detail::wait_for_signal(wait_conn_, conn_, sibling_key(conn_, key_, ":signal"), slice);
 }
 
 void Lock::forget() noexcept {

@@ -109,13 +109,15 @@ bool ReadWriteLock::acquire_within(Mode mode, milliseconds budget) {
     forget();  // a hold inherited over fork() is the parent's, not ours
     const bool may_wait = budget > milliseconds{0};
     const detail::LockTopology topology(conn_);
+    std::optional<detail::SignalHub::Subscription> subscription;  // made on the first wait
     return detail::acquire_loop(
         budget, options_.max_retry_delay,
         [&](milliseconds& retry_in) {
             return attempt(mode, retry_in, may_wait) ? detail::Attempt::taken : detail::Attempt::busy;
         },
         [&](milliseconds slice) {
-            detail::wait_for_signal(wait_conn_, conn_, topology.sibling_key(key_, ":signal"), slice);
+            detail::wait_for_signal(wait_conn_, subscription, conn_, topology.sibling_key(key_, ":signal"),
+                                    slice, detail::SignalWake::all);
         });
 }
 

@@ -1,6 +1,7 @@
 -- Lock: release.lua for many keys at once (DogpileLocks): per key,
 -- compare-and-delete and, when a Lock waits for it (`<key>:waiting`), one
--- push to `<key>:signal` that wakes it at once and expires soon. A key whose
+-- push to the list `<key>:signal` and a message on that channel, which wake
+-- it at once (the list expires soon). A key whose
 -- token differs (it expired, maybe retaken) is left alone. On a cluster it is
 -- sent once per key, with the keys of that lock only (n = 1).
 --
@@ -17,6 +18,7 @@ for i = 1, #ARGV - 1 do
     if redis.call('EXISTS', waiting) == 1 then
       redis.call('DEL', signal)
       redis.call('LPUSH', signal, '1')
+      redis.call('PUBLISH', signal, '1')
       redis.call('PEXPIRE', signal, ARGV[1])
     end
   end
