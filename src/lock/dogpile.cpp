@@ -1,6 +1,7 @@
 #include "lock/dogpile.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <string>
 
 #include <fmt/format.h>
@@ -9,9 +10,6 @@
 
 #include "client/cluster.hpp"
 #include "client/errors.hpp"
-#include "client/cluster.hpp"
-#include "client/errors.hpp"
-#include "util/random_token.hpp"
 #include "util/random_token.hpp"
 #include "lock/scripts.hpp"
 #include "lock/watchdog.hpp"
@@ -27,15 +25,28 @@ bool is_noscript(const Reply& reply) {
     return reply.is_error() && reply.error_message().starts_with("NOSCRIPT");
 }
 
+std::atomic<long long> ttl_for_tests{0};  // ms; 0: the region's expires
+
 }  // namespace
+
+std::chrono::milliseconds dogpile_ttl(std::chrono::milliseconds expires) noexcept {
+    if (const long long forced = ttl_for_tests.load(std::memory_order_relaxed); forced > 0)
+        return std::chrono::milliseconds{forced};
+    return std::max(expires, std::chrono::milliseconds{1});
+}
+
+void set_dogpile_ttl_for_tests(std::chrono::milliseconds ttl) noexcept {
+    ttl_for_tests.store(ttl.count(), std::memory_order_relaxed);
+}
 
 LockOptions dogpile_lock_options(const Connection& conn, std::chrono::milliseconds expires,
                                  std::chrono::milliseconds timeout) {
-    return LockOptions{.expires = std::max(expires, std::chrono::milliseconds{1}),
+    const std::chrono::milliseconds ttl = dogpile_ttl(expires);
+    return LockOptions{.expires = ttl,
                        .timeout = timeout,
                        .connection = conn,
                        .max_retry_delay = dogpile_max_retry_delay,
-                       .auto_renew = dogpile_renewed(expires)};
+                       .auto_renew = dogpile_renewed(ttl)};
 }
 
 std::chrono::milliseconds lock_fence_ttl(std::chrono::milliseconds expires) noexcept {
@@ -43,7 +54,7 @@ std::chrono::milliseconds lock_fence_ttl(std::chrono::milliseconds expires) noex
 }
 
 DogpileLocks::DogpileLocks(const Connection& conn, std::chrono::milliseconds expires)
-    : conn_(conn), topology_(conn), ttl_(std::max(expires, std::chrono::milliseconds{1})) {}
+    : conn_(conn), topology_(conn), ttl_(dogpile_ttl(expires)) {}
 
 DogpileLocks::~DogpileLocks() {
     if (keys_.empty()) return;
@@ -115,6 +126,18 @@ void DogpileLocks::adopt(Lock&& lock) {
 
 bool DogpileLocks::holds(const std::string& key) const {
     return std::find(keys_.begin(), keys_.end(), key) != keys_.end();
+}
+
+bool DogpileLocks::hand_over(const std::string& key, DogpileLocks& to) {
+    auto at = std::find(keys_.begin(), keys_.end(), key);
+    if (at == keys_.end()) return false;
+    const auto i = static_cast<std::size_t>(at - keys_.begin());
+    to.hold(std::move(keys_[i]), std::move(tokens_[i]), std::move(renewals_[i]));
+    const auto offset = static_cast<std::ptrdiff_t>(i);
+    keys_.erase(keys_.begin() + offset);
+    tokens_.erase(tokens_.begin() + offset);
+    renewals_.erase(renewals_.begin() + offset);
+    return true;
 }
 
 void DogpileLocks::hold(std::string key, std::string token, std::unique_ptr<Watchdog> renewal) {
