@@ -541,38 +541,46 @@ struct SoftTask {
     std::shared_ptr<SoftResult> result = std::make_shared<SoftResult>();
 };
 
-// The background thread: compute, tell the caller, store, release the lock
-// (the store's round trip, or ~DogpileLocks when nothing is stored).
+// Tells the caller (if it still waits) how the computation ended; true when
+// it had stopped waiting.
+bool publish(SoftResult& result, std::exception_ptr failure, bool storable, std::string& bytes) {
+    bool abandoned = false;
+    {
+        std::lock_guard guard(result.mutex);
+        result.done = true;
+        result.failure = std::move(failure);
+        result.storable = storable;
+        abandoned = result.abandoned;
+        if (storable && !abandoned) result.bytes = std::move(bytes);
+    }
+    result.finished.notify_all();
+    return abandoned;
+}
+
+// The background thread: compute, store (releasing the lock in the same
+// round trip, as a caller would), then tell the caller, so that a value it
+// takes in time is already the stored one.
 void finish_in_background(SoftTask& task) {
     const auto started = std::chrono::steady_clock::now();
     KeyJob job;
-    std::exception_ptr failure;
     try {
         job.storable = task.produce(job.bytes, job.why);
     } catch (...) {
-        failure = std::current_exception();
-    }
-    job.delta = seconds_since(started);
-    bool abandoned = false;
-    {
-        std::lock_guard guard(task.result->mutex);
-        task.result->done = true;
-        task.result->failure = failure;
-        task.result->storable = job.storable;
-        abandoned = task.result->abandoned;
-        if (!failure && job.storable && !abandoned) task.result->bytes = job.bytes;
-    }
-    task.result->finished.notify_all();
-    if (failure) {
-        // Told to the caller when it still waited; else only logged. The lock
-        // is released by ~DogpileLocks.
-        if (abandoned)
+        Pipeline release;
+        task.locks.add_release(release);
+        try {
+            (void)task.conn.execute(release);
+        } catch (const std::exception&) {
+            // The lock expires after its TTL.
+        }
+        if (publish(*task.result, std::current_exception(), false, job.bytes))
             detail::log(LogLevel::warning,
                         fmt::format("retools: cache region {}: {}:{} failed in the background after the soft "
                                     "timeout; nothing stored",
                                     task.settings.name, task.ns, task.key));
         return;
     }
+    job.delta = seconds_since(started);
     job.key = task.key;
     job.value_key = task.value_key;
     job.hit_key = task.hit_key;
@@ -595,6 +603,7 @@ void finish_in_background(SoftTask& task) {
                     fmt::format("retools: cache region {}: storing {}:{} computed in the background failed: {}",
                                 task.settings.name, task.ns, task.key, e.what()));
     }
+    (void)publish(*task.result, nullptr, job.storable, job.bytes);
 }
 
 // Starts the computation of `job` in the background, its lock handed over;

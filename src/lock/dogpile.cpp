@@ -46,7 +46,7 @@ LockOptions dogpile_lock_options(const Connection& conn, std::chrono::millisecon
                        .timeout = timeout,
                        .connection = conn,
                        .max_retry_delay = dogpile_max_retry_delay,
-                       .auto_renew = dogpile_renewed(ttl)};
+                       .auto_renew = dogpile_renewed(expires)};
 }
 
 std::chrono::milliseconds lock_fence_ttl(std::chrono::milliseconds expires) noexcept {
@@ -54,7 +54,7 @@ std::chrono::milliseconds lock_fence_ttl(std::chrono::milliseconds expires) noex
 }
 
 DogpileLocks::DogpileLocks(const Connection& conn, std::chrono::milliseconds expires)
-    : conn_(conn), topology_(conn), ttl_(dogpile_ttl(expires)) {}
+    : conn_(conn), topology_(conn), ttl_(dogpile_ttl(expires)), renewed_(dogpile_renewed(expires)) {}
 
 DogpileLocks::~DogpileLocks() {
     if (keys_.empty()) return;
@@ -108,7 +108,7 @@ std::vector<bool> DogpileLocks::taken(const std::vector<Reply>& replies, std::si
         if ((topology_.script_per_key() ? r[0] : r[i]).as_integer() == 0) continue;
         out[i] = true;
         std::unique_ptr<Watchdog> renewal;
-        if (dogpile_renewed(ttl_))
+        if (renewed_)
             renewal = std::make_unique<Watchdog>(conn_, pending_keys_[i], pending_tokens_[i], ttl_,
                                                  lock_extend_script());
         hold(std::move(pending_keys_[i]), std::move(pending_tokens_[i]), std::move(renewal));

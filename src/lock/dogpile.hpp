@@ -38,8 +38,9 @@ constexpr bool dogpile_renewed(std::chrono::milliseconds expires) noexcept {
 /// the original, unless a test shortened it (set_dogpile_ttl_for_tests).
 std::chrono::milliseconds dogpile_ttl(std::chrono::milliseconds expires) noexcept;
 /// For tests: every dogpile lock taken from now on has this TTL whatever its
-/// region's `expires` (renewal included); 0 restores the default. It lets a
-/// test run a function longer than a long region's first lock TTL in seconds.
+/// region's `expires` (renewed every ttl / 3 when dogpile_renewed(expires));
+/// 0 restores the default. It lets a test run a function longer than a long
+/// region's first lock TTL in seconds.
 void set_dogpile_ttl_for_tests(std::chrono::milliseconds ttl) noexcept;
 
 /// The LockOptions of a dogpile lock: TTL dogpile_ttl(expires), renewed as
@@ -94,6 +95,7 @@ private:
     const Connection& conn_;
     const LockTopology topology_;
     const std::chrono::milliseconds ttl_;
+    const bool renewed_;  // dogpile_renewed() of the region's expires
     bool send_source_ = false;
     std::vector<std::string> pending_keys_, pending_tokens_;  // the attempts in flight
     // The held locks: key, token and renewal (null when not renewed) of each.
