@@ -621,14 +621,29 @@ std::shared_ptr<SoftResult> start_in_background(const LoadContext& c, KeyJob& jo
     return task->result;
 }
 
+// A background computation threw `failure` within the soft timeout: serve the
+// stale value instead when fail-safe allows (logged and counted as fail-safe).
+bool fail_safe_after_soft_wait(const LoadContext& c, KeyJob& job, const std::exception_ptr& failure) {
+    try {
+        std::rethrow_exception(failure);
+    } catch (const std::exception& e) {
+        return serve_stale_instead(c, job, e);
+    } catch (...) {
+        return false;  // not a std::exception: it propagates, as from produce_values
+    }
+}
+
 // The keys of `todo` with a stale value go to the background and are waited
 // for together, up to the soft timeout; each ends served (stale, or the new
 // value when it came in time). `todo` keeps the keys to compute here.
 void produce_soft(const LoadContext& c, std::vector<KeyJob*>& todo, DogpileLocks& locks) {
     std::vector<std::pair<KeyJob*, std::shared_ptr<SoftResult>>> started;
     std::vector<KeyJob*> here;
+    const double soft_timeout = to_seconds(c.region.options.soft_timeout);
     for (KeyJob* job : todo) {
-        auto result = job->fsm.have_stale() ? start_in_background(c, *job, locks) : nullptr;
+        auto result = soft_timeout_applies(soft_timeout, c.mode, job->fsm.have_stale())
+                          ? start_in_background(c, *job, locks)
+                          : nullptr;
         if (result)
             started.emplace_back(job, std::move(result));
         else
@@ -639,24 +654,21 @@ void produce_soft(const LoadContext& c, std::vector<KeyJob*>& todo, DogpileLocks
     std::exception_ptr failure;
     for (auto& [job, result] : started) {
         std::unique_lock guard(result->mutex);
-        job->step = LoadStep::serve;  // the stale value, unless the new one came in time
-        if (!result->finished.wait_until(guard, deadline, [&r = *result] { return r.done; })) {
-            result->abandoned = true;
-            continue;
+        const bool done = result->finished.wait_until(guard, deadline, [&r = *result] { return r.done; });
+        if (!done) result->abandoned = true;  // the computation goes on and stores without us
+        const bool failed = done && result->failure;
+        const bool fail_safe = failed && fail_safe_after_soft_wait(c, *job, result->failure);
+        // The new value was stored by the background; one that cannot be
+        // stored is not kept there either (reported by it).
+        const bool new_value = done && !failed && result->storable && job->target->accept(result->bytes);
+        switch (after_soft_wait(done, failed, fail_safe, new_value)) {
+            case SoftStep::serve_new: job->step = LoadStep::produce; break;
+            case SoftStep::serve_stale: job->step = LoadStep::serve; break;
+            case SoftStep::rethrow:
+                job->step = LoadStep::serve;
+                if (!failure) failure = result->failure;
+                break;
         }
-        if (result->failure) {
-            try {
-                std::rethrow_exception(result->failure);
-            } catch (const std::exception& e) {
-                if (serve_stale_instead(c, *job, e)) continue;
-            } catch (...) {
-            }
-            if (!failure) failure = result->failure;
-            continue;
-        }
-        // Its value, stored by the background; one that cannot be stored is
-        // not kept there either (reported by it): the stale value is served.
-        if (result->storable && job->target->accept(result->bytes)) job->step = LoadStep::produce;
     }
     if (failure) std::rethrow_exception(failure);
 }
