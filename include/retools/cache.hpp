@@ -70,9 +70,9 @@ enum class RedisErrorPolicy {
 struct CacheRegionOptions {
     /// How long a stored value stays fresh; also the TTL of the regeneration
     /// lock, as in the original, which the caller computing a value renews
-    /// every `expires / 3` while its function runs (for `expires` from 30 ms
-    /// to 5 minutes), so a function slower than `expires` is still computed once. 0 means never
-    /// fresh: every call regenerates. Must not be negative.
+    /// every `expires / 3` for as long as its function runs (for `expires`
+    /// from 30 ms up), so a function slower than `expires` is still computed
+    /// once. 0 means never fresh: every call regenerates. Must not be negative.
     std::chrono::milliseconds expires{0};
     /// TTL of the value hash in Redis (the original's `redis_expiration`);
     /// default one week. Must be at least 1 s.
@@ -505,9 +505,10 @@ private:
     static TagFunction checked_tagger(Tagger tagger) {
         static_assert(std::is_invocable_v<const Tagger&, const std::remove_cvref_t<Args>&...>,
                       "retools: with_tags needs a callable taking the cached function's arguments");
-        static_assert(std::is_convertible_v<std::invoke_result_t<const Tagger&, const std::remove_cvref_t<Args>&...>,
-                                            std::vector<std::string>>,
-                      "retools: a tagger returns the tags as std::vector<std::string>");
+        static_assert(
+            std::is_convertible_v<std::invoke_result_t<const Tagger&, const std::remove_cvref_t<Args>&...>,
+                                  std::vector<std::string>>,
+            "retools: a tagger returns the tags as std::vector<std::string>");
         return TagFunction(std::move(tagger));
     }
 
@@ -544,9 +545,11 @@ private:
             return refresh ? refresh() : std::function<bool(std::string&, std::string&)>{};
         }
         std::optional<result_type> value;
-        std::vector<std::string> tags() const override { return tags_of ? tags_of() : std::vector<std::string>{}; }
+        std::vector<std::string> tags() const override {
+            return tags_of ? tags_of() : std::vector<std::string>{};
+        }
         std::function<std::function<bool(std::string&, std::string&)>()> refresh;  // empty: no early refresh
-        std::function<std::vector<std::string>()> tags_of;                          // empty: no tags
+        std::function<std::vector<std::string>()> tags_of;                         // empty: no tags
         Call& call_;
         ValueFormat format_;
     };
@@ -638,9 +641,10 @@ void evict_function(const CachedFunction<F, R, S, A>& cached, const Args&... arg
 /// regions added here, plus an hour), so the next call of each recomputes
 /// it, in any process, Python retools' included. Works on the Redis of every
 /// region added in this process (global_connection() when none was added);
-/// the second form on `conn` only. Costs two round trips per Redis, plus one
-/// per 512 values tagged (on a cluster, per node touched); a hit of a tagged
-/// value costs nothing more than an untagged one.
+/// the second form on `conn` only; a near cache of this process drops the
+/// values at once. Costs one round trip per Redis to read the tag's set, plus
+/// one per 512 of its values (on a cluster, one per node touched); a hit of a
+/// tagged value costs nothing more than an untagged one.
 ///
 /// ```cpp
 /// retools::invalidate_tag("user:42");

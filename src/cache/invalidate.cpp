@@ -46,8 +46,9 @@ constexpr std::size_t chunk = 512;  // keys per script call (per pipeline on a c
 // Backdates the value hashes `value_keys` on a cluster; with `set`, drops
 // from it the members (`members[i]` names `value_keys[i]`) whose hash is gone
 // (as prune_script does).
-void backdate_values_on_cluster(const Connection& conn, std::span<const std::string> value_keys, double created,
-                                const std::string* set, std::span<const std::string> members) {
+void backdate_values_on_cluster(const Connection& conn, std::span<const std::string> value_keys,
+                                double created, const std::string* set,
+                                std::span<const std::string> members) {
     for (std::size_t start = 0; start < value_keys.size(); start += chunk) {
         const std::size_t end = std::min(value_keys.size(), start + chunk);
         Pipeline p;

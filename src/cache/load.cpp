@@ -101,7 +101,8 @@ void add_tag_commands(Pipeline& p, const RegionSettings& region, const std::stri
     if (tags.empty()) return;
     const auto ttl = static_cast<long long>(region.options.redis_expiration.count());
     if (region.topology().per_call_slots()) {
-        for (const std::string& tag : tags) p.command("EVAL", tag_script().source(), 1, cache_keys::tag(tag), value_key, ttl);
+        for (const std::string& tag : tags)
+            p.command("EVAL", tag_script().source(), 1, cache_keys::tag(tag), value_key, ttl);
         return;
     }
     std::vector<std::string> sets;
@@ -599,9 +600,10 @@ void finish_in_background(SoftTask& task) {
     try {
         store_values(c, one, task.locks);
     } catch (const std::exception& e) {
-        detail::log(LogLevel::warning,
-                    fmt::format("retools: cache region {}: storing {}:{} computed in the background failed: {}",
-                                task.settings.name, task.ns, task.key, e.what()));
+        detail::log(
+            LogLevel::warning,
+            fmt::format("retools: cache region {}: storing {}:{} computed in the background failed: {}",
+                        task.settings.name, task.ns, task.key, e.what()));
     }
     (void)publish(*task.result, nullptr, job.storable, job.bytes);
 }
@@ -662,8 +664,12 @@ void produce_soft(const LoadContext& c, std::vector<KeyJob*>& todo, DogpileLocks
         // stored is not kept there either (reported by it).
         const bool new_value = done && !failed && result->storable && job->target->accept(result->bytes);
         switch (after_soft_wait(done, failed, fail_safe, new_value)) {
-            case SoftStep::serve_new: job->step = LoadStep::produce; break;
-            case SoftStep::serve_stale: job->step = LoadStep::serve; break;
+            case SoftStep::serve_new:
+                job->step = LoadStep::produce;
+                break;
+            case SoftStep::serve_stale:
+                job->step = LoadStep::serve;
+                break;
             case SoftStep::rethrow:
                 job->step = LoadStep::serve;
                 if (!failure) failure = result->failure;

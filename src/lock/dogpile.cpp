@@ -10,9 +10,9 @@
 
 #include "client/cluster.hpp"
 #include "client/errors.hpp"
-#include "util/random_token.hpp"
 #include "lock/scripts.hpp"
 #include "lock/watchdog.hpp"
+#include "util/random_token.hpp"
 
 namespace retools::detail {
 namespace {

@@ -40,7 +40,9 @@ double tags_seconds_since(TagsClock::time_point start) {
 // Dogpile locks get a short TTL while a test runs (renewal included), so a
 // function outlives a long region's first lock TTL in a second or two.
 struct ShortDogpileTtl {
-    explicit ShortDogpileTtl(std::chrono::milliseconds ttl) { retools::detail::set_dogpile_ttl_for_tests(ttl); }
+    explicit ShortDogpileTtl(std::chrono::milliseconds ttl) {
+        retools::detail::set_dogpile_ttl_for_tests(ttl);
+    }
     ~ShortDogpileTtl() { retools::detail::set_dogpile_ttl_for_tests(0ms); }
     ShortDogpileTtl(const ShortDogpileTtl&) = delete;
     ShortDogpileTtl& operator=(const ShortDogpileTtl&) = delete;
@@ -66,13 +68,12 @@ TEST_F(CacheTagsTest, InvalidateATagFromAnotherProcessRecomputesExactlyItsCalls)
     CacheRegion::add_region("tags", {.expires = 60s, .first_value_wait = 5s, .connection = conn});
     std::mutex mutex;
     std::map<int, int> computed;  // per user
-    auto orders = retools::cache_region("tags", "myapp.orders",
-                                        [&](int user, int page) {
-                                            std::lock_guard guard(mutex);
-                                            ++computed[user];
-                                            return fmt::format("orders of {} page {}", user, page);
-                                        })
-                      .with_tags([](int user, int) { return std::vector<std::string>{fmt::format("user:{}", user)}; });
+    auto orders =
+        retools::cache_region("tags", "myapp.orders", [&](int user, int page) {
+            std::lock_guard guard(mutex);
+            ++computed[user];
+            return fmt::format("orders of {} page {}", user, page);
+        }).with_tags([](int user, int) { return std::vector<std::string>{fmt::format("user:{}", user)}; });
     auto call_all = [&] {
         for (int user = 0; user < 100; ++user)
             for (int page = 0; page < 10; ++page)

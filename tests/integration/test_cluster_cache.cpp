@@ -269,12 +269,11 @@ TEST_F(ClusterCacheTest, NearCacheIsOffOnAClusterAndTheRegionStillWorks) {
 
 TEST_F(ClusterCacheTest, TagsInvalidateTheirValuesOnEveryMasterFromAnotherProcess) {
     std::map<int, int> computed;  // per user
-    auto orders = retools::cache_region("short_term", "orders",
-                                        [&](int user, int page) {
-                                            ++computed[user];
-                                            return user * 100 + page;
-                                        })
-                      .with_tags([](int user, int) { return std::vector<std::string>{fmt::format("user:{}", user)}; });
+    auto orders =
+        retools::cache_region("short_term", "orders", [&](int user, int page) {
+            ++computed[user];
+            return user * 100 + page;
+        }).with_tags([](int user, int) { return std::vector<std::string>{fmt::format("user:{}", user)}; });
     auto call_all = [&] {
         for (int user = 0; user < 30; ++user)
             for (int page = 0; page < 10; ++page) ASSERT_EQ(orders(user, page), user * 100 + page);
@@ -286,7 +285,8 @@ TEST_F(ClusterCacheTest, TagsInvalidateTheirValuesOnEveryMasterFromAnotherProces
     // User 7's values live on several masters; its tag's set on one.
     std::set<int> masters;
     for (int page = 0; page < 10; ++page)
-        masters.insert(cluster().master_of(key_slot("retools:" + tag("short_term", "orders", fmt::format("7 {}", page)))));
+        masters.insert(cluster().master_of(
+            key_slot("retools:" + tag("short_term", "orders", fmt::format("7 {}", page)))));
     EXPECT_GE(masters.size(), 2u);
     EXPECT_EQ(conn.command("SCARD", "retools:tag:user:7").as_integer(), 10);
 
