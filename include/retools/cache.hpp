@@ -640,8 +640,9 @@ void evict_function(const CachedFunction<F, R, S, A>& cached, const Args&... arg
 /// one call: their `created` goes back (by the longest `expires` of the
 /// regions added here, plus an hour), so the next call of each recomputes
 /// it, in any process, Python retools' included. Works on the Redis of every
-/// region added in this process (global_connection() when none was added);
-/// the second form on `conn` only; a near cache of this process drops the
+/// region added in this process (global_connection() when none was added),
+/// each tried even when another fails (then the first ConnectionError is
+/// thrown after the others); the second form on `conn` only; a near cache of this process drops the
 /// values at once. Costs one round trip per Redis to read the tag's set, plus
 /// one per 512 of its values (on a cluster, one per node touched); a hit of a
 /// tagged value costs nothing more than an untagged one.

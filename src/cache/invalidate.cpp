@@ -2,6 +2,7 @@
 // the next call regenerates them (as the original does). Eviction deletes
 // them, for data that must never be served again.
 #include <algorithm>
+#include <exception>
 #include <span>
 #include <string>
 
@@ -244,7 +245,17 @@ void invalidate_tag(std::string_view tag) {
         servers.push_back(conn);
     }
     if (servers.empty()) servers.push_back(global_connection());
-    for (const Connection& conn : servers) invalidate_tag(tag, conn);
+    // One unreachable Redis does not keep the tag's values on the others
+    // valid: every one is tried, then the first failure is thrown.
+    std::exception_ptr failure;
+    for (const Connection& conn : servers) {
+        try {
+            invalidate_tag(tag, conn);
+        } catch (const ConnectionError&) {
+            if (!failure) failure = std::current_exception();
+        }
+    }
+    if (failure) std::rethrow_exception(failure);
 }
 
 }  // namespace retools

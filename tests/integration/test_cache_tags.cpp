@@ -145,9 +145,17 @@ TEST_F(CacheTagsTest, GetManyStoresTagsAndATagSpansNamespaces) {
     EXPECT_EQ(name(1), "name 1");
     EXPECT_EQ(runs.load(), 11);
 
+    // A region on a Redis that cannot be reached: the others are still
+    // invalidated, then its error is thrown.
+    CacheRegion::add_region("tags_elsewhere",
+                            {.expires = 60s, .connection = retools::Connection{"redis://127.0.0.1:1/0"}});
+    EXPECT_THROW(retools::invalidate_tag("user:1"), retools::ConnectionError);
+    EXPECT_EQ(name(1), "name 1");
+    EXPECT_EQ(runs.load(), 12) << "name(1) was invalidated on the reachable Redis";
+
     // A value whose hash is gone leaves the tag's set at the next invalidation.
     conn.command("DEL", "retools:tags:myapp.name:3");
-    retools::invalidate_tag("all");
+    retools::invalidate_tag("all", conn);
     EXPECT_EQ(conn.command("SISMEMBER", "retools:tag:all", "retools:tags:myapp.name:3").as_integer(), 0);
     EXPECT_EQ(conn.command("SISMEMBER", "retools:tag:all", "retools:tags:myapp.name:1").as_integer(), 1);
 }
