@@ -228,6 +228,28 @@ TEST_F(CacheTagsTest, SoftTimeoutReturnsTheNewValueInTimeAndWaitsWithNothingStor
         [&] { return conn.command("EXISTS", "retools:lock:soft:myapp.failing:5").as_integer() == 0; }, 2s));
 }
 
+TEST_F(CacheTagsTest, GetManyWaitsAtMostTheSoftTimeoutForItsStaleKeys) {
+    CacheRegion::add_region("soft", {.expires = 60s, .first_value_wait = 5s, .soft_timeout = 100ms});
+    std::atomic<int> runs{0};
+    auto slow = retools::cache_region("soft", "myapp.many", [&](int x) {
+        if (++runs > 3) std::this_thread::sleep_for(1s);
+        return x * 10 + (runs.load() > 3 ? 1 : 0);
+    });
+    ASSERT_EQ(slow.get_many({{1}, {2}, {3}}), (std::vector<int>{10, 20, 30}));
+    retools::invalidate_function(slow, 1);
+    retools::invalidate_function(slow, 2);
+    const auto t0 = TagsClock::now();
+    EXPECT_EQ(slow.get_many({{1}, {2}, {3}}), (std::vector<int>{10, 20, 30})) << "stale, stale, fresh";
+    EXPECT_LT(tags_seconds_since(t0), 0.5) << "the two computations run at once, each in the background";
+    EXPECT_TRUE(rt::wait_until([&] { return slow.get_many({{1}, {2}}) == std::vector<int>{11, 21}; }, 3s));
+    EXPECT_EQ(runs.load(), 5);
+}
+
+TEST_F(CacheTagsTest, ANegativeSoftTimeoutIsAConfigurationError) {
+    EXPECT_THROW(CacheRegion::add_region("soft_bad", {.expires = 60s, .soft_timeout = -1ms}),
+                 retools::CacheConfigurationError);
+}
+
 TEST_F(CacheTagsTest, ALongRegionsLockIsRenewedWhileItsFunctionRunsAcrossProcesses) {
     ShortDogpileTtl short_ttl{300ms};  // the first TTL of a 15-minute region's lock, shortened
     CacheRegion::add_region("long", {.expires = 15min, .first_value_wait = 10s});
