@@ -20,10 +20,9 @@ namespace retools::detail {
 /// Dogpile locks are renewed every `ttl / 3` while their function runs, for
 /// `expires` from 30 ms up, however long the function takes (a background
 /// computation after a soft timeout included). Below 30 ms a renewal round
-/// trip every few milliseconds would cost more than it protects. A renewal
-/// starts the process's renewal thread when no other lock is held (it ends
-/// whenever none is, so that forks stay single-threaded): the price of a miss
-/// in a long region, which a function slower than `expires` needs.
+/// trip every few milliseconds would cost more than it protects. Renewals go
+/// through the process's one renewal thread, which sequential misses reuse
+/// (it lingers a second after the last lock; a fork ends it first).
 inline constexpr std::chrono::milliseconds dogpile_min_renewed_expires{30};
 /// Waiters for a first value are answering a request: they notice a release
 /// that sends no wake-up within this.
