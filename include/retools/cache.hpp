@@ -70,9 +70,9 @@ enum class RedisErrorPolicy {
 struct CacheRegionOptions {
     /// How long a stored value stays fresh; also the TTL of the regeneration
     /// lock, as in the original, which the caller computing a value renews
-    /// every `expires / 3` while its function runs (for `expires` from 30 ms
-    /// to 5 minutes), so a function slower than `expires` is still computed once. 0 means never
-    /// fresh: every call regenerates. Must not be negative.
+    /// every `expires / 3` for as long as its function runs (for `expires`
+    /// from 30 ms up), so a function slower than `expires` is still computed
+    /// once. 0 means never fresh: every call regenerates. Must not be negative.
     std::chrono::milliseconds expires{0};
     /// TTL of the value hash in Redis (the original's `redis_expiration`);
     /// default one week. Must be at least 1 s.
@@ -124,6 +124,16 @@ struct CacheRegionOptions {
     /// hammered. 0 (the default): off, the exception propagates. Must not be
     /// negative.
     std::chrono::milliseconds fail_safe_max_age{0};
+    /// Soft timeout: a caller that has a stale value to fall back on waits at
+    /// most this long for the function, then gets the stale value; the
+    /// computation goes on in the background, stores its result and releases
+    /// the dogpile lock (renewed meanwhile), so the next callers get the new
+    /// value. A caller with nothing stored still waits for the function. Needs
+    /// what early refresh needs (a copyable function and copyable arguments,
+    /// not a member function); other cached functions wait as without it.
+    /// A computation still running when the process exits is abandoned (see
+    /// docs/cache.md, "Soft timeout"). Default 0: off. Must not be negative.
+    std::chrono::milliseconds soft_timeout{0};
     /// TTL of the daily hit and miss counters (`retools:hits:<day>:...`,
     /// `retools:misses:<day>:...`), set in the round trip that counts: each
     /// count moves it to this from now, so a counter lives this long after
@@ -375,6 +385,8 @@ public:
             target.refresh = [this, &args...] {
                 return make_refresher(std::tuple<std::remove_cvref_t<Args>...>(args...));
             };
+        auto tags_of = [this, &args...] { return tagger_(args...); };
+        if (tagger_) target.tags_of = std::ref(tags_of);  // no allocation: a hit never calls it
         const bool stats = statistics_.value_or(CacheRegion::statistics.load(std::memory_order_relaxed));
         auto mode = regenerate_ ? detail::Regenerate::when_stale : detail::Regenerate::when_missing;
         if (detail::cache_load(*region, namespace_, key, mode, stats, target) ==
@@ -422,6 +434,7 @@ public:
             producers.emplace_back([&invoke, &c] { return invoke(c); });
             targets.emplace_back(producers.back(), format);
             if constexpr (refreshable) targets.back().refresh = [this, &c] { return make_refresher(c); };
+            if (tagger_) targets.back().tags_of = [this, &c] { return std::apply(tagger_, c); };
         }
         std::vector<detail::LoadTarget*> pointers;
         for (auto& t : targets) pointers.push_back(&t);
@@ -462,7 +475,43 @@ public:
         return namespace_stats(region_, namespace_, day);
     }
 
+    /// The tags of a call's value: `tagger` is called with the call's
+    /// arguments (not the object of a member function) whenever a value is
+    /// stored, and returns its tags, e.g. `{"user:42"}`. invalidate_tag() then
+    /// makes every value stored with that tag stale. A hit does not call it.
+    /// Returns a copy of this cached function with the tagger (replacing any).
+    ///
+    /// ```cpp
+    /// // auto profile = retools::cache_region("short_term", "myapp.profile", load_profile)
+    /// //     .with_tags([](int user) { return std::vector<std::string>{"user:" + std::to_string(user)}; });
+    /// ```
+    template <class Tagger>
+    CachedFunction with_tags(Tagger tagger) const& {
+        CachedFunction copy(*this);
+        copy.tagger_ = checked_tagger(std::move(tagger));
+        return copy;
+    }
+    /// Same, moving this cached function into the result.
+    template <class Tagger>
+    CachedFunction with_tags(Tagger tagger) && {
+        tagger_ = checked_tagger(std::move(tagger));
+        return std::move(*this);
+    }
+
 private:
+    using TagFunction = std::function<std::vector<std::string>(const std::remove_cvref_t<Args>&...)>;
+
+    template <class Tagger>
+    static TagFunction checked_tagger(Tagger tagger) {
+        static_assert(std::is_invocable_v<const Tagger&, const std::remove_cvref_t<Args>&...>,
+                      "retools: with_tags needs a callable taking the cached function's arguments");
+        static_assert(
+            std::is_convertible_v<std::invoke_result_t<const Tagger&, const std::remove_cvref_t<Args>&...>,
+                                  std::vector<std::string>>,
+            "retools: a tagger returns the tags as std::vector<std::string>");
+        return TagFunction(std::move(tagger));
+    }
+
     // Early refresh runs the function later on another thread: it needs its
     // own copies of the function and the arguments, and no object.
     static constexpr bool refreshable = sizeof...(Self) == 0 && std::is_copy_constructible_v<F> &&
@@ -496,7 +545,11 @@ private:
             return refresh ? refresh() : std::function<bool(std::string&, std::string&)>{};
         }
         std::optional<result_type> value;
+        std::vector<std::string> tags() const override {
+            return tags_of ? tags_of() : std::vector<std::string>{};
+        }
         std::function<std::function<bool(std::string&, std::string&)>()> refresh;  // empty: no early refresh
+        std::function<std::vector<std::string>()> tags_of;                         // empty: no tags
         Call& call_;
         ValueFormat format_;
     };
@@ -507,6 +560,7 @@ private:
     bool regenerate_;
     std::optional<bool> statistics_;
     std::size_t get_many_threads_;
+    TagFunction tagger_;  // empty: values have no tags
 };
 
 /// Wraps `function` so that its results are cached in `region` under the
@@ -580,6 +634,25 @@ void evict_function(const CachedFunction<F, R, S, A>& cached, const Args&... arg
     else
         cached.evict(args...);
 }
+
+/// Makes every cached value stored with `tag` (see CachedFunction::with_tags)
+/// stale, in every region and namespace, as invalidate_function() does for
+/// one call: their `created` goes back (by the longest `expires` of the
+/// regions added here, plus an hour), so the next call of each recomputes
+/// it, in any process, Python retools' included. Works on the Redis of every
+/// region added in this process (global_connection() when none was added),
+/// each tried even when another fails (then the first ConnectionError is
+/// thrown after the others); the second form on `conn` only; a near cache of this process drops the
+/// values at once. Costs one round trip per Redis to read the tag's set, plus
+/// one per 512 of its values (on a cluster, one per node touched); a hit of a
+/// tagged value costs nothing more than an untagged one.
+///
+/// ```cpp
+/// retools::invalidate_tag("user:42");
+/// ```
+void invalidate_tag(std::string_view tag);
+/// Same, on `conn` only.
+void invalidate_tag(std::string_view tag, const Connection& conn);
 
 /// The original's other name for invalidate_function().
 template <class F, class R, class S, class A, class... Args>

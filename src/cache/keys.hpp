@@ -74,6 +74,11 @@ inline std::string namespaces(std::string_view region) {
 inline std::string keyset(std::string_view region, std::string_view ns) {
     return join({"retools", region, ns, "keys"});
 }
+/// Set of the value keys of the calls tagged `tag` (CachedFunction::with_tags):
+/// `retools:tag:<tag>`, the same name on a cluster (one set, in its own slot).
+inline std::string tag(std::string_view tag) {
+    return join({"retools:tag", tag});
+}
 
 }  // namespace cache_keys
 }  // namespace retools::detail

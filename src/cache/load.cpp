@@ -4,6 +4,7 @@
 // batched over the keys of a call.
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdio>
 #include <exception>
 #include <memory>
@@ -84,13 +85,40 @@ void execute_tracking(const Connection& conn, const Pipeline& tracking, const Re
                                          region.name, reply.error_message()));
 }
 
+// Adds a stored value to the sets of its tags. KEYS, ARGV and the reply:
+// src/cache/lua/tag.lua. Never destroyed: a background computation (soft
+// timeout) may store while the process exits.
+const Script& tag_script() {
+    static const Script& script = *new Script{std::string(lua::cache_tag)};
+    return script;
+}
+
+// The tag sets' update of one stored value: one script call on one node
+// (EVAL: it may run in a transaction), one per tag on a cluster (each set is
+// in a slot of its own). Appended to the store's tracking pipeline.
+void add_tag_commands(Pipeline& p, const RegionSettings& region, const std::string& value_key,
+                      const std::vector<std::string>& tags) {
+    if (tags.empty()) return;
+    const auto ttl = static_cast<long long>(region.options.redis_expiration.count());
+    if (region.topology().per_call_slots()) {
+        for (const std::string& tag : tags)
+            p.command("EVAL", tag_script().source(), 1, cache_keys::tag(tag), value_key, ttl);
+        return;
+    }
+    std::vector<std::string> sets;
+    sets.reserve(tags.size());
+    for (const std::string& tag : tags) sets.push_back(cache_keys::tag(tag));
+    p.command("EVAL", tag_script().source(), sets.size(), sets, value_key, ttl);
+}
+
 // The commands that store one produced value (the original's store
 // transaction, without the statistics), plus `delta` when early refresh is on.
-// The tracking sets' SADDs go to `tracking`: `p` itself in the original's
-// layout; on a cluster a pipeline of their own (they are in other slots).
+// The tracking sets' SADDs and the tag sets' update go to `tracking`: `p`
+// itself in the original's layout; on a cluster a pipeline of their own
+// (they are in other slots).
 void add_store_commands(Pipeline& p, Pipeline& tracking, const RegionSettings& region, std::string_view ns,
                         std::string_view key, const std::string& value_key, double created,
-                        const std::string& bytes, double delta) {
+                        const std::string& bytes, double delta, const std::vector<std::string>& tags) {
     if (region.options.early_refresh_beta > 0)
         p.command("HMSET", value_key, "created", created, "value", bytes, "delta", delta);
     else
@@ -99,6 +127,7 @@ void add_store_commands(Pipeline& p, Pipeline& tracking, const RegionSettings& r
     tracking.command("SADD", cache_keys::regions, region.name);
     tracking.command("SADD", cache_keys::namespaces(region.name), ns);
     tracking.command("SADD", cache_keys::keyset(region.name, ns), key);
+    add_tag_commands(tracking, region, value_key, tags);
 }
 
 // Queues an early refresh of a value read as created at `seen_created`. It
@@ -106,11 +135,12 @@ void add_store_commands(Pipeline& p, Pipeline& tracking, const RegionSettings& r
 // already, in this process or another) and gives up when someone stored a
 // newer value meanwhile. It changes no statistics: no caller waited for it.
 void schedule_early_refresh(const RegionSettings& region, std::string_view ns, std::string_view key,
-                            double seen_created, std::function<bool(std::string&, std::string&)> produce) {
+                            double seen_created, std::function<bool(std::string&, std::string&)> produce,
+                            std::vector<std::string> tags) {
     if (!produce) return;
     std::string lock_key = region.topology().lock(region.name, ns, key);
     auto task = [settings = region, ns = std::string(ns), key = std::string(key), lock_key, seen_created,
-                 produce = std::move(produce)]() {
+                 produce = std::move(produce), tags = std::move(tags)]() {
         const Connection& conn = settings.connection();
         Lock lock{lock_key, dogpile_lock_options(conn, settings.options.expires, std::chrono::milliseconds{0}),
                   std::defer_lock};
@@ -124,7 +154,7 @@ void schedule_early_refresh(const RegionSettings& region, std::string_view ns, s
         const double delta = seconds_since(start);
         Pipeline p, tracking;
         add_store_commands(p, settings.topology().tracking(p, tracking), settings, ns, key, value_key,
-                           unix_now(), bytes, delta);
+                           unix_now(), bytes, delta, tags);
         conn.transaction(p);
         execute_tracking(conn, tracking, settings);
     };
@@ -168,8 +198,10 @@ void throw_first_value_timeout(std::string_view region, std::string_view ns, std
 namespace {
 // Settles the statistics of every produced key, in the store's round trip.
 // KEYS, ARGV and the reply: src/cache/lua/settle.lua.
+// Never destroyed: a background computation (soft timeout) may store while
+// the process exits.
 const Script& settle_script() {
-    static const Script script{std::string(lua::cache_settle)};
+    static const Script& script = *new Script{std::string(lua::cache_settle)};
     return script;
 }
 
@@ -189,6 +221,7 @@ struct KeyJob {
     // stale value fail-safe may serve when the function throws.
     double accepted_created = 0;
     bool served_stale = false;  // fail-safe served it: nothing to store
+    std::vector<std::string> tags;  // of the value to store (CachedFunction::with_tags)
 };
 
 // What every key of one load shares.
@@ -240,7 +273,7 @@ bool decodes(KeyJob& job, const StoredValue& v) {
 // A served value: queue its early refresh if the draw says so.
 void after_serve(const LoadContext& c, KeyJob& job, double created) {
     if (job.fsm.refresh_early())
-        schedule_early_refresh(c.region, c.ns, job.key, created, job.target->refresher());
+        schedule_early_refresh(c.region, c.ns, job.key, created, job.target->refresher(), job.target->tags());
 }
 
 // Step 0: values in the near cache cost no round trip; their hit is counted
@@ -398,6 +431,10 @@ void check_stored(const LoadContext& c, const KeyJob& job, const std::vector<Rep
         if (replies.at(at + j).is_error())
             throw ReplyError(fmt::format("cache region {}: storing {}:{} failed at {}: {}", c.region.name, c.ns,
                                          job.key, stored_keys[j], replies[at + j].error_message()));
+    if (!job.tags.empty() && replies.at(at + 5).is_error())
+        throw ReplyError(fmt::format("cache region {}: storing {}:{} failed at its tag sets ({} ...): {}",
+                                     c.region.name, c.ns, job.key, cache_keys::tag(job.tags.front()),
+                                     replies[at + 5].error_message()));
 }
 
 // Step 4 on a cluster: a transaction per key (its value, counters and lock
@@ -411,7 +448,7 @@ void store_values_cluster(const LoadContext& c, std::span<KeyJob*> jobs, Dogpile
         if (job->storable && !job->served_stale) {
             tracked_at.push_back(tracking.size());
             add_store_commands(p, tracking, c.region, c.ns, job->key, job->value_key, created, job->bytes,
-                               job->delta);
+                               job->delta, job->tags);
         }
         if (c.statistics)
             p.command("EVAL", settle_script().source(), 2, job->hit_key,
@@ -440,7 +477,7 @@ void store_values(const LoadContext& c, std::span<KeyJob*> jobs, DogpileLocks& l
             if (!job->storable || job->served_stale) continue;
             stored_at.push_back(p.size());
             add_store_commands(p, p, c.region, c.ns, job->key, job->value_key, created, job->bytes,
-                               job->delta);
+                               job->delta, job->tags);
         }
         if (c.statistics) {
             std::vector<std::string> settle_keys, existing;
@@ -460,6 +497,186 @@ void store_values(const LoadContext& c, std::span<KeyJob*> jobs, DogpileLocks& l
     }
     for (KeyJob* job : jobs)
         if (!job->storable && !job->served_stale) report_uncached(c.region, c.ns, job->key, job->why);
+}
+
+// Soft timeout (CacheRegionOptions::soft_timeout): a key with a stale value
+// is computed on a thread of its own, which also stores the value and
+// releases the lock; its caller waits for it up to the soft timeout, then
+// serves the stale value. What the two share:
+struct SoftResult {
+    std::mutex mutex;
+    std::condition_variable finished;
+    bool done = false;
+    bool abandoned = false;  // the caller served the stale value and left
+    bool storable = false;
+    std::string bytes;
+    std::exception_ptr failure;
+};
+
+// Everything the background computation uses, owned by it: it may outlive
+// the caller, the cached function object and main() (then it is abandoned
+// with the process; library state it touches is shared or never destroyed).
+struct SoftTask {
+    SoftTask(const LoadContext& c, const KeyJob& job)
+        : settings(c.region),
+          conn(c.conn),
+          locks(conn, c.region.options.expires),
+          ns(c.ns),
+          key(job.key),
+          value_key(job.value_key),
+          hit_key(job.hit_key),
+          lock_key(job.lock_key),
+          day(c.day),
+          statistics(c.statistics),
+          existing_hits(job.existing_hits),
+          tags(job.tags),
+          produce(job.target->refresher()) {}
+    RegionSettings settings;
+    Connection conn;
+    DogpileLocks locks;  // the key's lock, handed over by the caller (and renewed)
+    std::string ns, key, value_key, hit_key, lock_key, day;
+    bool statistics;
+    long long existing_hits;
+    std::vector<std::string> tags;
+    std::function<bool(std::string&, std::string&)> produce;
+    std::shared_ptr<SoftResult> result = std::make_shared<SoftResult>();
+};
+
+// Tells the caller (if it still waits) how the computation ended; true when
+// it had stopped waiting.
+bool publish(SoftResult& result, std::exception_ptr failure, bool storable, std::string& bytes) {
+    bool abandoned = false;
+    {
+        std::lock_guard guard(result.mutex);
+        result.done = true;
+        result.failure = std::move(failure);
+        result.storable = storable;
+        abandoned = result.abandoned;
+        if (storable && !abandoned) result.bytes = std::move(bytes);
+    }
+    result.finished.notify_all();
+    return abandoned;
+}
+
+// The background thread: compute, store (releasing the lock in the same
+// round trip, as a caller would), then tell the caller, so that a value it
+// takes in time is already the stored one.
+void finish_in_background(SoftTask& task) {
+    const auto started = std::chrono::steady_clock::now();
+    KeyJob job;
+    try {
+        job.storable = task.produce(job.bytes, job.why);
+    } catch (...) {
+        Pipeline release;
+        task.locks.add_release(release);
+        try {
+            (void)task.conn.execute(release);
+        } catch (const std::exception&) {
+            // The lock expires after its TTL.
+        }
+        if (publish(*task.result, std::current_exception(), false, job.bytes))
+            detail::log(LogLevel::warning,
+                        fmt::format("retools: cache region {}: {}:{} failed in the background after the soft "
+                                    "timeout; nothing stored",
+                                    task.settings.name, task.ns, task.key));
+        return;
+    }
+    job.delta = seconds_since(started);
+    job.key = task.key;
+    job.value_key = task.value_key;
+    job.hit_key = task.hit_key;
+    job.lock_key = task.lock_key;
+    job.existing_hits = task.existing_hits;
+    job.tags = std::move(task.tags);
+    const LoadContext c{.region = task.settings,
+                        .ns = task.ns,
+                        .conn = task.conn,
+                        .cluster = task.settings.topology().per_call_slots(),
+                        .mode = Regenerate::when_stale,
+                        .statistics = task.statistics,
+                        .day = task.day,
+                        .near = nullptr};
+    KeyJob* one[] = {&job};
+    try {
+        store_values(c, one, task.locks);
+    } catch (const std::exception& e) {
+        detail::log(
+            LogLevel::warning,
+            fmt::format("retools: cache region {}: storing {}:{} computed in the background failed: {}",
+                        task.settings.name, task.ns, task.key, e.what()));
+    }
+    (void)publish(*task.result, nullptr, job.storable, job.bytes);
+}
+
+// Starts the computation of `job` in the background, its lock handed over;
+// nullptr when it cannot run there (no self-contained producer, no thread):
+// then the caller computes it as without a soft timeout.
+std::shared_ptr<SoftResult> start_in_background(const LoadContext& c, KeyJob& job, DogpileLocks& locks) {
+    auto task = std::make_shared<SoftTask>(c, job);
+    if (!task->produce || !locks.hand_over(job.lock_key, task->locks)) return nullptr;
+    try {
+        std::thread([task] { finish_in_background(*task); }).detach();
+    } catch (const std::system_error&) {
+        task->locks.hand_over(job.lock_key, locks);
+        return nullptr;
+    }
+    return task->result;
+}
+
+// A background computation threw `failure` within the soft timeout: serve the
+// stale value instead when fail-safe allows (logged and counted as fail-safe).
+bool fail_safe_after_soft_wait(const LoadContext& c, KeyJob& job, const std::exception_ptr& failure) {
+    try {
+        std::rethrow_exception(failure);
+    } catch (const std::exception& e) {
+        return serve_stale_instead(c, job, e);
+    } catch (...) {
+        return false;  // not a std::exception: it propagates, as from produce_values
+    }
+}
+
+// The keys of `todo` with a stale value go to the background and are waited
+// for together, up to the soft timeout; each ends served (stale, or the new
+// value when it came in time). `todo` keeps the keys to compute here.
+void produce_soft(const LoadContext& c, std::vector<KeyJob*>& todo, DogpileLocks& locks) {
+    std::vector<std::pair<KeyJob*, std::shared_ptr<SoftResult>>> started;
+    std::vector<KeyJob*> here;
+    const double soft_timeout = to_seconds(c.region.options.soft_timeout);
+    for (KeyJob* job : todo) {
+        auto result = soft_timeout_applies(soft_timeout, c.mode, job->fsm.have_stale())
+                          ? start_in_background(c, *job, locks)
+                          : nullptr;
+        if (result)
+            started.emplace_back(job, std::move(result));
+        else
+            here.push_back(job);
+    }
+    todo.swap(here);
+    const auto deadline = std::chrono::steady_clock::now() + c.region.options.soft_timeout;
+    std::exception_ptr failure;
+    for (auto& [job, result] : started) {
+        std::unique_lock guard(result->mutex);
+        const bool done = result->finished.wait_until(guard, deadline, [&r = *result] { return r.done; });
+        if (!done) result->abandoned = true;  // the computation goes on and stores without us
+        const bool failed = done && result->failure;
+        const bool fail_safe = failed && fail_safe_after_soft_wait(c, *job, result->failure);
+        // The new value was stored by the background; one that cannot be
+        // stored is not kept there either (reported by it).
+        const bool new_value = done && !failed && result->storable && job->target->accept(result->bytes);
+        switch (after_soft_wait(done, failed, fail_safe, new_value)) {
+            case SoftStep::serve_new:
+                job->step = LoadStep::produce;
+                break;
+            case SoftStep::serve_stale:
+                job->step = LoadStep::serve;
+                break;
+            case SoftStep::rethrow:
+                job->step = LoadStep::serve;
+                if (!failure) failure = result->failure;
+                break;
+        }
+    }
+    if (failure) std::rethrow_exception(failure);
 }
 
 // Fail-open: Redis failed before the values of `jobs` were settled, so each
@@ -539,6 +756,11 @@ void load_keys(const LoadContext& c, std::span<KeyJob> jobs, std::size_t threads
     if (!redis_step(c, todo, [&] { take_locks(c, todo, locks); })) return;
     select(jobs, LoadStep::produce, todo);
     if (todo.empty()) return;  // locks taken for values found meanwhile: released by `locks`
+    for (KeyJob* job : todo) job->tags = job->target->tags();
+    if (c.region.options.soft_timeout.count() > 0 && c.mode == Regenerate::when_stale) {
+        produce_soft(c, todo, locks);
+        if (todo.empty()) return;
+    }
     produce_values(c, todo, threads);
     try {
         store_values(c, todo, locks);

@@ -89,4 +89,31 @@ private:
     bool refresh_early_ = false;
 };
 
+/// Soft timeout (CacheRegionOptions::soft_timeout): whether a key to produce
+/// is computed in the background while its caller waits at most the soft
+/// timeout. Only with a stale value to fall back on, and only where stale
+/// values are regenerated; `soft_timeout` in seconds, 0 = off.
+constexpr bool soft_timeout_applies(double soft_timeout, Regenerate mode, bool have_stale) noexcept {
+    return soft_timeout > 0 && mode == Regenerate::when_stale && have_stale;
+}
+
+/// What a caller whose key went to the background serves once it stops waiting.
+enum class SoftStep {
+    serve_stale,  ///< the stale value it read
+    serve_new,    ///< the value the background computation stored
+    rethrow,      ///< the function's exception
+};
+
+/// `done`: the computation ended within the soft timeout (stored, when it
+/// could be); `failed`: the function threw; `fail_safe`: fail-safe serves the
+/// stale value instead of that exception; `new_value`: the new value was
+/// stored and decodes for the caller. A computation still running leaves the
+/// caller with the stale value; one that threw, with the exception, as
+/// without a soft timeout; a value that cannot be stored, with the stale one.
+constexpr SoftStep after_soft_wait(bool done, bool failed, bool fail_safe, bool new_value) noexcept {
+    if (!done) return SoftStep::serve_stale;
+    if (failed) return fail_safe ? SoftStep::serve_stale : SoftStep::rethrow;
+    return new_value ? SoftStep::serve_new : SoftStep::serve_stale;
+}
+
 }  // namespace retools::detail

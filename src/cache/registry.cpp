@@ -84,6 +84,9 @@ void CacheRegion::add_region(std::string name, CacheRegionOptions options) {
     if (options.fail_safe_max_age.count() < 0)
         throw CacheConfigurationError(
             fmt::format("cache region {}: fail_safe_max_age must not be negative", name));
+    if (options.soft_timeout.count() < 0)
+        throw CacheConfigurationError(
+            fmt::format("cache region {}: soft_timeout must not be negative", name));
     if (!(std::isfinite(options.early_refresh_beta) && options.early_refresh_beta >= 0))
         throw CacheConfigurationError(
             fmt::format("cache region {}: early_refresh_beta must be a finite number >= 0, got {}", name,

@@ -1,6 +1,7 @@
 #include "lock/dogpile.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <string>
 
 #include <fmt/format.h>
@@ -9,12 +10,9 @@
 
 #include "client/cluster.hpp"
 #include "client/errors.hpp"
-#include "client/cluster.hpp"
-#include "client/errors.hpp"
-#include "util/random_token.hpp"
-#include "util/random_token.hpp"
 #include "lock/scripts.hpp"
 #include "lock/watchdog.hpp"
+#include "util/random_token.hpp"
 
 namespace retools::detail {
 namespace {
@@ -27,11 +25,24 @@ bool is_noscript(const Reply& reply) {
     return reply.is_error() && reply.error_message().starts_with("NOSCRIPT");
 }
 
+std::atomic<long long> ttl_for_tests{0};  // ms; 0: the region's expires
+
 }  // namespace
+
+std::chrono::milliseconds dogpile_ttl(std::chrono::milliseconds expires) noexcept {
+    if (const long long forced = ttl_for_tests.load(std::memory_order_relaxed); forced > 0)
+        return std::chrono::milliseconds{forced};
+    return std::max(expires, std::chrono::milliseconds{1});
+}
+
+void set_dogpile_ttl_for_tests(std::chrono::milliseconds ttl) noexcept {
+    ttl_for_tests.store(ttl.count(), std::memory_order_relaxed);
+}
 
 LockOptions dogpile_lock_options(const Connection& conn, std::chrono::milliseconds expires,
                                  std::chrono::milliseconds timeout) {
-    return LockOptions{.expires = std::max(expires, std::chrono::milliseconds{1}),
+    const std::chrono::milliseconds ttl = dogpile_ttl(expires);
+    return LockOptions{.expires = ttl,
                        .timeout = timeout,
                        .connection = conn,
                        .max_retry_delay = dogpile_max_retry_delay,
@@ -43,7 +54,7 @@ std::chrono::milliseconds lock_fence_ttl(std::chrono::milliseconds expires) noex
 }
 
 DogpileLocks::DogpileLocks(const Connection& conn, std::chrono::milliseconds expires)
-    : conn_(conn), topology_(conn), ttl_(std::max(expires, std::chrono::milliseconds{1})) {}
+    : conn_(conn), topology_(conn), ttl_(dogpile_ttl(expires)), renewed_(dogpile_renewed(expires)) {}
 
 DogpileLocks::~DogpileLocks() {
     if (keys_.empty()) return;
@@ -97,7 +108,7 @@ std::vector<bool> DogpileLocks::taken(const std::vector<Reply>& replies, std::si
         if ((topology_.script_per_key() ? r[0] : r[i]).as_integer() == 0) continue;
         out[i] = true;
         std::unique_ptr<Watchdog> renewal;
-        if (dogpile_renewed(ttl_))
+        if (renewed_)
             renewal = std::make_unique<Watchdog>(conn_, pending_keys_[i], pending_tokens_[i], ttl_,
                                                  lock_extend_script());
         hold(std::move(pending_keys_[i]), std::move(pending_tokens_[i]), std::move(renewal));
@@ -115,6 +126,18 @@ void DogpileLocks::adopt(Lock&& lock) {
 
 bool DogpileLocks::holds(const std::string& key) const {
     return std::find(keys_.begin(), keys_.end(), key) != keys_.end();
+}
+
+bool DogpileLocks::hand_over(const std::string& key, DogpileLocks& to) {
+    auto at = std::find(keys_.begin(), keys_.end(), key);
+    if (at == keys_.end()) return false;
+    const auto i = static_cast<std::size_t>(at - keys_.begin());
+    to.hold(std::move(keys_[i]), std::move(tokens_[i]), std::move(renewals_[i]));
+    const auto offset = static_cast<std::ptrdiff_t>(i);
+    keys_.erase(keys_.begin() + offset);
+    tokens_.erase(tokens_.begin() + offset);
+    renewals_.erase(renewals_.begin() + offset);
+    return true;
 }
 
 void DogpileLocks::hold(std::string key, std::string token, std::unique_ptr<Watchdog> renewal) {

@@ -17,26 +17,33 @@
 
 namespace retools::detail {
 
-/// Dogpile locks are renewed every `expires / 3` while their function runs
-/// for `expires` from 30 ms to 5 minutes. Below, a renewal round trip every
-/// few milliseconds would cost more than it protects; above, starting the
-/// process's renewal thread (it ends whenever no lock is held, so that forks
-/// stay single-threaded) would cost every sequential miss more than the rare
-/// function slower than `expires` (measured with a thread per acquisition: a
-/// miss at 0.39x the floor instead of 0.98x), so long regions rely on the TTL.
+/// Dogpile locks are renewed every `ttl / 3` while their function runs, for
+/// `expires` from 30 ms up, however long the function takes (a background
+/// computation after a soft timeout included). Below 30 ms a renewal round
+/// trip every few milliseconds would cost more than it protects. Renewals go
+/// through the process's one renewal thread, which sequential misses reuse
+/// (it lingers a second after the last lock; a fork ends it first).
 inline constexpr std::chrono::milliseconds dogpile_min_renewed_expires{30};
-inline constexpr std::chrono::milliseconds dogpile_max_renewed_expires{300000};
 /// Waiters for a first value are answering a request: they notice a release
 /// that sends no wake-up within this.
 inline constexpr std::chrono::milliseconds dogpile_max_retry_delay{100};
 
 /// Whether a dogpile lock of a region with this `expires` is renewed.
 constexpr bool dogpile_renewed(std::chrono::milliseconds expires) noexcept {
-    return expires >= dogpile_min_renewed_expires && expires <= dogpile_max_renewed_expires;
+    return expires >= dogpile_min_renewed_expires;
 }
 
-/// The LockOptions of a dogpile lock: TTL `expires` (at least 1 ms), renewed
-/// as dogpile_renewed() says, waiting up to `timeout`.
+/// The TTL of a dogpile lock: the region's `expires` (at least 1 ms), as in
+/// the original, unless a test shortened it (set_dogpile_ttl_for_tests).
+std::chrono::milliseconds dogpile_ttl(std::chrono::milliseconds expires) noexcept;
+/// For tests: every dogpile lock taken from now on has this TTL whatever its
+/// region's `expires` (renewed every ttl / 3 when dogpile_renewed(expires));
+/// 0 restores the default. It lets a test run a function longer than a long
+/// region's first lock TTL in seconds.
+void set_dogpile_ttl_for_tests(std::chrono::milliseconds ttl) noexcept;
+
+/// The LockOptions of a dogpile lock: TTL dogpile_ttl(expires), renewed as
+/// dogpile_renewed() says, waiting up to `timeout`.
 LockOptions dogpile_lock_options(const Connection& conn, std::chrono::milliseconds expires,
                                  std::chrono::milliseconds timeout);
 
@@ -70,6 +77,9 @@ public:
     void adopt(Lock&& lock);
     /// Whether `key` is held here.
     bool holds(const std::string& key) const;
+    /// Moves the hold of `key` (token and renewal) to `to`, which must talk to
+    /// the same Redis; false when `key` is not held here.
+    bool hand_over(const std::string& key, DogpileLocks& to);
 
     /// Appends the release of every held lock to `p` (they count as released).
     void add_release(Pipeline& p);
@@ -84,6 +94,7 @@ private:
     const Connection& conn_;
     const LockTopology topology_;
     const std::chrono::milliseconds ttl_;
+    const bool renewed_;  // dogpile_renewed() of the region's expires
     bool send_source_ = false;
     std::vector<std::string> pending_keys_, pending_tokens_;  // the attempts in flight
     // The held locks: key, token and renewal (null when not renewed) of each.

@@ -1,5 +1,6 @@
 #include "lock/watchdog.hpp"
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +21,14 @@ namespace detail {
 
 using SteadyClock = std::chrono::steady_clock;
 using Due = SteadyClock::time_point;
+
+/// How long the renewal thread outlives the last renewal (it ends between 1
+/// and 2 times this after it): sequential acquisitions, e.g. cache misses,
+/// reuse it instead of starting and stopping a thread each (each start and
+/// stop waits for the scheduler: a large part of a miss on a busy machine).
+/// A fork() ends an idle thread first (see before_fork), so a process that
+/// forks between locks still forks single-threaded.
+constexpr std::chrono::milliseconds renewer_linger{1000};
 
 /// One auto-renewing acquisition. `lost` is read by the Lock without the
 /// renewer's mutex; everything else is guarded by it.
@@ -59,10 +68,11 @@ public:
     /// leaked, never destroyed (its mutex and condition variable may be in
     /// any state).
     static std::shared_ptr<Renewer> of_this_process() {
-        static std::mutex mutex;
-        static std::shared_ptr<Renewer> current;
+        static const int registered = ::pthread_atfork(&Renewer::before_fork, nullptr, nullptr);
+        (void)registered;
         const auto pid = static_cast<long>(::getpid());
-        std::lock_guard guard(mutex);
+        std::lock_guard guard(registry_mutex());
+        std::shared_ptr<Renewer>& current = registry();
         if (current && current->pid_ != pid) {
             new std::shared_ptr<Renewer>(std::move(current));  // leaked on purpose
             current.reset();
@@ -72,20 +82,25 @@ public:
     }
 
     void add(const std::shared_ptr<Renewal>& renewal) {
-        bool earliest;
+        bool wake = false;
         {
             std::lock_guard guard(mutex_);
-            earliest = schedule(renewal, SteadyClock::now() + interval(*renewal));
+            const Due due = SteadyClock::now() + interval(*renewal);
+            const bool earliest = schedule(renewal, due);
             if (!running_) {
                 running_ = true;
-                thread_ = std::thread([this, epoch = ++epoch_] { run(epoch); });
+                thread_ = std::thread([this, epoch = ++epoch_] { run(epoch); });  // reads the timetable first
+            } else {
+                // The thread wakes within renewer_linger anyway: a wake-up (a
+                // scheduling delay for a cache miss on a busy machine) only
+                // for a renewal due before that.
+                wake = earliest && due < SteadyClock::now() + renewer_linger;
             }
         }
-        if (earliest) wake_.notify_one();
+        if (wake) wake_.notify_one();
     }
 
     void cancel(Renewal& renewal) {
-        std::thread retired;
         {
             std::lock_guard guard(mutex_);
             renewal.cancelled = true;
@@ -95,21 +110,46 @@ public:
             }
             // A renewal running right now may still extend the key once; that is
             // harmless: the extend script only touches a key that holds our token.
-            if (due_.empty() && running_ && !in_flight_) {
-                // Nothing is held: the thread ends now, so that a process that
-                // forks between locks is single-threaded when it forks.
-                running_ = false;
-                ++epoch_;
-                retired = std::move(thread_);
-            }
-        }
-        if (retired.joinable()) {
-            wake_.notify_all();
-            retired.join();
+            // With nothing held the thread lingers, then ends (see run); a
+            // fork() ends it at once (before_fork).
         }
     }
 
 private:
+    // The process's renewer (reset in a forked child by of_this_process).
+    static std::mutex& registry_mutex() {
+        static auto* mutex = new std::mutex;  // never destroyed: fork handlers may run during exit
+        return *mutex;
+    }
+    static std::shared_ptr<Renewer>& registry() {
+        static std::shared_ptr<Renewer> current;
+        return current;
+    }
+
+    // pthread_atfork: an idle, lingering thread ends before the fork, so that
+    // a process forking between locks is single-threaded as it forks.
+    static void before_fork() noexcept {
+        std::shared_ptr<Renewer> renewer;
+        {
+            std::lock_guard guard(registry_mutex());
+            renewer = registry();
+        }
+        if (renewer && renewer->pid_ == static_cast<long>(::getpid())) renewer->retire_if_idle();
+    }
+
+    void retire_if_idle() noexcept {
+        std::thread retired;
+        {
+            std::lock_guard guard(mutex_);
+            if (!due_.empty() || !running_ || in_flight_) return;
+            running_ = false;
+            ++epoch_;
+            retired = std::move(thread_);
+        }
+        wake_.notify_all();
+        if (retired.joinable()) retired.join();
+    }
+
     static std::chrono::milliseconds interval(const Renewal& r) {
         return std::max(r.ttl / 3, std::chrono::milliseconds{1});
     }
@@ -123,19 +163,27 @@ private:
 
     void run(std::uint64_t epoch) {
         std::unique_lock guard(mutex_);
+        Due busy_at = SteadyClock::now();  // when a renewal was last scheduled
         while (!stopping_ && epoch == epoch_) {
             if (due_.empty()) {
-                // The last renewal was lost or cancelled while it ran: end, and
-                // detach, as nobody will join this thread.
+                if (SteadyClock::now() - busy_at < renewer_linger) {
+                    // Linger: the next acquisition reuses this thread.
+                    wake_.wait_until(guard, busy_at + renewer_linger);
+                    continue;
+                }
+                // Idle for renewer_linger: end, and detach, as nobody will
+                // join this thread.
                 running_ = false;
                 ++epoch_;
                 thread_.detach();
                 return;
             }
+            busy_at = SteadyClock::now();
             auto next = due_.begin();
-            if (const Due when = next->first; when > SteadyClock::now()) {
-                // A copy: cancel() may erase the entry while we wait.
-                wake_.wait_until(guard, when);
+            if (const Due when = next->first; when > busy_at) {
+                // A copy: cancel() may erase the entry while we wait. Woken at
+                // least every renewer_linger, to notice when nothing is held.
+                wake_.wait_until(guard, std::min(when, busy_at + renewer_linger));
                 continue;
             }
             // Everything due now, or within a quarter of its interval, goes in

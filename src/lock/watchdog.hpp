@@ -2,7 +2,9 @@
 // Watchdog: keeps a held lock's TTL (LockOptions::auto_renew) or a limiter
 // slot's expiry (LimiterOptions::auto_renew) renewed. One renewal thread per
 // process serves every one of them, so an acquisition costs a timer entry,
-// not a thread (src/lock/watchdog.cpp).
+// not a thread; it outlives the last renewal by about a second, so that
+// sequential acquisitions reuse it, and a fork() ends it first when idle
+// (src/lock/watchdog.cpp).
 
 #include <chrono>
 #include <memory>

@@ -206,6 +206,21 @@ Run retools_hit(const Env&, std::size_t count) {
     return {seconds, {}};
 }
 
+// A fresh hit with statistics of a tagged function (CachedFunction::with_tags),
+// beside the same hit untagged as its floor: a hit reads no tag (they are
+// written with the value), so the two should cost the same.
+Run retools_hit_tagged(const Env&, std::size_t count) {
+    retools::CacheRegion::add_region(std::string(kRegion), 3600s);
+    auto cached =
+        retools::cache_region(std::string(kRegion), "bench.load_tagged", load_things)
+            .with_tags([](const std::string& term, int) { return std::vector<std::string>{"term:" + term}; });
+    cached("bunny", 10);
+    return {time_it([&] {
+                for (std::size_t i = 0; i < count; ++i) cached("bunny", 10);
+            }),
+            {}};
+}
+
 // A hit with statistics over TLS: the region's own Connection on the TLS port.
 Run retools_hit_tls(const Env& env, std::size_t count) {
     retools::Connection tls{env.tls_url};
@@ -331,6 +346,12 @@ void add_cache_rows(const Env& env, std::vector<Row>& rows) {
                     .retools = hit_nostats,
                     .floor = raw_hit_nostats,
                     .floor_target = 0.9});
+    rows.push_back({.id = "cache_hit_tags",
+                    .label = "Cache: fresh hit with tags, statistics on (floor: the same hit without tags)",
+                    .count = n,
+                    .retools = retools_hit_tagged,
+                    .floor = hit_stats,
+                    .floor_target = 0.95});
     rows.push_back({.id = "cache_hit_json",
                     .label = "Cache: fresh hit, statistics off, list of 10 strings (floor: JSON)",
                     .count = n,

@@ -20,6 +20,7 @@
 
 #include "client/cluster.hpp"
 #include "cluster_test.hpp"
+#include "process.hpp"
 #include "redis_cluster.hpp"
 #include "util/clock.hpp"
 #include "wait.hpp"
@@ -264,4 +265,48 @@ TEST_F(ClusterCacheTest, NearCacheIsOffOnAClusterAndTheRegionStillWorks) {
     retools::invalidate_function(f, 1);
     EXPECT_EQ(f(1), 2);
     EXPECT_EQ(calls, 2);
+}
+
+TEST_F(ClusterCacheTest, TagsInvalidateTheirValuesOnEveryMasterFromAnotherProcess) {
+    std::map<int, int> computed;  // per user
+    auto orders =
+        retools::cache_region("short_term", "orders", [&](int user, int page) {
+            ++computed[user];
+            return user * 100 + page;
+        }).with_tags([](int user, int) { return std::vector<std::string>{fmt::format("user:{}", user)}; });
+    auto call_all = [&] {
+        for (int user = 0; user < 30; ++user)
+            for (int page = 0; page < 10; ++page) ASSERT_EQ(orders(user, page), user * 100 + page);
+    };
+    call_all();
+    ASSERT_EQ(computed.size(), 30u);
+    computed.clear();
+
+    // User 7's values live on several masters; its tag's set on one.
+    std::set<int> masters;
+    for (int page = 0; page < 10; ++page)
+        masters.insert(cluster().master_of(
+            key_slot("retools:" + tag("short_term", "orders", fmt::format("7 {}", page)))));
+    EXPECT_GE(masters.size(), 2u);
+    EXPECT_EQ(conn.command("SCARD", "retools:tag:user:7").as_integer(), 10);
+
+    const auto before = conn.round_trips();
+    EXPECT_EQ(orders(7, 3), 703);
+    EXPECT_EQ(conn.round_trips() - before, 1u) << "a tagged hit: one round trip to the call's node";
+
+    // On the cluster's connection: regions of earlier tests of this process
+    // may name clusters since stopped (invalidate_tag(tag) would try them too).
+    auto child = rt::ChildProcess::fork([] {
+        retools::invalidate_tag("user:7", retools::global_connection());
+        return 0;
+    });
+    ASSERT_EQ(child.exit_code(15s), 0);
+    call_all();
+    ASSERT_EQ(computed.size(), 1u) << "only user 7's calls recompute";
+    EXPECT_EQ(computed[7], 10);
+
+    // Members whose value is gone leave the set at the next invalidation.
+    conn.command("DEL", "retools:" + tag("short_term", "orders", "7 0"));
+    retools::invalidate_tag("user:7", conn);
+    EXPECT_EQ(conn.command("SCARD", "retools:tag:user:7").as_integer(), 9);
 }

@@ -366,6 +366,21 @@ TEST_F(LockTest, ManyAutoRenewingLocksShareOneRenewalThread) {
     EXPECT_EQ(conn.command("EXISTS", "rt:lock:many-renew:0", "rt:lock:many-renew:199").as_integer(), 0);
 }
 
+TEST_F(LockTest, TheRenewalThreadOutlivesTheLastLockBrieflyButNeverAFork) {
+    // Sequential locks reuse the renewal thread: it lingers about a second
+    // after the last release, then ends; a fork ends it first.
+    { Lock first{"rt:lock:linger", {.expires = 300ms, .auto_renew = true}}; }
+    const std::size_t lingering = thread_count();
+    { Lock second{"rt:lock:linger", {.expires = 300ms, .auto_renew = true}}; }
+    EXPECT_EQ(thread_count(), lingering) << "the second lock reused the thread";
+    auto child = rt::ChildProcess::fork([] { return 0; });
+    EXPECT_EQ(thread_count(), lingering - 1) << "the idle renewal thread ended before the fork";
+    EXPECT_EQ(child.exit_code(5s), 0);
+    { Lock third{"rt:lock:linger", {.expires = 300ms, .auto_renew = true}}; }
+    EXPECT_EQ(thread_count(), lingering) << "started again";
+    EXPECT_TRUE(rt::wait_until([&] { return thread_count() == lingering - 1; }, 3s)) << "ended by itself";
+}
+
 TEST_F(LockTest, AutoRenewalReportsALostLock) {
     Lock lock{"rt:lock:renew-lost", {.expires = 300ms, .auto_renew = true}};
     conn.command("SET", "rt:lock:renew-lost", "usurper", "PX", 5000);  // e.g. after a failover

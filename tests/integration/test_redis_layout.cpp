@@ -153,9 +153,13 @@ TEST_F(RedisLayoutTest, EveryKeyAWorkloadWritesIsListedInTheDocument) {
     // Cache, with statistics: a miss, then a hit.
     retools::CacheRegion::statistics = true;
     retools::CacheRegion::add_region("layout", {.expires = 60s});
-    auto twice = retools::cache_region("layout", "layout.ns", [](int x) { return x * 2; });
+    auto twice = retools::cache_region("layout", "layout.ns", [](int x) {
+                     return x * 2;
+                 }).with_tags([](int x) { return std::vector<std::string>{"layout-" + std::to_string(x)}; });
     EXPECT_EQ(twice(21), 42);
     EXPECT_EQ(twice(21), 42);
+    // The tag's set (a tag without `:`, so that only its own row matches it).
+    ASSERT_EQ(conn.command("EXISTS", "retools:tag:layout-21").as_integer(), 1);
 
     // A lock, contended so that the waiter marks itself and the release signals.
     {

@@ -112,3 +112,32 @@ TEST(CacheLoadFsm, FreshnessIsStrictlyYoungerThanExpires) {
 }
 
 }  // namespace
+
+namespace {
+
+using retools::detail::after_soft_wait;
+using retools::detail::soft_timeout_applies;
+using retools::detail::SoftStep;
+
+TEST(CacheLoadFsm, ASoftTimeoutAppliesOnlyWithAStaleValueToFallBackOn) {
+    EXPECT_TRUE(soft_timeout_applies(0.1, Regenerate::when_stale, true));
+    EXPECT_FALSE(soft_timeout_applies(0.1, Regenerate::when_stale, false));  // nothing stored: wait
+    EXPECT_FALSE(soft_timeout_applies(0, Regenerate::when_stale, true));     // off
+    EXPECT_FALSE(soft_timeout_applies(0.1, Regenerate::when_missing, true));
+    EXPECT_FALSE(soft_timeout_applies(0.1, Regenerate::never, true));
+}
+
+TEST(CacheLoadFsm, AfterASoftWaitTheNewValueTheStaleOneOrTheException) {
+    // Still running: the stale value, whatever else is said.
+    EXPECT_EQ(after_soft_wait(false, false, false, false), SoftStep::serve_stale);
+    EXPECT_EQ(after_soft_wait(false, true, true, true), SoftStep::serve_stale);
+    // Ended in time with a stored value that decodes: that value.
+    EXPECT_EQ(after_soft_wait(true, false, false, true), SoftStep::serve_new);
+    // A value that could not be stored or decoded: the stale one.
+    EXPECT_EQ(after_soft_wait(true, false, false, false), SoftStep::serve_stale);
+    // Threw in time: the exception, unless fail-safe serves the stale value.
+    EXPECT_EQ(after_soft_wait(true, true, false, false), SoftStep::rethrow);
+    EXPECT_EQ(after_soft_wait(true, true, true, false), SoftStep::serve_stale);
+}
+
+}  // namespace

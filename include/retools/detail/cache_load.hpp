@@ -38,6 +38,8 @@ public:
     /// A self-contained producer for an early refresh on another thread (own
     /// copies of the function and the arguments), or empty when there is none.
     virtual std::function<bool(std::string& bytes, std::string& why)> refresher() const { return {}; }
+    /// The tags of the value produced (CachedFunction::with_tags); none by default.
+    virtual std::vector<std::string> tags() const { return {}; }
 
 protected:
     ~LoadTarget() = default;
