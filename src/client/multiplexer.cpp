@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -98,13 +99,19 @@ void Multiplexer::lead(std::unique_lock<std::mutex>& lock, MuxRequest& mine) {
             continue;  // `mine` may have been written, failed or bounced
         }
         if (written_.empty()) break;  // cannot happen: `mine` is queued or written
-        leader_polling_ = true;
         lock.unlock();
-        const bool reply = wait_for_reply();
+        bool reply = reply_soon();
         lock.lock();
-        leader_polling_ = false;
-        wake_sent_ = false;
-        if (!reply) continue;  // new requests to write first
+        if (!reply) {
+            if (!queued_.empty()) continue;  // write them before waiting longer
+            leader_polling_ = true;          // from now on a new request wakes us
+            lock.unlock();
+            reply = wait_for_reply();
+            lock.lock();
+            leader_polling_ = false;
+            wake_sent_ = false;
+            if (!reply) continue;  // new requests to write first
+        }
         lock.unlock();
         read_one();
         lock.lock();
@@ -175,6 +182,16 @@ bool Multiplexer::prepare_link(std::vector<MuxRequest*>& batch) {
     }
 }
 
+// Whether a reply is there or comes within a short while (on loopback most
+// do): waiting this long without being woken for new requests saves their
+// callers a wake-up of the leader each, and delays them by at most that.
+bool Multiplexer::reply_soon() {
+    if (link_->buffered()) return true;
+    pollfd fd{link_->fd(), POLLIN, 0};
+    const timespec soon{0, 100 * 1000};  // 100 µs
+    return ::ppoll(&fd, 1, &soon, nullptr) > 0;
+}
+
 // Waits until the socket has a reply (true; also when the oldest request's
 // deadline has passed, for receive() to report it) or a new request was
 // queued (false).
@@ -196,22 +213,37 @@ bool Multiplexer::wait_for_reply() {
     return ready == 0 || fds[0].revents != 0;
 }
 
-// Reads the replies of the oldest written request and hands them over.
+// Reads the replies of the oldest written request, and of the next ones
+// while their bytes are already in, and hands them over under one lock.
 void Multiplexer::read_one() {
-    MuxRequest& r = *written_.front();
-    try {
-        if (r.replies == 1) {
-            r.out.push_back(link_->receive(r.deadline, r.timeout_ms));
-        } else {
-            link_->receive_many(r.replies, r.deadline, r.timeout_ms, r.out);
+    std::vector<MuxRequest*>& answered = answered_;
+    answered.clear();
+    do {
+        MuxRequest& r = *written_.front();
+        try {
+            if (r.replies == 1) {
+                r.out.push_back(link_->receive(r.deadline, r.timeout_ms));
+            } else {
+                link_->receive_many(r.replies, r.deadline, r.timeout_ms, r.out);
+            }
+        } catch (...) {
+            finish_all(answered);
+            fail_written(std::current_exception());
+            return;
         }
-    } catch (...) {
-        fail_written(std::current_exception());
-        return;
-    }
-    written_.pop_front();
+        written_.pop_front();
+        answered.push_back(&r);
+    } while (!written_.empty() && link_->buffered());
     if (written_.empty()) link_->idle_since = SteadyClock::now();
-    finish(r, MuxRequest::State::done);
+    finish_all(answered);
+}
+
+void Multiplexer::finish_all(const std::vector<MuxRequest*>& answered) {
+    std::lock_guard lock(mutex_);
+    for (MuxRequest* r : answered) {
+        r->state = MuxRequest::State::done;
+        r->wake.notify_one();  // under the mutex: the waiter cannot destroy `wake` meanwhile
+    }
 }
 
 // The link failed: every request written on it gets the failure (each may

@@ -7,9 +7,9 @@
 // reply comes next (or whose request waits to be written). A lone caller
 // writes and reads on its own thread: no hand-off, no extra thread.
 //
-// While the leader waits for a reply, a new request wakes it (an eventfd
-// polled beside the socket) to be written at once, so requests never wait
-// for a round trip to go out. Only the leader touches the link (one thread
+// While the leader waits for a reply longer than 100 µs, a new request wakes
+// it (an eventfd polled beside the socket) to be written at once, so requests
+// never wait for a slow round trip to go out. Only the leader touches the link (one thread
 // at a time on a TLS session) and the written-but-unanswered FIFO; the
 // mutex guards the queue and the hand-off. A failed link fails every request
 // written on it (they may have run) and is dropped; requests not yet written
@@ -82,10 +82,12 @@ public:
 private:
     void lead(std::unique_lock<std::mutex>& lock, MuxRequest& mine);
     void write_queued(std::unique_lock<std::mutex>& lock);
+    bool reply_soon();
     bool wait_for_reply();
     void read_one();
     void fail_written(std::exception_ptr error);
     void finish(MuxRequest& r, MuxRequest::State state);
+    void finish_all(const std::vector<MuxRequest*>& answered);
     void hand_off();
     bool prepare_link(std::vector<MuxRequest*>& batch);
 
@@ -103,6 +105,7 @@ private:
 
     // The leader's alone (passed on under mutex_ with the role).
     std::deque<MuxRequest*> written_;  // replies owed, in the order they come
+    std::vector<MuxRequest*> answered_;  // read_one()'s scratch
     std::unique_ptr<Link> link_;
     std::atomic<bool> link_open_{false};
 };
