@@ -20,6 +20,7 @@
 
 #include "queue/keys.hpp"
 #include "redis_test.hpp"
+#include "util/clock.hpp"
 
 using namespace std::chrono_literals;
 using nlohmann::json;
@@ -206,7 +207,7 @@ TEST_F(Workflows, SchedulePeriodicIsAnUpsertById) {
     EXPECT_EQ(pj[0].kwargs, (json{{"kind", "daily"}}));
     // Next 03:00 UTC, within a day.
     const auto next = pj[0].next_run;
-    const double in = wf_unix(next) - rt::unix_now();
+    const double in = wf_unix(next) - retools::detail::unix_now();
     EXPECT_GT(in, 0);
     EXPECT_LE(in, 86400);
     EXPECT_EQ(static_cast<long long>(wf_unix(next)) % 86400, 3 * 3600);
@@ -319,11 +320,11 @@ rt::ChildProcess periodic_workers(std::chrono::milliseconds run_for) {
 TEST_F(Workflows, SixWorkersInThreeProcessesRunAnEverySecondJobOncePerSecond) {
     QueueManager qm{conn};
     qm.schedule_periodic("tick", "@every 1s", "app:tick");
-    const double start = rt::unix_now();
+    const double start = retools::detail::unix_now();
     std::vector<rt::ChildProcess> children;
     for (int i = 0; i < 3; ++i) children.push_back(periodic_workers(8s));
     for (auto& c : children) ASSERT_EQ(c.exit_code(std::chrono::seconds(30)), 0);
-    const double end = rt::unix_now();
+    const double end = retools::detail::unix_now();
     std::map<long long, long long> runs;
     const auto h = conn.command("HGETALL", "due").as_array();
     for (std::size_t i = 0; i + 1 < h.size(); i += 2) runs[std::stoll(h[i].as_string())] = std::stoll(h[i + 1].as_string());
@@ -340,7 +341,7 @@ TEST_F(Workflows, SixWorkersInThreeProcessesRunAnEverySecondJobOncePerSecond) {
 TEST_F(Workflows, APeriodicJobKeepsItsRhythmWhileWorkersAreKilled) {
     QueueManager qm{conn};
     qm.schedule_periodic("tick", "@every 1s", "app:tick");
-    const double start = rt::unix_now();
+    const double start = retools::detail::unix_now();
     std::vector<rt::ChildProcess> children;
     children.push_back(periodic_workers(7s));
     for (int round = 0; round < 3; ++round) {
@@ -351,7 +352,7 @@ TEST_F(Workflows, APeriodicJobKeepsItsRhythmWhileWorkersAreKilled) {
         std::this_thread::sleep_for(500ms);
     }
     for (auto& c : children) c.exit_code(std::chrono::seconds(30));
-    const double end = rt::unix_now();
+    const double end = retools::detail::unix_now();
     std::map<long long, long long> runs;
     const auto h = conn.command("HGETALL", "due").as_array();
     for (std::size_t i = 0; i + 1 < h.size(); i += 2) runs[std::stoll(h[i].as_string())] = std::stoll(h[i + 1].as_string());
