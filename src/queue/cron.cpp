@@ -154,7 +154,7 @@ seconds parse_every(std::string_view text, std::string_view expression) {
         }
         ++i;
         total += *n * unit;
-        if (total > 366LL * 86400 * 100) return fail("longer than a hundred years");
+        if (total > 366LL * 86400 * 10) return fail("longer than ten years");
     }
     if (total < 1) return fail("must be at least one second");
     return seconds{total};
@@ -250,6 +250,10 @@ CronSchedule::time_point CronSchedule::next_after(time_point t) const {
         auto since = t.time_since_epoch();
         auto n = since / every_;
         if (since < since.zero() && n * every_ != since) --n;
+        // The clock ends in 2262: past that, no due time can be written.
+        const auto last = duration_cast<seconds>(time_point::duration::max());
+        if (n + 1 > last / every_)
+            throw ConfigurationError(fmt::format("schedule '{}' has no due time before the year 2262", text_));
         return time_point{} + duration_cast<time_point::duration>((n + 1) * every_);
     }
     const auto start = floor<minutes>(t) + minutes{1};

@@ -18,7 +18,7 @@ namespace retools::detail {
 ///   one is due, as in cron;
 /// - `@yearly` `@annually` `@monthly` `@weekly` `@daily` `@midnight` `@hourly`;
 /// - `@every <duration>`, e.g. `30s`, `5m`, `1h30m`, `2d` (whole seconds, at
-///   least one): due at the Unix times that are multiples of the duration, so
+///   least one, at most ten years): due at the Unix times that are multiples of the duration, so
 ///   every process computes the same times;
 /// - an optional `TZ=UTC ` or `CRON_TZ=UTC ` prefix (no other time zone).
 class CronSchedule {

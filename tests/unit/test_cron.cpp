@@ -119,6 +119,7 @@ TEST(Cron, InvalidExpressionsNameTheExpressionAndTheField) {
         {"@every 0s", "must be at least one second"},
         {"@every 5x", "unknown unit 'x'"},
         {"@every 5", "expected <number><unit>"},
+        {"@every 4000d", "longer than ten years"},
         {"TZ=Europe/Paris 0 3 * * *", "time zone 'TZ=Europe/Paris': only UTC is supported"},
     };
     for (const auto& [expression, message] : cases)
