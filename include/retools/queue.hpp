@@ -317,8 +317,8 @@ public:
     /// Enqueues the periodic jobs due at `now` (what workers do about once a
     /// second): one job per due periodic job, whatever number of callers do
     /// the same at once. Returns how many this call enqueued.
-    std::size_t promote_periodic_jobs(std::chrono::system_clock::time_point now =
-                                          std::chrono::system_clock::now()) const;
+    std::size_t promote_periodic_jobs(
+        std::chrono::system_clock::time_point now = std::chrono::system_clock::now()) const;
 
     // ---- failed jobs ----------------------------------------------------------
 

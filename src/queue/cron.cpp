@@ -146,11 +146,20 @@ seconds parse_every(std::string_view text, std::string_view expression) {
         if (!n) return fail("number too large");
         long long unit = 0;
         switch (std::tolower(static_cast<unsigned char>(text[i]))) {
-            case 'd': unit = 86400; break;
-            case 'h': unit = 3600; break;
-            case 'm': unit = 60; break;
-            case 's': unit = 1; break;
-            default: return fail(fmt::format("unknown unit '{}' (d, h, m, s)", text[i]));
+            case 'd':
+                unit = 86400;
+                break;
+            case 'h':
+                unit = 3600;
+                break;
+            case 'm':
+                unit = 60;
+                break;
+            case 's':
+                unit = 1;
+                break;
+            default:
+                return fail(fmt::format("unknown unit '{}' (d, h, m, s)", text[i]));
         }
         ++i;
         total += *n * unit;
@@ -161,9 +170,8 @@ seconds parse_every(std::string_view text, std::string_view expression) {
 }
 
 constexpr std::string_view macros[][2] = {
-    {"@yearly", "0 0 1 1 *"}, {"@annually", "0 0 1 1 *"}, {"@monthly", "0 0 1 * *"},
-    {"@weekly", "0 0 * * 0"}, {"@daily", "0 0 * * *"},   {"@midnight", "0 0 * * *"},
-    {"@hourly", "0 * * * *"},
+    {"@yearly", "0 0 1 1 *"}, {"@annually", "0 0 1 1 *"}, {"@monthly", "0 0 1 * *"}, {"@weekly", "0 0 * * 0"},
+    {"@daily", "0 0 * * *"},  {"@midnight", "0 0 * * *"}, {"@hourly", "0 * * * *"},
 };
 
 unsigned days_in_month(unsigned month) {
@@ -181,8 +189,9 @@ CronSchedule CronSchedule::parse(std::string_view expression) {
         const std::string first = lower(parts.front());
         if (first.starts_with("tz=") || first.starts_with("cron_tz=")) {
             if (first != "tz=utc" && first != "cron_tz=utc")
-                throw ConfigurationError(fmt::format(
-                    "invalid schedule '{}': time zone '{}': only UTC is supported", expression, parts.front()));
+                throw ConfigurationError(
+                    fmt::format("invalid schedule '{}': time zone '{}': only UTC is supported", expression,
+                                parts.front()));
             parts.erase(parts.begin());
         }
     }
@@ -193,11 +202,13 @@ CronSchedule CronSchedule::parse(std::string_view expression) {
         if (macro == "@every") {
             if (parts.size() != 2)
                 throw ConfigurationError(fmt::format(
-                    "invalid schedule '{}': @every takes one duration (e.g. @every 30s, @every 1h30m)", expression));
+                    "invalid schedule '{}': @every takes one duration (e.g. @every 30s, @every 1h30m)",
+                    expression));
             s.every_ = parse_every(parts[1], expression);
             return s;
         }
-        auto it = std::find_if(std::begin(macros), std::end(macros), [&](const auto& m) { return m[0] == macro; });
+        auto it =
+            std::find_if(std::begin(macros), std::end(macros), [&](const auto& m) { return m[0] == macro; });
         if (it == std::end(macros) || parts.size() != 1)
             throw ConfigurationError(fmt::format(
                 "invalid schedule '{}': unknown macro '{}' (@yearly, @annually, @monthly, @weekly, @daily, "
@@ -226,12 +237,14 @@ CronSchedule CronSchedule::parse(std::string_view expression) {
         // Only days of month count: one of them must exist in a chosen month.
         bool possible = false;
         for (unsigned m = 1; m <= 12 && !possible; ++m)
-            for (unsigned d = 1; d <= days_in_month(m) && !possible; ++d) possible = s.months_[m] && s.days_[d];
+            for (unsigned d = 1; d <= days_in_month(m) && !possible; ++d)
+                possible = s.months_[m] && s.days_[d];
         if (!possible)
-            throw ConfigurationError(fmt::format(
-                "invalid schedule '{}': day-of-month field '{}': no such day in the months of the month field "
-                "'{}'",
-                expression, body[2], body[3]));
+            throw ConfigurationError(
+                fmt::format("invalid schedule '{}': day-of-month field '{}': no such day in the months of "
+                            "the month field "
+                            "'{}'",
+                            expression, body[2], body[3]));
     }
     return s;
 }
@@ -253,7 +266,8 @@ CronSchedule::time_point CronSchedule::next_after(time_point t) const {
         // The clock ends in 2262: past that, no due time can be written.
         const auto last = duration_cast<seconds>(time_point::duration::max());
         if (n + 1 > last / every_)
-            throw ConfigurationError(fmt::format("schedule '{}' has no due time before the year 2262", text_));
+            throw ConfigurationError(
+                fmt::format("schedule '{}' has no due time before the year 2262", text_));
         return time_point{} + duration_cast<time_point::duration>((n + 1) * every_);
     }
     const auto start = floor<minutes>(t) + minutes{1};

@@ -61,7 +61,8 @@ std::string periodic_payload(const nlohmann::json& definition, std::string_view 
                              std::string_view job_id) {
     if (!definition.is_object() || !definition.contains("job") || !definition["job"].is_string() ||
         !definition.contains("queue") || !definition["queue"].is_string())
-        throw QueueError(fmt::format("periodic job '{}': its definition is not an object with job and queue", id));
+        throw QueueError(
+            fmt::format("periodic job '{}': its definition is not an object with job and queue", id));
     nlohmann::json metadata = definition.value("metadata", nlohmann::json::object());
     if (!metadata.is_object()) metadata = nlohmann::json::object();
     metadata["enqueued_at"] = now;
@@ -88,7 +89,8 @@ PeriodicPromotion promote_periodic(const Connection& conn, const queue::Topology
     PeriodicPromotion result;
     const std::vector<std::string> sets = topology.periodic_queues(conn);
     Pipeline read;
-    for (const auto& q : sets) read.command("ZRANGE", topology.periodic_due_key(q), 0, batch - 1, "WITHSCORES");
+    for (const auto& q : sets)
+        read.command("ZRANGE", topology.periodic_due_key(q), 0, batch - 1, "WITHSCORES");
     if (read.empty()) return result;
     std::vector<DueRun> due;
     auto consider_next = [&](double t) {
@@ -128,8 +130,8 @@ PeriodicPromotion promote_periodic(const Connection& conn, const queue::Topology
             const std::string payload =
                 periodic_payload(definition, d.id, std::stod(d.score), now, uuid4_hex());
             Reply r = promote_script()(conn,
-                                       {topology.periodic_key(d.queue_set), topology.periodic_due_key(d.queue_set),
-                                        topology.queue_key(queue)},
+                                       {topology.periodic_key(d.queue_set),
+                                        topology.periodic_due_key(d.queue_set), topology.queue_key(queue)},
                                        d.id, d.score, text, score_text(next), payload);
             if (r.as_integer() == 1) ++result.enqueued;
             consider_next(next);
@@ -155,8 +157,9 @@ const Script& upsert_script() {
 
 }  // namespace
 
-bool QueueManager::schedule_periodic(std::string_view id, std::string_view schedule, std::string_view job_name,
-                                     const nlohmann::json& kwargs, const EnqueueOptions& options) const {
+bool QueueManager::schedule_periodic(std::string_view id, std::string_view schedule,
+                                     std::string_view job_name, const nlohmann::json& kwargs,
+                                     const EnqueueOptions& options) const {
     if (id.empty()) throw ConfigurationError("schedule_periodic: the periodic job id is empty");
     if (options.unique_for.count() != 0 || !options.unique_key.empty())
         throw ConfigurationError(
@@ -166,7 +169,8 @@ bool QueueManager::schedule_periodic(std::string_view id, std::string_view sched
     if (!kwargs.is_null() && !kwargs.is_object())
         throw QueueError(fmt::format("kwargs must be a JSON object, not a {}", kwargs.type_name()));
     if (!options.metadata.is_null() && !options.metadata.is_object())
-        throw QueueError(fmt::format("metadata must be a JSON object, not a {}", options.metadata.type_name()));
+        throw QueueError(
+            fmt::format("metadata must be a JSON object, not a {}", options.metadata.type_name()));
     const std::string queue = impl_->resolve_queue(job_name, options.queue_name);
     nlohmann::json definition = {
         {"schedule", std::string(schedule)},
@@ -190,8 +194,8 @@ bool QueueManager::schedule_periodic(std::string_view id, std::string_view sched
     }
     p.command("SADD", keys::queues, queue);
     detail::check_replies(impl_->conn_.execute(p), p);
-    Reply r = upsert_script()(impl_->conn_, {topology.periodic_key(queue), topology.periodic_due_key(queue)}, id,
-                              text, detail::score_text(next));
+    Reply r = upsert_script()(impl_->conn_, {topology.periodic_key(queue), topology.periodic_due_key(queue)},
+                              id, text, detail::score_text(next));
     return r.as_integer() == 1;
 }
 
@@ -214,8 +218,8 @@ std::vector<PeriodicJob> QueueManager::periodic_jobs() const {
     const auto& topology = impl_->topology_;
     Pipeline p;
     for (const auto& q : topology.periodic_queues(impl_->conn_))
-        p.command("HGETALL", topology.periodic_key(q)).command("ZRANGE", topology.periodic_due_key(q), 0, -1,
-                                                                "WITHSCORES");
+        p.command("HGETALL", topology.periodic_key(q))
+            .command("ZRANGE", topology.periodic_due_key(q), 0, -1, "WITHSCORES");
     std::vector<PeriodicJob> out;
     if (p.empty()) return out;
     const std::vector<Reply> replies = impl_->conn_.execute(p);

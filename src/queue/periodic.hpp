@@ -18,8 +18,8 @@ namespace retools::detail {
 
 /// What one look at the periodic jobs did.
 struct PeriodicPromotion {
-    std::size_t enqueued = 0;         // runs this call enqueued
-    std::optional<double> next_run;   // the earliest next run (Unix seconds) after it, if any
+    std::size_t enqueued = 0;           // runs this call enqueued
+    std::optional<double> next_run;     // the earliest next run (Unix seconds) after it, if any
     std::vector<std::string> problems;  // definitions that could not run (bad schedule, queue key)
 };
 

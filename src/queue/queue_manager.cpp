@@ -11,8 +11,6 @@
 #include "client/connection_access.hpp"
 #include "client/errors.hpp"
 #include "generated/lua_scripts.hpp"
-#include "util/clock.hpp"
-#include "util/random_token.hpp"
 #include "queue/indexed_range.hpp"
 #include "queue/keys.hpp"
 #include "queue/payloads.hpp"
@@ -277,7 +275,8 @@ void write_payload(std::string& out, const auto& plan, std::string_view id, cons
 
 // The claim name of a unique job: the caller's, else the job name and the
 // kwargs as canonical JSON (nlohmann writes object keys sorted).
-std::string unique_name(std::string_view job_name, const nlohmann::json& kwargs, const EnqueueOptions& options) {
+std::string unique_name(std::string_view job_name, const nlohmann::json& kwargs,
+                        const EnqueueOptions& options) {
     if (!options.unique_key.empty()) return options.unique_key;
     std::string out(job_name);
     out.push_back(' ');
@@ -291,11 +290,11 @@ std::string unique_name(std::string_view job_name, const nlohmann::json& kwargs,
 
 void check_unique_options(const EnqueueOptions& options, std::string_view call) {
     if (options.unique_for.count() < 0)
-        throw ConfigurationError(fmt::format("{}: EnqueueOptions::unique_for must not be negative, got {} ms", call,
-                                             options.unique_for.count()));
+        throw ConfigurationError(fmt::format("{}: EnqueueOptions::unique_for must not be negative, got {} ms",
+                                             call, options.unique_for.count()));
     if (options.unique_for.count() == 0 && !options.unique_key.empty())
-        throw ConfigurationError(fmt::format("{}: EnqueueOptions::unique_key '{}' needs unique_for", call,
-                                             options.unique_key));
+        throw ConfigurationError(
+            fmt::format("{}: EnqueueOptions::unique_key '{}' needs unique_for", call, options.unique_key));
 }
 
 // Enqueues `kwargs_list` as unique jobs on `queue` (src/queue/lua/unique_enqueue.lua):
@@ -303,7 +302,8 @@ void check_unique_options(const EnqueueOptions& options, std::string_view call) 
 // call with the same claim share the first one's id.
 std::vector<std::string> enqueue_unique(const Connection& conn, const detail::queue::Topology& topology,
                                         const auto& plan, std::string_view job_name, std::string_view queue,
-                                        std::string_view queue_key, std::span<const nlohmann::json> kwargs_list,
+                                        std::string_view queue_key,
+                                        std::span<const nlohmann::json> kwargs_list,
                                         const EnqueueOptions& options) {
     static const Script script{std::string(detail::lua::queue_unique_enqueue)};
     const double now = detail::unix_now();
@@ -311,7 +311,7 @@ std::vector<std::string> enqueue_unique(const Connection& conn, const detail::qu
     metadata["unique_until"] = options.unique_until == UniqueUntil::end ? "end" : "start";
     std::map<std::string, std::size_t, std::less<>> first_of;  // claim key → its job's index in `calls`
     std::vector<std::size_t> job_of(kwargs_list.size());
-    std::vector<std::string> claims, args;                         // per distinct claim; ids and payloads
+    std::vector<std::string> claims, args;  // per distinct claim; ids and payloads
     for (std::size_t i = 0; i < kwargs_list.size(); ++i) {
         std::string claim = topology.unique_key(queue, unique_name(job_name, kwargs_list[i], options));
         auto [it, added] = first_of.emplace(claim, claims.size());
@@ -426,7 +426,8 @@ std::vector<std::string> QueueManager::enqueue_batch(std::span<const JobSpec> jo
             check_object(spec.kwargs, "kwargs");
             check_object(spec.options.metadata, "metadata");
             if (spec.options.unique_for.count() != 0 || !spec.options.unique_key.empty())
-                throw ConfigurationError("enqueue_batch does not enqueue unique jobs (use enqueue or enqueue_many)");
+                throw ConfigurationError(
+                    "enqueue_batch does not enqueue unique jobs (use enqueue or enqueue_many)");
             resolved[i].plan = &plan;
             if (spec.options.queue_name.empty()) {
                 resolved[i].queue = plan.queue;
@@ -498,7 +499,8 @@ std::vector<std::string> QueueManager::enqueue_many(std::string_view job_name,
     const std::string_view queue = to.queue, key = to.key;
     if (options.unique_for.count() != 0 || !options.unique_key.empty()) {
         check_unique_options(options, "enqueue_many");
-        return enqueue_unique(impl_->conn_, impl_->topology_, plan, job_name, queue, key, kwargs_list, options);
+        return enqueue_unique(impl_->conn_, impl_->topology_, plan, job_name, queue, key, kwargs_list,
+                              options);
     }
 
     // Each payload is serialized into one reused buffer and copied straight

@@ -192,8 +192,9 @@ struct UniqueClaim {
             static const Script script{std::string(lua::queue_unique_release)};
             script(conn, {key}, job_id);
         } catch (const std::exception& e) {
-            detail::log(LogLevel::warning, fmt::format("retools-worker: job {}: unique claim {} not released: {}",
-                                                       job_id, key, e.what()));
+            detail::log(LogLevel::warning,
+                        fmt::format("retools-worker: job {}: unique claim {} not released: {}", job_id, key,
+                                    e.what()));
         }
     }
 };

@@ -553,16 +553,17 @@ private:
                 done.next_check = now + std::chrono::duration_cast<steady::duration>(in);
             }
             if (s_.logs(WorkerLog::jobs) && r.enqueued)
-                detail::log(LogLevel::info, fmt::format("retools-worker: {}: enqueued {} periodic job(s)", wid_,
-                                                        r.enqueued));
+                detail::log(LogLevel::info,
+                            fmt::format("retools-worker: {}: enqueued {} periodic job(s)", wid_, r.enqueued));
             for (const auto& problem : r.problems)
                 if (s_.logs(WorkerLog::failures) && problem != last_periodic_note_)
                     detail::log(LogLevel::warning, fmt::format("retools-worker: {}: {}", wid_, problem));
             last_periodic_note_ = r.problems.empty() ? std::string() : r.problems.back();
         } catch (const Error& e) {
             if (s_.logs(WorkerLog::failures))
-                detail::log(LogLevel::warning,
-                            fmt::format("retools-worker: {}: periodic jobs not looked at: {}", wid_, e.what()));
+                detail::log(
+                    LogLevel::warning,
+                    fmt::format("retools-worker: {}: periodic jobs not looked at: {}", wid_, e.what()));
         }
         return done;
     }

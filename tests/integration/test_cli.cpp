@@ -400,10 +400,11 @@ TEST_F(Cli, PeriodicListsSchedulesWithTheirNextRun) {
     auto r = run({"periodic"});
     ASSERT_EQ(r.code, 0) << r.err;
     EXPECT_TRUE(has_line(r.out, {"ID", "SCHEDULE", "JOB", "QUEUE", "NEXT RUN", "IN", "KWARGS"})) << r.out;
-    EXPECT_TRUE(has_line(r.out, {"nightly", "0 3 * * *", "tests.cli:report", "main", utc("%Y-%m-%d 03:00", nightly),
-                                 R"({"kind":"daily"})"}))
+    EXPECT_TRUE(has_line(r.out, {"nightly", "0 3 * * *", "tests.cli:report", "main",
+                                 utc("%Y-%m-%d 03:00", nightly), R"({"kind":"daily"})"}))
         << r.out;
-    EXPECT_TRUE(has_line(r.out, {"poll", "@every 1h", "tests.cli:poll", "high", utc("%Y-%m-%d %H:00", poll)})) << r.out;
+    EXPECT_TRUE(has_line(r.out, {"poll", "@every 1h", "tests.cli:poll", "high", utc("%Y-%m-%d %H:00", poll)}))
+        << r.out;
     json j = run_json({"periodic", "list"});
     ASSERT_EQ(j.size(), 2u);
     const json& n = j[0]["id"] == "nightly" ? j[0] : j[1];  // earliest first: 03:00 may be the next hour

@@ -161,7 +161,8 @@ TEST_F(ClusterQueueTest, ScheduledJobsLiveBesideTheirQueueAndArePromotedWhenDue)
 
 TEST_F(ClusterQueueTest, UniqueJobsClaimBesideTheirQueue) {
     QueueManager qm{conn};
-    const std::string id = qm.enqueue("tests.cq:record", {{"tag", "u"}}, {.queue_name = "uq", .unique_for = 1min});
+    const std::string id =
+        qm.enqueue("tests.cq:record", {{"tag", "u"}}, {.queue_name = "uq", .unique_for = 1min});
     EXPECT_EQ(qm.enqueue("tests.cq:record", {{"tag", "u"}}, {.queue_name = "uq", .unique_for = 1min}), id);
     const std::string claim = "retools:unique:{uq}:tests.cq:record {\"tag\":\"u\"}";
     EXPECT_EQ(key_slot(claim), key_slot(keys::queue("uq", true)));
@@ -181,12 +182,15 @@ TEST_F(ClusterQueueTest, UniqueJobsClaimBesideTheirQueue) {
 
 TEST_F(ClusterQueueTest, PeriodicJobsLiveBesideTheirQueueAndRunOncePerDueTime) {
     QueueManager qm{conn};
-    EXPECT_TRUE(qm.schedule_periodic("tick", "@every 1s", "tests.cq:record", {{"tag", "tick"}}, {.queue_name = "pa"}));
-    EXPECT_FALSE(qm.schedule_periodic("tick", "@every 1s", "tests.cq:record", {{"tag", "tick"}}, {.queue_name = "pa"}));
+    EXPECT_TRUE(qm.schedule_periodic("tick", "@every 1s", "tests.cq:record", {{"tag", "tick"}},
+                                     {.queue_name = "pa"}));
+    EXPECT_FALSE(qm.schedule_periodic("tick", "@every 1s", "tests.cq:record", {{"tag", "tick"}},
+                                      {.queue_name = "pa"}));
     EXPECT_EQ(key_slot("retools:periodic:due:{pa}"), key_slot(keys::queue("pa", true)));
     EXPECT_EQ(conn.command("ZCARD", "retools:periodic:due:{pa}").as_integer(), 1);
     // Moved to another queue: it leaves the old one.
-    EXPECT_TRUE(qm.schedule_periodic("tick", "@every 1s", "tests.cq:record", {{"tag", "tick"}}, {.queue_name = "pb"}));
+    EXPECT_TRUE(qm.schedule_periodic("tick", "@every 1s", "tests.cq:record", {{"tag", "tick"}},
+                                     {.queue_name = "pb"}));
     EXPECT_EQ(conn.command("ZCARD", "retools:periodic:due:{pa}").as_integer(), 0);
     ASSERT_EQ(qm.periodic_jobs().size(), 1u);
     EXPECT_EQ(qm.periodic_jobs()[0].queue, "pb");
@@ -216,7 +220,8 @@ TEST_F(ClusterQueueTest, PeriodicJobsLiveBesideTheirQueueAndRunOncePerDueTime) {
     const auto h = conn.command("HGETALL", "due").as_array();
     EXPECT_GE(h.size() / 2, 3u);
     EXPECT_LE(h.size() / 2, 5u);
-    for (std::size_t i = 0; i + 1 < h.size(); i += 2) EXPECT_EQ(h[i + 1].as_string(), "1") << h[i].as_string();
+    for (std::size_t i = 0; i + 1 < h.size(); i += 2)
+        EXPECT_EQ(h[i + 1].as_string(), "1") << h[i].as_string();
     EXPECT_TRUE(qm.remove_periodic("tick"));
     EXPECT_TRUE(qm.periodic_jobs().empty());
 }

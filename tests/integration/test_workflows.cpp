@@ -215,7 +215,8 @@ TEST_F(Workflows, SchedulePeriodicIsAnUpsertById) {
 
     // The same definition again, from any process: nothing changes.
     for (int i = 0; i < 3; ++i)
-        EXPECT_FALSE(QueueManager{conn}.schedule_periodic("nightly", "0 3 * * *", "app:report", {{"kind", "daily"}}));
+        EXPECT_FALSE(
+            QueueManager{conn}.schedule_periodic("nightly", "0 3 * * *", "app:report", {{"kind", "daily"}}));
     EXPECT_EQ(conn.command("HGET", "retools:periodic", "nightly").as_string(), stored);
     EXPECT_EQ(qm.periodic_jobs()[0].next_run, next);
     // New kwargs, same schedule: redefined, next run kept.
@@ -285,7 +286,8 @@ TEST_F(Workflows, EachDueTimeIsEnqueuedOnceAndMissedTimesOnce) {
     EXPECT_EQ(job["metadata"]["retries"], 2);
     EXPECT_EQ(job["metadata"]["periodic_id"], "tick");
     EXPECT_EQ(job["metadata"]["periodic_due"].get<double>(), wf_unix(due));
-    EXPECT_NO_THROW(retools::Job::from_payload(conn.command("LINDEX", "retools:queue:main", 0).view(), "main"));
+    EXPECT_NO_THROW(
+        retools::Job::from_payload(conn.command("LINDEX", "retools:queue:main", 0).view(), "main"));
     // A minute with no worker: one run, then the next due time after it.
     EXPECT_EQ(qm.promote_periodic_jobs(due + 75s), 1u);
     EXPECT_EQ(llen("retools:queue:main"), 2);
@@ -327,7 +329,8 @@ TEST_F(Workflows, SixWorkersInThreeProcessesRunAnEverySecondJobOncePerSecond) {
     const double end = retools::detail::unix_now();
     std::map<long long, long long> runs;
     const auto h = conn.command("HGETALL", "due").as_array();
-    for (std::size_t i = 0; i + 1 < h.size(); i += 2) runs[std::stoll(h[i].as_string())] = std::stoll(h[i + 1].as_string());
+    for (std::size_t i = 0; i + 1 < h.size(); i += 2)
+        runs[std::stoll(h[i].as_string())] = std::stoll(h[i + 1].as_string());
     for (const auto& [due, n] : runs) EXPECT_EQ(n, 1) << "due time " << due << " ran " << n << " times";
     // Every second of the ~8 s the workers ran, none missed (±1 at the edges).
     ASSERT_FALSE(runs.empty());
@@ -355,7 +358,8 @@ TEST_F(Workflows, APeriodicJobKeepsItsRhythmWhileWorkersAreKilled) {
     const double end = retools::detail::unix_now();
     std::map<long long, long long> runs;
     const auto h = conn.command("HGETALL", "due").as_array();
-    for (std::size_t i = 0; i + 1 < h.size(); i += 2) runs[std::stoll(h[i].as_string())] = std::stoll(h[i + 1].as_string());
+    for (std::size_t i = 0; i + 1 < h.size(); i += 2)
+        runs[std::stoll(h[i].as_string())] = std::stoll(h[i + 1].as_string());
     // Never twice for one due time (a killed worker's heartbeat outlives the
     // test, so nothing it held is recovered and run again meanwhile).
     for (const auto& [due, n] : runs) EXPECT_EQ(n, 1) << "due time " << due << " ran " << n << " times";

@@ -396,9 +396,10 @@ int cmd_periodic(const Views& v, const Args& a) {
     double now = now_seconds();
     std::vector<std::vector<std::string>> rows;
     for (const auto& p : all)
-        rows.push_back({p["id"].get<std::string>(), p["schedule"].get<std::string>(), p["job"].get<std::string>(),
-                        p["queue"].get<std::string>(), format_time(p["next_run"]),
-                        format_until(p["next_run"].get<double>(), now), short_json(p["kwargs"])});
+        rows.push_back({p["id"].get<std::string>(), p["schedule"].get<std::string>(),
+                        p["job"].get<std::string>(), p["queue"].get<std::string>(),
+                        format_time(p["next_run"]), format_until(p["next_run"].get<double>(), now),
+                        short_json(p["kwargs"])});
     print_table({"ID", "SCHEDULE", "JOB", "QUEUE", "NEXT RUN", "IN", "KWARGS"}, rows, "(no periodic jobs)");
     return 0;
 }
