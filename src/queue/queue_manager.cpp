@@ -297,6 +297,51 @@ void check_unique_options(const EnqueueOptions& options, std::string_view call) 
             fmt::format("{}: EnqueueOptions::unique_key '{}' needs unique_for", call, options.unique_key));
 }
 
+const Script& unique_script() {
+    static const Script script{std::string(detail::lua::queue_unique_enqueue)};
+    return script;
+}
+
+// One unique job (src/queue/lua/unique_enqueue.lua), built in the reused
+// buffers of a plain enqueue: one round trip of EVALSHA and SADD. Returns its
+// id, or that of the job holding its claim.
+std::string enqueue_one_unique(const Connection& conn, const detail::queue::Topology& topology, const auto& plan,
+                               std::string_view job_name, std::string_view queue, std::string_view queue_key,
+                               const nlohmann::json& kwargs, const EnqueueOptions& options) {
+    const Script& script = unique_script();
+    const std::string claim = topology.unique_key(queue, unique_name(job_name, kwargs, options));
+    const std::string_view until = options.unique_until == UniqueUntil::end ? "end"sv : "start"sv;
+    Scratch& s = Scratch::get();
+    s.metadata.clear();
+    if (options.metadata.is_null() || options.metadata.empty()) {
+        // The keys in sorted order, as nlohmann writes them.
+        s.metadata.append(R"({"enqueued_at": )"sv);
+        detail::append_python_repr(s.metadata, detail::unix_now());
+        s.metadata.append(R"(, "unique_claim": )"sv);
+        detail::python_json_string(claim, s.metadata, "unique key");
+        s.metadata.append(R"(, "unique_until": ")"sv).append(until).append("\"}"sv);
+    } else {
+        nlohmann::json metadata = options.metadata;
+        metadata["unique_claim"] = claim;
+        metadata["unique_until"] = until;
+        append_metadata(s.metadata, metadata, detail::unix_now());
+    }
+    std::string id = detail::uuid4_hex();
+    s.payload.clear();
+    write_payload(s.payload, plan, id, kwargs, s.metadata);
+    const std::string ttl = std::to_string(options.unique_for.count());
+    s.pipeline.command("EVALSHA", script.sha(), 2, queue_key, claim, ttl, id, s.payload);
+    s.pipeline.command("SADD", keys::queues, queue);
+    std::vector<Reply> replies = conn.execute(s.pipeline);
+    if (replies[0].is_error() && replies[0].error_message().starts_with("NOSCRIPT"))
+        replies[0] = script(conn, {queue_key, claim}, ttl, id, s.payload);
+    replies[0].check();
+    replies[1].check();
+    std::string held = replies[0][0].as_string();
+    s.trim();
+    return held;
+}
+
 // Enqueues `kwargs_list` as unique jobs on `queue` (src/queue/lua/unique_enqueue.lua):
 // one script per 1,000 distinct claims, all in one round trip. Jobs of one
 // call with the same claim share the first one's id.
@@ -305,7 +350,7 @@ std::vector<std::string> enqueue_unique(const Connection& conn, const detail::qu
                                         std::string_view queue_key,
                                         std::span<const nlohmann::json> kwargs_list,
                                         const EnqueueOptions& options) {
-    static const Script script{std::string(detail::lua::queue_unique_enqueue)};
+    const Script& script = unique_script();
     const double now = detail::unix_now();
     nlohmann::json metadata = options.metadata.is_null() ? nlohmann::json::object() : options.metadata;
     metadata["unique_until"] = options.unique_until == UniqueUntil::end ? "end" : "start";
@@ -389,9 +434,7 @@ std::string QueueManager::enqueue(std::string_view job_name, const nlohmann::jso
     const std::string_view queue = to.queue, key = to.key;
     if (options.unique_for.count() != 0 || !options.unique_key.empty()) {
         check_unique_options(options, "enqueue");
-        return std::move(enqueue_unique(impl_->conn_, impl_->topology_, plan, job_name, queue, key,
-                                        std::span<const nlohmann::json>(&kwargs, 1), options)
-                             .front());
+        return enqueue_one_unique(impl_->conn_, impl_->topology_, plan, job_name, queue, key, kwargs, options);
     }
     std::string id = detail::uuid4_hex();
     Scratch& s = Scratch::get();

@@ -81,6 +81,16 @@ TEST_F(Workflows, AUniqueJobEnqueuedAgainWhileItWaitsReturnsTheSameId) {
     EXPECT_NE(qm.enqueue("app:sync", {{"user", 42}}), id);
 }
 
+TEST_F(Workflows, AQueueKeyOfTheWrongTypeLeavesNoClaim) {
+    QueueManager qm{conn};
+    conn.command("SET", "retools:queue:bad", "not a list");
+    EXPECT_THROW(qm.enqueue("app:sync", {{"user", 1}}, {.queue_name = "bad", .unique_for = 1min}),
+                 retools::ReplyError);
+    const std::vector<json> two{{{"user", 1}}, {{"user", 2}}};
+    EXPECT_THROW(qm.enqueue_many("app:sync", two, {.queue_name = "bad", .unique_for = 1min}), retools::ReplyError);
+    EXPECT_EQ(conn.command("KEYS", "retools:unique:*").as_array().size(), 0u);
+}
+
 TEST_F(Workflows, AUniqueClaimExpiresAfterUniqueFor) {
     QueueManager qm{conn};
     const std::string id = qm.enqueue("app:sync", {{"user", 1}}, {.unique_for = 150ms});
