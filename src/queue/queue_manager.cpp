@@ -305,9 +305,10 @@ const Script& unique_script() {
 // One unique job (src/queue/lua/unique_enqueue.lua), built in the reused
 // buffers of a plain enqueue: one round trip of EVALSHA and SADD. Returns its
 // id, or that of the job holding its claim.
-std::string enqueue_one_unique(const Connection& conn, const detail::queue::Topology& topology, const auto& plan,
-                               std::string_view job_name, std::string_view queue, std::string_view queue_key,
-                               const nlohmann::json& kwargs, const EnqueueOptions& options) {
+std::string enqueue_one_unique(const Connection& conn, const detail::queue::Topology& topology,
+                               const auto& plan, std::string_view job_name, std::string_view queue,
+                               std::string_view queue_key, const nlohmann::json& kwargs,
+                               const EnqueueOptions& options) {
     const Script& script = unique_script();
     const std::string claim = topology.unique_key(queue, unique_name(job_name, kwargs, options));
     const std::string_view until = options.unique_until == UniqueUntil::end ? "end"sv : "start"sv;
@@ -434,7 +435,8 @@ std::string QueueManager::enqueue(std::string_view job_name, const nlohmann::jso
     const std::string_view queue = to.queue, key = to.key;
     if (options.unique_for.count() != 0 || !options.unique_key.empty()) {
         check_unique_options(options, "enqueue");
-        return enqueue_one_unique(impl_->conn_, impl_->topology_, plan, job_name, queue, key, kwargs, options);
+        return enqueue_one_unique(impl_->conn_, impl_->topology_, plan, job_name, queue, key, kwargs,
+                                  options);
     }
     std::string id = detail::uuid4_hex();
     Scratch& s = Scratch::get();

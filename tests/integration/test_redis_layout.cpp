@@ -222,6 +222,7 @@ TEST_F(RedisLayoutTest, EveryKeyAWorkloadWritesIsListedInTheDocument) {
                            "retools:result:.+", "retools:heartbeat:.+", "retools:heartbeats", "retools:workers",
                            "retools:stat:processed", "retools:stat:failed:.+T.+", "retools:worker:.+:threads"})
         EXPECT_TRUE(seen_matching(re)) << "no key matching " << re << " was written";
-    for (const char* re : {"retools:unique:held:layout\\.jobs:ok .+", "retools:periodic", "retools:periodic:due"})
+    for (const char* re :
+         {"retools:unique:held:layout\\.jobs:ok .+", "retools:periodic", "retools:periodic:due"})
         EXPECT_TRUE(seen_matching(re)) << "no key matching " << re << " was written";
 }

@@ -87,7 +87,8 @@ TEST_F(Workflows, AQueueKeyOfTheWrongTypeLeavesNoClaim) {
     EXPECT_THROW(qm.enqueue("app:sync", {{"user", 1}}, {.queue_name = "bad", .unique_for = 1min}),
                  retools::ReplyError);
     const std::vector<json> two{{{"user", 1}}, {{"user", 2}}};
-    EXPECT_THROW(qm.enqueue_many("app:sync", two, {.queue_name = "bad", .unique_for = 1min}), retools::ReplyError);
+    EXPECT_THROW(qm.enqueue_many("app:sync", two, {.queue_name = "bad", .unique_for = 1min}),
+                 retools::ReplyError);
     EXPECT_EQ(conn.command("KEYS", "retools:unique:*").as_array().size(), 0u);
 }
 
