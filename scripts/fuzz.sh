@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-30}
 scripts/install-deps.sh
 cmake --preset asan >/dev/null
-targets=(fuzz_reply fuzz_payload fuzz_pickle fuzz_url)
+targets=(fuzz_reply fuzz_payload fuzz_pickle fuzz_url fuzz_cron)
 cmake --build --preset asan --target "${targets[@]}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -22,6 +22,12 @@ namespace detail {
 struct QueueManagerAccess;
 }  // namespace detail
 
+/// When a unique job's claim is released (EnqueueOptions::unique_until).
+enum class UniqueUntil {
+    start,  ///< when a worker starts the job: another one may wait while it runs
+    end,    ///< when the job ends (succeeded, failed for good or aborted; not while a retry waits)
+};
+
 /// Options of one enqueue. An aggregate: use designated initializers.
 struct EnqueueOptions {
     /// Queue to put the job on. Empty (the default) means the queue chosen with
@@ -32,6 +38,39 @@ struct EnqueueOptions {
     /// (the default) means `{}`. See Job for the keys retools reads
     /// (`retries`, `retry_backoff`, `result_ttl`). Enqueues add
     /// `enqueued_at` (float Unix seconds) when it is absent.
+    nlohmann::json metadata;
+    /// A unique job's claim name (with unique_for). Empty (the default) means
+    /// the job name, a space and the kwargs as canonical JSON (keys sorted),
+    /// so the same call is the same job.
+    std::string unique_key;
+    /// Makes the job unique for this long: while its claim (on its queue)
+    /// holds, enqueueing a job with the same unique key returns the id of the
+    /// one that has it and enqueues nothing. The claim is released as
+    /// unique_until says, and expires after this long in any case, so a lost
+    /// job cannot block its key forever. Default 0: not unique (a plain
+    /// enqueue, byte-identical to Python retools'). See docs/workflows.md.
+    std::chrono::milliseconds unique_for{0};
+    /// When the worker releases the claim: UniqueUntil::start (the default)
+    /// or UniqueUntil::end. Only with unique_for.
+    UniqueUntil unique_until = UniqueUntil::start;
+};
+
+/// A periodic job (QueueManager::schedule_periodic), as periodic_jobs() reads it.
+struct PeriodicJob {
+    /// Its id, chosen by the caller of schedule_periodic.
+    std::string id;
+    /// The cron expression or `@every` duration.
+    std::string schedule;
+    /// The job enqueued at each due time.
+    std::string job_name;
+    /// When it is due next (UTC). A time already past means a worker will
+    /// enqueue it at its next look (within a second while one runs).
+    std::chrono::system_clock::time_point next_run;
+    /// Its keyword arguments.
+    nlohmann::json kwargs;
+    /// The queue it goes to.
+    std::string queue;
+    /// The metadata of its jobs (without `enqueued_at`).
     nlohmann::json metadata;
 };
 
@@ -247,6 +286,39 @@ public:
     /// `retools:delayed` (one round trip). The worker calls this when
     /// `job.next_retry_delay()` allows a retry. Returns the due time.
     std::chrono::system_clock::time_point retry_later(Job& job, std::chrono::duration<double> delay) const;
+
+    // ---- periodic jobs ----------------------------------------------------------
+
+    /// Defines (or redefines) the periodic job `id`: at each due time of
+    /// `schedule`, one job `job_name` with `kwargs` goes to the queue the
+    /// options name (else the one set_queue_for_job chose, else the default
+    /// queue), with the options' metadata and this manager's subscribers.
+    /// `schedule`: a cron expression (`"0 3 * * *"`, five fields, UTC) or a
+    /// name (`"@daily"`, `"@hourly"`...) or `"@every 30s"`; see
+    /// docs/workflows.md. Workers (any number, on any host) enqueue each due
+    /// time exactly once; a time missed while no worker ran is run once.
+    /// Calling it again with the same definition changes nothing (so every
+    /// process may call it at start-up); a changed schedule takes effect at
+    /// once. Returns true when the definition was added or changed. Throws
+    /// ConfigurationError for an empty id, an invalid schedule (the message
+    /// names the field) or unique options; QueueError for bad kwargs or metadata.
+    ///
+    /// ```cpp
+    /// qm.schedule_periodic("nightly", "0 3 * * *", "app:report", {{"kind", "daily"}});
+    /// qm.schedule_periodic("poll", "@every 30s", "app:poll", {}, {.queue_name = "high"});
+    /// ```
+    bool schedule_periodic(std::string_view id, std::string_view schedule, std::string_view job_name,
+                           const nlohmann::json& kwargs = nullptr, const EnqueueOptions& options = {}) const;
+    /// Removes the periodic job `id`; false when there was none. Jobs it
+    /// already enqueued stay.
+    bool remove_periodic(std::string_view id) const;
+    /// Every periodic job, earliest next run first.
+    std::vector<PeriodicJob> periodic_jobs() const;
+    /// Enqueues the periodic jobs due at `now` (what workers do about once a
+    /// second): one job per due periodic job, whatever number of callers do
+    /// the same at once. Returns how many this call enqueued.
+    std::size_t promote_periodic_jobs(
+        std::chrono::system_clock::time_point now = std::chrono::system_clock::now()) const;
 
     // ---- failed jobs ----------------------------------------------------------
 

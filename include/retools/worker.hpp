@@ -169,6 +169,12 @@ struct WorkerOptions {
     /// cannot be killed, so a job that returns late is failed the same way
     /// and logged. Default: none.
     std::optional<std::chrono::milliseconds> job_timeout;
+    /// Periodic jobs (QueueManager::schedule_periodic): the worker enqueues
+    /// those that are due, waking at the earliest next run and looking at
+    /// least this often (for definitions added meanwhile). Any number of
+    /// workers may do so: each due time is enqueued once. Default 1 s; 0 means
+    /// this worker never enqueues periodic jobs.
+    std::chrono::milliseconds periodic_poll{1000};
 };
 
 /// Arguments of Worker::work(). An aggregate: use designated initializers.

@@ -81,6 +81,43 @@ inline std::string result(std::string_view job_id) {
     return std::string(result_prefix).append(job_id);
 }
 
+// --- workflows: periodic and unique jobs -------------------------------------
+/// Hash of periodic job definitions: id → JSON {"events", "job", "kwargs",
+/// "metadata", "queue", "schedule"} (nlohmann's dump, keys sorted).
+/// `retools:periodic`; on a cluster one per queue, `retools:periodic:{<queue>}`.
+inline constexpr std::string_view periodic_all = "retools:periodic";
+inline std::string periodic(std::string_view queue_name, bool cluster) {
+    std::string out(periodic_all);
+    if (!cluster) return out;
+    out.append(":{");
+    out.append(queue_name);
+    out += '}';
+    return out;
+}
+/// Sorted set of the periodic jobs' next runs: id → Unix seconds.
+/// `retools:periodic:due`; on a cluster `retools:periodic:due:{<queue>}`.
+inline std::string periodic_due(std::string_view queue_name, bool cluster) {
+    std::string out(periodic_all);
+    out.append(":due");
+    if (!cluster) return out;
+    out.append(":{");
+    out.append(queue_name);
+    out += '}';
+    return out;
+}
+/// A unique job's claim, holding the id of the job that has it, with the
+/// TTL EnqueueOptions::unique_for: `retools:unique:<queue>:<unique key>`, on
+/// a cluster `retools:unique:{<queue>}:<unique key>` (the queue's slot).
+inline constexpr std::string_view unique_prefix = "retools:unique:";
+inline std::string unique(std::string_view queue_name, std::string_view key, bool cluster) {
+    std::string out(unique_prefix);
+    if (cluster) out += '{';
+    out.append(queue_name);
+    if (cluster) out += '}';
+    out += ':';
+    return out.append(key);
+}
+
 /// The worker's concurrency (threads or children), beside `:started` and
 /// `:queues`: how many of a dead worker's entries may have been running.
 inline std::string worker_threads(std::string_view id) {

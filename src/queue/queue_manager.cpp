@@ -6,11 +6,11 @@
 #include <retools/detail/python_repr.hpp>
 #include <retools/errors.hpp>
 #include <retools/queue.hpp>
+#include <retools/script.hpp>
 
 #include "client/connection_access.hpp"
 #include "client/errors.hpp"
-#include "util/clock.hpp"
-#include "util/random_token.hpp"
+#include "generated/lua_scripts.hpp"
 #include "queue/indexed_range.hpp"
 #include "queue/keys.hpp"
 #include "queue/payloads.hpp"
@@ -271,6 +271,139 @@ void write_payload(std::string& out, const auto& plan, std::string_view id, cons
     out.append(R"(, "state": {}})"sv);
 }
 
+// ---- unique jobs -------------------------------------------------------------
+
+// The claim name of a unique job: the caller's, else the job name and the
+// kwargs as canonical JSON (nlohmann writes object keys sorted).
+std::string unique_name(std::string_view job_name, const nlohmann::json& kwargs,
+                        const EnqueueOptions& options) {
+    if (!options.unique_key.empty()) return options.unique_key;
+    std::string out(job_name);
+    out.push_back(' ');
+    try {
+        out.append(kwargs.is_null() ? std::string("{}") : kwargs.dump());
+    } catch (const nlohmann::json::exception& e) {
+        throw QueueError(fmt::format("kwargs cannot make a unique key: {}", e.what()));
+    }
+    return out;
+}
+
+void check_unique_options(const EnqueueOptions& options, std::string_view call) {
+    if (options.unique_for.count() < 0)
+        throw ConfigurationError(fmt::format("{}: EnqueueOptions::unique_for must not be negative, got {} ms",
+                                             call, options.unique_for.count()));
+    if (options.unique_for.count() == 0 && !options.unique_key.empty())
+        throw ConfigurationError(
+            fmt::format("{}: EnqueueOptions::unique_key '{}' needs unique_for", call, options.unique_key));
+}
+
+const Script& unique_script() {
+    static const Script script{std::string(detail::lua::queue_unique_enqueue)};
+    return script;
+}
+
+// One unique job (src/queue/lua/unique_enqueue.lua), built in the reused
+// buffers of a plain enqueue: one round trip of EVALSHA and SADD. Returns its
+// id, or that of the job holding its claim.
+std::string enqueue_one_unique(const Connection& conn, const detail::queue::Topology& topology,
+                               const auto& plan, std::string_view job_name, std::string_view queue,
+                               std::string_view queue_key, const nlohmann::json& kwargs,
+                               const EnqueueOptions& options) {
+    const Script& script = unique_script();
+    const std::string claim = topology.unique_key(queue, unique_name(job_name, kwargs, options));
+    const std::string_view until = options.unique_until == UniqueUntil::end ? "end"sv : "start"sv;
+    Scratch& s = Scratch::get();
+    s.metadata.clear();
+    if (options.metadata.is_null() || options.metadata.empty()) {
+        // The keys in sorted order, as nlohmann writes them.
+        s.metadata.append(R"({"enqueued_at": )"sv);
+        detail::append_python_repr(s.metadata, detail::unix_now());
+        s.metadata.append(R"(, "unique_claim": )"sv);
+        detail::python_json_string(claim, s.metadata, "unique key");
+        s.metadata.append(R"(, "unique_until": ")"sv).append(until).append("\"}"sv);
+    } else {
+        nlohmann::json metadata = options.metadata;
+        metadata["unique_claim"] = claim;
+        metadata["unique_until"] = until;
+        append_metadata(s.metadata, metadata, detail::unix_now());
+    }
+    std::string id = detail::uuid4_hex();
+    s.payload.clear();
+    write_payload(s.payload, plan, id, kwargs, s.metadata);
+    const std::string ttl = std::to_string(options.unique_for.count());
+    s.pipeline.command("EVALSHA", script.sha(), 2, queue_key, claim, ttl, id, s.payload);
+    s.pipeline.command("SADD", keys::queues, queue);
+    std::vector<Reply> replies = conn.execute(s.pipeline);
+    if (replies[0].is_error() && replies[0].error_message().starts_with("NOSCRIPT"))
+        replies[0] = script(conn, {queue_key, claim}, ttl, id, s.payload);
+    replies[0].check();
+    replies[1].check();
+    std::string held = replies[0][0].as_string();
+    s.trim();
+    return held;
+}
+
+// Enqueues `kwargs_list` as unique jobs on `queue` (src/queue/lua/unique_enqueue.lua):
+// one script per 1,000 distinct claims, all in one round trip. Jobs of one
+// call with the same claim share the first one's id.
+std::vector<std::string> enqueue_unique(const Connection& conn, const detail::queue::Topology& topology,
+                                        const auto& plan, std::string_view job_name, std::string_view queue,
+                                        std::string_view queue_key,
+                                        std::span<const nlohmann::json> kwargs_list,
+                                        const EnqueueOptions& options) {
+    const Script& script = unique_script();
+    const double now = detail::unix_now();
+    nlohmann::json metadata = options.metadata.is_null() ? nlohmann::json::object() : options.metadata;
+    metadata["unique_until"] = options.unique_until == UniqueUntil::end ? "end" : "start";
+    std::map<std::string, std::size_t, std::less<>> first_of;  // claim key → its job's index in `calls`
+    std::vector<std::size_t> job_of(kwargs_list.size());
+    std::vector<std::string> claims, args;  // per distinct claim; ids and payloads
+    for (std::size_t i = 0; i < kwargs_list.size(); ++i) {
+        std::string claim = topology.unique_key(queue, unique_name(job_name, kwargs_list[i], options));
+        auto [it, added] = first_of.emplace(claim, claims.size());
+        job_of[i] = it->second;
+        if (!added) continue;
+        metadata["unique_claim"] = claim;
+        std::string id = detail::uuid4_hex(), payload;
+        write_payload(payload, plan, id, kwargs_list[i], metadata_text(metadata, now));
+        claims.push_back(std::move(claim));
+        args.push_back(std::move(id));
+        args.push_back(std::move(payload));
+    }
+    constexpr std::size_t chunk = 1000;
+    const std::string ttl = std::to_string(options.unique_for.count());
+    Pipeline p;
+    auto chunk_keys = [&](std::size_t at, std::size_t end) {
+        std::vector<std::string_view> k{queue_key};
+        for (std::size_t c = at; c < end; ++c) k.push_back(claims[c]);
+        return k;
+    };
+    auto chunk_args = [&](std::size_t at, std::size_t end) {
+        std::vector<std::string_view> a{ttl};
+        for (std::size_t c = 2 * at; c < 2 * end; ++c) a.push_back(args[c]);
+        return a;
+    };
+    for (std::size_t at = 0; at < claims.size(); at += chunk) {
+        const std::size_t end = std::min(at + chunk, claims.size());
+        p.command("EVALSHA", script.sha(), end - at + 1, chunk_keys(at, end), chunk_args(at, end));
+    }
+    p.command("SADD", detail::queue_keys::queues, queue);
+    std::vector<Reply> replies = conn.execute(p);
+    std::vector<std::string> held;  // the id each distinct claim ended with
+    for (std::size_t at = 0, r = 0; at < claims.size(); at += chunk, ++r) {
+        const std::size_t end = std::min(at + chunk, claims.size());
+        if (replies[r].is_error() && replies[r].error_message().starts_with("NOSCRIPT"))
+            replies[r] = script.run(conn, chunk_keys(at, end), chunk_args(at, end));
+        replies[r].check();
+        for (const Reply& id : replies[r].as_array()) held.push_back(id.as_string());
+    }
+    replies.back().check();
+    std::vector<std::string> ids;
+    ids.reserve(kwargs_list.size());
+    for (std::size_t i = 0; i < kwargs_list.size(); ++i) ids.push_back(held.at(job_of[i]));
+    return ids;
+}
+
 }  // namespace
 
 std::string QueueManager::Impl::build_payload(std::string_view job_name, const nlohmann::json& kwargs,
@@ -300,6 +433,11 @@ std::string QueueManager::enqueue(std::string_view job_name, const nlohmann::jso
     check_object(options.metadata, "metadata");
     const Destination to{plan.queue, plan.queue_key, options.queue_name, impl_->topology_};
     const std::string_view queue = to.queue, key = to.key;
+    if (options.unique_for.count() != 0 || !options.unique_key.empty()) {
+        check_unique_options(options, "enqueue");
+        return enqueue_one_unique(impl_->conn_, impl_->topology_, plan, job_name, queue, key, kwargs,
+                                  options);
+    }
     std::string id = detail::uuid4_hex();
     Scratch& s = Scratch::get();
     s.payload.clear();
@@ -332,6 +470,9 @@ std::vector<std::string> QueueManager::enqueue_batch(std::span<const JobSpec> jo
             if (uncached) uncached_plans.push_back(std::move(uncached));
             check_object(spec.kwargs, "kwargs");
             check_object(spec.options.metadata, "metadata");
+            if (spec.options.unique_for.count() != 0 || !spec.options.unique_key.empty())
+                throw ConfigurationError(
+                    "enqueue_batch does not enqueue unique jobs (use enqueue or enqueue_many)");
             resolved[i].plan = &plan;
             if (spec.options.queue_name.empty()) {
                 resolved[i].queue = plan.queue;
@@ -401,6 +542,11 @@ std::vector<std::string> QueueManager::enqueue_many(std::string_view job_name,
     if (kwargs_list.empty()) return ids;
     const Destination to{plan.queue, plan.queue_key, options.queue_name, impl_->topology_};
     const std::string_view queue = to.queue, key = to.key;
+    if (options.unique_for.count() != 0 || !options.unique_key.empty()) {
+        check_unique_options(options, "enqueue_many");
+        return enqueue_unique(impl_->conn_, impl_->topology_, plan, job_name, queue, key, kwargs_list,
+                              options);
+    }
 
     // Each payload is serialized into one reused buffer and copied straight
     // into the (reused) command buffer: no per-job strings besides the ids.

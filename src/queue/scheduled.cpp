@@ -49,6 +49,9 @@ std::string delayed_member(std::string_view queue, std::string_view payload) {
 
 std::string QueueManager::enqueue_at(system_clock::time_point when, std::string_view job_name,
                                      const nlohmann::json& kwargs, const EnqueueOptions& options) const {
+    if (options.unique_for.count() != 0 || !options.unique_key.empty())
+        throw ConfigurationError(
+            "enqueue_at and enqueue_in do not enqueue unique jobs (use enqueue or enqueue_many)");
     std::string queue, id;
     // A scheduled job is enqueued when it is due: that is its enqueued_at.
     std::string payload = impl_->build_payload(job_name, kwargs, options, queue, id, to_unix(when));

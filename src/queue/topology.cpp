@@ -24,6 +24,12 @@ public:
     std::string processing_key(std::string_view worker_id, std::string_view queue) const override {
         return keys::processing(worker_id, queue, false);
     }
+    std::string periodic_key(std::string_view) const override { return std::string(keys::periodic_all); }
+    std::string periodic_due_key(std::string_view) const override { return keys::periodic_due({}, false); }
+    std::vector<std::string> periodic_queues(const Connection&) const override { return {std::string()}; }
+    std::string unique_key(std::string_view queue, std::string_view key) const override {
+        return keys::unique(queue, key, false);
+    }
 
     void add_delayed(Pipeline& p, std::string_view queue, double due,
                      const std::string& member) const override {
@@ -90,6 +96,16 @@ public:
     std::string delayed_key(std::string_view queue) const override { return keys::delayed(queue, true); }
     std::string processing_key(std::string_view worker_id, std::string_view queue) const override {
         return keys::processing(worker_id, queue, true);
+    }
+    std::string periodic_key(std::string_view queue) const override { return keys::periodic(queue, true); }
+    std::string periodic_due_key(std::string_view queue) const override {
+        return keys::periodic_due(queue, true);
+    }
+    std::vector<std::string> periodic_queues(const Connection& conn) const override {
+        return delayed_queues(conn);
+    }
+    std::string unique_key(std::string_view queue, std::string_view key) const override {
+        return keys::unique(queue, key, true);
     }
 
     void add_delayed(Pipeline& p, std::string_view queue, double due,

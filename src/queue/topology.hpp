@@ -30,6 +30,16 @@ public:
     /// The list of entries `worker_id` took from `queue` and has not finished.
     virtual std::string processing_key(std::string_view worker_id, std::string_view queue) const = 0;
 
+    /// The hash of periodic job definitions of `queue` (one for all queues on a single node).
+    virtual std::string periodic_key(std::string_view queue) const = 0;
+    /// The sorted set of next runs beside it.
+    virtual std::string periodic_due_key(std::string_view queue) const = 0;
+    /// The queues whose periodic sets to read: {""} on a single node (one
+    /// pair of keys), every name in retools:queues on a cluster.
+    virtual std::vector<std::string> periodic_queues(const Connection& conn) const = 0;
+    /// The claim key of a unique job on `queue`.
+    virtual std::string unique_key(std::string_view queue, std::string_view key) const = 0;
+
     // --- steps ----------------------------------------------------------------
     /// Appends to `p` the scheduling of `member` (see delayed_member) on
     /// `queue` at `due` (Unix seconds); on a cluster also the queue's name to

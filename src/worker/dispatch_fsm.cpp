@@ -20,7 +20,8 @@ DispatchFsm::DispatchFsm(const DispatchConfig& config, DispatchClock::time_point
       // Heartbeats ride on the fetch; recovery of dead workers runs as often.
       next_beat_(now + config.heartbeat_interval),
       next_recovery_(next_beat_),
-      next_full_scan_(now + 10 * config.heartbeat_timeout) {
+      next_full_scan_(now + 10 * config.heartbeat_timeout),
+      next_periodic_(config.periodic_poll.count() > 0 ? now : DispatchClock::time_point::max()) {
     config_.concurrency = std::max<std::size_t>(config_.concurrency, 1);
 }
 
@@ -111,9 +112,12 @@ DispatchAction DispatchFsm::resume(const DispatchEvent& event) {
         case Kind::scanned:
             if (full_scan_) next_full_scan_ = now_ + 10 * config_.heartbeat_timeout;
             next_recovery_ = now_ + config_.heartbeat_interval;
-            return advance(Step::exchange);
+            return advance(Step::periodic);
         case Kind::scan_failed:
             next_recovery_ = now_ + config_.heartbeat_interval;
+            return advance(Step::periodic);
+        case Kind::periodic_checked:
+            next_periodic_ = std::clamp(event.next_check, now_, now_ + config_.periodic_poll);
             return advance(Step::exchange);
         case Kind::fetched:
         case Kind::fetch_failed:
@@ -196,6 +200,13 @@ DispatchAction DispatchFsm::advance(Step from) {
                 return Action{.kind = Action::Kind::recover, .full_scan = full_scan_};
             }
             [[fallthrough]];
+        case Step::periodic:
+            // Due periodic jobs go to their queues before this round takes jobs.
+            if (!stopping_ && !requests_.paused && now_ >= next_periodic_) {
+                next_ = Step::exchange;
+                return Action{.kind = Action::Kind::promote_periodic};
+            }
+            [[fallthrough]];
         case Step::exchange: {
             beat_due_ = now_ >= next_beat_;
             const bool resend = kept_ && now_ >= kept_retry_at_;
@@ -256,6 +267,7 @@ DispatchAction DispatchFsm::end_round() {
 
     Action wait{.kind = Action::Kind::wait, .interval = config_.interval, .arm_waiter = drained};
     auto deadline = std::min({next_beat_, next_recovery_, timeout_check_});
+    if (!stopping_ && !requests_.paused) deadline = std::min(deadline, next_periodic_);
     if (killed_for_stop_ && !escalated_) deadline = std::min(deadline, kill_deadline_);
     if (kept_) deadline = std::min(deadline, kept_retry_at_);
     if (backing_off_) deadline = std::min(deadline, backoff_until_);

@@ -38,6 +38,10 @@ struct DispatchConfig {
     std::chrono::milliseconds heartbeat_interval{5000};
     /// A heartbeat's lifetime; every processing list is scanned each 10 of them. Default 30 s.
     std::chrono::milliseconds heartbeat_timeout{30000};
+    /// Longest time between two looks for due periodic jobs (the loop also
+    /// wakes at the earliest next run). Default 0: never look (the worker
+    /// passes WorkerOptions::periodic_poll).
+    std::chrono::milliseconds periodic_poll{0};
 };
 
 /// Requests made to the worker (stop(), pause(), signals), as seen at the start of a round.
@@ -61,6 +65,7 @@ struct DispatchEvent {
         scan_failed,       // recover failed (a Redis error)
         fetched,           // exchange succeeded: `count` jobs taken, `kept`
         fetch_failed,      // exchange failed (a Redis error): `kept`
+        periodic_checked,  // promote_periodic performed (or failed): look again at `next_check`
     };
     Kind kind = Kind::done;
     // woke:
@@ -73,7 +78,8 @@ struct DispatchEvent {
     std::size_t count = 0;
     // fetched, fetch_failed: finish operations are held back (a key of the wrong type)
     bool kept = false;
-    // timeouts_checked: when the executor wants to enforce job deadlines again
+    // timeouts_checked: when the executor wants to enforce job deadlines again;
+    // periodic_checked: when the next periodic job is due (capped by periodic_poll)
     DispatchClock::time_point next_check = DispatchClock::time_point::max();
 };
 
@@ -87,6 +93,7 @@ struct DispatchAction {
         take_backlog,       // requeue the jobs submitted but not started → backlog_taken
         resync,             // requeue what our processing list holds unseen → resynced / resync_failed
         recover,            // recover dead workers' jobs (`full_scan`) → scanned / scan_failed
+        promote_periodic,   // enqueue the due periodic jobs → periodic_checked
         exchange,           // finish, beat (`beat`, `busy`), take up to `count` → fetched / fetch_failed
         start_jobs,         // submit the `count` jobs just taken → done
         pause,              // after a Redis error: wait `delay`, unless a request comes → woke
@@ -153,6 +160,7 @@ private:
         backlog,
         plan,
         recover,
+        periodic,
         exchange,
         end
     };
@@ -182,6 +190,7 @@ private:
     DispatchClock::time_point next_beat_;
     DispatchClock::time_point next_recovery_;
     DispatchClock::time_point next_full_scan_;
+    DispatchClock::time_point next_periodic_;  // max() when periodic_poll is 0
     std::chrono::milliseconds backoff_{0};
     DispatchClock::time_point backoff_until_ = DispatchClock::time_point::min();
     bool batch_pending_ = false;  // finish operations wait to be sent

@@ -11,6 +11,11 @@
 
 #include <fmt/format.h>
 
+#include <retools/log.hpp>
+#include <retools/script.hpp>
+
+#include "generated/lua_scripts.hpp"
+#include "queue/keys.hpp"
 #include "queue/payloads.hpp"
 #include "util/clock.hpp"
 #include "util/random_token.hpp"
@@ -165,6 +170,35 @@ void settle_failure(JobOutcome& out, Job& job) {
     store_result(out, job, false, nullptr, out.error);
 }
 
+// A unique job's claim (metadata `unique_claim`, `unique_until`), released
+// when the job starts or ends, only while it still names this job
+// (src/queue/lua/unique_release.lua). A failure to release is logged: the
+// claim then expires after its unique_for.
+struct UniqueClaim {
+    std::string key;
+    bool until_end = false;
+
+    static std::optional<UniqueClaim> of(const Job& job) {
+        const auto& m = job.metadata();
+        auto it = m.find("unique_claim");
+        if (it == m.end() || !it->is_string()) return std::nullopt;
+        const auto& key = it->get_ref<const std::string&>();
+        if (!key.starts_with(queue_keys::unique_prefix)) return std::nullopt;  // never another key
+        return UniqueClaim{key, m.value("unique_until", std::string()) == "end"};
+    }
+
+    void release(const Connection& conn, const std::string& job_id) const noexcept {
+        try {
+            static const Script script{std::string(lua::queue_unique_release)};
+            script(conn, {key}, job_id);
+        } catch (const std::exception& e) {
+            detail::log(LogLevel::warning,
+                        fmt::format("retools-worker: job {}: unique claim {} not released: {}", job_id, key,
+                                    e.what()));
+        }
+    }
+};
+
 std::string timed_out(double limit) {
     return fmt::format("job timed out after {:g} s", limit);
 }
@@ -173,8 +207,12 @@ JobOutcome perform(const TakenJob& taken, const JobRegistry& own, const Connecti
                    const PerformLimits& limits) {
     JobOutcome out;
     auto started = std::chrono::steady_clock::now();
+    std::optional<UniqueClaim> claim;
     auto finish = [&]() -> JobOutcome {
         out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        // Ended for good (a retry keeps the claim until its last attempt).
+        if (claim && claim->until_end && out.status != JobStatus::retry && out.status != JobStatus::requeue)
+            claim->release(conn, out.job_id);
         return std::move(out);
     };
 
@@ -198,6 +236,8 @@ JobOutcome perform(const TakenJob& taken, const JobRegistry& own, const Connecti
     Job& job = *parsed;
     out.job_id = job.id();
     out.job_name = job.name();
+    claim = UniqueClaim::of(job);
+    if (claim && !claim->until_end) claim->release(conn, job.id());
 
     std::shared_ptr<const JobFunction> fn;
     Handlers handlers;

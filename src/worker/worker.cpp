@@ -16,6 +16,7 @@
 #include <retools/log.hpp>
 
 #include "queue/keys.hpp"
+#include "queue/periodic.hpp"
 #include "queue/python_json.hpp"
 #include "util/clock.hpp"
 #include "util/random_token.hpp"
@@ -409,7 +410,8 @@ private:
                 .burst = options.burst,
                 .interval = std::max(options.interval, std::chrono::milliseconds(1)),
                 .heartbeat_interval = opt.heartbeat_interval,
-                .heartbeat_timeout = opt.heartbeat_timeout};
+                .heartbeat_timeout = opt.heartbeat_timeout,
+                .periodic_poll = std::max(opt.periodic_poll, std::chrono::milliseconds(0))};
     }
 
     static std::unique_ptr<detail::Executor> make_executor(State& s) {
@@ -469,6 +471,8 @@ private:
                 return resync();
             case Action::Kind::recover:
                 return recover(action.full_scan);
+            case Action::Kind::promote_periodic:
+                return promote_periodic();
             case Action::Kind::exchange:
                 return exchange(action);
             case Action::Kind::start_jobs:
@@ -535,6 +539,35 @@ private:
         }
     }
 
+    // Due periodic jobs to their queues; when to look again (the earliest
+    // next run; the FSM caps the wait at periodic_poll).
+    Event promote_periodic() {
+        const auto now = steady::now();
+        Event done{.kind = Event::Kind::periodic_checked, .next_check = now + opt_.periodic_poll};
+        try {
+            const double unix_now = detail::unix_now();
+            detail::PeriodicPromotion r = detail::promote_periodic(s_.conn, s_.topology.keys(), unix_now);
+            if (r.next_run) {
+                // A millisecond late rather than early: the run is then due.
+                const auto in = std::chrono::duration<double>(*r.next_run - unix_now + 0.001);
+                done.next_check = now + std::chrono::duration_cast<steady::duration>(in);
+            }
+            if (s_.logs(WorkerLog::jobs) && r.enqueued)
+                detail::log(LogLevel::info,
+                            fmt::format("retools-worker: {}: enqueued {} periodic job(s)", wid_, r.enqueued));
+            for (const auto& problem : r.problems)
+                if (s_.logs(WorkerLog::failures) && problem != last_periodic_note_)
+                    detail::log(LogLevel::warning, fmt::format("retools-worker: {}: {}", wid_, problem));
+            last_periodic_note_ = r.problems.empty() ? std::string() : r.problems.back();
+        } catch (const Error& e) {
+            if (s_.logs(WorkerLog::failures))
+                detail::log(
+                    LogLevel::warning,
+                    fmt::format("retools-worker: {}: periodic jobs not looked at: {}", wid_, e.what()));
+        }
+        return done;
+    }
+
     Event exchange(const Action& action) {
         try {
             if (action.beat) beat_.json = s_.heartbeat_json(wid_, action.busy);
@@ -595,6 +628,7 @@ private:
     std::vector<FinishedJob> done_;
     std::vector<std::pair<TakenJob, std::string>> unstarted_;
     std::string last_note_;  // the fetch's last complaint, logged when it changes
+    std::string last_periodic_note_;  // likewise for periodic jobs
     detail::Beat beat_;
     std::uint64_t control_ = 0;  // s_.control when the round began: a change is a new request
     detail::DispatchFsm fsm_;

@@ -1,6 +1,8 @@
 // Queue: enqueue one job, enqueue a batch of 1,000, beside raw hiredis sending
-// one RPUSH + SADD pipeline with the same payloads.
+// one RPUSH + SADD pipeline with the same payloads; a unique enqueue beside a
+// plain one.
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -67,6 +69,29 @@ Run retools_enqueue_batch(const Env& env, std::size_t count) {
             {}};
 }
 
+// Distinct jobs across rounds (a claim left by an earlier round would make
+// the unique enqueue take its cheaper "already there" path).
+std::size_t next_unique_job = 0;
+
+Run retools_enqueue_unique(const Env& env, std::size_t count) {
+    retools::QueueManager qm{env.conn};
+    const std::size_t first = next_unique_job;
+    next_unique_job += count;
+    return {time_it([&] {
+                for (std::size_t i = 0; i < count; ++i)
+                    qm.enqueue(kNoopJob, {{"n", first + i}}, {.unique_for = std::chrono::minutes(10)});
+            }),
+            {}};
+}
+
+Run retools_enqueue_plain_kwargs(const Env& env, std::size_t count) {
+    retools::QueueManager qm{env.conn};
+    return {time_it([&] {
+                for (std::size_t i = 0; i < count; ++i) qm.enqueue(kNoopJob, {{"n", i}});
+            }),
+            {}};
+}
+
 }  // namespace
 
 void add_queue_rows(const Env& env, std::vector<Row>& rows) {
@@ -83,6 +108,13 @@ void add_queue_rows(const Env& env, std::vector<Row>& rows) {
                     .retools = retools_enqueue_batch,
                     .floor = raw_enqueue_batch,
                     .floor_target = 0.9});
+    // The floor here is retools' own plain enqueue of the same jobs.
+    rows.push_back({.id = "enqueue_unique",
+                    .label = "Queue: enqueue one unique job (unique_for), floor plain enqueue",
+                    .count = env.counts.ops,
+                    .retools = retools_enqueue_unique,
+                    .floor = retools_enqueue_plain_kwargs,
+                    .floor_target = 0.8});
 }
 
 }  // namespace bench

@@ -385,6 +385,39 @@ TEST_F(Cli, DestructiveCommandsAskOnATerminal) {
     EXPECT_EQ(qm.failed_count(), 1u);
 }
 
+TEST_F(Cli, PeriodicListsSchedulesWithTheirNextRun) {
+    auto none = run({"periodic"});
+    ASSERT_EQ(none.code, 0) << none.err;
+    EXPECT_NE(none.out.find("(no periodic jobs)"), std::string::npos) << none.out;
+    qm.schedule_periodic("nightly", "0 3 * * *", "tests.cli:report", {{"kind", "daily"}});
+    qm.schedule_periodic("poll", "@every 1h", "tests.cli:poll", {}, {.queue_name = "high"});
+    auto next_of = [&](const std::string& id) {
+        for (const auto& p : qm.periodic_jobs())
+            if (p.id == id) return std::chrono::duration<double>(p.next_run.time_since_epoch()).count();
+        return 0.0;
+    };
+    const double nightly = next_of("nightly"), poll = next_of("poll");
+    auto r = run({"periodic"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_TRUE(has_line(r.out, {"ID", "SCHEDULE", "JOB", "QUEUE", "NEXT RUN", "IN", "KWARGS"})) << r.out;
+    EXPECT_TRUE(has_line(r.out, {"nightly", "0 3 * * *", "tests.cli:report", "main",
+                                 utc("%Y-%m-%d 03:00", nightly), R"({"kind":"daily"})"}))
+        << r.out;
+    EXPECT_TRUE(has_line(r.out, {"poll", "@every 1h", "tests.cli:poll", "high", utc("%Y-%m-%d %H:00", poll)}))
+        << r.out;
+    json j = run_json({"periodic", "list"});
+    ASSERT_EQ(j.size(), 2u);
+    const json& n = j[0]["id"] == "nightly" ? j[0] : j[1];  // earliest first: 03:00 may be the next hour
+    EXPECT_EQ(n["id"], "nightly");
+    EXPECT_EQ(n["schedule"], "0 3 * * *");
+    EXPECT_EQ(n["job"], "tests.cli:report");
+    EXPECT_EQ(n["queue"], "main");
+    EXPECT_EQ(n["kwargs"], (json{{"kind", "daily"}}));
+    EXPECT_EQ(n["next_run"].get<double>(), nightly);
+    EXPECT_LE(j[0]["next_run"].get<double>(), j[1]["next_run"].get<double>());
+    EXPECT_EQ(run({"periodic", "remove"}).code, 2);
+}
+
 TEST_F(Cli, ScheduledListAndCancel) {
     auto r = run({"scheduled"});
     ASSERT_EQ(r.code, 0) << r.err;

@@ -159,6 +159,73 @@ TEST_F(ClusterQueueTest, ScheduledJobsLiveBesideTheirQueueAndArePromotedWhenDue)
     EXPECT_EQ(b[1].state().value("retried", 0), 1);
 }
 
+TEST_F(ClusterQueueTest, UniqueJobsClaimBesideTheirQueue) {
+    QueueManager qm{conn};
+    const std::string id =
+        qm.enqueue("tests.cq:record", {{"tag", "u"}}, {.queue_name = "uq", .unique_for = 1min});
+    EXPECT_EQ(qm.enqueue("tests.cq:record", {{"tag", "u"}}, {.queue_name = "uq", .unique_for = 1min}), id);
+    const std::string claim = "retools:unique:{uq}:tests.cq:record {\"tag\":\"u\"}";
+    EXPECT_EQ(key_slot(claim), key_slot(keys::queue("uq", true)));
+    EXPECT_EQ(conn.command("GET", claim).as_optional_string(), id);
+    std::vector<json> many{{{"tag", "u"}}, {{"tag", "v"}}, {{"tag", "v"}}};
+    const auto ids = qm.enqueue_many("tests.cq:record", many, {.queue_name = "uq", .unique_for = 1min});
+    EXPECT_EQ(ids[0], id);
+    EXPECT_EQ(ids[1], ids[2]);
+    EXPECT_EQ(llen("retools:queue:{uq}"), 2);
+    // The worker releases the claim when the job starts.
+    Worker w{{"uq"}, quiet()};
+    w.register_job("tests.cq:record", record(conn));
+    EXPECT_EQ(w.work({.burst = true}).succeeded, 2u);
+    EXPECT_FALSE(exists(claim));
+    EXPECT_NE(qm.enqueue("tests.cq:record", {{"tag", "u"}}, {.queue_name = "uq", .unique_for = 1min}), id);
+}
+
+TEST_F(ClusterQueueTest, PeriodicJobsLiveBesideTheirQueueAndRunOncePerDueTime) {
+    QueueManager qm{conn};
+    EXPECT_TRUE(qm.schedule_periodic("tick", "@every 1s", "tests.cq:record", {{"tag", "tick"}},
+                                     {.queue_name = "pa"}));
+    EXPECT_FALSE(qm.schedule_periodic("tick", "@every 1s", "tests.cq:record", {{"tag", "tick"}},
+                                      {.queue_name = "pa"}));
+    EXPECT_EQ(key_slot("retools:periodic:due:{pa}"), key_slot(keys::queue("pa", true)));
+    EXPECT_EQ(conn.command("ZCARD", "retools:periodic:due:{pa}").as_integer(), 1);
+    // Moved to another queue: it leaves the old one.
+    EXPECT_TRUE(qm.schedule_periodic("tick", "@every 1s", "tests.cq:record", {{"tag", "tick"}},
+                                     {.queue_name = "pb"}));
+    EXPECT_EQ(conn.command("ZCARD", "retools:periodic:due:{pa}").as_integer(), 0);
+    ASSERT_EQ(qm.periodic_jobs().size(), 1u);
+    EXPECT_EQ(qm.periodic_jobs()[0].queue, "pb");
+    const auto due = qm.periodic_jobs()[0].next_run;
+    std::atomic<std::size_t> enqueued{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 8; ++i)
+        threads.emplace_back([&] { enqueued += QueueManager{conn}.promote_periodic_jobs(due + 500ms); });
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(enqueued.load(), 1u);
+    EXPECT_EQ(llen("retools:queue:{pb}"), 1);
+    // Three workers for ~3 s: one run per second, never two for one due time.
+    std::vector<std::unique_ptr<Worker>> workers;
+    std::vector<std::thread> running;
+    for (const char* other : {"x1", "x2", "x3"}) {
+        workers.push_back(std::make_unique<Worker>(std::vector<std::string>{"pb", other}, quiet()));
+        workers.back()->register_job("tests.cq:record", [c = conn](const json&) -> json {
+            const double d = retools::current_job()->metadata().at("periodic_due").get<double>();
+            c.command("HINCRBY", "due", fmt::format("{:.0f}", d), 1);
+            return nullptr;
+        });
+    }
+    for (auto& w : workers) running.emplace_back([&w] { w->work({.interval = 50ms, .blocking = true}); });
+    std::this_thread::sleep_for(3200ms);
+    for (auto& w : workers) w->stop(true);
+    for (auto& t : running) t.join();
+    const auto h = conn.command("HGETALL", "due").as_array();
+    EXPECT_GE(h.size() / 2, 3u);
+    EXPECT_LE(h.size() / 2, 5u);
+    for (std::size_t i = 0; i + 1 < h.size(); i += 2)
+        EXPECT_EQ(h[i + 1].as_string(), "1") << h[i].as_string();
+    EXPECT_TRUE(qm.remove_periodic("tick"));
+    EXPECT_TRUE(qm.periodic_jobs().empty());
+}
+
 TEST_F(ClusterQueueTest, WorkerRetriesFailsAndStoresResults) {
     QueueManager qm{conn};
     std::string flaky =

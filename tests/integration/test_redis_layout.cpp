@@ -184,6 +184,9 @@ TEST_F(RedisLayoutTest, EveryKeyAWorkloadWritesIsListedInTheDocument) {
     qm.enqueue("layout.jobs:ok", {{"x", 1}}, {.metadata = {{"result_ttl", 60}}});
     qm.enqueue("layout.jobs:boom", {{"x", 2}});
     qm.enqueue_in(1h, "layout.jobs:ok", {{"x", 3}});
+    // A unique job on a queue no worker serves (its claim stays), and a periodic job.
+    qm.enqueue("layout.jobs:ok", {{"x", 5}}, {.queue_name = "held", .unique_for = 1min});
+    qm.schedule_periodic("layout-daily", "@daily", "layout.jobs:ok", {{"x", 6}});
     // A dead worker's processing list (no heartbeat): recovery counts its death.
     conn.command("RPUSH", "retools:processing:ghost~1:main",
                  "main\n" + retools::detail::make_payload(qm, "0123456789abcdef0123456789abcdef", "layout.jobs:ok", {{"x", 4}}));
@@ -222,5 +225,8 @@ TEST_F(RedisLayoutTest, EveryKeyAWorkloadWritesIsListedInTheDocument) {
                            "layout-limiter", "retools:queues", "retools:delayed", "retools:failed",
                            "retools:result:.+", "retools:heartbeat:.+", "retools:heartbeats", "retools:workers",
                            "retools:stat:processed", "retools:stat:failed:.+T.+", "retools:worker:.+:threads"})
+        EXPECT_TRUE(seen_matching(re)) << "no key matching " << re << " was written";
+    for (const char* re :
+         {"retools:unique:held:layout\\.jobs:ok .+", "retools:periodic", "retools:periodic:due"})
         EXPECT_TRUE(seen_matching(re)) << "no key matching " << re << " was written";
 }

@@ -42,6 +42,7 @@ protected:
         qm.record_failure(
             {failed_payload, "images", "ValueError: <b>bad</b> image", "host:1:images", now - 60});
         scheduled_id = qm.enqueue_in(1h, "tests.web:later", {{"n", 5}});
+        qm.schedule_periodic("nightly", "0 3 * * *", "tests.web:report", {{"kind", "daily"}});
         conn.command("MSET", "retools:stat:processed", "42", "retools:stat:failed", "3");
         conn.command("SADD", "retools:workers", "pyhost:77:main");
         retools::CacheRegion::add_region("short_term", 60s);
@@ -104,6 +105,8 @@ TEST_F(Web, EveryPageShowsWhatIsInRedis) {
           "a.png", "Retry all", "action=\"/failed/retry\""}},
         {"/scheduled",
          {"Scheduled jobs (1)", scheduled_id, "tests.web:later", "action=\"/scheduled/cancel\""}},
+        {"/periodic",
+         {"Periodic jobs (1)", "<td>nightly</td><td>0 3 * * *</td><td>tests.web:report</td><td>main</td>"}},
         {"/cache",
          {"Hit ratio by namespace", "Region short_term: 2 hits, 1 misses today (66.7%)",
           "<td>tests.search</td><td>1</td><td>2</td><td>1</td><td>66.7%</td>"}},
@@ -162,6 +165,11 @@ TEST_F(Web, ApiMirrorsMatchRedis) {
     EXPECT_EQ(f[0]["error"], failed[0].error);
     EXPECT_EQ(f[0]["queue"], "images");
 
+    json pj = get_json(server, "/api/periodic");
+    ASSERT_EQ(pj.size(), 1u);
+    EXPECT_EQ(pj[0]["id"], "nightly");
+    EXPECT_EQ(pj[0]["schedule"], "0 3 * * *");
+    EXPECT_EQ(static_cast<long long>(pj[0]["next_run"].get<double>()) % 86400, 3 * 3600);
     json s = get_json(server, "/api/scheduled");
     ASSERT_EQ(s.size(), 1u);
     EXPECT_EQ(s[0]["job_id"], scheduled_id);

@@ -52,6 +52,7 @@ struct World {
     bool fail_resync = false;
     bool fail_recover = false;
     bool keep = false;  // exchanges hold finish operations back
+    std::chrono::milliseconds next_periodic_in{300};  // promote_periodic: the next run is due in this long
     std::vector<DispatchAction> actions;
 
     DispatchAction round() {
@@ -87,6 +88,9 @@ struct World {
                     break;
                 case K::recover:
                     event = {.kind = fail_recover ? E::scan_failed : E::scanned};
+                    break;
+                case K::promote_periodic:
+                    event = {.kind = E::periodic_checked, .next_check = now + next_periodic_in};
                     break;
                 case K::exchange:
                     if (fail_exchange) {
@@ -539,3 +543,43 @@ TEST(WorkerDispatchFsm, WakesForFinishedJobsOnlyWhenTheyFreeRoomWorthFilling) {
 }
 
 }  // namespace
+
+TEST(WorkerDispatchFsm, PeriodicJobsArePromotedBeforeTakingAndAtTheirNextRun) {
+    World w{{.concurrency = 2, .heartbeat_interval = 5s, .heartbeat_timeout = 30s, .periodic_poll = 1s}};
+    w.queued = 1;
+    w.round();
+    // First round: promoted before the exchange, so a job it enqueued is taken at once.
+    ASSERT_NE(w.find(K::promote_periodic), nullptr);
+    ASSERT_NE(w.find(K::exchange), nullptr);
+    EXPECT_LT(w.find(K::promote_periodic), w.find(K::exchange));
+    // Nothing to do now: the wait ends when the next run is due (300 ms).
+    w.now += 10ms;
+    DispatchAction wait = w.round();
+    EXPECT_EQ(w.find(K::promote_periodic), nullptr);
+    ASSERT_EQ(wait.kind, K::wait);
+    EXPECT_EQ(wait.deadline, t0 + 300ms);
+    // A next run far away: looked at again after periodic_poll anyway (new definitions).
+    w.next_periodic_in = 1h;
+    w.now = t0 + 300ms;
+    w.round();
+    EXPECT_NE(w.find(K::promote_periodic), nullptr);
+    w.now += 10ms;
+    wait = w.round();
+    EXPECT_EQ(w.find(K::promote_periodic), nullptr);
+    EXPECT_EQ(wait.deadline, t0 + 1300ms);
+    // Paused or stopping: no promotion.
+    w.now += 2s;
+    w.requests.paused = true;
+    w.round();
+    EXPECT_EQ(w.find(K::promote_periodic), nullptr);
+    w.requests.paused = false;
+    w.requests.stop_graceful = true;
+    w.round();
+    EXPECT_EQ(w.find(K::promote_periodic), nullptr);
+}
+
+TEST(WorkerDispatchFsm, NoPeriodicPollNeverPromotes) {
+    World w{{.concurrency = 1}};
+    for (int i = 0; i < 5; ++i, w.now += 2s) w.round();
+    EXPECT_EQ(w.find(K::promote_periodic), nullptr);
+}

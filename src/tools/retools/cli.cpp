@@ -40,6 +40,7 @@ constexpr const char* usage_text =
     "  failed remove N | clear               delete failed job N (or every one)\n"
     "  scheduled [list]                      jobs waiting for their due time\n"
     "  scheduled cancel ID                   remove scheduled job ID before it is due\n"
+    "  periodic [list]                       periodic jobs: schedule, job, queue, next run\n"
     "  enqueue JOB --kwargs JSON [--queue Q] enqueue a job, print its id\n"
     "  stats REGION [NAMESPACE] [--date YYYY-MM-DD] [--days N]\n"
     "                                        cache hits, misses, hit ratio per namespace and key\n"
@@ -385,6 +386,24 @@ int cmd_scheduled(const Views& v, const Args& a) {
     throw UsageError(fmt::format("unknown 'scheduled' command '{}'", sub));
 }
 
+int cmd_periodic(const Views& v, const Args& a) {
+    std::string sub = a.positional.size() > 1 ? a.positional[1] : "list";
+    a.allow({});
+    if (sub != "list") throw UsageError(fmt::format("unknown 'periodic' command '{}'", sub));
+    a.arity(0, 1);
+    json all = v.periodic();
+    if (a.json) return print_json(all), 0;
+    double now = now_seconds();
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& p : all)
+        rows.push_back({p["id"].get<std::string>(), p["schedule"].get<std::string>(),
+                        p["job"].get<std::string>(), p["queue"].get<std::string>(),
+                        format_time(p["next_run"]), format_until(p["next_run"].get<double>(), now),
+                        short_json(p["kwargs"])});
+    print_table({"ID", "SCHEDULE", "JOB", "QUEUE", "NEXT RUN", "IN", "KWARGS"}, rows, "(no periodic jobs)");
+    return 0;
+}
+
 int cmd_enqueue(const Views& v, const Args& a) {
     a.arity(1, 1);
     a.allow({"--kwargs", "--queue"});
@@ -516,6 +535,7 @@ int run(int argc, char** argv) {
         if (cmd == "workers") return cmd_workers(views, a);
         if (cmd == "failed") return cmd_failed(views, a);
         if (cmd == "scheduled") return cmd_scheduled(views, a);
+        if (cmd == "periodic") return cmd_periodic(views, a);
         if (cmd == "enqueue") return cmd_enqueue(views, a);
         if (cmd == "stats") return cmd_stats(views, a);
         if (cmd == "regions") return cmd_regions(views, a);

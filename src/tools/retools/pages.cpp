@@ -183,6 +183,18 @@ json scheduled_model(const json& d) {
                 {"Job ID", "Job", "Queue", "Due (UTC)", "In", "Kwargs", ""}, rows, "No scheduled jobs.")}}};
 }
 
+json periodic_model(const json& d) {
+    json rows = json::array();
+    double now = now_seconds();
+    for (const auto& p : d)
+        rows.push_back({p["id"], p["schedule"], p["job"], p["queue"], format_time(p["next_run"]),
+                        format_until(p["next_run"].get<double>(), now), pretty(p["kwargs"])});
+    return {{"sections",
+             {table(fmt::format("Periodic jobs ({})", d.size()),
+                    {"ID", "Schedule", "Job", "Queue", "Next run (UTC)", "In", "Kwargs"}, rows,
+                    "No periodic jobs.")}}};
+}
+
 json cache_model(const json& d) {
     json sections = json::array();
     json items = json::array();
@@ -363,6 +375,7 @@ const char* title_of(std::string_view page) {
     if (page == "workers") return "Workers";
     if (page == "failed") return "Failed";
     if (page == "scheduled") return "Scheduled";
+    if (page == "periodic") return "Periodic";
     return "Cache";
 }
 
@@ -373,8 +386,8 @@ std::string path_of(std::string_view page) {
 }  // namespace
 
 const std::vector<std::string>& page_names() {
-    static const std::vector<std::string> names = {"overview", "queues",    "workers",
-                                                   "failed",   "scheduled", "cache"};
+    static const std::vector<std::string> names = {"overview",  "queues",   "workers", "failed",
+                                                   "scheduled", "periodic", "cache"};
     return names;
 }
 
@@ -388,6 +401,7 @@ json page_data(const Views& views, std::string_view name) {
     if (name == "workers") return views.workers();
     if (name == "failed") return views.failed();
     if (name == "scheduled") return views.scheduled();
+    if (name == "periodic") return views.periodic();
     if (name == "cache") return views.cache();
     throw std::out_of_range("no such page");
 }
@@ -398,6 +412,7 @@ json page_model(std::string_view name, const json& data) {
              : name == "workers"   ? workers_model(data)
              : name == "failed"    ? failed_model(data)
              : name == "scheduled" ? scheduled_model(data)
+             : name == "periodic"  ? periodic_model(data)
                                    : cache_model(data);
     m["page"] = name;
     m["title"] = title_of(name);

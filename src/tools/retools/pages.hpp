@@ -12,7 +12,7 @@
 
 namespace retools::tools {
 
-/// The pages, in menu order: overview, queues, workers, failed, scheduled, cache.
+/// The pages, in menu order: overview, queues, workers, failed, scheduled, periodic, cache.
 const std::vector<std::string>& page_names();
 /// The data of a page (what /api/<name> returns); throws std::out_of_range for an unknown page.
 nlohmann::json page_data(const Views& views, std::string_view name);

@@ -416,6 +416,19 @@ json Views::scheduled() const {
     return out;
 }
 
+json Views::periodic() const {
+    json out = json::array();
+    for (const PeriodicJob& p : qm_.periodic_jobs()) {
+        out.push_back({{"id", p.id},
+                       {"schedule", p.schedule},
+                       {"job", p.job_name},
+                       {"queue", p.queue},
+                       {"kwargs", p.kwargs},
+                       {"next_run", std::chrono::duration<double>(p.next_run.time_since_epoch()).count()}});
+    }
+    return out;
+}
+
 std::vector<std::string> Views::regions() const {
     return stored_regions(conn_);
 }

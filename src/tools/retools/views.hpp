@@ -58,6 +58,8 @@ public:
     nlohmann::json failed() const;
     /// `retools:delayed`, earliest first: `{"job_id", "job", "queue", "kwargs", "due"}`.
     nlohmann::json scheduled() const;
+    /// Periodic jobs, earliest next run first: id, schedule, job, queue, kwargs, next_run (Unix seconds).
+    nlohmann::json periodic() const;
     /// Names in `retools:regions`, sorted.
     std::vector<std::string> regions() const;
     /// Statistics of a region (one namespace when `ns` is not empty) summed over
