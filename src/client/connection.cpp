@@ -370,11 +370,7 @@ std::vector<Reply> Connection::Impl::round_trip(std::span<const std::string_view
     const detail::Deadline deadline = detail::deadline_after(timeout);
     link.send(parts, replies, deadline, timeout.count());
     std::vector<Reply> out;
-    if (replies == 1) {
-        out.push_back(link.receive(deadline, timeout.count()));
-    } else {
-        link.receive_many(replies, deadline, timeout.count(), out);
-    }
+    link.receive_many(replies, deadline, timeout.count(), out);
     return out;
 }
 

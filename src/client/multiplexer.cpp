@@ -221,11 +221,7 @@ void Multiplexer::read_one() {
     do {
         MuxRequest& r = *written_.front();
         try {
-            if (r.replies == 1) {
-                r.out.push_back(link_->receive(r.deadline, r.timeout_ms));
-            } else {
-                link_->receive_many(r.replies, r.deadline, r.timeout_ms, r.out);
-            }
+            link_->receive_many(r.replies, r.deadline, r.timeout_ms, r.out);
         } catch (...) {
             finish_all(answered);
             fail_written(std::current_exception());
